@@ -1,0 +1,335 @@
+//! The commands behind the CLI. `main.rs` only parses arguments and exits with the
+//! code returned here.
+//!
+//! Exit codes: 0 passed · 1 drill failed · 2 invalid scenario or usage · 3 a fault
+//! could not be injected (or its target is locked by another drill) · 4 recovery
+//! incomplete: something may be left behind.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use crate::cli::{Cli, Command, LogFormat, PlanFormat};
+use crate::engine::{Control, Engine, EngineError, RunOptions};
+use crate::report::{self, Format};
+use crate::scenario::{self, Drill, LoadError};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_INJECTION: i32 = 3;
+pub const EXIT_RECOVERY_INCOMPLETE: i32 = 4;
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    init_logging(cli.log_format, cli.verbose);
+    match cli.command {
+        Command::Schema => {
+            println!("{}", schema_json());
+            EXIT_OK
+        }
+        Command::Validate(a) => validate(&a.scenarios, &a.vars),
+        Command::Plan(a) => match load(&a.scenario.scenario, &a.scenario.vars) {
+            Ok(d) => print_plan(&d, a.level, a.format),
+            Err(code) => code,
+        },
+        Command::Run(a) => {
+            let drill = match load(&a.scenario.scenario, &a.scenario.vars) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            if a.dry_run {
+                return print_plan(&drill, a.level, PlanFormat::Text);
+            }
+            let opts = RunOptions {
+                level: a.level,
+                state_dir: a.state_dir.unwrap_or_else(crate::engine::default_state_dir),
+                run_id: a.run_id,
+                progress: true,
+            };
+            runtime().block_on(run_drill(drill, opts, &a.report_dir, a.template_dir.as_deref()))
+        }
+        Command::Recover(a) => {
+            let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
+            runtime().block_on(recover(&state, a.which.run.as_deref(), a.force))
+        }
+        Command::Report(a) => rerender(&a.journal, a.format, a.output.as_deref(), a.template_dir.as_deref()),
+        Command::Deadman(a) => {
+            let procs: Vec<(u32, u64)> = a
+                .procs
+                .iter()
+                .filter_map(|p| {
+                    let (pid, start) = p.split_once(':')?;
+                    Some((pid.parse().ok()?, start.parse().ok()?))
+                })
+                .collect();
+            let _ = &a.tag; // only there so a revert can find this process by its command line
+            crate::fault::process_kill::deadman_main(std::time::Duration::from_millis(a.ttl_ms), &procs);
+            EXIT_OK
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+/// The JSON Schema of scenario files.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(crate::scenario::Scenario);
+    serde_json::to_string_pretty(&schema).expect("schema serialises")
+}
+
+fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
+    match scenario::load_file(path, vars) {
+        Ok(d) => {
+            set_secrets(d.vars.secret_values());
+            Ok(d)
+        }
+        Err(e) => {
+            print_load_error(&e);
+            Err(EXIT_INVALID)
+        }
+    }
+}
+
+fn print_load_error(e: &LoadError) {
+    let mut err = std::io::stderr().lock();
+    match e {
+        LoadError::Io { .. } => {
+            let _ = writeln!(err, "error: {e}");
+        }
+        LoadError::Invalid(diags) => {
+            for d in diags {
+                let _ = writeln!(err, "error: {d}");
+            }
+            let _ = writeln!(err, "{} problem(s); nothing was run", diags.len());
+        }
+    }
+}
+
+fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
+    let mut code = EXIT_OK;
+    for p in paths {
+        match scenario::load_file(p, vars) {
+            Ok(d) => println!("{}: ok ({} fault(s), {} verification(s))", p.display(), d.faults.len(), d.scenario.verifications.len()),
+            Err(e) => {
+                print_load_error(&e);
+                code = EXIT_INVALID;
+            }
+        }
+    }
+    code
+}
+
+fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 {
+    let steps = crate::engine::plan::plan(drill, level);
+    match format {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&steps).expect("plan serialises")),
+        PlanFormat::Text => {
+            println!("plan for `{}` at level {level} (nothing is run):", drill.scenario.metadata.name);
+            for (i, s) in steps.iter().enumerate() {
+                let mark = if s.runs { " " } else { "-" };
+                println!("{mark}{:>3}. {:<13} {}: {}", i + 1, s.phase, s.name, s.description);
+            }
+        }
+    }
+    EXIT_OK
+}
+
+async fn run_drill(drill: Drill, opts: RunOptions, report_dir: &Path, template_dir: Option<&Path>) -> i32 {
+    let drill = Arc::new(drill);
+    let engine = match Engine::prepare(drill.clone(), opts) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was injected");
+            return match e {
+                EngineError::Lock(_) => EXIT_INJECTION,
+                _ => EXIT_INJECTION,
+            };
+        }
+    };
+    let control = Control::default();
+    let signals = tokio::spawn(watch_signals(control.clone()));
+    let run_id = engine.run_id().to_string();
+    let ledger = engine.ledger_path();
+    let runtime = engine.runtime();
+    let result = tokio::spawn(engine.run(control.clone())).await;
+    signals.abort();
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // A bug in the engine must not leave a fault behind: replay the ledger.
+            eprintln!("error: the engine failed ({e}); reverting every fault of run {run_id} from its ledger");
+            let r = crate::engine::recover::recover_ledger(&run_id, &ledger, true, Some(&runtime)).await;
+            for line in &r.reverted {
+                eprintln!("reverted: {line}");
+            }
+            for line in &r.failed {
+                eprintln!("REVERT FAILED: {line}");
+            }
+            return if r.failed.is_empty() { EXIT_FAILED } else { EXIT_RECOVERY_INCOMPLETE };
+        }
+    };
+    let dir = report_directory(report_dir, &record.scenario.name, &record.started_at);
+    match report::write_reports(&record, &dir, template_dir) {
+        Ok(files) => {
+            println!("{:?}: {}", record.outcome.status, record.outcome.reason);
+            if !record.improvements.is_empty() {
+                println!("{} improvement(s) identified", record.improvements.len());
+            }
+            for f in files {
+                println!("  {}", f.display());
+            }
+        }
+        Err(e) => eprintln!("error: cannot write reports: {e}"),
+    }
+    record.outcome.exit_code
+}
+
+/// `<dir>/<scenario>-<YYYYMMDDTHHMMSSZ>`, with a numeric suffix if it already exists.
+fn report_directory(base: &Path, scenario: &str, started_at: &str) -> PathBuf {
+    let stamp: String = started_at.chars().take(19).filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    let first = base.join(format!("{scenario}-{stamp}Z"));
+    let mut candidate = first.clone();
+    let mut n = 2;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{}-{n}", first.display()));
+        n += 1;
+    }
+    candidate
+}
+
+/// First SIGINT/SIGTERM: abort and recover. Second: skip recovery's waits.
+async fn watch_signals(control: Control) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let mut count = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        count += 1;
+        if count == 1 {
+            eprintln!("\nsignal received: stopping the drill and reverting every fault (signal again to skip waits)");
+            control.abort.cancel();
+        } else {
+            eprintln!("\nsecond signal: skipping waits; faults are still being reverted");
+            control.hurry.cancel();
+        }
+    }
+}
+
+async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
+    let results = crate::engine::recover::recover(state, run, force, None).await;
+    if let Some(r) = run {
+        if results.is_empty() {
+            eprintln!("error: no ledger for run `{r}` under {}", state.display());
+            return EXIT_INVALID;
+        }
+    }
+    let mut code = EXIT_OK;
+    let mut anything = false;
+    for r in &results {
+        if let Some(why) = &r.skipped {
+            println!("run {}: skipped: {why}", r.run_id);
+            code = code.max(EXIT_RECOVERY_INCOMPLETE);
+            anything = true;
+        }
+        for l in &r.reverted {
+            println!("run {}: reverted {l}", r.run_id);
+            anything = true;
+        }
+        for l in &r.failed {
+            println!("run {}: FAILED {l}", r.run_id);
+            code = EXIT_RECOVERY_INCOMPLETE;
+            anything = true;
+        }
+    }
+    if !anything {
+        println!("nothing to recover under {}", state.display());
+    }
+    code
+}
+
+fn rerender(journal: &Path, format: Format, output: Option<&Path>, template_dir: Option<&Path>) -> i32 {
+    let text = match std::fs::read_to_string(journal) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", journal.display());
+            return EXIT_INVALID;
+        }
+    };
+    let record: report::model::RunRecord = match serde_json::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}:{}:{}: not a firedrill journal: {e}", journal.display(), e.line(), e.column());
+            return EXIT_INVALID;
+        }
+    };
+    match report::render(&record, format, template_dir) {
+        Ok(s) => match output {
+            Some(p) => match std::fs::write(p, s) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", p.display());
+                    EXIT_INVALID
+                }
+            },
+            None => {
+                print!("{s}");
+                EXIT_OK
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+// ── logging, with secrets redacted ────────────────────────────────────────────
+
+static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+
+fn set_secrets(s: Vec<String>) {
+    let _ = SECRETS.set(s);
+}
+
+/// Writes log lines to stderr with every secret value replaced by `***`.
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let secrets = SECRETS.get().map(Vec::as_slice).unwrap_or(&[]);
+        if secrets.is_empty() {
+            return std::io::stderr().write_all(buf).map(|_| buf.len());
+        }
+        let mut text = String::from_utf8_lossy(buf).into_owned();
+        for s in secrets {
+            text = text.replace(s.as_str(), "***");
+        }
+        std::io::stderr().write_all(text.as_bytes()).map(|_| buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactingStderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+}

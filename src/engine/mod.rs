@@ -1,0 +1,137 @@
+//! The run: phases, timeline, guards, cancellation, ledger and recovery.
+//!
+//! ```text
+//! prechecks ─▶ faults (graded, in order, ramp_up) ─▶ verifications
+//!                 │ guards watched while any fault is active
+//!                 ▼
+//! recovery (ALWAYS: revert every injected fault newest first, then recovery steps)
+//!   ─▶ steady-state re-check (measures recovery time against the RTO) ─▶ report
+//! ```
+//!
+//! Aborting (signal, guard breach, critical failure, max_duration, injection error)
+//! cancels the forward steps only; recovery always runs to the end. A second signal
+//! sets `hurry`, which skips recovery's waits but never its reverts.
+
+pub(crate) mod check;
+pub mod ledger;
+pub(crate) mod lock;
+pub mod plan;
+pub mod recover;
+mod run;
+pub(crate) mod timeline;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+
+pub use run::{Engine, EngineError};
+
+use crate::scenario::Level;
+
+/// Options of one run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Faults above this level are skipped.
+    pub level: Level,
+    /// Where ledgers and locks live.
+    pub state_dir: PathBuf,
+    /// Fixed run id (tests); generated when None.
+    pub run_id: Option<String>,
+    /// Print a progress line per event on stderr.
+    pub progress: bool,
+}
+
+/// How the outside world (signal handlers, tests) steers a run.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    /// Stop forward steps and recover (first SIGINT/SIGTERM).
+    pub abort: CancellationToken,
+    /// Skip recovery's waits (second signal); reverts still run.
+    pub hurry: CancellationToken,
+}
+
+/// In-process resources that live as long as a fault: helper child processes to reap
+/// and handles (e.g. a proxy's task) that a revert in the same process can stop.
+#[derive(Default)]
+pub struct Runtime {
+    children: Mutex<Vec<std::process::Child>>,
+    resources: Mutex<HashMap<String, Box<dyn Any + Send>>>,
+}
+
+impl Runtime {
+    /// Keeps a detached helper's handle so that its exit status is collected (no zombie).
+    pub fn adopt(&self, child: std::process::Child) {
+        self.children.lock().unwrap().push(child);
+    }
+
+    /// Collects the exit status of helpers that have exited.
+    pub fn reap(&self) {
+        let mut children = self.children.lock().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        children.retain_mut(|c| loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break false,
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(2)),
+                Ok(None) => break true,
+            }
+        });
+    }
+
+    /// Stores a resource under `key` (e.g. the undo record's id).
+    pub fn put(&self, key: impl Into<String>, value: Box<dyn Any + Send>) {
+        self.resources.lock().unwrap().insert(key.into(), value);
+    }
+
+    /// Takes the resource stored under `key`, if this process holds it.
+    pub fn take(&self, key: &str) -> Option<Box<dyn Any + Send>> {
+        self.resources.lock().unwrap().remove(key)
+    }
+}
+
+/// Path of the `firedrill` binary, for detached helpers (`__deadman`). Tests and
+/// embedders that are not the binary point `FIREDRILL_EXE` at it.
+pub fn self_exe() -> std::io::Result<PathBuf> {
+    if let Ok(p) = std::env::var("FIREDRILL_EXE") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let is_firedrill = exe.file_name().is_some_and(|n| n == "firedrill");
+    if is_firedrill {
+        Ok(exe)
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} is not the firedrill binary; set FIREDRILL_EXE",
+            exe.display()
+        )))
+    }
+}
+
+/// Default state directory: `/var/lib/firedrill` as root, else
+/// `$XDG_STATE_HOME/firedrill` (or `~/.local/state/firedrill`).
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/firedrill");
+    }
+    if let Ok(x) = std::env::var("XDG_STATE_HOME") {
+        if !x.is_empty() {
+            return PathBuf::from(x).join("firedrill");
+        }
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    PathBuf::from(home).join(".local/state/firedrill")
+}
+
+/// A new run id: UTC timestamp plus random suffix, short enough for nftables names.
+pub fn new_run_id() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    format!("{}{:04x}", compact_utc(secs), fastrand::u16(..))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a Unix time.
+pub fn compact_utc(secs: u64) -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string();
+    t.replace(['-', ':'], "")
+}

@@ -1,0 +1,180 @@
+//! Faults: the closed set of fault kinds, and how each is injected and reverted.
+//!
+//! Injection is split in two so that the engine, not each fault, keeps the first
+//! promise ("nothing is left behind"):
+//! 1. [`FaultSpec::prepare`] resolves everything the fault will touch (pids, table
+//!    names, addresses) and returns the [`Undo`] record, without side effects;
+//! 2. the engine appends that record to the ledger and fsyncs it;
+//! 3. [`FaultSpec::apply`] takes effect and measures that it did.
+//!
+//! Reverting an [`Undo`] is idempotent, and works from a fresh process
+//! (`firedrill recover`) as well as from the run that injected it.
+//!
+//! A new fault kind is one new file, one variant in [`FaultSpec`] and one in [`Undo`]:
+//! the compiler points at every `match` that needs an arm.
+
+pub(crate) mod process_kill;
+
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::target::Target;
+
+/// The fault kinds, selected by `kind:`; the parameters are under `with:`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "kind", content = "with", rename_all = "snake_case")]
+pub enum FaultSpec {
+    /// Kill, terminate or freeze (`STOP`, undone by `CONT`) processes on this host.
+    ProcessKill(process_kill::ProcessKill),
+}
+
+/// Why a fault could not be injected or reverted.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// Nothing matched, bad parameters found only at run time, unsupported target.
+    #[error("{0}")]
+    Precondition(String),
+    /// The system refused (permissions, missing tool, kernel error).
+    #[error("{0}")]
+    System(String),
+    /// The fault was applied but its effect could not be observed.
+    #[error("fault not effective: {0}")]
+    NotEffective(String),
+}
+
+/// What a fault needs from the engine.
+pub struct FaultCtx<'a> {
+    /// Run id; names everything the run creates (e.g. nftables table `firedrill_<id>`).
+    pub run_id: &'a str,
+    /// Name of the fault step.
+    pub step: &'a str,
+    /// Where the fault acts.
+    pub target: &'a Target,
+    /// Dead-man time: the fault must expire by itself after this.
+    pub ttl: Duration,
+    /// When the step started; effect times are measured from here.
+    pub started: Instant,
+    /// Cancelled when the drill is aborting (a fault may stop waiting for its effect).
+    pub cancel: CancellationToken,
+    /// In-process resources that live as long as a fault (e.g. proxy tasks).
+    pub runtime: &'a crate::engine::Runtime,
+}
+
+/// What a fault did, declared next to measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Effect {
+    /// What the scenario asked for, in words.
+    pub declared: String,
+    /// What was observed, in words.
+    pub measured: String,
+    /// Whether the measured effect matches the declared one.
+    pub as_declared: bool,
+    /// Time from step start until the effect was observed.
+    pub effective_after_ms: Option<f64>,
+    /// Kind-specific figures (pids hit, addresses resolved, requests affected, ...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// What reverting a fault did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Reverted {
+    /// What was done and observed, in words.
+    pub measured: String,
+    /// Time from revert start until the system was observed restored, when measurable.
+    pub restored_after_ms: Option<f64>,
+    /// Kind-specific figures.
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// The undo record of one injected fault, as written to the ledger before the fault
+/// takes effect. Everything needed to revert it from another process is in here.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Undo {
+    /// Processes signalled by `process_kill`.
+    ProcessKill(process_kill::Undo),
+}
+
+impl FaultSpec {
+    /// The kind name as written in scenarios.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FaultSpec::ProcessKill(_) => "process_kill",
+        }
+    }
+
+    /// Static checks beyond the types: returns `(path relative to the step, message)`.
+    pub fn validate(&self, target: &Target) -> Vec<(String, String)> {
+        match self {
+            FaultSpec::ProcessKill(f) => f.validate(target),
+        }
+    }
+
+    /// The declared effect, in words (used by `plan` and the report).
+    pub fn describe(&self) -> String {
+        match self {
+            FaultSpec::ProcessKill(f) => f.describe(),
+        }
+    }
+
+    /// Resolves what the fault will touch; no side effects.
+    #[tracing::instrument(skip_all, fields(kind = self.kind(), step = ctx.step))]
+    pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
+        match self {
+            FaultSpec::ProcessKill(f) => f.prepare(ctx).await.map(Undo::ProcessKill),
+        }
+    }
+
+    /// Takes effect and measures it. Only called after `undo` is durably in the ledger.
+    #[tracing::instrument(skip_all, fields(kind = self.kind(), step = ctx.step))]
+    pub async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
+        match (self, undo) {
+            (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(FaultError::Precondition("undo record does not match fault kind".into())),
+        }
+    }
+}
+
+/// What reverting needs from the engine (or from `firedrill recover`).
+pub struct RevertCtx<'a> {
+    /// In-process resources of the run, when reverting from the run itself.
+    pub runtime: Option<&'a crate::engine::Runtime>,
+    /// When true, skip waiting to confirm restoration (second Ctrl-C).
+    pub hurry: bool,
+}
+
+impl Undo {
+    /// The kind name as written in scenarios.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Undo::ProcessKill(_) => "process_kill",
+        }
+    }
+
+    /// Reverts the fault. Idempotent: reverting twice, or reverting a fault that
+    /// expired by its ttl, succeeds.
+    #[tracing::instrument(skip_all, fields(kind = self.kind()))]
+    pub async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
+        match self {
+            Undo::ProcessKill(u) => u.revert(ctx).await,
+        }
+    }
+
+    /// Whether reverting does anything (a SIGKILL cannot be undone, for example).
+    pub fn is_reversible(&self) -> bool {
+        match self {
+            Undo::ProcessKill(u) => u.is_reversible(),
+        }
+    }
+}
+
+/// Milliseconds since `t`, as a float (for effect timings).
+pub(crate) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,76 @@
+//! `command` probe: run a shell command on a target and look at its exit code and output.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Observation, ProbeCtx, truncate_capture};
+use crate::duration::HumanDuration;
+use crate::target::Target;
+
+/// A shell command (`sh -c`) run on a target.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandProbe {
+    /// Shell command line.
+    pub run: String,
+    /// Where to run it; a name from `targets`, or `local`.
+    #[serde(default = "crate::scenario::local")]
+    pub target: String,
+    /// Time after which the command is killed and the observation fails.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_millis(30_000)
+}
+
+impl CommandProbe {
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
+        if self.run.trim().is_empty() {
+            vec![("run".into(), "found an empty command, expected a shell command line".into())]
+        } else {
+            vec![]
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!("`{}` on {}", self.run, self.target)
+    }
+
+    pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
+        let target = ctx.targets.get(&self.target).unwrap_or(&Target::Local);
+        let mut cmd = target.shell(&self.run);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let start = Instant::now();
+        let out = match cmd.spawn() {
+            Ok(child) => tokio::time::timeout(self.timeout.0, child.wait_with_output()).await,
+            Err(e) => {
+                return Observation {
+                    latency: start.elapsed(),
+                    error: Some(format!("cannot start `sh` on {}: {e}", target.describe())),
+                    ..Default::default()
+                };
+            }
+        };
+        let latency = start.elapsed();
+        match out {
+            Ok(Ok(out)) => Observation {
+                latency,
+                exit_code: out.status.code(),
+                stdout: Some(truncate_capture(String::from_utf8_lossy(&out.stdout).into_owned())),
+                stderr: Some(truncate_capture(String::from_utf8_lossy(&out.stderr).into_owned())),
+                ..Default::default()
+            },
+            Ok(Err(e)) => Observation { latency, error: Some(format!("command failed: {e}")), ..Default::default() },
+            Err(_) => Observation {
+                latency,
+                error: Some(format!("timed out after {} (killed)", self.timeout)),
+                ..Default::default()
+            },
+        }
+    }
+}

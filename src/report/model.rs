@@ -1,0 +1,285 @@
+//! The run model: everything that happened in a drill, as data.
+//!
+//! The engine fills it in; `journal.json` is this model serialised; every renderer
+//! (HTML, Markdown, JUnit) and every improvement rule reads only this model, so a
+//! journal can be re-rendered later (`firedrill report`) and gives the same report.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fault::{Effect, Reverted};
+use crate::scenario::Level;
+
+/// Bumped when the journal's shape changes incompatibly.
+pub const JOURNAL_VERSION: u32 = 1;
+
+/// One drill run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// Shape version of this journal.
+    pub journal_version: u32,
+    /// `firedrill` and its version.
+    pub tool: ToolInfo,
+    /// Unique id of the run; names the ledger and the nftables table.
+    pub run_id: String,
+    /// The scenario that ran.
+    pub scenario: ScenarioInfo,
+    /// Host name where the engine ran.
+    pub host: String,
+    /// Who ran it (`$SUDO_USER`, `$USER` or the uid).
+    pub operator: String,
+    /// The `--level` ceiling.
+    pub level: Level,
+    /// Variables as substituted, secrets shown as `***`.
+    pub vars: BTreeMap<String, String>,
+    /// RFC 3339 UTC start time.
+    pub started_at: String,
+    /// RFC 3339 UTC end time.
+    pub finished_at: String,
+    /// Whole run, in milliseconds.
+    pub duration_ms: f64,
+    /// How the drill ended.
+    pub outcome: Outcome,
+    /// Objectives and what was measured against them.
+    pub objectives: ObjectivesRecord,
+    /// Every event in order, with wall-clock and monotonic time.
+    pub timeline: Vec<Event>,
+    /// Every step (prechecks, faults, verifications, recovery, steady-state re-check) in order.
+    pub steps: Vec<StepRecord>,
+    /// What each guard saw.
+    pub guards: Vec<GuardRecord>,
+    /// Findings derived from this model by deterministic rules.
+    pub improvements: Vec<Improvement>,
+    /// Path of the ledger of undo records.
+    pub ledger: String,
+}
+
+/// Tool name and version.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// The scenario, identified.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    /// Path of the scenario file as given.
+    pub file: String,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Final status of a run.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every critical assertion held and everything was reverted.
+    Passed,
+    /// A critical assertion, precheck, guard or objective failed.
+    Failed,
+    /// A fault could not be injected (or the target was locked by another run).
+    InjectionFailed,
+    /// A revert failed: something may be left behind.
+    RecoveryIncomplete,
+}
+
+impl Status {
+    /// Exit code for CI, as documented in the README.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Status::Passed => 0,
+            Status::Failed => 1,
+            Status::InjectionFailed => 3,
+            Status::RecoveryIncomplete => 4,
+        }
+    }
+}
+
+/// How the drill ended and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub exit_code: i32,
+    /// One sentence: why the drill ended this way.
+    pub reason: String,
+    /// Why the drill stopped early, if it did.
+    pub aborted: Option<AbortReason>,
+}
+
+/// Why a drill was cut short.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortReason {
+    PrecheckFailed,
+    CriticalFailure,
+    GuardBreached,
+    InjectionFailed,
+    MaxDuration,
+    Signal,
+    Panic,
+}
+
+/// Objectives and measurements.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ObjectivesRecord {
+    /// Declared RTO, ms.
+    pub rto_ms: Option<f64>,
+    /// Declared cap on the drill, ms.
+    pub max_duration_ms: f64,
+    /// Time from recovery start until the prechecks held again, ms (None when not measured).
+    pub recovery_ms: Option<f64>,
+    /// Whether `recovery_ms <= rto_ms` (None when either is missing).
+    pub rto_met: Option<bool>,
+}
+
+/// Phases of a drill, in order.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Setup,
+    Precheck,
+    Fault,
+    Verification,
+    Recovery,
+    SteadyState,
+    Report,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Setup => "setup",
+            Phase::Precheck => "precheck",
+            Phase::Fault => "fault",
+            Phase::Verification => "verification",
+            Phase::Recovery => "recovery",
+            Phase::SteadyState => "steady_state",
+            Phase::Report => "report",
+        }
+    }
+}
+
+/// One timeline event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// Monotonic milliseconds since the run started.
+    pub t_ms: f64,
+    /// RFC 3339 UTC wall-clock time (millisecond precision).
+    pub at: String,
+    pub phase: Phase,
+    /// Machine-readable event name, e.g. `fault_effective`, `guard_breached`.
+    pub event: String,
+    /// The step concerned, if any.
+    pub step: Option<String>,
+    /// Human sentence.
+    pub message: String,
+}
+
+/// Result of a step.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Passed,
+    Failed,
+    /// Not run (level above ceiling, drill aborted before it, dry run).
+    Skipped,
+    /// Could not be carried out (injection error, revert error, command could not start).
+    Error,
+}
+
+/// One step of the drill.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub phase: Phase,
+    pub name: String,
+    pub status: StepStatus,
+    /// Whether a failure fails the drill.
+    pub critical: bool,
+    /// Monotonic ms since run start when the step started.
+    pub started_ms: f64,
+    pub duration_ms: f64,
+    /// What the step does, in words (probe description, fault declaration, command).
+    pub description: String,
+    /// Observations made (1 for a single check, more for `within`/`for`/retries).
+    pub attempts: u32,
+    /// For `within`/`for`/retried checks: ms from step start until the expectation first held.
+    pub first_held_ms: Option<f64>,
+    /// The last verdict or error, in words.
+    pub detail: String,
+    /// For faults: kind, target, level and ttl.
+    pub fault: Option<FaultRecord>,
+    /// Probe figures (e.g. traffic percentiles per phase).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A fault step's specifics: declared next to measured, and how it was reverted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FaultRecord {
+    pub kind: String,
+    pub target: String,
+    pub level: Level,
+    pub ttl_ms: f64,
+    /// Ledger sequence number of the undo record.
+    pub ledger_seq: Option<u64>,
+    /// Declared vs measured effect (None when injection failed before effect).
+    pub effect: Option<Effect>,
+    /// How the fault was reverted (None when it was not injected).
+    pub revert: Option<RevertRecord>,
+}
+
+/// How reverting one fault went.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RevertRecord {
+    pub ok: bool,
+    /// Monotonic ms since run start.
+    pub started_ms: f64,
+    pub duration_ms: f64,
+    pub result: Option<Reverted>,
+    pub error: Option<String>,
+}
+
+/// What one guard saw while faults were active.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GuardRecord {
+    pub name: String,
+    pub description: String,
+    pub polls: u32,
+    pub failures: u32,
+    pub breached: bool,
+    /// Monotonic ms since run start of the breach.
+    pub breached_ms: Option<f64>,
+    /// Last verdict, in words.
+    pub detail: String,
+}
+
+/// Severity of an improvement.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    High,
+    Medium,
+    Low,
+}
+
+/// A finding: what was seen, why it matters, what to do.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Improvement {
+    /// Stable rule id, e.g. `rto-exceeded`.
+    pub rule: String,
+    pub severity: Severity,
+    /// One-line title.
+    pub title: String,
+    /// The figures from this run that triggered the rule.
+    pub evidence: String,
+    /// What to change.
+    pub recommendation: String,
+    /// The step concerned, if any.
+    pub step: Option<String>,
+}

@@ -1,0 +1,305 @@
+//! The scenario file format (v1): plain serde types, loading, `{{var}}` substitution
+//! and validation.
+//!
+//! Every type here rejects unknown keys and carries a doc comment on every field,
+//! because these types *are* the JSON Schema (`firedrill schema`) and the reference
+//! documentation. Nothing in this module has side effects: a scenario is fully
+//! loaded and validated before the engine touches anything.
+
+mod load;
+mod span;
+mod vars;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::fault::FaultSpec;
+use crate::probe::{Expect, ProbeSpec};
+use crate::target::TargetSpec;
+
+pub use load::{Drill, LoadError, ResolvedFault, load_file, load_str};
+pub use span::SpanIndex;
+pub use vars::VarValue;
+
+/// The only `apiVersion` this build understands.
+pub const API_VERSION: &str = "firedrill/v1";
+
+/// A disaster-recovery drill: prechecks, graded faults, verifications, recovery.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Format version; must be `firedrill/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// Document kind; must be `Scenario`.
+    pub kind: ScenarioKind,
+    /// Who owns the drill and what it proves.
+    pub metadata: Metadata,
+    /// Variables substituted into every string as `{{name}}`; override with `--var name=value`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, VarValue>,
+    /// Named places where faults and commands act. `local` (this host) is always defined.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetSpec>,
+    /// Recovery-time objective and the hard cap on the drill's duration.
+    #[serde(default)]
+    pub objectives: Objectives,
+    /// Stop conditions, checked continuously while any fault is active; a breach aborts the drill (recovery still runs).
+    #[serde(default)]
+    pub guards: Vec<Guard>,
+    /// Steady-state checks run before anything is injected; any failure means no fault is injected. They are re-checked after recovery to measure recovery time.
+    #[serde(default)]
+    pub prechecks: Vec<Check>,
+    /// Faults injected in file order, each followed by its `ramp_up`.
+    pub faults: Vec<FaultStep>,
+    /// Assertions made while the faults are active.
+    #[serde(default)]
+    pub verifications: Vec<Check>,
+    /// Steps run after every injected fault has been reverted (newest first).
+    #[serde(default)]
+    pub recovery: Vec<RecoveryStep>,
+}
+
+/// Document kind marker.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ScenarioKind {
+    /// A drill scenario.
+    Scenario,
+}
+
+/// Descriptive data about the drill; shown at the top of every report.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Short identifier (letters, digits, `-`, `_`, `.`); used in report directory names.
+    pub name: String,
+    /// What the drill proves, in one or two sentences.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Team or person accountable for the system under test.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Free-form labels copied into the journal.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Time objectives for the drill.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery-time objective: after recovery starts, the prechecks must hold again within this time.
+    #[serde(default)]
+    pub rto: Option<HumanDuration>,
+    /// Hard cap on the whole drill; when it is reached the drill aborts and recovers. Also the default fault `ttl`.
+    #[serde(default = "default_max_duration")]
+    pub max_duration: HumanDuration,
+}
+
+fn default_max_duration() -> HumanDuration {
+    HumanDuration::from_millis(15 * 60 * 1000)
+}
+
+impl Default for Objectives {
+    fn default() -> Self {
+        Self { rto: None, max_duration: default_max_duration() }
+    }
+}
+
+/// Fault levels, ordered: `smoke < standard < full`. `--level` picks the ceiling.
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Gentle faults that are safe to run often.
+    #[default]
+    Smoke,
+    /// The usual drill.
+    Standard,
+    /// Everything, including the harshest faults.
+    Full,
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "smoke" => Ok(Level::Smoke),
+            "standard" => Ok(Level::Standard),
+            "full" => Ok(Level::Full),
+            other => Err(format!("unknown level `{other}`; expected smoke, standard or full")),
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Smoke => "smoke",
+            Level::Standard => "standard",
+            Level::Full => "full",
+        })
+    }
+}
+
+/// An assertion: a probe and what it must show. Used by prechecks and verifications.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Unique name of the step (within its section); shown in reports and JUnit.
+    pub name: String,
+    /// What to observe.
+    pub probe: ProbeSpec,
+    /// What the observation must show. Empty means "the probe succeeded" (HTTP 2xx/3xx, TCP connected, exit code 0).
+    #[serde(default)]
+    pub expect: Expect,
+    /// A critical failure fails the drill and, for verifications, skips the remaining steps and goes straight to recovery. Prechecks are always critical.
+    #[serde(default = "yes")]
+    pub critical: bool,
+    /// Eventually: poll until the expectation holds or this time runs out.
+    #[serde(default)]
+    pub within: Option<HumanDuration>,
+    /// Continuously: the expectation must hold at every poll for this long.
+    #[serde(default, rename = "for")]
+    pub hold_for: Option<HumanDuration>,
+    /// Time between polls for `within` and `for`.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Extra attempts (each after `interval`) before a check without `within`/`for` is declared failed.
+    #[serde(default)]
+    pub retries: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(crate) fn default_interval() -> HumanDuration {
+    HumanDuration::from_millis(500)
+}
+
+/// A stop condition watched while faults are active.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// Unique name of the guard.
+    pub name: String,
+    /// What to observe.
+    pub probe: ProbeSpec,
+    /// What must stay true; the guard is breached when it does not.
+    #[serde(default)]
+    pub expect: Expect,
+    /// Time between polls.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Consecutive failed polls that count as a breach (1 = the first failure aborts).
+    #[serde(default = "one")]
+    pub breach_after: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One fault to inject. `kind` selects the fault and `with` holds its parameters.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultStep {
+    /// Unique name of the fault step.
+    pub name: String,
+    /// Severity level; the step runs only when `--level` is at least this.
+    #[serde(default)]
+    pub level: Level,
+    /// The fault kind (see `with` for its parameters).
+    pub kind: String,
+    /// Parameters of the fault kind.
+    #[serde(default)]
+    pub with: serde_yaml::Value,
+    /// Where the fault acts; a name from `targets`, or `local`.
+    #[serde(default = "local")]
+    pub target: String,
+    /// Settle time after the fault took effect, before the next step.
+    #[serde(default)]
+    pub ramp_up: Option<HumanDuration>,
+    /// Dead-man time: the fault expires by itself after this even if the engine dies. Defaults to `objectives.max_duration`.
+    #[serde(default)]
+    pub ttl: Option<HumanDuration>,
+}
+
+pub(crate) fn local() -> String {
+    "local".into()
+}
+
+/// The fields of a fault step other than `kind`/`with`, only for the JSON Schema.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct FaultStepCommon {
+    /// Unique name of the fault step.
+    name: String,
+    /// Severity level; the step runs only when `--level` is at least this.
+    #[serde(default)]
+    level: Level,
+    /// Where the fault acts; a name from `targets`, or `local`.
+    #[serde(default = "local")]
+    target: String,
+    /// Settle time after the fault took effect, before the next step.
+    #[serde(default)]
+    ramp_up: Option<HumanDuration>,
+    /// Dead-man time: the fault expires by itself after this even if the engine dies. Defaults to `objectives.max_duration`.
+    #[serde(default)]
+    ttl: Option<HumanDuration>,
+}
+
+impl JsonSchema for FaultStep {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FaultStep".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // `kind` + `with` are validated against the closed enum of fault kinds; the
+        // common fields come from FaultStepCommon. `unevaluatedProperties` keeps the
+        // "unknown keys are errors" promise across the `allOf`.
+        let common = generator.subschema_for::<FaultStepCommon>();
+        let spec = generator.subschema_for::<FaultSpec>();
+        schemars::json_schema!({
+            "description": "One fault to inject. `kind` selects the fault and `with` holds its parameters.",
+            "type": "object",
+            "allOf": [common, spec],
+            "unevaluatedProperties": false
+        })
+    }
+}
+
+/// A recovery step, run after every injected fault has been reverted.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryStep {
+    /// Unique name of the step.
+    pub name: String,
+    /// The command to run.
+    pub command: CommandAction,
+}
+
+/// A shell command run on a target.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAction {
+    /// Shell command line, run with `sh -c`.
+    pub run: String,
+    /// Where to run it; a name from `targets`, or `local`.
+    #[serde(default = "local")]
+    pub target: String,
+    /// Time after which the command is killed and the step fails.
+    #[serde(default = "default_command_timeout")]
+    pub timeout: HumanDuration,
+}
+
+pub(crate) fn default_command_timeout() -> HumanDuration {
+    HumanDuration::from_millis(60_000)
+}
+
+pub(crate) use vars::kind_of;
+pub use load::Diagnostic;
