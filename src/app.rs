@@ -47,13 +47,23 @@ pub fn main(cli: Cli) -> i32 {
                 run_id: a.run_id,
                 progress: true,
             };
-            runtime().block_on(run_drill(drill, opts, &a.report_dir, a.template_dir.as_deref()))
+            runtime().block_on(run_drill(
+                drill,
+                opts,
+                &a.report_dir,
+                a.template_dir.as_deref(),
+            ))
         }
         Command::Recover(a) => {
             let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
             runtime().block_on(recover(&state, a.which.run.as_deref(), a.force))
         }
-        Command::Report(a) => rerender(&a.journal, a.format, a.output.as_deref(), a.template_dir.as_deref()),
+        Command::Report(a) => rerender(
+            &a.journal,
+            a.format,
+            a.output.as_deref(),
+            a.template_dir.as_deref(),
+        ),
         Command::Deadman(a) => {
             let procs: Vec<(u32, u64)> = a
                 .procs
@@ -64,14 +74,21 @@ pub fn main(cli: Cli) -> i32 {
                 })
                 .collect();
             let _ = &a.tag; // only there so a revert can find this process by its command line
-            crate::fault::process_kill::deadman_main(std::time::Duration::from_millis(a.ttl_ms), &procs);
+            crate::fault::process_kill::deadman_main(
+                std::time::Duration::from_millis(a.ttl_ms),
+                &procs,
+            );
             EXIT_OK
         }
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// The JSON Schema of scenario files.
@@ -112,7 +129,12 @@ fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
     let mut code = EXIT_OK;
     for p in paths {
         match scenario::load_file(p, vars) {
-            Ok(d) => println!("{}: ok ({} fault(s), {} verification(s))", p.display(), d.faults.len(), d.scenario.verifications.len()),
+            Ok(d) => println!(
+                "{}: ok ({} fault(s), {} verification(s))",
+                p.display(),
+                d.faults.len(),
+                d.scenario.verifications.len()
+            ),
             Err(e) => {
                 print_load_error(&e);
                 code = EXIT_INVALID;
@@ -125,19 +147,36 @@ fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
 fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 {
     let steps = crate::engine::plan::plan(drill, level);
     match format {
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&steps).expect("plan serialises")),
+        PlanFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&steps).expect("plan serialises")
+        ),
         PlanFormat::Text => {
-            println!("plan for `{}` at level {level} (nothing is run):", drill.scenario.metadata.name);
+            println!(
+                "plan for `{}` at level {level} (nothing is run):",
+                drill.scenario.metadata.name
+            );
             for (i, s) in steps.iter().enumerate() {
                 let mark = if s.runs { " " } else { "-" };
-                println!("{mark}{:>3}. {:<13} {}: {}", i + 1, s.phase, s.name, s.description);
+                println!(
+                    "{mark}{:>3}. {:<13} {}: {}",
+                    i + 1,
+                    s.phase,
+                    s.name,
+                    s.description
+                );
             }
         }
     }
     EXIT_OK
 }
 
-async fn run_drill(drill: Drill, opts: RunOptions, report_dir: &Path, template_dir: Option<&Path>) -> i32 {
+async fn run_drill(
+    drill: Drill,
+    opts: RunOptions,
+    report_dir: &Path,
+    template_dir: Option<&Path>,
+) -> i32 {
     let drill = Arc::new(drill);
     let engine = match Engine::prepare(drill.clone(), opts) {
         Ok(e) => e,
@@ -160,15 +199,22 @@ async fn run_drill(drill: Drill, opts: RunOptions, report_dir: &Path, template_d
         Ok(r) => r,
         Err(e) => {
             // A bug in the engine must not leave a fault behind: replay the ledger.
-            eprintln!("error: the engine failed ({e}); reverting every fault of run {run_id} from its ledger");
-            let r = crate::engine::recover::recover_ledger(&run_id, &ledger, true, Some(&runtime)).await;
+            eprintln!(
+                "error: the engine failed ({e}); reverting every fault of run {run_id} from its ledger"
+            );
+            let r = crate::engine::recover::recover_ledger(&run_id, &ledger, true, Some(&runtime))
+                .await;
             for line in &r.reverted {
                 eprintln!("reverted: {line}");
             }
             for line in &r.failed {
                 eprintln!("REVERT FAILED: {line}");
             }
-            return if r.failed.is_empty() { EXIT_FAILED } else { EXIT_RECOVERY_INCOMPLETE };
+            return if r.failed.is_empty() {
+                EXIT_FAILED
+            } else {
+                EXIT_RECOVERY_INCOMPLETE
+            };
         }
     };
     let dir = report_directory(report_dir, &record.scenario.name, &record.started_at);
@@ -189,7 +235,11 @@ async fn run_drill(drill: Drill, opts: RunOptions, report_dir: &Path, template_d
 
 /// `<dir>/<scenario>-<YYYYMMDDTHHMMSSZ>`, with a numeric suffix if it already exists.
 fn report_directory(base: &Path, scenario: &str, started_at: &str) -> PathBuf {
-    let stamp: String = started_at.chars().take(19).filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    let stamp: String = started_at
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
     let first = base.join(format!("{scenario}-{stamp}Z"));
     let mut candidate = first.clone();
     let mut n = 2;
@@ -203,7 +253,10 @@ fn report_directory(base: &Path, scenario: &str, started_at: &str) -> PathBuf {
 /// First SIGINT/SIGTERM: abort and recover. Second: skip recovery's waits.
 async fn watch_signals(control: Control) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     let mut count = 0;
@@ -214,7 +267,9 @@ async fn watch_signals(control: Control) {
         }
         count += 1;
         if count == 1 {
-            eprintln!("\nsignal received: stopping the drill and reverting every fault (signal again to skip waits)");
+            eprintln!(
+                "\nsignal received: stopping the drill and reverting every fault (signal again to skip waits)"
+            );
             control.abort.cancel();
         } else {
             eprintln!("\nsecond signal: skipping waits; faults are still being reverted");
@@ -255,7 +310,12 @@ async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
     code
 }
 
-fn rerender(journal: &Path, format: Format, output: Option<&Path>, template_dir: Option<&Path>) -> i32 {
+fn rerender(
+    journal: &Path,
+    format: Format,
+    output: Option<&Path>,
+    template_dir: Option<&Path>,
+) -> i32 {
     let text = match std::fs::read_to_string(journal) {
         Ok(t) => t,
         Err(e) => {
@@ -266,7 +326,12 @@ fn rerender(journal: &Path, format: Format, output: Option<&Path>, template_dir:
     let record: report::model::RunRecord = match serde_json::from_str(&text) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}:{}:{}: not a firedrill journal: {e}", journal.display(), e.line(), e.column());
+            eprintln!(
+                "error: {}:{}:{}: not a firedrill journal: {e}",
+                journal.display(),
+                e.line(),
+                e.column()
+            );
             return EXIT_INVALID;
         }
     };
@@ -312,7 +377,9 @@ impl Write for RedactingStderr {
         for s in secrets {
             text = text.replace(s.as_str(), "***");
         }
-        std::io::stderr().write_all(text.as_bytes()).map(|_| buf.len())
+        std::io::stderr()
+            .write_all(text.as_bytes())
+            .map(|_| buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
@@ -327,9 +394,13 @@ fn init_logging(format: LogFormat, verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactingStderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| RedactingStderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }

@@ -39,11 +39,15 @@ impl FromStr for HumanDuration {
         }
         // A bare number is ambiguous (seconds? milliseconds?), so it is refused.
         if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            return Err(format!("`{t}` has no unit; expected e.g. `500ms`, `5s`, `2m`"));
+            return Err(format!(
+                "`{t}` has no unit; expected e.g. `500ms`, `5s`, `2m`"
+            ));
         }
         humantime::parse_duration(t)
             .map(HumanDuration)
-            .map_err(|e| format!("`{t}` is not a duration ({e}); expected e.g. `500ms`, `5s`, `2m`"))
+            .map_err(|e| {
+                format!("`{t}` is not a duration ({e}); expected e.g. `500ms`, `5s`, `2m`")
+            })
     }
 }
 
@@ -60,7 +64,11 @@ impl fmt::Display for HumanDuration {
         if ms < 1000 || ms % 1000 != 0 {
             write!(f, "{ms}ms")
         } else {
-            write!(f, "{}", humantime::format_duration(Duration::from_secs(d.as_secs())))
+            write!(
+                f,
+                "{}",
+                humantime::format_duration(Duration::from_secs(d.as_secs()))
+            )
         }
     }
 }
@@ -123,7 +131,10 @@ mod tests {
     #[test_case("2m", 120_000; "minutes")]
     #[test_case("1h30m", 5_400_000; "compound")]
     fn parses(s: &str, ms: u64) {
-        assert_eq!(s.parse::<HumanDuration>().unwrap().0, Duration::from_millis(ms));
+        assert_eq!(
+            s.parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(ms)
+        );
     }
 
     #[test_case("5"; "no unit")]

@@ -21,7 +21,11 @@ pub struct CheckOutcome {
     pub interrupted: bool,
 }
 
-async fn observe(probe: &ProbeSpec, expect: &Expect, ctx: &ProbeCtx<'_>) -> (bool, String, Observation) {
+async fn observe(
+    probe: &ProbeSpec,
+    expect: &Expect,
+    ctx: &ProbeCtx<'_>,
+) -> (bool, String, Observation) {
     let obs = probe.observe(ctx).await;
     let v = expect.evaluate(&obs);
     (v.ok, v.detail, obs)
@@ -36,7 +40,11 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 }
 
 /// Runs a check. `cancel` interrupts waiting (the drill is aborting).
-pub async fn run_check(check: &Check, ctx: &ProbeCtx<'_>, cancel: &CancellationToken) -> CheckOutcome {
+pub async fn run_check(
+    check: &Check,
+    ctx: &ProbeCtx<'_>,
+    cancel: &CancellationToken,
+) -> CheckOutcome {
     let start = Instant::now();
     let interval = check.interval.0;
     let mut attempts = 0;
@@ -62,21 +70,46 @@ pub async fn run_check(check: &Check, ctx: &ProbeCtx<'_>, cancel: &CancellationT
             last = Some(obs);
             if !ok {
                 let at = start.elapsed();
-                return done(false, attempts, first_held, format!("broke after {:.1}s: {d}", at.as_secs_f64()), last, false);
+                return done(
+                    false,
+                    attempts,
+                    first_held,
+                    format!("broke after {:.1}s: {d}", at.as_secs_f64()),
+                    last,
+                    false,
+                );
             }
             first_held.get_or_insert(start.elapsed());
             detail = d;
             if Instant::now() >= deadline {
-                return done(true, attempts, first_held, format!("held for {hold} ({attempts} polls): {detail}"), last, false);
+                return done(
+                    true,
+                    attempts,
+                    first_held,
+                    format!("held for {hold} ({attempts} polls): {detail}"),
+                    last,
+                    false,
+                );
             }
             if !sleep_or_cancel(interval.min(deadline - Instant::now()), cancel).await {
-                return done(false, attempts, first_held, format!("interrupted: {detail}"), last, true);
+                return done(
+                    false,
+                    attempts,
+                    first_held,
+                    format!("interrupted: {detail}"),
+                    last,
+                    true,
+                );
             }
         }
     }
 
     let deadline = check.within.map(|w| start + w.0);
-    let max_attempts = if deadline.is_some() { u32::MAX } else { 1 + check.retries };
+    let max_attempts = if deadline.is_some() {
+        u32::MAX
+    } else {
+        1 + check.retries
+    };
     loop {
         attempts += 1;
         let (ok, d, obs) = observe(&check.probe, &check.expect, ctx).await;
@@ -86,7 +119,8 @@ pub async fn run_check(check: &Check, ctx: &ProbeCtx<'_>, cancel: &CancellationT
             first_held = Some(start.elapsed());
             return done(true, attempts, first_held, detail, last, false);
         }
-        let out_of_time = deadline.is_some_and(|dl| Instant::now() + interval > dl) || attempts >= max_attempts;
+        let out_of_time =
+            deadline.is_some_and(|dl| Instant::now() + interval > dl) || attempts >= max_attempts;
         if out_of_time {
             let why = match check.within {
                 Some(w) => format!("did not hold within {w} ({attempts} polls): {detail}"),
@@ -96,7 +130,14 @@ pub async fn run_check(check: &Check, ctx: &ProbeCtx<'_>, cancel: &CancellationT
             return done(false, attempts, None, why, last, false);
         }
         if !sleep_or_cancel(interval, cancel).await {
-            return done(false, attempts, None, format!("interrupted: {detail}"), last, true);
+            return done(
+                false,
+                attempts,
+                None,
+                format!("interrupted: {detail}"),
+                last,
+                true,
+            );
         }
     }
 }

@@ -20,9 +20,21 @@ use crate::target::Target;
 pub enum Entry {
     /// The run started; `pid`/`pid_start` identify the engine so `recover` can tell a
     /// live run from a dead one.
-    Started { run_id: String, scenario: String, pid: u32, pid_start: u64, at: String },
+    Started {
+        run_id: String,
+        scenario: String,
+        pid: u32,
+        pid_start: u64,
+        at: String,
+    },
     /// An undo record, written before the fault takes effect.
-    Inject { seq: u64, step: String, target: Target, undo: Undo, at: String },
+    Inject {
+        seq: u64,
+        step: String,
+        target: Target,
+        undo: Undo,
+        at: String,
+    },
     /// The fault with this sequence number was reverted.
     Reverted { seq: u64, at: String },
     /// Reverting failed; the record stays pending.
@@ -43,9 +55,16 @@ pub struct Pending {
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("ledger {path}:{line}: unreadable entry: {source}")]
-    Corrupt { path: String, line: usize, source: serde_json::Error },
+    Corrupt {
+        path: String,
+        line: usize,
+        source: serde_json::Error,
+    },
 }
 
 /// An open ledger for appending.
@@ -64,16 +83,27 @@ impl Ledger {
     /// the file itself survives a crash, not only its contents).
     pub fn create(state_dir: &Path, run_id: &str) -> Result<Self, LedgerError> {
         let dir = state_dir.join("runs").join(run_id);
-        let io = |source| LedgerError::Io { path: dir.display().to_string(), source };
+        let io = |source| LedgerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let path = dir.join("ledger.jsonl");
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
         for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
             if let Ok(f) = File::open(d) {
                 let _ = f.sync_all();
             }
         }
-        Ok(Ledger { path, file, next_seq: 1 })
+        Ok(Ledger {
+            path,
+            file,
+            next_seq: 1,
+        })
     }
 
     /// Reopens an existing ledger to append recovery results.
@@ -81,15 +111,28 @@ impl Ledger {
         let entries = read(path)?;
         let next_seq = entries
             .iter()
-            .filter_map(|e| if let Entry::Inject { seq, .. } = e { Some(*seq) } else { None })
+            .filter_map(|e| {
+                if let Entry::Inject { seq, .. } = e {
+                    Some(*seq)
+                } else {
+                    None
+                }
+            })
             .max()
             .unwrap_or(0)
             + 1;
         let file = OpenOptions::new()
             .append(true)
             .open(path)
-            .map_err(|source| LedgerError::Io { path: path.display().to_string(), source })?;
-        Ok(Ledger { path: path.to_path_buf(), file, next_seq })
+            .map_err(|source| LedgerError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            file,
+            next_seq,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -100,15 +143,29 @@ impl Ledger {
     pub fn append(&mut self, entry: &Entry) -> Result<(), LedgerError> {
         let mut line = serde_json::to_string(entry).expect("ledger entries serialise");
         line.push('\n');
-        let io = |source| LedgerError::Io { path: self.path.display().to_string(), source };
+        let io = |source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
         self.file.write_all(line.as_bytes()).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
 
     /// Appends an undo record; returns its sequence number.
-    pub fn record_inject(&mut self, step: &str, target: &Target, undo: &Undo) -> Result<u64, LedgerError> {
+    pub fn record_inject(
+        &mut self,
+        step: &str,
+        target: &Target,
+        undo: &Undo,
+    ) -> Result<u64, LedgerError> {
         let seq = self.next_seq;
-        self.append(&Entry::Inject { seq, step: step.into(), target: target.clone(), undo: undo.clone(), at: now_rfc3339() })?;
+        self.append(&Entry::Inject {
+            seq,
+            step: step.into(),
+            target: target.clone(),
+            undo: undo.clone(),
+            at: now_rfc3339(),
+        })?;
         self.next_seq += 1;
         Ok(seq)
     }
@@ -117,11 +174,17 @@ impl Ledger {
 /// Reads every entry of a ledger. A torn last line (crash mid-write) is ignored: the
 /// record it held was never fsync'd, so its fault never took effect.
 pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
-    let file = File::open(path).map_err(|source| LedgerError::Io { path: path.display().to_string(), source })?;
+    let file = File::open(path).map_err(|source| LedgerError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let lines: Vec<String> = BufReader::new(file)
         .lines()
         .collect::<Result<_, _>>()
-        .map_err(|source| LedgerError::Io { path: path.display().to_string(), source })?;
+        .map_err(|source| LedgerError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -130,7 +193,13 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
         match serde_json::from_str(line) {
             Ok(e) => out.push(e),
             Err(_) if i + 1 == lines.len() => break,
-            Err(source) => return Err(LedgerError::Corrupt { path: path.display().to_string(), line: i + 1, source }),
+            Err(source) => {
+                return Err(LedgerError::Corrupt {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    source,
+                });
+            }
         }
     }
     Ok(out)
@@ -138,14 +207,31 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
 
 /// Faults recorded but not reverted, newest first (the order to revert them in).
 pub fn pending(entries: &[Entry]) -> Vec<Pending> {
-    let reverted: std::collections::HashSet<u64> =
-        entries.iter().filter_map(|e| if let Entry::Reverted { seq, .. } = e { Some(*seq) } else { None }).collect();
+    let reverted: std::collections::HashSet<u64> = entries
+        .iter()
+        .filter_map(|e| {
+            if let Entry::Reverted { seq, .. } = e {
+                Some(*seq)
+            } else {
+                None
+            }
+        })
+        .collect();
     let mut out: Vec<Pending> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::Inject { seq, step, target, undo, .. } if !reverted.contains(seq) => {
-                Some(Pending { seq: *seq, step: step.clone(), target: target.clone(), undo: undo.clone() })
-            }
+            Entry::Inject {
+                seq,
+                step,
+                target,
+                undo,
+                ..
+            } if !reverted.contains(seq) => Some(Pending {
+                seq: *seq,
+                step: step.clone(),
+                target: target.clone(),
+                undo: undo.clone(),
+            }),
             _ => None,
         })
         .collect();
@@ -161,7 +247,8 @@ pub fn all_ledgers(state_dir: &Path) -> Vec<(String, PathBuf)> {
         .filter_map(|e| {
             let e = e.ok()?;
             let p = e.path().join("ledger.jsonl");
-            p.exists().then(|| (e.file_name().to_string_lossy().into_owned(), p))
+            p.exists()
+                .then(|| (e.file_name().to_string_lossy().into_owned(), p))
         })
         .collect();
     out.sort();
@@ -176,7 +263,11 @@ mod tests {
     fn undo(pid: u32) -> Undo {
         Undo::ProcessKill(PkUndo {
             signal: Signal::Stop,
-            processes: vec![ProcRef { pid, start_time: 1, comm: "x".into() }],
+            processes: vec![ProcRef {
+                pid,
+                start_time: 1,
+                comm: "x".into(),
+            }],
             deadman_tag: None,
         })
     }
@@ -188,10 +279,17 @@ mod tests {
         let a = l.record_inject("a", &Target::Local, &undo(1)).unwrap();
         let _b = l.record_inject("b", &Target::Local, &undo(2)).unwrap();
         let _c = l.record_inject("c", &Target::Local, &undo(3)).unwrap();
-        l.append(&Entry::Reverted { seq: a, at: now_rfc3339() }).unwrap();
+        l.append(&Entry::Reverted {
+            seq: a,
+            at: now_rfc3339(),
+        })
+        .unwrap();
         let entries = read(l.path()).unwrap();
         let p = pending(&entries);
-        assert_eq!(p.iter().map(|p| p.step.as_str()).collect::<Vec<_>>(), ["c", "b"]);
+        assert_eq!(
+            p.iter().map(|p| p.step.as_str()).collect::<Vec<_>>(),
+            ["c", "b"]
+        );
     }
 
     #[test]
@@ -200,11 +298,19 @@ mod tests {
         let mut l = Ledger::create(dir.path(), "r1").unwrap();
         l.record_inject("a", &Target::Local, &undo(1)).unwrap();
         let path = l.path().to_path_buf();
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"op\":\"inj").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"op\":\"inj")
+            .unwrap();
         assert_eq!(pending(&read(&path).unwrap()).len(), 1);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("garbage\n{text}\n")).unwrap();
-        assert!(matches!(read(&path), Err(LedgerError::Corrupt { line: 1, .. })));
+        assert!(matches!(
+            read(&path),
+            Err(LedgerError::Corrupt { line: 1, .. })
+        ));
     }
 
     #[test]

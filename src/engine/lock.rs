@@ -17,16 +17,24 @@ pub struct TargetLocks {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("target `{key}` is in use by another drill ({holder}); refusing to run two drills on one target at once")]
+    #[error(
+        "target `{key}` is in use by another drill ({holder}); refusing to run two drills on one target at once"
+    )]
     Busy { key: String, holder: String },
     #[error("cannot create lock {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Takes an exclusive lock for each key (sorted, so two engines never deadlock).
 pub fn acquire(state_dir: &Path, keys: &[String], run_id: &str) -> Result<TargetLocks, LockError> {
     let dir = state_dir.join("locks");
-    std::fs::create_dir_all(&dir).map_err(|source| LockError::Io { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| LockError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let mut keys = keys.to_vec();
     keys.sort();
     keys.dedup();
@@ -39,7 +47,10 @@ pub fn acquire(state_dir: &Path, keys: &[String], run_id: &str) -> Result<Target
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|source| LockError::Io { path: path.display().to_string(), source })?;
+            .map_err(|source| LockError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut f) => {
                 let _ = f.set_len(0);
@@ -50,7 +61,14 @@ pub fn acquire(state_dir: &Path, keys: &[String], run_id: &str) -> Result<Target
             Err((mut f, _)) => {
                 let mut holder = String::new();
                 let _ = f.read_to_string(&mut holder);
-                return Err(LockError::Busy { key, holder: if holder.is_empty() { "unknown".into() } else { holder } });
+                return Err(LockError::Busy {
+                    key,
+                    holder: if holder.is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder
+                    },
+                });
             }
         }
     }

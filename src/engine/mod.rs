@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use run::{Engine, EngineError};
 
+use crate::report::model::Phase;
 use crate::scenario::Level;
 
 /// Options of one run.
@@ -55,13 +56,33 @@ pub struct Control {
 
 /// In-process resources that live as long as a fault: helper child processes to reap
 /// and handles (e.g. a proxy's task) that a revert in the same process can stop.
-#[derive(Default)]
 pub struct Runtime {
     children: Mutex<Vec<std::process::Child>>,
     resources: Mutex<HashMap<String, Box<dyn Any + Send>>>,
+    phase: tokio::sync::watch::Sender<Phase>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            children: Mutex::default(),
+            resources: Mutex::default(),
+            phase: tokio::sync::watch::channel(Phase::Setup).0,
+        }
+    }
 }
 
 impl Runtime {
+    /// Announces the phase the drill is in (continuous probes tag samples with it).
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    /// Follows the drill's phase.
+    pub fn subscribe_phase(&self) -> tokio::sync::watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
     /// Keeps a detached helper's handle so that its exit status is collected (no zombie).
     pub fn adopt(&self, child: std::process::Child) {
         self.children.lock().unwrap().push(child);
@@ -71,11 +92,15 @@ impl Runtime {
     pub fn reap(&self) {
         let mut children = self.children.lock().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        children.retain_mut(|c| loop {
-            match c.try_wait() {
-                Ok(Some(_)) | Err(_) => break false,
-                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(2)),
-                Ok(None) => break true,
+        children.retain_mut(|c| {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break false,
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Ok(None) => break true,
+                }
             }
         });
     }
@@ -126,12 +151,18 @@ pub fn default_state_dir() -> PathBuf {
 
 /// A new run id: UTC timestamp plus random suffix, short enough for nftables names.
 pub fn new_run_id() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     format!("{}{:04x}", compact_utc(secs), fastrand::u16(..))
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time.
 pub fn compact_utc(secs: u64) -> String {
-    let t = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string();
+    let t = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    )
+    .to_string();
     t.replace(['-', ':'], "")
 }

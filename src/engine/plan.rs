@@ -25,39 +25,86 @@ pub fn plan(drill: &Drill, level: Level) -> Vec<PlannedStep> {
         _ => String::new(),
     };
     for c in &sc.prechecks {
-        out.push(PlannedStep { phase: "precheck", name: c.name.clone(), runs: true, description: format!("{}{}", c.probe.describe(), timing(c)) });
+        out.push(PlannedStep {
+            phase: "precheck",
+            name: c.name.clone(),
+            runs: true,
+            description: format!("{}{}", c.probe.describe(), timing(c)),
+        });
     }
     for g in &sc.guards {
         out.push(PlannedStep {
             phase: "guard",
             name: g.name.clone(),
             runs: true,
-            description: format!("while faults are active, every {}: {}", g.interval, g.probe.describe()),
+            description: format!(
+                "while faults are active, every {}: {}",
+                g.interval,
+                g.probe.describe()
+            ),
         });
     }
     for f in &drill.faults {
         let runs = f.step.level <= level;
         let ttl = f.step.ttl.unwrap_or(sc.objectives.max_duration);
-        let mut d = format!("[{} on {}, level {}, ttl {ttl}] {}", f.spec.kind(), f.target.describe(), f.step.level, f.spec.describe());
+        let mut d = format!(
+            "[{} on {}, level {}, ttl {ttl}] {}",
+            f.spec.kind(),
+            f.target.describe(),
+            f.step.level,
+            f.spec.describe()
+        );
         if let Some(r) = f.step.ramp_up {
             d.push_str(&format!("; then settle {r}"));
         }
         if !runs {
             d.push_str(&format!(" (skipped: above --level {level})"));
         }
-        out.push(PlannedStep { phase: "fault", name: f.step.name.clone(), runs, description: d });
+        out.push(PlannedStep {
+            phase: "fault",
+            name: f.step.name.clone(),
+            runs,
+            description: d,
+        });
     }
     for c in &sc.verifications {
-        let crit = if c.critical { "critical" } else { "non-critical" };
-        out.push(PlannedStep { phase: "verification", name: c.name.clone(), runs: true, description: format!("({crit}) {}{}", c.probe.describe(), timing(c)) });
+        let crit = if c.critical {
+            "critical"
+        } else {
+            "non-critical"
+        };
+        out.push(PlannedStep {
+            phase: "verification",
+            name: c.name.clone(),
+            runs: true,
+            description: format!("({crit}) {}{}", c.probe.describe(), timing(c)),
+        });
     }
-    out.push(PlannedStep { phase: "recovery", name: "revert faults".into(), runs: true, description: "revert every injected fault, newest first".into() });
+    out.push(PlannedStep {
+        phase: "recovery",
+        name: "revert faults".into(),
+        runs: true,
+        description: "revert every injected fault, newest first".into(),
+    });
     for r in &sc.recovery {
-        out.push(PlannedStep { phase: "recovery", name: r.name.clone(), runs: true, description: format!("`{}` on {}", r.command.run, r.command.target) });
+        out.push(PlannedStep {
+            phase: "recovery",
+            name: r.name.clone(),
+            runs: true,
+            description: format!("`{}` on {}", r.command.run, r.command.target),
+        });
     }
     if !sc.prechecks.is_empty() {
-        let rto = sc.objectives.rto.map_or("no RTO set".to_string(), |r| format!("RTO {r}"));
-        out.push(PlannedStep { phase: "steady_state", name: "steady state".into(), runs: true, description: format!("re-run the prechecks until they hold ({rto})") });
+        let rto = sc
+            .objectives
+            .rto
+            .map_or("no RTO set".to_string(), |r| format!("RTO {r}"));
+        out.push(PlannedStep {
+            phase: "steady_state",
+            name: "steady state".into(),
+            runs: true,
+            description: format!("re-run the prechecks until they hold ({rto})"),
+        });
     }
     out
 }

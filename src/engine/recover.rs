@@ -20,7 +20,12 @@ pub struct RunRecovery {
 }
 
 /// Recovers one run (`run = Some(id)`) or every run with pending records.
-pub async fn recover(state_dir: &Path, run: Option<&str>, force: bool, runtime: Option<&super::Runtime>) -> Vec<RunRecovery> {
+pub async fn recover(
+    state_dir: &Path,
+    run: Option<&str>,
+    force: bool,
+    runtime: Option<&super::Runtime>,
+) -> Vec<RunRecovery> {
     let mut out = Vec::new();
     for (run_id, path) in ledger::all_ledgers(state_dir) {
         if run.is_some_and(|r| r != run_id) {
@@ -32,8 +37,18 @@ pub async fn recover(state_dir: &Path, run: Option<&str>, force: bool, runtime: 
 }
 
 /// Reverts the pending records of one ledger, newest first.
-pub async fn recover_ledger(run_id: &str, path: &Path, force: bool, runtime: Option<&super::Runtime>) -> RunRecovery {
-    let mut rec = RunRecovery { run_id: run_id.to_string(), reverted: vec![], failed: vec![], skipped: None };
+pub async fn recover_ledger(
+    run_id: &str,
+    path: &Path,
+    force: bool,
+    runtime: Option<&super::Runtime>,
+) -> RunRecovery {
+    let mut rec = RunRecovery {
+        run_id: run_id.to_string(),
+        reverted: vec![],
+        failed: vec![],
+        skipped: None,
+    };
     let entries = match ledger::read(path) {
         Ok(e) => e,
         Err(e) => {
@@ -48,9 +63,12 @@ pub async fn recover_ledger(run_id: &str, path: &Path, force: bool, runtime: Opt
     if !force {
         if let Some(Entry::Started { pid, pid_start, .. }) = entries.first() {
             let live = *pid != std::process::id()
-                && crate::fault::process_kill::read_stat(*pid).is_some_and(|s| s.start_time == *pid_start);
+                && crate::fault::process_kill::read_stat(*pid)
+                    .is_some_and(|s| s.start_time == *pid_start);
             if live {
-                rec.skipped = Some(format!("its engine (pid {pid}) is still running; stop it first or pass --force"));
+                rec.skipped = Some(format!(
+                    "its engine (pid {pid}) is still running; stop it first or pass --force"
+                ));
                 return rec;
             }
         }
@@ -63,15 +81,27 @@ pub async fn recover_ledger(run_id: &str, path: &Path, force: bool, runtime: Opt
         }
     };
     for p in pending {
-        let ctx = RevertCtx { runtime, hurry: false };
+        let ctx = RevertCtx {
+            runtime,
+            hurry: false,
+        };
         match p.undo.revert(&ctx).await {
             Ok(r) => {
-                let _ = l.append(&Entry::Reverted { seq: p.seq, at: now_rfc3339() });
-                rec.reverted.push(format!("{} ({}): {}", p.step, p.undo.kind(), r.measured));
+                let _ = l.append(&Entry::Reverted {
+                    seq: p.seq,
+                    at: now_rfc3339(),
+                });
+                rec.reverted
+                    .push(format!("{} ({}): {}", p.step, p.undo.kind(), r.measured));
             }
             Err(e) => {
-                let _ = l.append(&Entry::RevertFailed { seq: p.seq, error: e.to_string(), at: now_rfc3339() });
-                rec.failed.push(format!("{} ({}): {e}", p.step, p.undo.kind()));
+                let _ = l.append(&Entry::RevertFailed {
+                    seq: p.seq,
+                    error: e.to_string(),
+                    at: now_rfc3339(),
+                });
+                rec.failed
+                    .push(format!("{} ({}): {e}", p.step, p.undo.kind()));
             }
         }
     }

@@ -119,8 +119,14 @@ impl Engine {
         let drill = self.drill.clone();
         let sc = &drill.scenario;
         let tl = self.timeline.clone();
-        let abort = Arc::new(Abort { token: CancellationToken::new(), reason: Mutex::new(None) });
-        let probe_ctx = ProbeCtx { targets: &drill.targets, http: &self.http };
+        let abort = Arc::new(Abort {
+            token: CancellationToken::new(),
+            reason: Mutex::new(None),
+        });
+        let probe_ctx = ProbeCtx {
+            targets: &drill.targets,
+            http: &self.http,
+        };
         let mut steps: Vec<StepRecord> = Vec::new();
 
         // Outside signals and the drill's own cap both abort the forward phases.
@@ -138,23 +144,47 @@ impl Engine {
             })
         };
 
-        tl.event(Phase::Setup, "run_started", None, format!(
-            "drill `{}` run {} (level {}, ledger {})", sc.metadata.name, self.run_id, self.opts.level, self.ledger_path().display()));
+        tl.event(
+            Phase::Setup,
+            "run_started",
+            None,
+            format!(
+                "drill `{}` run {} (level {}, ledger {})",
+                sc.metadata.name,
+                self.run_id,
+                self.opts.level,
+                self.ledger_path().display()
+            ),
+        );
 
         // ── prechecks ────────────────────────────────────────────────────────────
+        self.runtime.set_phase(Phase::Precheck);
         for c in &sc.prechecks {
             if abort.token.is_cancelled() {
-                steps.push(skipped(Phase::Precheck, &c.name, &c.probe.describe(), true, "drill aborted", &tl));
+                steps.push(skipped(
+                    Phase::Precheck,
+                    &c.name,
+                    &c.probe.describe(),
+                    true,
+                    "drill aborted",
+                    &tl,
+                ));
                 continue;
             }
-            let rec = self.check_step(Phase::Precheck, c, true, &probe_ctx, &abort.token).await;
+            let rec = self
+                .check_step(Phase::Precheck, c, true, &probe_ctx, &abort.token)
+                .await;
             if rec.status != StepStatus::Passed {
-                abort.trip(AbortReason::PrecheckFailed, format!("precheck `{}` failed: {}", c.name, rec.detail));
+                abort.trip(
+                    AbortReason::PrecheckFailed,
+                    format!("precheck `{}` failed: {}", c.name, rec.detail),
+                );
             }
             steps.push(rec);
         }
 
         // ── faults ───────────────────────────────────────────────────────────────
+        self.runtime.set_phase(Phase::Fault);
         let guard_stop = CancellationToken::new();
         let mut guard_tasks = Vec::new();
         let mut fault_step_index: BTreeMap<u64, usize> = BTreeMap::new();
@@ -184,8 +214,16 @@ impl Engine {
                 metrics: BTreeMap::new(),
             };
             if f.step.level > self.opts.level {
-                rec.detail = format!("level {} is above --level {}", f.step.level, self.opts.level);
-                tl.event(Phase::Fault, "step_skipped", Some(&f.step.name), format!("{}: skipped ({})", f.step.name, rec.detail));
+                rec.detail = format!(
+                    "level {} is above --level {}",
+                    f.step.level, self.opts.level
+                );
+                tl.event(
+                    Phase::Fault,
+                    "step_skipped",
+                    Some(&f.step.name),
+                    format!("{}: skipped ({})", f.step.name, rec.detail),
+                );
                 steps.push(rec);
                 continue;
             }
@@ -195,7 +233,12 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
-            tl.event(Phase::Fault, "step_started", Some(&f.step.name), format!("{}: {}", f.step.name, rec.description));
+            tl.event(
+                Phase::Fault,
+                "step_started",
+                Some(&f.step.name),
+                format!("{}: {}", f.step.name, rec.description),
+            );
             let ctx = FaultCtx {
                 run_id: &self.run_id,
                 step: &f.step.name,
@@ -207,14 +250,20 @@ impl Engine {
             };
             rec.attempts = 1;
             let outcome: Result<(), String> = async {
-                let undo = f.spec.prepare(&ctx).await.map_err(|e| format!("cannot prepare: {e}"))?;
+                let undo = f
+                    .spec
+                    .prepare(&ctx)
+                    .await
+                    .map_err(|e| format!("cannot prepare: {e}"))?;
                 // The promise: the undo record is on disk before anything takes effect.
                 let seq = self
                     .ledger
                     .lock()
                     .unwrap()
                     .record_inject(&f.step.name, &f.target, &undo)
-                    .map_err(|e| format!("cannot write the undo record, fault NOT injected: {e}"))?;
+                    .map_err(|e| {
+                        format!("cannot write the undo record, fault NOT injected: {e}")
+                    })?;
                 rec.fault.as_mut().unwrap().ledger_seq = Some(seq);
                 fault_step_index.insert(seq, steps.len());
                 if guard_tasks.is_empty() {
@@ -222,7 +271,10 @@ impl Engine {
                 }
                 let effect = f.spec.apply(&ctx, &undo).await.map_err(|e| e.to_string())?;
                 let ok = effect.as_declared;
-                let msg = format!("{}: {} (declared: {})", f.step.name, effect.measured, effect.declared);
+                let msg = format!(
+                    "{}: {} (declared: {})",
+                    f.step.name, effect.measured, effect.declared
+                );
                 rec.detail = effect.measured.clone();
                 rec.fault.as_mut().unwrap().effect = Some(effect);
                 if ok {
@@ -243,40 +295,72 @@ impl Engine {
                     } else {
                         rec.detail = format!("{}; {e}", rec.detail);
                     }
-                    tl.event(Phase::Fault, "fault_failed", Some(&f.step.name), format!("{}: {e}", f.step.name));
+                    tl.event(
+                        Phase::Fault,
+                        "fault_failed",
+                        Some(&f.step.name),
+                        format!("{}: {e}", f.step.name),
+                    );
                     injection_failed = true;
-                    abort.trip(AbortReason::InjectionFailed, format!("fault `{}` could not be injected: {e}", f.step.name));
+                    abort.trip(
+                        AbortReason::InjectionFailed,
+                        format!("fault `{}` could not be injected: {e}", f.step.name),
+                    );
                 }
             }
             steps.push(rec);
             if let Some(r) = f.step.ramp_up {
                 if !abort.token.is_cancelled() {
-                    tl.event(Phase::Fault, "ramp_up", Some(&f.step.name), format!("{}: settling for {r}", f.step.name));
+                    tl.event(
+                        Phase::Fault,
+                        "ramp_up",
+                        Some(&f.step.name),
+                        format!("{}: settling for {r}", f.step.name),
+                    );
                     sleep_or_cancel(r.0, &abort.token).await;
                 }
             }
         }
 
         // ── verifications ────────────────────────────────────────────────────────
+        self.runtime.set_phase(Phase::Verification);
         for c in &sc.verifications {
             if abort.token.is_cancelled() {
-                steps.push(skipped(Phase::Verification, &c.name, &c.probe.describe(), c.critical, "drill aborted", &tl));
+                steps.push(skipped(
+                    Phase::Verification,
+                    &c.name,
+                    &c.probe.describe(),
+                    c.critical,
+                    "drill aborted",
+                    &tl,
+                ));
                 continue;
             }
-            let rec = self.check_step(Phase::Verification, c, c.critical, &probe_ctx, &abort.token).await;
+            let rec = self
+                .check_step(Phase::Verification, c, c.critical, &probe_ctx, &abort.token)
+                .await;
             if rec.status != StepStatus::Passed && c.critical && !abort.token.is_cancelled() {
-                abort.trip(AbortReason::CriticalFailure, format!("critical verification `{}` failed: {}", c.name, rec.detail));
+                abort.trip(
+                    AbortReason::CriticalFailure,
+                    format!("critical verification `{}` failed: {}", c.name, rec.detail),
+                );
             }
             steps.push(rec);
         }
 
         // ── recovery: always ─────────────────────────────────────────────────────
+        self.runtime.set_phase(Phase::Recovery);
         let recovery_start = Instant::now();
         let recovery_start_ms = tl.now_ms();
-        tl.event(Phase::Recovery, "recovery_started", None, match abort.get() {
-            Some((_, why)) => format!("recovering ({why})"),
-            None => "recovering".to_string(),
-        });
+        tl.event(
+            Phase::Recovery,
+            "recovery_started",
+            None,
+            match abort.get() {
+                Some((_, why)) => format!("recovering ({why})"),
+                None => "recovering".to_string(),
+            },
+        );
         guard_stop.cancel();
         let mut guards = Vec::new();
         for t in guard_tasks {
@@ -284,7 +368,9 @@ impl Engine {
                 guards.push(g);
             }
         }
-        let revert_ok = self.revert_all(&mut steps, &fault_step_index, &control).await;
+        let revert_ok = self
+            .revert_all(&mut steps, &fault_step_index, &control)
+            .await;
         let mut recovery_steps_ok = true;
         for r in &sc.recovery {
             let rec = self.recovery_step(r, &control).await;
@@ -293,11 +379,20 @@ impl Engine {
         }
 
         // ── steady state: prechecks hold again? ──────────────────────────────────
+        self.runtime.set_phase(Phase::SteadyState);
         let injected_any = !fault_step_index.is_empty();
         let mut recovery_ms = None;
         let mut steady_ok = true;
         if injected_any && !sc.prechecks.is_empty() {
-            let (ok, rec, ms) = self.steady_state(&sc.prechecks, &probe_ctx, recovery_start, recovery_start_ms, &control).await;
+            let (ok, rec, ms) = self
+                .steady_state(
+                    &sc.prechecks,
+                    &probe_ctx,
+                    recovery_start,
+                    recovery_start_ms,
+                    &control,
+                )
+                .await;
             steady_ok = ok;
             recovery_ms = ms;
             steps.push(rec);
@@ -310,39 +405,75 @@ impl Engine {
         self.runtime.reap();
 
         // ── outcome: the loudest failure wins ────────────────────────────────────
+        self.runtime.set_phase(Phase::Report);
         let rto_ms = sc.objectives.rto.map(|d| d.0.as_secs_f64() * 1000.0);
         let rto_met = match (rto_ms, recovery_ms) {
             (Some(r), Some(m)) => Some(m <= r),
             _ => None,
         };
         let critical_failed = steps.iter().any(|s| {
-            s.critical && matches!(s.phase, Phase::Precheck | Phase::Verification) && s.status == StepStatus::Failed
+            s.critical
+                && matches!(s.phase, Phase::Precheck | Phase::Verification)
+                && s.status == StepStatus::Failed
         });
         let guard_breached = guards.iter().any(|g| g.breached);
         let aborted = abort.get();
         let (status, reason) = if !revert_ok {
             (Status::RecoveryIncomplete, "a fault could not be reverted: something may be left behind; run `firedrill recover`".to_string())
         } else if injection_failed {
-            (Status::InjectionFailed, aborted.as_ref().map(|a| a.1.clone()).unwrap_or_else(|| "a fault could not be injected".into()))
+            (
+                Status::InjectionFailed,
+                aborted
+                    .as_ref()
+                    .map(|a| a.1.clone())
+                    .unwrap_or_else(|| "a fault could not be injected".into()),
+            )
         } else if let Some((r @ (AbortReason::Signal | AbortReason::MaxDuration), why)) = &aborted {
             let _ = r;
             (Status::Failed, format!("aborted: {why}"))
         } else if critical_failed || guard_breached {
-            (Status::Failed, aborted.as_ref().map(|a| a.1.clone()).unwrap_or_else(|| "a critical assertion failed".into()))
+            (
+                Status::Failed,
+                aborted
+                    .as_ref()
+                    .map(|a| a.1.clone())
+                    .unwrap_or_else(|| "a critical assertion failed".into()),
+            )
         } else if !steady_ok {
-            (Status::Failed, "steady state did not return after recovery".into())
+            (
+                Status::Failed,
+                "steady state did not return after recovery".into(),
+            )
         } else if rto_met == Some(false) {
-            (Status::Failed, format!("recovery took {:.0} ms, above the RTO of {:.0} ms", recovery_ms.unwrap_or(0.0), rto_ms.unwrap_or(0.0)))
+            (
+                Status::Failed,
+                format!(
+                    "recovery took {:.0} ms, above the RTO of {:.0} ms",
+                    recovery_ms.unwrap_or(0.0),
+                    rto_ms.unwrap_or(0.0)
+                ),
+            )
         } else if !recovery_steps_ok {
             (Status::Failed, "a recovery step failed".into())
         } else {
-            (Status::Passed, "every critical assertion held and every fault was reverted".into())
+            (
+                Status::Passed,
+                "every critical assertion held and every fault was reverted".into(),
+            )
         };
-        tl.event(Phase::Report, "run_finished", None, format!("{status:?}: {reason}"));
+        tl.event(
+            Phase::Report,
+            "run_finished",
+            None,
+            format!("{status:?}: {reason}"),
+        );
 
         let mut record = RunRecord {
             journal_version: JOURNAL_VERSION,
-            tool: ToolInfo { name: "firedrill".into(), version: env!("CARGO_PKG_VERSION").into() },
+            tool: ToolInfo {
+                name: "firedrill".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
             run_id: self.run_id.clone(),
             scenario: ScenarioInfo {
                 name: sc.metadata.name.clone(),
@@ -352,14 +483,21 @@ impl Engine {
                 sha256: drill.sha256.clone(),
                 labels: sc.metadata.labels.clone(),
             },
-            host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             operator: operator(),
             level: self.opts.level,
             vars: drill.vars.redacted(),
             started_at,
             finished_at: now_rfc3339(),
             duration_ms: tl.now_ms(),
-            outcome: Outcome { status, exit_code: status.exit_code(), reason, aborted: aborted.map(|a| a.0) },
+            outcome: Outcome {
+                status,
+                exit_code: status.exit_code(),
+                reason,
+                aborted: aborted.map(|a| a.0),
+            },
             objectives: ObjectivesRecord {
                 rto_ms,
                 max_duration_ms: sc.objectives.max_duration.0.as_secs_f64() * 1000.0,
@@ -387,16 +525,35 @@ impl Engine {
     ) -> StepRecord {
         let tl = &self.timeline;
         let started_ms = tl.now_ms();
-        tl.event(phase, "step_started", Some(&c.name), format!("{}: {}", c.name, c.probe.describe()));
+        tl.event(
+            phase,
+            "step_started",
+            Some(&c.name),
+            format!("{}: {}", c.name, c.probe.describe()),
+        );
         let out = run_check(c, ctx, cancel).await;
-        let status = if out.ok { StepStatus::Passed } else if out.interrupted { StepStatus::Skipped } else { StepStatus::Failed };
+        let status = if out.ok {
+            StepStatus::Passed
+        } else if out.interrupted {
+            StepStatus::Skipped
+        } else {
+            StepStatus::Failed
+        };
         let word = match status {
             StepStatus::Passed => "passed",
             StepStatus::Skipped => "interrupted",
             _ if critical => "FAILED",
             _ => "failed (non-critical)",
         };
-        tl.event(phase, "step_finished", Some(&c.name), format!("{}: {word} after {} attempt(s): {}", c.name, out.attempts, out.detail));
+        tl.event(
+            phase,
+            "step_finished",
+            Some(&c.name),
+            format!(
+                "{}: {word} after {} attempt(s): {}",
+                c.name, out.attempts, out.detail
+            ),
+        );
         StepRecord {
             phase,
             name: c.name.clone(),
@@ -413,7 +570,11 @@ impl Engine {
         }
     }
 
-    fn start_guards(&self, stop: &CancellationToken, abort: &Arc<Abort>) -> Vec<tokio::task::JoinHandle<GuardRecord>> {
+    fn start_guards(
+        &self,
+        stop: &CancellationToken,
+        abort: &Arc<Abort>,
+    ) -> Vec<tokio::task::JoinHandle<GuardRecord>> {
         let drill = self.drill.clone();
         (0..drill.scenario.guards.len())
             .map(|i| {
@@ -424,7 +585,10 @@ impl Engine {
                 let http = self.http.clone();
                 tokio::spawn(async move {
                     let g = &drill.scenario.guards[i];
-                    let ctx = ProbeCtx { targets: &drill.targets, http: &http };
+                    let ctx = ProbeCtx {
+                        targets: &drill.targets,
+                        http: &http,
+                    };
                     let mut rec = GuardRecord {
                         name: g.name.clone(),
                         description: g.probe.describe(),
@@ -435,7 +599,12 @@ impl Engine {
                         detail: String::new(),
                     };
                     let mut consecutive = 0;
-                    tl.event(Phase::Fault, "guard_started", Some(&g.name), format!("guard `{}` watching {}", g.name, rec.description));
+                    tl.event(
+                        Phase::Fault,
+                        "guard_started",
+                        Some(&g.name),
+                        format!("guard `{}` watching {}", g.name, rec.description),
+                    );
                     loop {
                         let obs = tokio::select! {
                             o = g.probe.observe(&ctx) => o,
@@ -452,8 +621,16 @@ impl Engine {
                             if consecutive >= g.breach_after {
                                 rec.breached = true;
                                 rec.breached_ms = Some(tl.now_ms());
-                                tl.event(Phase::Fault, "guard_breached", Some(&g.name), format!("guard `{}` breached: {}", g.name, v.detail));
-                                abort.trip(AbortReason::GuardBreached, format!("guard `{}` breached: {}", g.name, v.detail));
+                                tl.event(
+                                    Phase::Fault,
+                                    "guard_breached",
+                                    Some(&g.name),
+                                    format!("guard `{}` breached: {}", g.name, v.detail),
+                                );
+                                abort.trip(
+                                    AbortReason::GuardBreached,
+                                    format!("guard `{}` breached: {}", g.name, v.detail),
+                                );
                                 break;
                             }
                         }
@@ -469,12 +646,22 @@ impl Engine {
 
     /// Reverts every fault of this run that the ledger holds as not reverted, newest
     /// first. Returns false if any revert failed.
-    async fn revert_all(&self, steps: &mut [StepRecord], index: &BTreeMap<u64, usize>, control: &Control) -> bool {
+    async fn revert_all(
+        &self,
+        steps: &mut [StepRecord],
+        index: &BTreeMap<u64, usize>,
+        control: &Control,
+    ) -> bool {
         let path = self.ledger_path();
         let pending = match ledger::read(&path) {
             Ok(e) => ledger::pending(&e),
             Err(e) => {
-                self.timeline.event(Phase::Recovery, "revert_failed", None, format!("cannot read the ledger: {e}"));
+                self.timeline.event(
+                    Phase::Recovery,
+                    "revert_failed",
+                    None,
+                    format!("cannot read the ledger: {e}"),
+                );
                 return false;
             }
         };
@@ -482,45 +669,115 @@ impl Engine {
         for p in pending {
             let started_ms = self.timeline.now_ms();
             let t = Instant::now();
-            let ctx = RevertCtx { runtime: Some(&self.runtime), hurry: control.hurry.is_cancelled() };
+            let ctx = RevertCtx {
+                runtime: Some(&self.runtime),
+                hurry: control.hurry.is_cancelled(),
+            };
             let result = p.undo.revert(&ctx).await;
             let rec = match result {
                 Ok(r) => {
-                    let _ = self.ledger.lock().unwrap().append(&Entry::Reverted { seq: p.seq, at: now_rfc3339() });
-                    self.timeline.event(Phase::Recovery, "fault_reverted", Some(&p.step), format!("{}: reverted: {}", p.step, r.measured));
-                    RevertRecord { ok: true, started_ms, duration_ms: ms(t.elapsed()), result: Some(r), error: None }
+                    let _ = self.ledger.lock().unwrap().append(&Entry::Reverted {
+                        seq: p.seq,
+                        at: now_rfc3339(),
+                    });
+                    self.timeline.event(
+                        Phase::Recovery,
+                        "fault_reverted",
+                        Some(&p.step),
+                        format!("{}: reverted: {}", p.step, r.measured),
+                    );
+                    RevertRecord {
+                        ok: true,
+                        started_ms,
+                        duration_ms: ms(t.elapsed()),
+                        result: Some(r),
+                        error: None,
+                    }
                 }
                 Err(e) => {
                     all_ok = false;
-                    let _ = self.ledger.lock().unwrap().append(&Entry::RevertFailed { seq: p.seq, error: e.to_string(), at: now_rfc3339() });
-                    self.timeline.event(Phase::Recovery, "revert_failed", Some(&p.step), format!("{}: REVERT FAILED: {e}", p.step));
-                    RevertRecord { ok: false, started_ms, duration_ms: ms(t.elapsed()), result: None, error: Some(e.to_string()) }
+                    let _ = self.ledger.lock().unwrap().append(&Entry::RevertFailed {
+                        seq: p.seq,
+                        error: e.to_string(),
+                        at: now_rfc3339(),
+                    });
+                    self.timeline.event(
+                        Phase::Recovery,
+                        "revert_failed",
+                        Some(&p.step),
+                        format!("{}: REVERT FAILED: {e}", p.step),
+                    );
+                    RevertRecord {
+                        ok: false,
+                        started_ms,
+                        duration_ms: ms(t.elapsed()),
+                        result: None,
+                        error: Some(e.to_string()),
+                    }
                 }
             };
-            if let Some(fr) = index.get(&p.seq).and_then(|i| steps.get_mut(*i)).and_then(|s| s.fault.as_mut()) {
+            if let Some(fr) = index
+                .get(&p.seq)
+                .and_then(|i| steps.get_mut(*i))
+                .and_then(|s| s.fault.as_mut())
+            {
                 fr.revert = Some(rec);
             }
         }
         all_ok
     }
 
-    async fn recovery_step(&self, r: &crate::scenario::RecoveryStep, control: &Control) -> StepRecord {
+    async fn recovery_step(
+        &self,
+        r: &crate::scenario::RecoveryStep,
+        control: &Control,
+    ) -> StepRecord {
         let tl = &self.timeline;
         let started_ms = tl.now_ms();
         let t = Instant::now();
-        tl.event(Phase::Recovery, "step_started", Some(&r.name), format!("{}: `{}` on {}", r.name, r.command.run, r.command.target));
-        let target = self.drill.targets.get(&r.command.target).cloned().unwrap_or(crate::target::Target::Local);
+        tl.event(
+            Phase::Recovery,
+            "step_started",
+            Some(&r.name),
+            format!("{}: `{}` on {}", r.name, r.command.run, r.command.target),
+        );
+        let target = self
+            .drill
+            .targets
+            .get(&r.command.target)
+            .cloned()
+            .unwrap_or(crate::target::Target::Local);
         let mut cmd = target.shell(&r.command.run);
         cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
         let _ = control; // recovery steps are not waits: a hurried recovery still runs them
-        let tail = |b: &[u8]| String::from_utf8_lossy(b).lines().last().unwrap_or("").to_string();
-        let (status, detail) = match tokio::time::timeout(r.command.timeout.0, cmd.output()).await {
-            Ok(Ok(out)) if out.status.success() => (StepStatus::Passed, format!("exit 0 {}", tail(&out.stdout)).trim().to_string()),
-            Ok(Ok(out)) => (StepStatus::Failed, format!("exit {:?}: {}", out.status.code(), tail(&out.stderr))),
-            Ok(Err(e)) => (StepStatus::Error, format!("cannot run: {e}")),
-            Err(_) => (StepStatus::Failed, format!("timed out after {} (killed)", r.command.timeout)),
+        let tail = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string()
         };
-        tl.event(Phase::Recovery, "step_finished", Some(&r.name), format!("{}: {:?}: {detail}", r.name, status));
+        let (status, detail) = match tokio::time::timeout(r.command.timeout.0, cmd.output()).await {
+            Ok(Ok(out)) if out.status.success() => (
+                StepStatus::Passed,
+                format!("exit 0 {}", tail(&out.stdout)).trim().to_string(),
+            ),
+            Ok(Ok(out)) => (
+                StepStatus::Failed,
+                format!("exit {:?}: {}", out.status.code(), tail(&out.stderr)),
+            ),
+            Ok(Err(e)) => (StepStatus::Error, format!("cannot run: {e}")),
+            Err(_) => (
+                StepStatus::Failed,
+                format!("timed out after {} (killed)", r.command.timeout),
+            ),
+        };
+        tl.event(
+            Phase::Recovery,
+            "step_finished",
+            Some(&r.name),
+            format!("{}: {:?}: {detail}", r.name, status),
+        );
         StepRecord {
             phase: Phase::Recovery,
             name: r.name.clone(),
@@ -548,9 +805,20 @@ impl Engine {
     ) -> (bool, StepRecord, Option<f64>) {
         let tl = &self.timeline;
         let sc = &self.drill.scenario;
-        let budget = sc.objectives.rto.map_or(Duration::from_secs(30), |r| (r.0 * 2).max(Duration::from_secs(5)));
+        let budget = sc.objectives.rto.map_or(Duration::from_secs(30), |r| {
+            (r.0 * 2).max(Duration::from_secs(5))
+        });
         let deadline = Instant::now() + budget;
-        tl.event(Phase::SteadyState, "step_started", Some("steady state"), format!("re-checking {} precheck(s) for up to {}", checks.len(), humantime::format_duration(budget)));
+        tl.event(
+            Phase::SteadyState,
+            "step_started",
+            Some("steady state"),
+            format!(
+                "re-checking {} precheck(s) for up to {}",
+                checks.len(),
+                humantime::format_duration(budget)
+            ),
+        );
         let mut attempts = 0;
         let (ok, detail) = loop {
             attempts += 1;
@@ -566,7 +834,14 @@ impl Engine {
                 break (true, "all prechecks hold again".to_string());
             }
             if Instant::now() >= deadline || control.hurry.is_cancelled() {
-                break (false, format!("still failing after {}: {}", humantime::format_duration(budget), failing.join("; ")));
+                break (
+                    false,
+                    format!(
+                        "still failing after {}: {}",
+                        humantime::format_duration(budget),
+                        failing.join("; ")
+                    ),
+                );
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -578,11 +853,20 @@ impl Engine {
             Some(m) => format!("steady state: restored {m:.0} ms after recovery started"),
             None => format!("steady state: NOT restored: {detail}"),
         };
-        tl.event(Phase::SteadyState, "step_finished", Some("steady state"), msg);
+        tl.event(
+            Phase::SteadyState,
+            "step_finished",
+            Some("steady state"),
+            msg,
+        );
         let rec = StepRecord {
             phase: Phase::SteadyState,
             name: "steady state".into(),
-            status: if ok { StepStatus::Passed } else { StepStatus::Failed },
+            status: if ok {
+                StepStatus::Passed
+            } else {
+                StepStatus::Failed
+            },
             critical: true,
             started_ms: recovery_start_ms,
             duration_ms: ms(recovery_start.elapsed()),
@@ -611,8 +895,20 @@ fn describe_check(c: &Check) -> String {
     format!("{}{timing}", c.probe.describe())
 }
 
-fn skipped(phase: Phase, name: &str, desc: &str, critical: bool, why: &str, tl: &Timeline) -> StepRecord {
-    tl.event(phase, "step_skipped", Some(name), format!("{name}: skipped ({why})"));
+fn skipped(
+    phase: Phase,
+    name: &str,
+    desc: &str,
+    critical: bool,
+    why: &str,
+    tl: &Timeline,
+) -> StepRecord {
+    tl.event(
+        phase,
+        "step_skipped",
+        Some(name),
+        format!("{name}: skipped ({why})"),
+    );
     StepRecord {
         phase,
         name: name.into(),

@@ -15,7 +15,11 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn new(progress: bool) -> Self {
-        Timeline { start: Instant::now(), events: Mutex::new(Vec::new()), progress }
+        Timeline {
+            start: Instant::now(),
+            events: Mutex::new(Vec::new()),
+            progress,
+        }
     }
 
     /// Monotonic milliseconds since the run started.
@@ -30,7 +34,13 @@ impl Timeline {
         tracing::info!(phase = phase.as_str(), event, step, t_ms, "{message}");
         if self.progress {
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "[{:>8.1}s] {:<12} {}", t_ms / 1000.0, phase.as_str(), message);
+            let _ = writeln!(
+                err,
+                "[{:>8.1}s] {:<12} {}",
+                t_ms / 1000.0,
+                phase.as_str(),
+                message
+            );
         }
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         self.events.lock().unwrap().push(Event {

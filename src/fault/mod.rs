@@ -136,7 +136,9 @@ impl FaultSpec {
         match (self, undo) {
             (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
-            _ => Err(FaultError::Precondition("undo record does not match fault kind".into())),
+            _ => Err(FaultError::Precondition(
+                "undo record does not match fault kind".into(),
+            )),
         }
     }
 }

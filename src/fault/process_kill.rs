@@ -107,10 +107,15 @@ pub struct Undo {
 impl ProcessKill {
     pub(crate) fn validate(&self, target: &Target) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        let selectors = [self.pid.is_some(), self.pidfile.is_some(), self.name.is_some(), self.pattern.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let selectors = [
+            self.pid.is_some(),
+            self.pidfile.is_some(),
+            self.name.is_some(),
+            self.pattern.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if selectors != 1 {
             errs.push((
                 "with".into(),
@@ -119,11 +124,17 @@ impl ProcessKill {
         }
         if let Some(p) = &self.pattern {
             if let Err(e) = regex::Regex::new(p) {
-                errs.push(("with.pattern".into(), format!("found an invalid regular expression: {e}")));
+                errs.push((
+                    "with.pattern".into(),
+                    format!("found an invalid regular expression: {e}"),
+                ));
             }
         }
         if self.count == 0 && !self.all {
-            errs.push(("with.count".into(), "found 0, expected at least 1 (or `all: true`)".into()));
+            errs.push((
+                "with.count".into(),
+                "found 0, expected at least 1 (or `all: true`)".into(),
+            ));
         }
         if let Some(n) = &self.name {
             if n.len() > 15 {
@@ -136,7 +147,10 @@ impl ProcessKill {
         if !matches!(target, Target::Local) {
             errs.push((
                 "target".into(),
-                format!("found target {}, expected `local`: process_kill acts on this host's processes", target.describe()),
+                format!(
+                    "found target {}, expected `local`: process_kill acts on this host's processes",
+                    target.describe()
+                ),
             ));
         }
         errs
@@ -150,14 +164,24 @@ impl ProcessKill {
         } else if let Some(n) = &self.name {
             format!("processes named `{n}`")
         } else {
-            format!("processes matching /{}/", self.pattern.as_deref().unwrap_or(""))
+            format!(
+                "processes matching /{}/",
+                self.pattern.as_deref().unwrap_or("")
+            )
         };
-        let how_many = if self.all { "all".to_string() } else { format!("{}", self.count) };
+        let how_many = if self.all {
+            "all".to_string()
+        } else {
+            format!("{}", self.count)
+        };
         let effect = match self.signal {
             Signal::Stop => "frozen until revert",
             _ => "gone",
         };
-        format!("SIG{} to {how_many} of {who}; expected {effect}", self.signal.name())
+        format!(
+            "SIG{} to {how_many} of {who}; expected {effect}",
+            self.signal.name()
+        )
     }
 
     pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
@@ -166,21 +190,35 @@ impl ProcessKill {
         if !self.all {
             chosen.truncate(self.count as usize);
         }
-        let deadman_tag = (self.signal == Signal::Stop).then(|| format!("{}-{}", ctx.run_id, sanitize(ctx.step)));
-        Ok(Undo { signal: self.signal, processes: chosen, deadman_tag })
+        let deadman_tag =
+            (self.signal == Signal::Stop).then(|| format!("{}-{}", ctx.run_id, sanitize(ctx.step)));
+        Ok(Undo {
+            signal: self.signal,
+            processes: chosen,
+            deadman_tag,
+        })
     }
 
     fn select(&self) -> Result<Vec<ProcRef>, FaultError> {
         let protected = protected_pids();
         let procs = list_processes();
-        let re = self.pattern.as_deref().map(regex::Regex::new).transpose().map_err(|e| FaultError::Precondition(e.to_string()))?;
+        let re = self
+            .pattern
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| FaultError::Precondition(e.to_string()))?;
         let pid_wanted = match (&self.pid, &self.pidfile) {
             (Some(p), _) => Some(*p),
             (_, Some(f)) => {
-                let text = std::fs::read_to_string(f)
-                    .map_err(|e| FaultError::Precondition(format!("cannot read pidfile {f}: {e}")))?;
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    FaultError::Precondition(format!("cannot read pidfile {f}: {e}"))
+                })?;
                 Some(text.trim().parse::<u32>().map_err(|_| {
-                    FaultError::Precondition(format!("pidfile {f} holds `{}`, expected a pid", text.trim()))
+                    FaultError::Precondition(format!(
+                        "pidfile {f} holds `{}`, expected a pid",
+                        text.trim()
+                    ))
                 })?)
             }
             _ => None,
@@ -201,12 +239,19 @@ impl ProcessKill {
             } else {
                 ""
             };
-            return Err(FaultError::Precondition(format!("no running process matches: {}{why}", self.describe())));
+            return Err(FaultError::Precondition(format!(
+                "no running process matches: {}{why}",
+                self.describe()
+            )));
         }
         Ok(matched)
     }
 
-    pub(crate) async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
+    pub(crate) async fn apply(
+        &self,
+        ctx: &FaultCtx<'_>,
+        undo: &Undo,
+    ) -> Result<Effect, FaultError> {
         if let Some(tag) = &undo.deadman_tag {
             spawn_deadman(tag, ctx.ttl, &undo.processes, ctx.runtime)?;
         }
@@ -215,8 +260,13 @@ impl ProcessKill {
             if !same_process(p) {
                 continue; // exited between prepare and apply: nothing to signal
             }
-            kill(Pid::from_raw(p.pid as i32), self.signal.nix())
-                .map_err(|e| FaultError::System(format!("cannot send SIG{} to pid {}: {e}", self.signal.name(), p.pid)))?;
+            kill(Pid::from_raw(p.pid as i32), self.signal.nix()).map_err(|e| {
+                FaultError::System(format!(
+                    "cannot send SIG{} to pid {}: {e}",
+                    self.signal.name(),
+                    p.pid
+                ))
+            })?;
             sent.push(p.pid);
         }
         // Measure: every hit process must be gone (or stopped) within verify_timeout.
@@ -234,12 +284,19 @@ impl ProcessKill {
         }
         let pids: Vec<u32> = undo.processes.iter().map(|p| p.pid).collect();
         let as_declared = remaining.is_empty();
-        let verb = if self.signal == Signal::Stop { "stopped" } else { "gone" };
+        let verb = if self.signal == Signal::Stop {
+            "stopped"
+        } else {
+            "gone"
+        };
         let measured = if as_declared {
             format!("{} process(es) {verb}: pids {pids:?}", pids.len())
         } else {
             let left: Vec<u32> = remaining.iter().map(|p| p.pid).collect();
-            format!("pids {left:?} still not {verb} after {}", self.verify_timeout)
+            format!(
+                "pids {left:?} still not {verb} after {}",
+                self.verify_timeout
+            )
         };
         Ok(Effect {
             declared: self.describe(),
@@ -261,7 +318,10 @@ impl Undo {
         let start = Instant::now();
         if self.signal != Signal::Stop {
             return Ok(Reverted {
-                measured: format!("SIG{} cannot be undone; nothing to revert", self.signal.name()),
+                measured: format!(
+                    "SIG{} cannot be undone; nothing to revert",
+                    self.signal.name()
+                ),
                 restored_after_ms: None,
                 details: serde_json::Value::Null,
             });
@@ -281,18 +341,27 @@ impl Undo {
             end_deadman(tag, ctx.runtime);
         }
         if !errors.is_empty() {
-            return Err(FaultError::System(format!("cannot send SIGCONT: {}", errors.join(", "))));
+            return Err(FaultError::System(format!(
+                "cannot send SIGCONT: {}",
+                errors.join(", ")
+            )));
         }
         // Confirm: none of our processes is still in state T.
         let deadline = Instant::now() + Duration::from_secs(if ctx.hurry { 0 } else { 2 });
         loop {
-            let still: Vec<u32> =
-                self.processes.iter().filter(|p| same_process(p) && proc_state(p.pid) == Some('T')).map(|p| p.pid).collect();
+            let still: Vec<u32> = self
+                .processes
+                .iter()
+                .filter(|p| same_process(p) && proc_state(p.pid) == Some('T'))
+                .map(|p| p.pid)
+                .collect();
             if still.is_empty() {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(FaultError::NotEffective(format!("pids {still:?} are still stopped after SIGCONT")));
+                return Err(FaultError::NotEffective(format!(
+                    "pids {still:?} are still stopped after SIGCONT"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -305,7 +374,9 @@ impl Undo {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// The engine and its ancestors: never signalled, whatever the selector says, so a
@@ -348,19 +419,30 @@ pub(crate) fn read_stat(pid: u32) -> Option<Stat> {
 }
 
 fn list_processes() -> Vec<ProcRef> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
             let s = read_stat(pid)?;
             // Zombies are already dead; kernel threads have no command line.
-            (s.state != 'Z' && !cmdline(pid).is_empty()).then_some(ProcRef { pid, start_time: s.start_time, comm: s.comm })
+            (s.state != 'Z' && !cmdline(pid).is_empty()).then_some(ProcRef {
+                pid,
+                start_time: s.start_time,
+                comm: s.comm,
+            })
         })
         .collect()
 }
 
 fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim_end().to_string())
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim_end()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -376,17 +458,30 @@ fn same_process(p: &ProcRef) -> bool {
 /// Alive = the same process exists and is not a zombie (a zombie has exited; only its
 /// parent has not collected the status yet).
 fn alive(p: &ProcRef) -> bool {
-    read_stat(p.pid).is_some_and(|s| s.start_time == p.start_time && s.state != 'Z' && s.state != 'X')
+    read_stat(p.pid)
+        .is_some_and(|s| s.start_time == p.start_time && s.state != 'Z' && s.state != 'X')
 }
 
 /// Starts the dead-man watcher: a detached `firedrill __deadman` that sends CONT to
 /// the frozen processes when the ttl runs out, unless a revert ends it first.
-fn spawn_deadman(tag: &str, ttl: Duration, procs: &[ProcRef], runtime: &crate::engine::Runtime) -> Result<(), FaultError> {
+fn spawn_deadman(
+    tag: &str,
+    ttl: Duration,
+    procs: &[ProcRef],
+    runtime: &crate::engine::Runtime,
+) -> Result<(), FaultError> {
     use std::os::unix::process::CommandExt;
-    let exe = crate::engine::self_exe()
-        .map_err(|e| FaultError::System(format!("cannot find the firedrill binary for the dead-man watcher: {e}")))?;
+    let exe = crate::engine::self_exe().map_err(|e| {
+        FaultError::System(format!(
+            "cannot find the firedrill binary for the dead-man watcher: {e}"
+        ))
+    })?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("__deadman").arg("--tag").arg(tag).arg("--ttl-ms").arg(ttl.as_millis().to_string());
+    cmd.arg("__deadman")
+        .arg("--tag")
+        .arg(tag)
+        .arg("--ttl-ms")
+        .arg(ttl.as_millis().to_string());
     for p in procs {
         cmd.arg("--proc").arg(format!("{}:{}", p.pid, p.start_time));
     }
@@ -395,7 +490,9 @@ fn spawn_deadman(tag: &str, ttl: Duration, procs: &[ProcRef], runtime: &crate::e
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let child = cmd.spawn().map_err(|e| FaultError::System(format!("cannot start the dead-man watcher: {e}")))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| FaultError::System(format!("cannot start the dead-man watcher: {e}")))?;
     runtime.adopt(child);
     Ok(())
 }
@@ -423,7 +520,6 @@ pub fn deadman_main(ttl: Duration, procs: &[(u32, u64)]) {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -31,7 +31,10 @@ fn default_timeout() -> HumanDuration {
 impl CommandProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         if self.run.trim().is_empty() {
-            vec![("run".into(), "found an empty command, expected a shell command line".into())]
+            vec![(
+                "run".into(),
+                "found an empty command, expected a shell command line".into(),
+            )]
         } else {
             vec![]
         }
@@ -44,7 +47,10 @@ impl CommandProbe {
     pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
         let target = ctx.targets.get(&self.target).unwrap_or(&Target::Local);
         let mut cmd = target.shell(&self.run);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let start = Instant::now();
         let out = match cmd.spawn() {
             Ok(child) => tokio::time::timeout(self.timeout.0, child.wait_with_output()).await,
@@ -61,11 +67,19 @@ impl CommandProbe {
             Ok(Ok(out)) => Observation {
                 latency,
                 exit_code: out.status.code(),
-                stdout: Some(truncate_capture(String::from_utf8_lossy(&out.stdout).into_owned())),
-                stderr: Some(truncate_capture(String::from_utf8_lossy(&out.stderr).into_owned())),
+                stdout: Some(truncate_capture(
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )),
+                stderr: Some(truncate_capture(
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )),
                 ..Default::default()
             },
-            Ok(Err(e)) => Observation { latency, error: Some(format!("command failed: {e}")), ..Default::default() },
+            Ok(Err(e)) => Observation {
+                latency,
+                error: Some(format!("command failed: {e}")),
+                ..Default::default()
+            },
             Err(_) => Observation {
                 latency,
                 error: Some(format!("timed out after {} (killed)", self.timeout)),

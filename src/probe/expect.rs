@@ -198,26 +198,54 @@ impl Expect {
     /// Static checks: regexes and JSONPaths compile, comparisons are not empty.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        for (field, re) in [("body_regex", &self.body_regex), ("stdout_regex", &self.stdout_regex)] {
+        for (field, re) in [
+            ("body_regex", &self.body_regex),
+            ("stdout_regex", &self.stdout_regex),
+        ] {
             if let Some(re) = re {
                 if let Err(e) = regex::Regex::new(re) {
-                    errs.push((field.to_string(), format!("found an invalid regular expression: {e}")));
+                    errs.push((
+                        field.to_string(),
+                        format!("found an invalid regular expression: {e}"),
+                    ));
                 }
             }
         }
         if let Some(checks) = &self.json {
             let many = matches!(checks, OneOrMany::Many(_));
             for (i, c) in checks.as_slice().iter().enumerate() {
-                let p = if many { format!("json[{i}]") } else { "json".to_string() };
+                let p = if many {
+                    format!("json[{i}]")
+                } else {
+                    "json".to_string()
+                };
                 if let Err(e) = serde_json_path::JsonPath::parse(&c.path) {
-                    errs.push((format!("{p}.path"), format!("found `{}`, expected a JSONPath like `$.errcode` ({e})", c.path)));
+                    errs.push((
+                        format!("{p}.path"),
+                        format!(
+                            "found `{}`, expected a JSONPath like `$.errcode` ({e})",
+                            c.path
+                        ),
+                    ));
                 }
-                let n = [c.eq.is_some(), c.ne.is_some(), c.lt.is_some(), c.le.is_some(), c.gt.is_some(), c.ge.is_some(), c.exists.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
+                let n = [
+                    c.eq.is_some(),
+                    c.ne.is_some(),
+                    c.lt.is_some(),
+                    c.le.is_some(),
+                    c.gt.is_some(),
+                    c.ge.is_some(),
+                    c.exists.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
                 if n == 0 {
-                    errs.push((p, "found no comparison, expected one of eq, ne, lt, le, gt, ge, exists".into()));
+                    errs.push((
+                        p,
+                        "found no comparison, expected one of eq, ne, lt, le, gt, ge, exists"
+                            .into(),
+                    ));
                 }
             }
         }
@@ -242,18 +270,27 @@ impl Expect {
                 None => format!("reached in {}", fmt_ms(obs.latency)),
             };
             check(blocked, format!("unreachable: {found}"));
-            return Verdict { ok, detail: clauses.join("; ") };
+            return Verdict {
+                ok,
+                detail: clauses.join("; "),
+            };
         }
         if let Some(e) = &obs.error {
             check(false, format!("reachable: {e}"));
-            return Verdict { ok, detail: clauses.join("; ") };
+            return Verdict {
+                ok,
+                detail: clauses.join("; "),
+            };
         }
 
         // Unless written otherwise, an HTTP answer must be below 400 and a command must
         // exit 0: a 503 whose body happens to contain "ok" is not a success.
         if let Some(code) = obs.status {
             match &self.status {
-                Some(m) => check(m.matches(code), format!("status {code} (expected {})", m.describe())),
+                Some(m) => check(
+                    m.matches(code),
+                    format!("status {code} (expected {})", m.describe()),
+                ),
                 None => check(code < 400, format!("status {code} (expected < 400)")),
             }
         } else if let Some(m) = &self.status {
@@ -262,7 +299,10 @@ impl Expect {
         let is_command = obs.stdout.is_some();
         if is_command {
             let want = self.exit_code.unwrap_or(0);
-            check(obs.exit_code == Some(want), format!("exit code {} (expected {want})", show_exit(obs.exit_code)));
+            check(
+                obs.exit_code == Some(want),
+                format!("exit code {} (expected {want})", show_exit(obs.exit_code)),
+            );
         } else if let Some(want) = self.exit_code {
             check(false, format!("exit code: none (expected {want})"));
         }
@@ -271,19 +311,29 @@ impl Expect {
             check(body.contains(s.as_str()), format!("body contains {s:?}"));
         }
         if let Some(re) = &self.body_regex {
-            let m = regex::Regex::new(re).map(|r| r.is_match(body)).unwrap_or(false);
+            let m = regex::Regex::new(re)
+                .map(|r| r.is_match(body))
+                .unwrap_or(false);
             check(m, format!("body matches /{re}/"));
         }
         let stdout = obs.stdout.as_deref().unwrap_or("");
         if let Some(s) = &self.stdout_contains {
-            check(stdout.contains(s.as_str()), format!("stdout contains {s:?}"));
+            check(
+                stdout.contains(s.as_str()),
+                format!("stdout contains {s:?}"),
+            );
         }
         if let Some(re) = &self.stdout_regex {
-            let m = regex::Regex::new(re).map(|r| r.is_match(stdout)).unwrap_or(false);
+            let m = regex::Regex::new(re)
+                .map(|r| r.is_match(stdout))
+                .unwrap_or(false);
             check(m, format!("stdout matches /{re}/"));
         }
         if let Some(max) = self.max_latency {
-            check(obs.latency < max.0, format!("latency {} (expected < {max})", fmt_ms(obs.latency)));
+            check(
+                obs.latency < max.0,
+                format!("latency {} (expected < {max})", fmt_ms(obs.latency)),
+            );
         }
         if let Some(checks) = &self.json {
             match serde_json::from_str::<Json>(body) {
@@ -299,7 +349,10 @@ impl Expect {
         if clauses.is_empty() {
             clauses.push(format!("answered in {}", fmt_ms(obs.latency)));
         }
-        Verdict { ok, detail: clauses.join("; ") }
+        Verdict {
+            ok,
+            detail: clauses.join("; "),
+        }
     }
 }
 
@@ -316,12 +369,18 @@ fn eval_json(c: &JsonCheck, doc: &Json) -> (bool, String) {
         return (false, format!("{}: invalid JSONPath", c.path));
     };
     let found = path.query(doc).first().cloned();
-    let shown = found.as_ref().map_or_else(|| "missing".to_string(), |v| v.to_string());
+    let shown = found
+        .as_ref()
+        .map_or_else(|| "missing".to_string(), |v| v.to_string());
     let mut pass = true;
     let mut want = Vec::new();
     if let Some(e) = c.exists {
         pass &= found.is_some() == e;
-        want.push(if e { "exists".to_string() } else { "absent".to_string() });
+        want.push(if e {
+            "exists".to_string()
+        } else {
+            "absent".to_string()
+        });
     }
     if let Some(eq) = &c.eq {
         pass &= found.as_ref().is_some_and(|f| json_eq(f, eq));
@@ -343,7 +402,10 @@ fn eval_json(c: &JsonCheck, doc: &Json) -> (bool, String) {
             want.push(format!("{op} {b}"));
         }
     }
-    (pass, format!("{} = {shown} (expected {})", c.path, want.join(" and ")))
+    (
+        pass,
+        format!("{} = {shown} (expected {})", c.path, want.join(" and ")),
+    )
 }
 
 /// Equality that treats `1` and `1.0` as equal and compares strings to scalars by text,
@@ -377,7 +439,10 @@ mod tests {
     fn empty_expect_means_success() {
         assert!(Expect::default().evaluate(&http(204, "")).ok);
         assert!(!Expect::default().evaluate(&http(503, "")).ok);
-        let refused = Observation { error: Some("connection refused".into()), ..Default::default() };
+        let refused = Observation {
+            error: Some("connection refused".into()),
+            ..Default::default()
+        };
         assert!(!Expect::default().evaluate(&refused).ok);
     }
 
@@ -392,28 +457,55 @@ mod tests {
     #[test]
     fn json_comparisons() {
         let obs = http(200, r#"{"errcode":45009,"rate":0.01,"via":"sms"}"#);
-        assert!(expect("json: { path: $.errcode, eq: 45009 }").evaluate(&obs).ok);
+        assert!(
+            expect("json: { path: $.errcode, eq: 45009 }")
+                .evaluate(&obs)
+                .ok
+        );
         assert!(expect("json: { path: $.rate, lt: 0.05 }").evaluate(&obs).ok);
-        assert!(expect("json: [{ path: $.via, eq: sms }, { path: $.rate, ge: 0.01 }]").evaluate(&obs).ok);
+        assert!(
+            expect("json: [{ path: $.via, eq: sms }, { path: $.rate, ge: 0.01 }]")
+                .evaluate(&obs)
+                .ok
+        );
         let v = expect("json: { path: $.via, ne: sms }").evaluate(&obs);
         assert!(!v.ok);
         assert!(v.detail.contains("FAILED $.via = \"sms\""), "{}", v.detail);
-        assert!(!expect("json: { path: $.missing, exists: true }").evaluate(&obs).ok);
+        assert!(
+            !expect("json: { path: $.missing, exists: true }")
+                .evaluate(&obs)
+                .ok
+        );
     }
 
     #[test]
     fn unreachable_expectation() {
-        let refused = Observation { error: Some("connection refused".into()), ..Default::default() };
+        let refused = Observation {
+            error: Some("connection refused".into()),
+            ..Default::default()
+        };
         assert!(expect("reachable: false").evaluate(&refused).ok);
         assert!(!expect("reachable: false").evaluate(&http(200, "")).ok);
     }
 
     #[test]
     fn command_exit_and_stdout() {
-        let obs = Observation { exit_code: Some(0), stdout: Some("state: active\n".into()), ..Default::default() };
+        let obs = Observation {
+            exit_code: Some(0),
+            stdout: Some("state: active\n".into()),
+            ..Default::default()
+        };
         assert!(expect("stdout_contains: active").evaluate(&obs).ok);
-        assert!(expect("stdout_regex: '^state: (active|idle)'").evaluate(&obs).ok);
-        let failed = Observation { exit_code: Some(3), stdout: Some(String::new()), ..Default::default() };
+        assert!(
+            expect("stdout_regex: '^state: (active|idle)'")
+                .evaluate(&obs)
+                .ok
+        );
+        let failed = Observation {
+            exit_code: Some(3),
+            stdout: Some(String::new()),
+            ..Default::default()
+        };
         assert!(!Expect::default().evaluate(&failed).ok);
         assert!(expect("exit_code: 3").evaluate(&failed).ok);
     }

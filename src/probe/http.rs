@@ -42,17 +42,32 @@ impl HttpProbe {
         let mut errs = Vec::new();
         match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            Ok(u) => errs.push(("url".into(), format!("found scheme `{}`, expected http or https", u.scheme()))),
-            Err(e) => errs.push(("url".into(), format!("found `{}`, expected an absolute URL ({e})", self.url))),
+            Ok(u) => errs.push((
+                "url".into(),
+                format!("found scheme `{}`, expected http or https", u.scheme()),
+            )),
+            Err(e) => errs.push((
+                "url".into(),
+                format!("found `{}`, expected an absolute URL ({e})", self.url),
+            )),
         }
         if reqwest::Method::from_bytes(self.method.as_bytes()).is_err() {
-            errs.push(("method".into(), format!("found `{}`, expected an HTTP method such as GET or POST", self.method)));
+            errs.push((
+                "method".into(),
+                format!(
+                    "found `{}`, expected an HTTP method such as GET or POST",
+                    self.method
+                ),
+            ));
         }
         for (k, v) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
                 || reqwest::header::HeaderValue::from_str(v).is_err()
             {
-                errs.push((format!("headers.{k}"), "found an invalid header name or value".into()));
+                errs.push((
+                    format!("headers.{k}"),
+                    "found an invalid header name or value".into(),
+                ));
             }
         }
         errs
@@ -88,7 +103,11 @@ impl HttpProbe {
                 body: Some(truncate_capture(body)),
                 ..Default::default()
             },
-            Err(e) => Observation { latency, error: Some(describe_reqwest_error(&e)), ..Default::default() },
+            Err(e) => Observation {
+                latency,
+                error: Some(describe_reqwest_error(&e)),
+                ..Default::default()
+            },
         }
     }
 }
@@ -96,7 +115,11 @@ impl HttpProbe {
 /// reqwest's Display hides the cause ("error sending request"); the cause is what an
 /// SRE needs ("connection refused", "timed out").
 fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() { "timed out".to_string() } else { e.to_string() };
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         let t = s.to_string();

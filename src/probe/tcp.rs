@@ -31,7 +31,10 @@ impl TcpProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         match self.address.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => vec![],
-            _ => vec![("address".into(), format!("found `{}`, expected host:port", self.address))],
+            _ => vec![(
+                "address".into(),
+                format!("found `{}`, expected host:port", self.address),
+            )],
         }
     }
 
@@ -43,11 +46,20 @@ impl TcpProbe {
     }
 
     pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
-        let target = self.target.as_deref().and_then(|t| ctx.targets.get(t)).unwrap_or(&Target::Local);
+        let target = self
+            .target
+            .as_deref()
+            .and_then(|t| ctx.targets.get(t))
+            .unwrap_or(&Target::Local);
         let start = Instant::now();
         let result = match target {
             Target::Local => {
-                match tokio::time::timeout(self.timeout.0, tokio::net::TcpStream::connect(&self.address)).await {
+                match tokio::time::timeout(
+                    self.timeout.0,
+                    tokio::net::TcpStream::connect(&self.address),
+                )
+                .await
+                {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(format!("timed out after {}", self.timeout)),
@@ -56,10 +68,15 @@ impl TcpProbe {
             // Inside a namespace the connect must happen from a process living there.
             // bash's /dev/tcp keeps that to one tiny helper process.
             Target::Netns { .. } => {
-                let (host, port) = self.address.rsplit_once(':').unwrap_or((&self.address, "0"));
+                let (host, port) = self
+                    .address
+                    .rsplit_once(':')
+                    .unwrap_or((&self.address, "0"));
                 let line = format!("exec 3<>/dev/tcp/{host}/{port}");
                 let mut cmd = target.command("bash", &["-c", &line]);
-                cmd.kill_on_drop(true).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+                cmd.kill_on_drop(true)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped());
                 match tokio::time::timeout(self.timeout.0, cmd.output()).await {
                     Ok(Ok(out)) if out.status.success() => Ok(()),
                     Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
@@ -68,6 +85,10 @@ impl TcpProbe {
                 }
             }
         };
-        Observation { latency: start.elapsed(), error: result.err(), ..Default::default() }
+        Observation {
+            latency: start.elapsed(),
+            error: result.err(),
+            ..Default::default()
+        }
     }
 }

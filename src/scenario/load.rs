@@ -31,8 +31,16 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(document)" } else { &self.path };
-        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, path, self.message)
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, path, self.message
+        )
     }
 }
 
@@ -40,7 +48,10 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{file}: cannot read scenario: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
 }
@@ -79,16 +90,25 @@ pub struct Drill {
 
 /// Reads and loads a scenario file. `overrides` are `--var name=value` pairs.
 pub fn load_file(path: &Path, overrides: &[(String, String)]) -> Result<Drill, LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Io { file: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        file: path.display().to_string(),
+        source,
+    })?;
     load_str(&text, path, overrides)
 }
 
 /// Loads a scenario from text; `path` is used for messages and the journal.
-pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Result<Drill, LoadError> {
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    overrides: &[(String, String)],
+) -> Result<Drill, LoadError> {
     let file = path.display().to_string();
     let index = SpanIndex::build(text);
-    let diag = Diags { file: &file, index: &index };
+    let diag = Diags {
+        file: &file,
+        index: &index,
+    };
 
     let mut doc: Value = serde_yaml::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
@@ -103,7 +123,10 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
     if !matches!(doc, Value::Mapping(_)) {
         return Err(LoadError::Invalid(vec![diag.at(
             "",
-            format!("found {}, expected a scenario (a map with apiVersion, kind, metadata, faults)", vars::kind_of(&doc)),
+            format!(
+                "found {}, expected a scenario (a map with apiVersion, kind, metadata, faults)",
+                vars::kind_of(&doc)
+            ),
         )]));
     }
 
@@ -130,10 +153,23 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
             unresolved
                 .iter()
                 .map(|u| {
-                    let known = resolved.values.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+                    let known = resolved
+                        .values
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     diag.value_at(
                         &u.path,
-                        format!("found `{{{{{}}}}}`, expected one of the declared vars ({})", u.name, if known.is_empty() { "none declared" } else { &known }),
+                        format!(
+                            "found `{{{{{}}}}}`, expected one of the declared vars ({})",
+                            u.name,
+                            if known.is_empty() {
+                                "none declared"
+                            } else {
+                                &known
+                            }
+                        ),
                     )
                 })
                 .collect(),
@@ -141,8 +177,8 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
     }
 
     // 3. Typed deserialization; unknown keys are errors.
-    let scenario: Scenario =
-        serde_path_to_error::deserialize(doc.clone()).map_err(|e| LoadError::Invalid(vec![diag.serde("", &e)]))?;
+    let scenario: Scenario = serde_path_to_error::deserialize(doc.clone())
+        .map_err(|e| LoadError::Invalid(vec![diag.serde("", &e)]))?;
 
     // 4. Fault parameters, into the closed enum of kinds.
     let mut errors = Vec::new();
@@ -152,18 +188,32 @@ pub fn load_str(text: &str, path: &Path, overrides: &[(String, String)]) -> Resu
         let base = format!("faults[{i}]");
         let mut m = Mapping::new();
         m.insert("kind".into(), Value::String(step.kind.clone()));
-        let with = if step.with.is_null() { Value::Mapping(Mapping::new()) } else { step.with.clone() };
+        let with = if step.with.is_null() {
+            Value::Mapping(Mapping::new())
+        } else {
+            step.with.clone()
+        };
         m.insert("with".into(), with);
         match serde_path_to_error::deserialize::<_, FaultSpec>(Value::Mapping(m)) {
             Ok(spec) => {
                 let Some(target) = targets.get(&step.target).cloned() else {
-                    errors.push(undefined_target(&diag, &format!("{base}.target"), &step.target, &targets));
+                    errors.push(undefined_target(
+                        &diag,
+                        &format!("{base}.target"),
+                        &step.target,
+                        &targets,
+                    ));
                     continue;
                 };
                 for (p, msg) in spec.validate(&target) {
                     errors.push(diag.at(&join(&base, &p), msg));
                 }
-                faults.push(ResolvedFault { index: i, step: step.clone(), spec, target });
+                faults.push(ResolvedFault {
+                    index: i,
+                    step: step.clone(),
+                    spec,
+                    target,
+                });
             }
             Err(e) => errors.push(diag.serde(&base, &e)),
         }
@@ -216,7 +266,13 @@ struct Diags<'a> {
 impl Diags<'_> {
     fn make(&self, path: &str, pos: Option<super::span::Pos>, message: String) -> Diagnostic {
         let pos = pos.unwrap_or(super::span::Pos { line: 1, column: 1 });
-        Diagnostic { file: self.file.to_string(), line: pos.line, column: pos.column, path: path.to_string(), message }
+        Diagnostic {
+            file: self.file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_string(),
+            message,
+        }
     }
     /// At the key of `path` (where "this field" starts).
     fn at(&self, path: &str, message: String) -> Diagnostic {
@@ -230,13 +286,21 @@ impl Diags<'_> {
     fn serde(&self, base: &str, e: &serde_path_to_error::Error<serde_yaml::Error>) -> Diagnostic {
         let inner = strip_location(&e.inner().to_string());
         let rel = e.path().to_string();
-        let mut path = if rel == "." { base.to_string() } else { join(base, &rel) };
+        let mut path = if rel == "." {
+            base.to_string()
+        } else {
+            join(base, &rel)
+        };
         let mut message = inner.clone();
         // serde reports an unknown field at its parent's path; point at the key itself.
         if let Some(rest) = inner.strip_prefix("unknown field `") {
             if let Some(end) = rest.find('`') {
                 path = join(&path, &rest[..end]);
-                message = format!("found unknown field `{}`, expected {}", &rest[..end], expected_fields(rest));
+                message = format!(
+                    "found unknown field `{}`, expected {}",
+                    &rest[..end],
+                    expected_fields(rest)
+                );
                 return self.at(&path, message);
             }
         }
@@ -249,7 +313,11 @@ impl Diags<'_> {
         if let Some(rest) = inner.strip_prefix("unknown variant `") {
             if let Some(end) = rest.find('`') {
                 // The enum tag of a fault is `kind`; for other enums the value itself.
-                message = format!("found `{}`, {}", &rest[..end], rest[end + 1..].trim_start_matches(", "));
+                message = format!(
+                    "found `{}`, {}",
+                    &rest[..end],
+                    rest[end + 1..].trim_start_matches(", ")
+                );
             }
         }
         if message.starts_with("invalid type: ") {
@@ -298,7 +366,11 @@ fn resolve_vars(
     }
     for (k, v) in overrides {
         if !declared.contains_key(k) {
-            let known = declared.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+            let known = declared
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             errors.push(Diagnostic {
                 file: "--var".into(),
                 line: 0,
@@ -313,15 +385,26 @@ fn resolve_vars(
         }
         r.values.insert(k.clone(), v.clone());
     }
-    if errors.is_empty() { Ok(r) } else { Err(LoadError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(r)
+    } else {
+        Err(LoadError::Invalid(errors))
+    }
 }
 
-fn resolve_targets(scenario: &Scenario, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) -> BTreeMap<String, Target> {
+fn resolve_targets(
+    scenario: &Scenario,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Target> {
     let mut targets = BTreeMap::new();
     targets.insert("local".to_string(), Target::Local);
     for (name, spec) in &scenario.targets {
         if name == "local" {
-            errors.push(diag.at("targets.local", "found a definition of `local`, expected another name: `local` is built in".into()));
+            errors.push(diag.at(
+                "targets.local",
+                "found a definition of `local`, expected another name: `local` is built in".into(),
+            ));
             continue;
         }
         targets.insert(name.clone(), Target::from_spec(spec));
@@ -329,41 +412,102 @@ fn resolve_targets(scenario: &Scenario, diag: &Diags<'_>, errors: &mut Vec<Diagn
     targets
 }
 
-fn undefined_target(diag: &Diags<'_>, path: &str, name: &str, targets: &BTreeMap<String, Target>) -> Diagnostic {
-    let known = targets.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
-    diag.value_at(path, format!("found target `{name}`, expected one of the defined targets ({known})"))
+fn undefined_target(
+    diag: &Diags<'_>,
+    path: &str,
+    name: &str,
+    targets: &BTreeMap<String, Target>,
+) -> Diagnostic {
+    let known = targets
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    diag.value_at(
+        path,
+        format!("found target `{name}`, expected one of the defined targets ({known})"),
+    )
 }
 
-fn validate(scenario: &Scenario, targets: &BTreeMap<String, Target>, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) {
+fn validate(
+    scenario: &Scenario,
+    targets: &BTreeMap<String, Target>,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
     if scenario.api_version != API_VERSION {
-        errors.push(diag.value_at("apiVersion", format!("found `{}`, expected `{API_VERSION}`", scenario.api_version)));
+        errors.push(diag.value_at(
+            "apiVersion",
+            format!("found `{}`, expected `{API_VERSION}`", scenario.api_version),
+        ));
     }
     let name = &scenario.metadata.name;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         errors.push(diag.value_at(
             "metadata.name",
             format!("found `{name}`, expected a non-empty name of letters, digits, `-`, `_` or `.` (it names report directories)"),
         ));
     }
     if scenario.faults.is_empty() {
-        errors.push(diag.value_at("faults", "found an empty fault list, expected at least one fault".into()));
+        errors.push(diag.value_at(
+            "faults",
+            "found an empty fault list, expected at least one fault".into(),
+        ));
     }
     if let Some(rto) = scenario.objectives.rto {
         if rto.0.is_zero() {
-            errors.push(diag.value_at("objectives.rto", "found `0s`, expected a positive duration".into()));
+            errors.push(diag.value_at(
+                "objectives.rto",
+                "found `0s`, expected a positive duration".into(),
+            ));
         }
     }
     if scenario.objectives.max_duration.0.is_zero() {
-        errors.push(diag.value_at("objectives.max_duration", "found `0s`, expected a positive duration".into()));
+        errors.push(diag.value_at(
+            "objectives.max_duration",
+            "found `0s`, expected a positive duration".into(),
+        ));
     }
 
-    unique_names("prechecks", scenario.prechecks.iter().map(|c| c.name.as_str()), diag, errors);
-    unique_names("verifications", scenario.verifications.iter().map(|c| c.name.as_str()), diag, errors);
-    unique_names("guards", scenario.guards.iter().map(|c| c.name.as_str()), diag, errors);
-    unique_names("faults", scenario.faults.iter().map(|c| c.name.as_str()), diag, errors);
-    unique_names("recovery", scenario.recovery.iter().map(|c| c.name.as_str()), diag, errors);
+    unique_names(
+        "prechecks",
+        scenario.prechecks.iter().map(|c| c.name.as_str()),
+        diag,
+        errors,
+    );
+    unique_names(
+        "verifications",
+        scenario.verifications.iter().map(|c| c.name.as_str()),
+        diag,
+        errors,
+    );
+    unique_names(
+        "guards",
+        scenario.guards.iter().map(|c| c.name.as_str()),
+        diag,
+        errors,
+    );
+    unique_names(
+        "faults",
+        scenario.faults.iter().map(|c| c.name.as_str()),
+        diag,
+        errors,
+    );
+    unique_names(
+        "recovery",
+        scenario.recovery.iter().map(|c| c.name.as_str()),
+        diag,
+        errors,
+    );
 
-    for (section, checks) in [("prechecks", &scenario.prechecks), ("verifications", &scenario.verifications)] {
+    for (section, checks) in [
+        ("prechecks", &scenario.prechecks),
+        ("verifications", &scenario.verifications),
+    ] {
         for (i, c) in checks.iter().enumerate() {
             let base = format!("{section}[{i}]");
             if c.within.is_some() && c.hold_for.is_some() {
@@ -373,7 +517,10 @@ fn validate(scenario: &Scenario, targets: &BTreeMap<String, Target>, diag: &Diag
                 ));
             }
             if c.interval.0.is_zero() {
-                errors.push(diag.value_at(&format!("{base}.interval"), "found `0s`, expected a positive poll interval".into()));
+                errors.push(diag.value_at(
+                    &format!("{base}.interval"),
+                    "found `0s`, expected a positive poll interval".into(),
+                ));
             }
             probe_checks(&base, &c.probe, &c.expect, targets, diag, errors);
         }
@@ -381,19 +528,33 @@ fn validate(scenario: &Scenario, targets: &BTreeMap<String, Target>, diag: &Diag
     for (i, g) in scenario.guards.iter().enumerate() {
         let base = format!("guards[{i}]");
         if g.breach_after == 0 {
-            errors.push(diag.value_at(&format!("{base}.breach_after"), "found 0, expected at least 1".into()));
+            errors.push(diag.value_at(
+                &format!("{base}.breach_after"),
+                "found 0, expected at least 1".into(),
+            ));
         }
         if g.interval.0.is_zero() {
-            errors.push(diag.value_at(&format!("{base}.interval"), "found `0s`, expected a positive poll interval".into()));
+            errors.push(diag.value_at(
+                &format!("{base}.interval"),
+                "found `0s`, expected a positive poll interval".into(),
+            ));
         }
         probe_checks(&base, &g.probe, &g.expect, targets, diag, errors);
     }
     for (i, r) in scenario.recovery.iter().enumerate() {
         if !targets.contains_key(&r.command.target) {
-            errors.push(undefined_target(diag, &format!("recovery[{i}].command.target"), &r.command.target, targets));
+            errors.push(undefined_target(
+                diag,
+                &format!("recovery[{i}].command.target"),
+                &r.command.target,
+                targets,
+            ));
         }
         if r.command.run.trim().is_empty() {
-            errors.push(diag.value_at(&format!("recovery[{i}].command.run"), "found an empty command, expected a shell command line".into()));
+            errors.push(diag.value_at(
+                &format!("recovery[{i}].command.run"),
+                "found an empty command, expected a shell command line".into(),
+            ));
         }
     }
 }
@@ -409,7 +570,12 @@ fn probe_checks(
     let pbase = format!("{base}.probe.{}", probe.kind());
     if let Some(t) = probe.target() {
         if !targets.contains_key(t) {
-            errors.push(undefined_target(diag, &format!("{pbase}.target"), t, targets));
+            errors.push(undefined_target(
+                diag,
+                &format!("{pbase}.target"),
+                t,
+                targets,
+            ));
         }
     }
     for (p, msg) in probe.validate() {
@@ -420,7 +586,12 @@ fn probe_checks(
     }
 }
 
-fn unique_names<'a>(section: &str, names: impl Iterator<Item = &'a str>, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) {
+fn unique_names<'a>(
+    section: &str,
+    names: impl Iterator<Item = &'a str>,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, n) in names.enumerate() {
         if let Some(first) = seen.get(n) {

@@ -105,7 +105,10 @@ fn default_max_duration() -> HumanDuration {
 
 impl Default for Objectives {
     fn default() -> Self {
-        Self { rto: None, max_duration: default_max_duration() }
+        Self {
+            rto: None,
+            max_duration: default_max_duration(),
+        }
     }
 }
 
@@ -131,7 +134,9 @@ impl std::str::FromStr for Level {
             "smoke" => Ok(Level::Smoke),
             "standard" => Ok(Level::Standard),
             "full" => Ok(Level::Full),
-            other => Err(format!("unknown level `{other}`; expected smoke, standard or full")),
+            other => Err(format!(
+                "unknown level `{other}`; expected smoke, standard or full"
+            )),
         }
     }
 }
@@ -301,5 +306,5 @@ pub(crate) fn default_command_timeout() -> HumanDuration {
     HumanDuration::from_millis(60_000)
 }
 
-pub(crate) use vars::kind_of;
 pub use load::Diagnostic;
+pub(crate) use vars::kind_of;

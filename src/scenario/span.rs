@@ -20,7 +20,10 @@ pub struct Pos {
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
         // yaml-rust2 counts lines from 1 and columns from 0.
-        Pos { line: m.line(), column: m.col() + 1 }
+        Pos {
+            line: m.line(),
+            column: m.col() + 1,
+        }
     }
 }
 
@@ -40,7 +43,10 @@ impl SpanIndex {
     /// Builds the index; a document that does not parse gives an empty index (the
     /// YAML syntax error is reported by serde_yaml with its own position).
     pub fn build(text: &str) -> Self {
-        let mut b = Builder { stack: Vec::new(), index: SpanIndex::default() };
+        let mut b = Builder {
+            stack: Vec::new(),
+            index: SpanIndex::default(),
+        };
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut b, false);
         b.index
@@ -85,8 +91,14 @@ fn parent(p: &str) -> String {
 }
 
 enum Frame {
-    Map { path: String, key: Option<(String, Pos)> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        key: Option<(String, Pos)>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 struct Builder {
@@ -101,13 +113,25 @@ impl Builder {
         let pos = Pos::from(mark);
         match self.stack.last_mut() {
             None => {
-                self.index.entries.insert(String::new(), Entry { key: None, value: pos });
+                self.index.entries.insert(
+                    String::new(),
+                    Entry {
+                        key: None,
+                        value: pos,
+                    },
+                );
                 Some(String::new())
             }
             Some(Frame::Seq { path, next }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
-                self.index.entries.insert(p.clone(), Entry { key: None, value: pos });
+                self.index.entries.insert(
+                    p.clone(),
+                    Entry {
+                        key: None,
+                        value: pos,
+                    },
+                );
                 Some(p)
             }
             Some(Frame::Map { path, key }) => match key.take() {
@@ -117,8 +141,18 @@ impl Builder {
                     None
                 }
                 Some((k, kpos)) => {
-                    let p = if path.is_empty() { k } else { format!("{path}.{k}") };
-                    self.index.entries.insert(p.clone(), Entry { key: Some(kpos), value: pos });
+                    let p = if path.is_empty() {
+                        k
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    self.index.entries.insert(
+                        p.clone(),
+                        Entry {
+                            key: Some(kpos),
+                            value: pos,
+                        },
+                    );
                     Some(p)
                 }
             },
@@ -160,10 +194,25 @@ mod tests {
         let text = "a: 1\nfaults:\n  - name: x\n    with:\n      to: [p, q]\n";
         let idx = SpanIndex::build(text);
         assert_eq!(idx.locate("a"), Some(Pos { line: 1, column: 1 }));
-        assert_eq!(idx.locate("faults[0].name"), Some(Pos { line: 3, column: 7 }));
-        assert_eq!(idx.locate("faults[0].with.to"), Some(Pos { line: 5, column: 7 }));
-        assert_eq!(idx.locate_value("faults[0].with.to[1]"), Some(Pos { line: 5, column: 15 }));
+        assert_eq!(
+            idx.locate("faults[0].name"),
+            Some(Pos { line: 3, column: 7 })
+        );
+        assert_eq!(
+            idx.locate("faults[0].with.to"),
+            Some(Pos { line: 5, column: 7 })
+        );
+        assert_eq!(
+            idx.locate_value("faults[0].with.to[1]"),
+            Some(Pos {
+                line: 5,
+                column: 15
+            })
+        );
         // A missing child falls back to its parent.
-        assert_eq!(idx.locate("faults[0].with.nope"), Some(Pos { line: 4, column: 5 }));
+        assert_eq!(
+            idx.locate("faults[0].with.nope"),
+            Some(Pos { line: 4, column: 5 })
+        );
     }
 }

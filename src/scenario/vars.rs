@@ -44,7 +44,9 @@ impl<'de> Deserialize<'de> for VarValue {
             Value::String(s) => Ok(VarValue::Literal(s)),
             Value::Number(n) => Ok(VarValue::Literal(n.to_string())),
             Value::Bool(b) => Ok(VarValue::Literal(b.to_string())),
-            m @ Value::Mapping(_) => EnvVar::deserialize(m).map(VarValue::Env).map_err(D::Error::custom),
+            m @ Value::Mapping(_) => EnvVar::deserialize(m)
+                .map(VarValue::Env)
+                .map_err(D::Error::custom),
             Value::Null => Err(D::Error::custom(
                 "found an empty value, expected a string, number, boolean or `{ env: NAME }`",
             )),
@@ -141,7 +143,11 @@ pub fn substitute(v: &mut Value, vars: &Resolved, path: &str, errors: &mut Vec<U
         Value::Mapping(m) => {
             for (k, item) in m.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
-                let p = if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+                let p = if path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
                 substitute(item, vars, &p, errors);
             }
         }
@@ -162,12 +168,17 @@ fn substitute_str(
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else { break };
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
         let name = rest[start + 2..start + 2 + len].trim();
         out.push_str(&rest[..start]);
         match vars.values.get(name) {
             Some(val) => out.push_str(val),
-            None => errors.push(Unresolved { path: path.to_string(), name: name.to_string() }),
+            None => errors.push(Unresolved {
+                path: path.to_string(),
+                name: name.to_string(),
+            }),
         }
         rest = &rest[start + 4 + len..];
     }
@@ -179,7 +190,9 @@ fn substitute_str(
         .then(|| vars.values.get(t[2..t.len() - 2].trim()))
         .flatten();
     if let Some(val) = whole {
-        if let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) = serde_yaml::from_str::<Value>(&val) {
+        if let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) =
+            serde_yaml::from_str::<Value>(&val)
+        {
             return Some(parsed);
         }
     }
@@ -199,7 +212,8 @@ mod tests {
 
     #[test]
     fn substitutes_inside_strings_and_keeps_types_for_whole_placeholders() {
-        let mut v: Value = serde_yaml::from_str("url: http://{{ host }}:{{port}}/x\nport: '{{port}}'\n").unwrap();
+        let mut v: Value =
+            serde_yaml::from_str("url: http://{{ host }}:{{port}}/x\nport: '{{port}}'\n").unwrap();
         let mut errs = vec![];
         substitute(&mut v, &vars(), "", &mut errs);
         assert!(errs.is_empty());
