@@ -529,7 +529,7 @@ mod tests {
     fn stat_parses_names_with_spaces_and_parens() {
         let me = read_stat(std::process::id()).unwrap();
         assert!(me.start_time > 0);
-        assert_eq!(me.state, 'R');
+        assert!(matches!(me.state, 'R' | 'S'), "{}", me.state);
     }
 
     #[test]

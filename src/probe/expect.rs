@@ -520,8 +520,9 @@ mod tests {
     fn validation_names_the_field() {
         let e = expect("body_regex: '('\njson: { path: 'nope' }");
         let errs = e.validate();
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs.len(), 3, "{errs:?}");
         assert_eq!(errs[0].0, "body_regex");
-        assert!(errs[1].0.starts_with("json"));
+        assert_eq!(errs[1].0, "json.path");
+        assert_eq!(errs[2].0, "json");
     }
 }

@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(idx.locate("a"), Some(Pos { line: 1, column: 1 }));
         assert_eq!(
             idx.locate("faults[0].name"),
-            Some(Pos { line: 3, column: 7 })
+            Some(Pos { line: 3, column: 5 })
         );
         assert_eq!(
             idx.locate("faults[0].with.to"),
