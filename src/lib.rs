@@ -11,6 +11,7 @@ pub mod duration;
 pub mod engine;
 pub mod fault;
 pub mod probe;
+pub mod proxy;
 pub mod report;
 pub mod scenario;
 pub mod target;

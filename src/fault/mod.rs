@@ -13,6 +13,8 @@
 //! A new fault kind is one new file, one variant in [`FaultSpec`] and one in [`Undo`]:
 //! the compiler points at every `match` that needs an arm.
 
+pub(crate) mod http_fault;
+pub(crate) mod latency;
 pub(crate) mod process_kill;
 
 use std::time::{Duration, Instant};
@@ -29,6 +31,10 @@ use crate::target::Target;
 pub enum FaultSpec {
     /// Kill, terminate or freeze (`STOP`, undone by `CONT`) processes on this host.
     ProcessKill(process_kill::ProcessKill),
+    /// Delay traffic (fixed + jitter, per direction, per chunk or per HTTP request) through the built-in chaos proxy.
+    Latency(latency::Latency),
+    /// HTTP/1.1 faults through the built-in chaos proxy: canned vendor errors (WeCom 45009/42001/-1, 429), rate limits, resets, delays.
+    HttpFault(http_fault::HttpFault),
 }
 
 /// Why a fault could not be injected or reverted.
@@ -98,6 +104,10 @@ pub struct Reverted {
 pub enum Undo {
     /// Processes signalled by `process_kill`.
     ProcessKill(process_kill::Undo),
+    /// The proxy started by `latency` (and its redirect, in transparent mode).
+    Latency(latency::Undo),
+    /// The proxy started by `http_fault` (and its redirect, in transparent mode).
+    HttpFault(http_fault::Undo),
 }
 
 impl FaultSpec {
@@ -105,6 +115,8 @@ impl FaultSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             FaultSpec::ProcessKill(_) => "process_kill",
+            FaultSpec::Latency(_) => "latency",
+            FaultSpec::HttpFault(_) => "http_fault",
         }
     }
 
@@ -112,6 +124,8 @@ impl FaultSpec {
     pub fn validate(&self, target: &Target) -> Vec<(String, String)> {
         match self {
             FaultSpec::ProcessKill(f) => f.validate(target),
+            FaultSpec::Latency(f) => f.validate(target),
+            FaultSpec::HttpFault(f) => f.validate(target),
         }
     }
 
@@ -119,6 +133,8 @@ impl FaultSpec {
     pub fn describe(&self) -> String {
         match self {
             FaultSpec::ProcessKill(f) => f.describe(),
+            FaultSpec::Latency(f) => f.describe(),
+            FaultSpec::HttpFault(f) => f.describe(),
         }
     }
 
@@ -127,6 +143,8 @@ impl FaultSpec {
     pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
         match self {
             FaultSpec::ProcessKill(f) => f.prepare(ctx).await.map(Undo::ProcessKill),
+            FaultSpec::Latency(f) => f.prepare(ctx).await.map(Undo::Latency),
+            FaultSpec::HttpFault(f) => f.prepare(ctx).await.map(Undo::HttpFault),
         }
     }
 
@@ -135,6 +153,8 @@ impl FaultSpec {
     pub async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
         match (self, undo) {
             (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
+            (FaultSpec::Latency(f), Undo::Latency(u)) => f.apply(ctx, u).await,
+            (FaultSpec::HttpFault(f), Undo::HttpFault(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
             _ => Err(FaultError::Precondition(
                 "undo record does not match fault kind".into(),
@@ -156,6 +176,8 @@ impl Undo {
     pub fn kind(&self) -> &'static str {
         match self {
             Undo::ProcessKill(_) => "process_kill",
+            Undo::Latency(_) => "latency",
+            Undo::HttpFault(_) => "http_fault",
         }
     }
 
@@ -165,6 +187,8 @@ impl Undo {
     pub async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         match self {
             Undo::ProcessKill(u) => u.revert(ctx).await,
+            Undo::Latency(u) => latency::revert_proxy(u, ctx, "latency proxy").await,
+            Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
         }
     }
 
@@ -172,6 +196,7 @@ impl Undo {
     pub fn is_reversible(&self) -> bool {
         match self {
             Undo::ProcessKill(u) => u.is_reversible(),
+            Undo::Latency(_) | Undo::HttpFault(_) => true,
         }
     }
 }

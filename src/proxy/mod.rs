@@ -1,0 +1,343 @@
+//! The chaos proxy: a tokio TCP proxy that the `latency` and `http_fault` faults
+//! start and their reverts stop.
+//!
+//! It lives inside the engine (no helper process) so that its lifetime is the
+//! fault's: the handle is stored in the run's [`crate::engine::Runtime`] and the
+//! revert takes it back and awaits [`Proxy::stop`], which cancels the accept loop and
+//! every connection task and waits for all of them, so the port is closed when the
+//! revert returns. If the engine dies, the proxy dies with it.
+//!
+//! What lives where:
+//! - this file: lifecycle (listen, accept, connect upstream, forward, shutdown) and
+//!   the counters;
+//! - [`latency`]: the latency toxic (per chunk on TCP, per request on HTTP);
+//! - [`http`]: HTTP/1.1 request/response framing and the fault rules' effects;
+//! - [`rules`]: the `http_fault` rule types, matching and token buckets;
+//! - [`profiles`]: the table of canned vendor error responses (WeCom errcodes, 429…);
+//! - [`timer`]: the deadline-precise sleep;
+//! - [`netns`] and [`orig_dst`]: sockets inside a network namespace and the original
+//!   destination of a redirected connection (transparent mode).
+//!
+//! Both sides get TCP_NODELAY: a proxy that lets Nagle hold small writes adds ~40 ms
+//! stalls to request/response traffic, which would be an unintended fault.
+
+pub mod http;
+pub mod latency;
+pub(crate) mod netns;
+pub mod placement;
+pub(crate) mod orig_dst;
+pub mod profiles;
+pub mod redirect;
+pub mod rules;
+pub(crate) mod timer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use latency::Toxic;
+
+/// Read buffer per direction: large enough that bulk transfers are not syscall-bound.
+pub(crate) const BUF_SIZE: usize = 64 * 1024;
+
+/// Where the proxy sends what it accepts.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// A fixed `host:port` (explicit mode).
+    Addr(String),
+    /// The destination the client originally dialled, recovered with SO_ORIGINAL_DST
+    /// from a connection that an nftables `redirect` sent here (transparent mode).
+    OriginalDst,
+}
+
+/// What the proxy does to the traffic.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Byte stream; optional latency per chunk for each direction.
+    Tcp {
+        /// Client → upstream.
+        up: Option<Toxic>,
+        /// Upstream → client.
+        down: Option<Toxic>,
+    },
+    /// HTTP/1.1 requests, each matched against the fault rules.
+    Http(Arc<http::HttpFaults>),
+}
+
+/// How to run one proxy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub upstream: Upstream,
+    pub behaviour: Behaviour,
+    /// Network namespace whose stack the upstream connections use (the listening
+    /// socket is created by the caller, in the same namespace).
+    pub netns: Option<String>,
+    /// SO_MARK on upstream connections, so the redirect rule can let the proxy's
+    /// own traffic through instead of redirecting it back to the proxy.
+    pub mark: Option<u32>,
+}
+
+/// Traffic counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub active: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    pub chunks_delayed: AtomicU64,
+    pub upstream_errors: AtomicU64,
+}
+
+/// A copy of the counters, for effects, reverts and tests.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct StatsSnapshot {
+    pub connections: u64,
+    pub active: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub chunks_delayed: u64,
+    pub upstream_errors: u64,
+    /// HTTP mode only: requests seen, forwarded, and hits per rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<http::HttpCounters>,
+}
+
+/// A running proxy. Dropping it without [`Proxy::stop`] still cancels every task.
+pub struct Proxy {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    stats: Arc<Stats>,
+    http: Option<Arc<http::HttpFaults>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Proxy {
+    /// Starts serving on `listener` (already bound, possibly inside a namespace).
+    /// Must be called from inside a tokio runtime.
+    pub fn start(listener: std::net::TcpListener, cfg: Config) -> std::io::Result<Proxy> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let stats = Arc::new(Stats::default());
+        let http = match &cfg.behaviour {
+            Behaviour::Http(h) => Some(h.clone()),
+            Behaviour::Tcp { .. } => None,
+        };
+        let cfg = Arc::new(cfg);
+        {
+            let (cancel, tracker2, stats) = (cancel.clone(), tracker.clone(), stats.clone());
+            tracker.spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        a = listener.accept() => a,
+                    };
+                    let Ok((client, _)) = accepted else {
+                        // EMFILE and friends: back off a little instead of spinning.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    stats.connections.fetch_add(1, Relaxed);
+                    let (cfg, cancel, stats) = (cfg.clone(), cancel.clone(), stats.clone());
+                    tracker2.spawn(async move {
+                        stats.active.fetch_add(1, Relaxed);
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            r = serve(client, &cfg, addr, &stats) => {
+                                if let Err(e) = r {
+                                    tracing::debug!("proxy connection ended: {e}");
+                                }
+                            }
+                        }
+                        stats.active.fetch_sub(1, Relaxed);
+                    });
+                }
+                // Dropping the listener here closes the port.
+            });
+        }
+        Ok(Proxy {
+            addr,
+            cancel,
+            tracker,
+            stats,
+            http,
+        })
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            connections: s.connections.load(Relaxed),
+            active: s.active.load(Relaxed),
+            bytes_up: s.bytes_up.load(Relaxed),
+            bytes_down: s.bytes_down.load(Relaxed),
+            chunks_delayed: s.chunks_delayed.load(Relaxed),
+            upstream_errors: s.upstream_errors.load(Relaxed),
+            http: self.http.as_ref().map(|h| h.counters()),
+        }
+    }
+
+    /// Stops accepting, ends every connection and waits for every task; the
+    /// listening port is closed when this returns. Returns the final counters.
+    pub async fn stop(self) -> StatsSnapshot {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.stats()
+    }
+}
+
+/// One accepted connection: connect upstream, then forward until either side is done.
+async fn serve(
+    client: TcpStream,
+    cfg: &Config,
+    me: SocketAddr,
+    stats: &Stats,
+) -> std::io::Result<()> {
+    client.set_nodelay(true)?;
+    let dest = match &cfg.upstream {
+        Upstream::Addr(a) => tokio::net::lookup_host(a.as_str())
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{a} resolves to no address")))?,
+        Upstream::OriginalDst => {
+            let d = orig_dst::original_dst(&client)?;
+            if d == me {
+                // Not redirected: someone dialled the proxy itself. Forwarding to
+                // ourselves would loop forever.
+                return Err(std::io::Error::other(
+                    "connection was not redirected (original destination is the proxy)",
+                ));
+            }
+            d
+        }
+    };
+    let upstream = match connect(dest, cfg.netns.as_deref(), cfg.mark).await {
+        Ok(u) => u,
+        Err(e) => {
+            stats.upstream_errors.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+    };
+    upstream.set_nodelay(true)?;
+    match &cfg.behaviour {
+        Behaviour::Http(faults) => http::serve(client, upstream, faults, stats).await,
+        Behaviour::Tcp { up, down } => {
+            let (cr, cw) = client.into_split();
+            let (ur, uw) = upstream.into_split();
+            let to_up = async {
+                match up {
+                    Some(t) => latency::delayed_copy(cr, uw, t, stats, &stats.bytes_up).await,
+                    None => copy(cr, uw, &stats.bytes_up).await,
+                }
+            };
+            let to_down = async {
+                match down {
+                    Some(t) => latency::delayed_copy(ur, cw, t, stats, &stats.bytes_down).await,
+                    None => copy(ur, cw, &stats.bytes_down).await,
+                }
+            };
+            tokio::try_join!(to_up, to_down).map(|_| ())
+        }
+    }
+}
+
+/// Plain copy with a large buffer; passes the half-close on.
+pub(crate) async fn copy<R, W>(mut r: R, mut w: W, bytes: &AtomicU64) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        w.write_all(&buf[..n]).await?;
+        bytes.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// Connects to `dest`, from inside `netns` when given, with SO_MARK `mark`.
+pub(crate) async fn connect(
+    dest: SocketAddr,
+    netns: Option<&str>,
+    mark: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    if netns.is_none() && mark.is_none() {
+        return TcpStream::connect(dest).await;
+    }
+    let domain = socket2::Domain::for_address(dest);
+    let sock = match netns {
+        Some(ns) => {
+            let ns = ns.to_string();
+            tokio::task::spawn_blocking(move || {
+                netns::in_netns(&ns, move || {
+                    socket2::Socket::new(domain, socket2::Type::STREAM, None)
+                })
+            })
+            .await
+            .map_err(std::io::Error::other)??
+        }
+        None => socket2::Socket::new(domain, socket2::Type::STREAM, None)?,
+    };
+    if let Some(m) = mark {
+        sock.set_mark(m)?;
+    }
+    sock.set_nonblocking(true)?;
+    let std_stream: std::net::TcpStream = sock.into();
+    tokio::net::TcpSocket::from_std_stream(std_stream)
+        .connect(dest)
+        .await
+}
+
+/// Binds a listening socket on `addr`, inside `netns` when given.
+pub fn bind(addr: SocketAddr, netns: Option<&str>) -> std::io::Result<std::net::TcpListener> {
+    let make = move || {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        sock.set_reuse_address(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(1024)?;
+        Ok(sock.into())
+    };
+    match netns {
+        Some(ns) => netns::in_netns(ns, make),
+        None => make(),
+    }
+}
+
+/// Whether something accepts TCP connections on `addr` (inside `netns` when given).
+pub fn is_listening(addr: SocketAddr, netns: Option<&str>) -> bool {
+    let probe = move || {
+        Ok(std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok())
+    };
+    match netns {
+        Some(ns) => netns::in_netns(ns, probe).unwrap_or(false),
+        None => probe().unwrap_or(false),
+    }
+}

@@ -1,0 +1,281 @@
+//! Where a fault's proxy sits, shared by `latency` and `http_fault`: starting it
+//! (explicit or transparent), its undo record, stopping it, and checking that
+//! nothing is left (port closed, redirect gone).
+//!
+//! - explicit: `listen` + `upstream`; the system under test is pointed at `listen`.
+//! - transparent: `intercept: [ip:port, …]` on a `local` or `netns` target; an
+//!   nftables `redirect` in the run's own table sends that traffic to the proxy,
+//!   which finds the real destination with SO_ORIGINAL_DST. The proxy's own upstream
+//!   connections carry [`MARK`] and are exempt from the redirect.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Behaviour, Config, Proxy, StatsSnapshot, Upstream};
+use crate::fault::{FaultCtx, FaultError, RevertCtx};
+use crate::target::Target;
+
+/// SO_MARK carried by the proxy's upstream connections ("fd" in ASCII), so the
+/// redirect rule does not send them back to the proxy.
+pub const MARK: u32 = 0x6664;
+
+/// The placement parameters as written in a scenario (fields of the fault's `with`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub intercept: Vec<String>,
+}
+
+/// The undo record of a proxy fault: enough to stop it and to check, from another
+/// process, that nothing is left.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProxyUndo {
+    /// Key of the proxy handle in the run's runtime.
+    pub key: String,
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Explicit mode: the upstream `host:port`; transparent mode: None.
+    pub upstream: Option<String>,
+    /// Namespace the proxy's sockets live in (netns targets).
+    pub netns: Option<String>,
+    /// Transparent mode: the nftables redirect to remove.
+    #[serde(default)]
+    pub redirect: Option<super::redirect::RedirectUndo>,
+}
+
+impl Placement {
+    /// Static checks: `(path relative to the step, message)`.
+    pub fn validate(&self, target: &Target) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let explicit = self.listen.is_some() || self.upstream.is_some();
+        if explicit && !self.intercept.is_empty() {
+            errs.push((
+                "with.intercept".into(),
+                "found `intercept` together with `listen`/`upstream`, expected either explicit mode (listen + upstream) or transparent mode (intercept)".into(),
+            ));
+        }
+        if !explicit && self.intercept.is_empty() {
+            errs.push((
+                "with".into(),
+                "found neither `listen` + `upstream` nor `intercept`, expected one of the two modes".into(),
+            ));
+        }
+        if explicit {
+            match self.listen.as_deref().map(str::parse::<SocketAddr>) {
+                None => errs.push((
+                    "with.listen".into(),
+                    "missing `listen`, expected an address such as 127.0.0.1:18080 to point the system under test at".into(),
+                )),
+                Some(Err(_)) => errs.push((
+                    "with.listen".into(),
+                    format!("found `{}`, expected ip:port such as 127.0.0.1:18080", self.listen.as_deref().unwrap_or("")),
+                )),
+                Some(Ok(a)) if a.port() == 0 => errs.push((
+                    "with.listen".into(),
+                    "found port 0, expected a fixed port: the system under test must be pointed at it".into(),
+                )),
+                Some(Ok(_)) => {}
+            }
+            match self.upstream.as_deref() {
+                None => errs.push((
+                    "with.upstream".into(),
+                    "missing `upstream`, expected host:port of the real service".into(),
+                )),
+                Some(u) if !valid_host_port(u) => errs.push((
+                    "with.upstream".into(),
+                    format!("found `{u}`, expected host:port such as qyapi.example:80"),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (i, a) in self.intercept.iter().enumerate() {
+            match a.parse::<SocketAddr>() {
+                Ok(SocketAddr::V4(v)) if v.port() != 0 => {}
+                _ => errs.push((
+                    format!("with.intercept[{i}]"),
+                    format!("found `{a}`, expected an IPv4 ip:port such as 10.0.0.2:80"),
+                )),
+            }
+        }
+        errs.extend(target_check(target));
+        errs
+    }
+
+    fn is_transparent(&self) -> bool {
+        !self.intercept.is_empty()
+    }
+
+    /// In words: `127.0.0.1:18080 → api:80` or `intercepting 10.0.0.2:80`.
+    pub fn describe(&self) -> String {
+        if self.is_transparent() {
+            format!("transparently intercepting {}", self.intercept.join(", "))
+        } else {
+            format!(
+                "proxy {} → {}",
+                self.listen.as_deref().unwrap_or("?"),
+                self.upstream.as_deref().unwrap_or("?")
+            )
+        }
+    }
+
+    /// Resolves the undo record. The only effect is choosing a free port for a
+    /// transparent proxy (bound and released at once).
+    pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<ProxyUndo, FaultError> {
+        let netns = netns_of(ctx.target);
+        let key = format!("proxy:{}:{}", ctx.run_id, ctx.step);
+        if !self.is_transparent() {
+            let listen: SocketAddr = self
+                .listen
+                .as_deref()
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| FaultError::Precondition("invalid listen address".into()))?;
+            return Ok(ProxyUndo {
+                key,
+                listen,
+                upstream: self.upstream.clone(),
+                netns,
+                redirect: None,
+            });
+        }
+        let free = super::bind("127.0.0.1:0".parse().unwrap(), netns.as_deref())
+            .and_then(|l| l.local_addr())
+            .map_err(|e| FaultError::System(format!("cannot pick a port for the proxy: {e}")))?;
+        let targets: Vec<SocketAddr> = self
+            .intercept
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        Ok(ProxyUndo {
+            key,
+            listen: free,
+            upstream: None,
+            netns,
+            redirect: Some(super::redirect::RedirectUndo::plan(
+                ctx.run_id, ctx.step, ctx.target, &targets, free.port(), MARK, ctx.ttl,
+            )),
+        })
+    }
+
+    /// Binds the port, starts the proxy (stored in the runtime under `undo.key`) and,
+    /// in transparent mode, installs the redirect.
+    pub async fn start(
+        &self,
+        ctx: &FaultCtx<'_>,
+        undo: &ProxyUndo,
+        behaviour: Behaviour,
+    ) -> Result<SocketAddr, FaultError> {
+        let listener = super::bind(undo.listen, undo.netns.as_deref()).map_err(|e| {
+            FaultError::System(format!(
+                "cannot listen on {}{}: {e}",
+                undo.listen,
+                undo.netns
+                    .as_deref()
+                    .map(|n| format!(" in netns {n}"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        let cfg = Config {
+            upstream: match &undo.upstream {
+                Some(u) => Upstream::Addr(u.clone()),
+                None => Upstream::OriginalDst,
+            },
+            behaviour,
+            netns: undo.netns.clone(),
+            mark: undo.redirect.as_ref().map(|_| MARK),
+        };
+        let proxy = Proxy::start(listener, cfg)
+            .map_err(|e| FaultError::System(format!("cannot start the proxy: {e}")))?;
+        let addr = proxy.local_addr();
+        ctx.runtime.put(undo.key.clone(), Box::new(proxy));
+        if let Some(r) = &undo.redirect {
+            r.install(ctx.target).await?;
+        }
+        Ok(addr)
+    }
+}
+
+/// Current counters of a running proxy of this run.
+pub fn peek(runtime: &crate::engine::Runtime, key: &str) -> Option<StatsSnapshot> {
+    let boxed = runtime.take(key)?;
+    let stats = boxed.downcast_ref::<Proxy>().map(|p| p.stats());
+    runtime.put(key.to_string(), boxed);
+    stats
+}
+
+impl ProxyUndo {
+    /// Stops the proxy (when this process runs it), removes the redirect, and checks
+    /// the port is closed. Returns the final counters when the proxy was ours.
+    pub async fn stop(
+        &self,
+        ctx: &RevertCtx<'_>,
+    ) -> Result<(Option<StatsSnapshot>, f64), FaultError> {
+        let start = Instant::now();
+        // The redirect first: from here on, clients reach the real service directly.
+        if let Some(r) = &self.redirect {
+            r.remove().await?;
+        }
+        let stats = match ctx.runtime.and_then(|rt| rt.take(&self.key)) {
+            Some(b) => match b.downcast::<Proxy>() {
+                Ok(p) => Some(p.stop().await),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let (addr, ns) = (self.listen, self.netns.clone());
+        let open = tokio::task::spawn_blocking(move || super::is_listening(addr, ns.as_deref()))
+            .await
+            .unwrap_or(true);
+        if open {
+            return Err(FaultError::NotEffective(format!(
+                "{} still accepts connections after the proxy was stopped{}",
+                self.listen,
+                if stats.is_none() {
+                    " (this process does not run it: is its engine still alive?)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok((stats, start.elapsed().as_secs_f64() * 1000.0))
+    }
+}
+
+fn netns_of(t: &Target) -> Option<String> {
+    match t {
+        Target::Netns { name } => Some(name.clone()),
+        Target::Local => None,
+    }
+}
+
+#[allow(unreachable_patterns)]
+fn target_check(t: &Target) -> Vec<(String, String)> {
+    match t {
+        Target::Local | Target::Netns { .. } => Vec::new(),
+        other => vec![(
+            "target".into(),
+            format!(
+                "found target {}, expected `local` or a netns target: the proxy runs inside the engine",
+                other.describe()
+            ),
+        )],
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && p.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
