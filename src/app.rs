@@ -45,7 +45,7 @@ pub fn main(cli: Cli) -> i32 {
                 level: a.level,
                 state_dir: a.state_dir.unwrap_or_else(crate::engine::default_state_dir),
                 run_id: a.run_id,
-                progress: true,
+                progress: cli.log_format == LogFormat::Text,
             };
             runtime().block_on(run_drill(
                 drill,
