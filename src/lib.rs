@@ -13,6 +13,7 @@ pub mod fault;
 pub mod probe;
 pub mod report;
 pub mod scenario;
+pub mod secrets;
 pub mod target;
 
 /// rustls needs one process-wide crypto provider; we build with `ring` only (lighter

@@ -531,3 +531,96 @@ fn level_ceiling_skips_harsher_faults() {
     assert_eq!(f.status, StepStatus::Skipped);
     assert!(f.detail.contains("above --level smoke"), "{}", f.detail);
 }
+
+#[test]
+fn a_panicking_engine_still_reverts() {
+    let dir = tmp();
+    let marker = Marker::spawn("panic");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let state = dir.path().join("state");
+    let out = firedrill()
+        .arg("run")
+        .arg(&scen)
+        .args(["--run-id", "panic1", "--state-dir"])
+        .arg(&state)
+        .arg("--report-dir")
+        .arg(dir.path().join("reports"))
+        .env("FIREDRILL_DEBUG_PANIC_AFTER", "freeze marker")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("reverting every fault of run panic1"),
+        "{stderr}"
+    );
+    assert_ne!(marker.state(), 'T', "a panic left the process frozen");
+    assert!(no_deadman("panic1"));
+    assert_eq!(pending_in_ledger(&state, "panic1"), 0);
+}
+
+#[test]
+fn secrets_never_reach_reports_or_logs() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 300);
+    let marker = Marker::spawn("secret");
+    let secret = format!("s3cr3t-{}-corpsecret", std::process::id());
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(
+        &scen,
+        format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: secret-test }}
+vars:
+  port: {port}
+  key: {{ env: FD_TEST_BOT_KEY, secret: true }}
+prechecks:
+  - name: health with key
+    probe: {{ http: {{ url: "http://127.0.0.1:{{{{port}}}}/health?key={{{{key}}}}", headers: {{ X-Key: "{{{{key}}}}" }} }} }}
+faults:
+  - name: freeze marker {{{{key}}}}
+    kind: process_kill
+    with: {{ pattern: "^{tag} ", signal: STOP }}
+verifications:
+  - name: bot key {{{{key}}}} is not echoed
+    probe: {{ command: {{ run: "echo {{{{key}}}}; exit 3" }} }}
+    critical: false
+"#,
+            port = demo.port,
+            tag = marker.tag
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .arg("-v")
+        .arg("run")
+        .arg(&scen)
+        .args(["--run-id", "secret1", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--report-dir")
+        .arg(&reports)
+        .env("FD_TEST_BOT_KEY", &secret)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("***"),
+        "the secret should appear redacted in the logs"
+    );
+    assert!(
+        !stderr.contains(&secret) && !stdout.contains(&secret),
+        "secret leaked to the terminal"
+    );
+    for f in ["report.html", "report.md", "journal.json", "junit.xml"] {
+        let text = std::fs::read_to_string(report_dir(&reports).join(f)).unwrap();
+        assert!(!text.contains(&secret), "secret leaked into {f}");
+    }
+    let j = journal(&reports);
+    assert_eq!(j.vars["key"], "***");
+    assert_ne!(marker.state(), 'T');
+}

@@ -176,7 +176,8 @@ fn handle(mut s: TcpStream, n: u64, started: Instant, started_unix: u128) -> std
         buf.extend_from_slice(&chunk[..k]);
     }
     let head = String::from_utf8_lossy(&buf);
-    let path = head.split_whitespace().nth(1).unwrap_or("/");
+    let target = head.split_whitespace().nth(1).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or("/");
     let pid = std::process::id();
     let (status, body) = match path {
         "/health" => (
