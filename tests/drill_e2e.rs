@@ -624,3 +624,70 @@ verifications:
     assert_eq!(j.vars["key"], "***");
     assert_ne!(marker.state(), 'T');
 }
+
+#[test]
+fn second_signal_skips_waits_but_still_reverts() {
+    let dir = tmp();
+    let marker = Marker::spawn("hurry");
+    let flag = dir.path().join("flag");
+    std::fs::write(&flag, "ok\n").unwrap();
+    // After recovery the steady-state re-check would wait up to 2 × rto = 60 s for
+    // this precheck (the test breaks it); the second signal must cut that short.
+    let extra = format!(
+        "objectives: {{ rto: 30s }}\nprechecks:\n  - name: flag ok\n    probe: {{ command: {{ run: \"grep -q ok {}\" }} }}\n",
+        flag.display()
+    );
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
+    let reports = dir.path().join("reports");
+    let mut engine = firedrill()
+        .arg("run")
+        .arg(&scen)
+        .args(["--run-id", "hurry1", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--report-dir")
+        .arg(&reports)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    std::fs::write(&flag, "bad\n").unwrap();
+    unsafe {
+        libc::kill(engine.id() as i32, libc::SIGINT);
+    }
+    // Recovery reverts, then sits in the steady-state re-check.
+    assert!(
+        wait_until(Duration::from_secs(5), || marker.state() != 'T'),
+        "first signal did not revert"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        engine.try_wait().unwrap().is_none(),
+        "engine should still be waiting for steady state"
+    );
+    let t = Instant::now();
+    unsafe {
+        libc::kill(engine.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(wait_exit(&mut engine, Duration::from_secs(10)), Some(1));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "second signal did not skip the wait: {:?}",
+        t.elapsed()
+    );
+    let j = journal(&reports);
+    let steady = j
+        .steps
+        .iter()
+        .find(|s| s.phase == Phase::SteadyState)
+        .unwrap();
+    assert_eq!(steady.status, StepStatus::Failed);
+    assert!(
+        j.steps
+            .iter()
+            .find_map(|s| s.fault.as_ref()?.revert.as_ref())
+            .unwrap()
+            .ok
+    );
+}
