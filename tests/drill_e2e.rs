@@ -99,13 +99,7 @@ fn sigint_mid_drill_recovers_and_exits_1() {
     std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
-    let mut engine = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "sigint1", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(&reports)
+    let mut engine = drill_cmd(&scen, "sigint1", &state, &reports)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -139,13 +133,7 @@ fn sigkill_then_recover_all_thaws_the_frozen_process() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "10m")).unwrap();
     let state = dir.path().join("state");
-    let mut engine = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "sigkill1", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(dir.path().join("reports"))
+    let mut engine = drill_cmd(&scen, "sigkill1", &state, &dir.path().join("reports"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -200,13 +188,7 @@ fn deadman_thaws_after_ttl_without_recover() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "2s")).unwrap();
     let state = dir.path().join("state");
-    let mut engine = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "deadman1", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(dir.path().join("reports"))
+    let mut engine = drill_cmd(&scen, "deadman1", &state, &dir.path().join("reports"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -251,13 +233,7 @@ fn guard_breach_aborts_and_recovers() {
     std::fs::write(&scen, stop_scenario(&marker, &guards, "5m")).unwrap();
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
-    let mut engine = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "guard1", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(&reports)
+    let mut engine = drill_cmd(&scen, "guard1", &state, &reports)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -303,13 +279,7 @@ verifications:
     )
     .unwrap();
     let reports = dir.path().join("reports");
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "crit1", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--report-dir")
-        .arg(&reports)
+    let out = drill_cmd(&scen, "crit1", &dir.path().join("state"), &reports)
         .output()
         .unwrap();
     assert_eq!(
@@ -338,15 +308,7 @@ fn failed_precheck_injects_nothing() {
     std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "pre1", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(&reports)
-        .output()
-        .unwrap();
+    let out = drill_cmd(&scen, "pre1", &state, &reports).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_ne!(marker.state(), 'T');
     let entries = firedrill::engine::ledger::read(&state.join("runs/pre1/ledger.jsonl")).unwrap();
@@ -374,13 +336,7 @@ fn max_duration_caps_the_drill() {
     .unwrap();
     let reports = dir.path().join("reports");
     let start = Instant::now();
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "cap1", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--report-dir")
-        .arg(&reports)
+    let out = drill_cmd(&scen, "cap1", &dir.path().join("state"), &reports)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -408,15 +364,14 @@ faults:
 "#,
     )
     .unwrap();
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "nomatch1", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--report-dir")
-        .arg(dir.path().join("reports"))
-        .output()
-        .unwrap();
+    let out = drill_cmd(
+        &scen,
+        "nomatch1",
+        &dir.path().join("state"),
+        &dir.path().join("reports"),
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let j = journal(&dir.path().join("reports"));
     assert_eq!(j.outcome.status, Status::InjectionFailed);
@@ -429,25 +384,13 @@ fn a_second_drill_on_the_same_target_is_refused() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
     let state = dir.path().join("state");
-    let mut first = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "lockA", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(dir.path().join("reports"))
+    let mut first = drill_cmd(&scen, "lockA", &state, &dir.path().join("reports"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "lockB", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(dir.path().join("reports-b"))
+    let out = drill_cmd(&scen, "lockB", &state, &dir.path().join("reports-b"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -539,13 +482,7 @@ fn a_panicking_engine_still_reverts() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
     let state = dir.path().join("state");
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "panic1", "--state-dir"])
-        .arg(&state)
-        .arg("--report-dir")
-        .arg(dir.path().join("reports"))
+    let out = drill_cmd(&scen, "panic1", &state, &dir.path().join("reports"))
         .env("FIREDRILL_DEBUG_PANIC_AFTER", "freeze marker")
         .output()
         .unwrap();
@@ -594,14 +531,8 @@ verifications:
     )
     .unwrap();
     let reports = dir.path().join("reports");
-    let out = firedrill()
+    let out = drill_cmd(&scen, "secret1", &dir.path().join("state"), &reports)
         .arg("-v")
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "secret1", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--report-dir")
-        .arg(&reports)
         .env("FD_TEST_BOT_KEY", &secret)
         .output()
         .unwrap();
@@ -640,13 +571,7 @@ fn second_signal_skips_waits_but_still_reverts() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
     let reports = dir.path().join("reports");
-    let mut engine = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--run-id", "hurry1", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--report-dir")
-        .arg(&reports)
+    let mut engine = drill_cmd(&scen, "hurry1", &dir.path().join("state"), &reports)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -223,3 +223,15 @@ verifications:
         tag = marker.tag
     )
 }
+
+/// `firedrill run SCENARIO --run-id ID --state-dir STATE --report-dir REPORTS`.
+pub fn drill_cmd(scenario: &Path, run_id: &str, state: &Path, reports: &Path) -> Command {
+    let mut c = firedrill();
+    c.arg("run")
+        .arg(scenario)
+        .args(["--run-id", run_id, "--state-dir"])
+        .arg(state)
+        .arg("--report-dir")
+        .arg(reports);
+    c
+}
