@@ -7,7 +7,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::cli::{Cli, Command, LogFormat, PlanFormat};
 use crate::engine::{Control, Engine, EngineError, RunOptions};
@@ -45,7 +45,7 @@ pub fn main(cli: Cli) -> i32 {
                 level: a.level,
                 state_dir: a.state_dir.unwrap_or_else(crate::engine::default_state_dir),
                 run_id: a.run_id,
-                progress: true,
+                progress: cli.log_format == LogFormat::Text,
             };
             runtime().block_on(run_drill(
                 drill,
@@ -100,7 +100,7 @@ pub fn schema_json() -> String {
 fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
     match scenario::load_file(path, vars) {
         Ok(d) => {
-            set_secrets(d.vars.secret_values());
+            crate::secrets::register(d.vars.secret_values());
             Ok(d)
         }
         Err(e) => {
@@ -358,27 +358,14 @@ fn rerender(
 
 // ── logging, with secrets redacted ────────────────────────────────────────────
 
-static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
-
-fn set_secrets(s: Vec<String>) {
-    let _ = SECRETS.set(s);
-}
-
 /// Writes log lines to stderr with every secret value replaced by `***`.
 struct RedactingStderr;
 
 impl Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let secrets = SECRETS.get().map(Vec::as_slice).unwrap_or(&[]);
-        if secrets.is_empty() {
-            return std::io::stderr().write_all(buf).map(|_| buf.len());
-        }
-        let mut text = String::from_utf8_lossy(buf).into_owned();
-        for s in secrets {
-            text = text.replace(s.as_str(), "***");
-        }
+        let text = String::from_utf8_lossy(buf);
         std::io::stderr()
-            .write_all(text.as_bytes())
+            .write_all(crate::secrets::redact(&text).as_bytes())
             .map(|_| buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod scenario;
+pub mod secrets;
 pub mod target;
 
 /// rustls needs one process-wide crypto provider; we build with `ring` only (lighter

@@ -270,6 +270,14 @@ impl Engine {
                     guard_tasks = self.start_guards(&guard_stop, &abort);
                 }
                 let effect = f.spec.apply(&ctx, &undo).await.map_err(|e| e.to_string())?;
+                // Test hook (debug builds only): prove that a panicking engine still reverts.
+                #[cfg(debug_assertions)]
+                if std::env::var("FIREDRILL_DEBUG_PANIC_AFTER").is_ok_and(|s| s == f.step.name) {
+                    panic!(
+                        "FIREDRILL_DEBUG_PANIC_AFTER: panicking after `{}` took effect",
+                        f.step.name
+                    );
+                }
                 let ok = effect.as_declared;
                 let msg = format!(
                     "{}: {} (declared: {})",

@@ -39,7 +39,7 @@ impl Timeline {
                 "[{:>8.1}s] {:<12} {}",
                 t_ms / 1000.0,
                 phase.as_str(),
-                message
+                crate::secrets::redact(&message)
             );
         }
         let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();

@@ -133,7 +133,7 @@ pub fn load_str(
     // 1. Variables, before anything else: every other field may use them.
     let declared: BTreeMap<String, VarValue> = match doc.get("vars") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => serde_path_to_error::deserialize(v.clone())
+        Some(v) => serde_path_to_error::deserialize(to_json(v))
             .map_err(|e| LoadError::Invalid(vec![diag.serde("vars", &e)]))?,
     };
     let resolved = resolve_vars(&declared, overrides, &diag)?;
@@ -177,7 +177,7 @@ pub fn load_str(
     }
 
     // 3. Typed deserialization; unknown keys are errors.
-    let scenario: Scenario = serde_path_to_error::deserialize(doc.clone())
+    let scenario: Scenario = serde_path_to_error::deserialize(to_json(&doc))
         .map_err(|e| LoadError::Invalid(vec![diag.serde("", &e)]))?;
 
     // 4. Fault parameters, into the closed enum of kinds.
@@ -194,7 +194,7 @@ pub fn load_str(
             step.with.clone()
         };
         m.insert("with".into(), with);
-        match serde_path_to_error::deserialize::<_, FaultSpec>(Value::Mapping(m)) {
+        match serde_path_to_error::deserialize::<_, FaultSpec>(to_json(&Value::Mapping(m))) {
             Ok(spec) => {
                 let Some(target) = targets.get(&step.target).cloned() else {
                     errors.push(undefined_target(
@@ -235,6 +235,46 @@ pub fn load_str(
         targets,
         vars: resolved,
     })
+}
+
+/// serde_yaml's `Value` only deserializes enums written as YAML tags (`!http`), not as
+/// the single-key maps scenarios use (`{ http: … }`); serde_json's `Value` takes both
+/// maps and strings, so typed deserialization goes through it. Non-string keys become
+/// their YAML text.
+fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                J::from(i)
+            } else if let Some(u) = n.as_u64() {
+                J::from(u)
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(J::Null, J::Number)
+            }
+        }
+        Value::String(s) => J::String(s.clone()),
+        Value::Sequence(seq) => J::Array(seq.iter().map(to_json).collect()),
+        Value::Mapping(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Value::String(s) => s.clone(),
+                        other => serde_yaml::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Value::Tagged(t) => to_json(&t.value),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -283,7 +323,7 @@ impl Diags<'_> {
         self.make(path, self.index.locate_value(path), message)
     }
     /// A serde error with its path, prefixed by `base`.
-    fn serde(&self, base: &str, e: &serde_path_to_error::Error<serde_yaml::Error>) -> Diagnostic {
+    fn serde(&self, base: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> Diagnostic {
         let inner = strip_location(&e.inner().to_string());
         let rel = e.path().to_string();
         let mut path = if rel == "." {
