@@ -101,7 +101,9 @@ impl HttpFault {
                 tokio::time::timeout(Duration::from_secs(5), async move {
                     let a = tokio::net::lookup_host(u.as_str()).await?.next();
                     match a {
-                        Some(a) => crate::proxy::connect(a, ns.as_deref(), None).await.map(|_| ()),
+                        Some(a) => crate::proxy::connect(a, ns.as_deref(), None)
+                            .await
+                            .map(|_| ()),
                         None => Err(std::io::Error::other("no address")),
                     }
                 })
@@ -141,12 +143,7 @@ impl HttpFault {
 /// Reverts `http_fault`; the details hold how many requests each rule hit.
 pub(crate) async fn revert(undo: &Undo, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
     let mut r = super::latency::revert_proxy(undo, ctx, "HTTP fault proxy").await?;
-    if let Some(h) = r
-        .details
-        .get("stats")
-        .and_then(|s| s.get("http"))
-        .cloned()
-    {
+    if let Some(h) = r.details.get("stats").and_then(|s| s.get("http")).cloned() {
         let hits: u64 = h["rules"]
             .as_array()
             .map(|rs| rs.iter().filter_map(|x| x["applied"].as_u64()).sum())
@@ -175,6 +172,9 @@ mod tests {
         .unwrap();
         let errs = f.validate(&Target::Local);
         let paths: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(paths, ["with.rules[0].match.path", "with.rules[0].action.profile"]);
+        assert_eq!(
+            paths,
+            ["with.rules[0].match.path", "with.rules[0].action.profile"]
+        );
     }
 }

@@ -147,7 +147,8 @@ impl Latency {
         if self.per == Per::Request && self.direction != Direction::Downstream {
             errs.push((
                 "with.direction".into(),
-                "found a direction with `per: request`, expected none: a request is delayed once".into(),
+                "found a direction with `per: request`, expected none: a request is delayed once"
+                    .into(),
             ));
         }
         if let Some(p) = &self.verify_path {
@@ -206,15 +207,14 @@ impl Latency {
         ctx: &FaultCtx<'_>,
         undo: &Undo,
     ) -> Result<Effect, FaultError> {
-        let addr = self
-            .placement()
-            .start(ctx, undo, self.behaviour())
-            .await?;
+        let addr = self.placement().start(ctx, undo, self.behaviour()).await?;
         let Some(path) = self.verify_path.clone() else {
             let listening = crate::proxy::is_listening(addr, undo.netns.as_deref());
             return Ok(Effect {
                 declared: self.describe(),
-                measured: format!("proxy listening on {addr} (delay not measured: verify_path is null)"),
+                measured: format!(
+                    "proxy listening on {addr} (delay not measured: verify_path is null)"
+                ),
                 as_declared: listening,
                 effective_after_ms: listening.then(|| ms_since(ctx.started)),
                 details: serde_json::json!({ "listen": addr, "netns": undo.netns }),
@@ -322,7 +322,9 @@ async fn probe_pair(
         proxy
     };
     let ns = undo.netns.clone();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: firedrill-latency-check\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: firedrill-latency-check\r\nConnection: close\r\n\r\n"
+    );
     let run = move || -> std::io::Result<(Vec<f64>, Vec<f64>)> {
         let (mut d, mut v) = (Vec::new(), Vec::new());
         for _ in 0..N {
@@ -379,15 +381,26 @@ mod tests {
     fn validation() {
         let l = parse("{ listen: 127.0.0.1:18080, upstream: 127.0.0.1:80, delay: 100ms }");
         assert!(l.validate(&Target::Local).is_empty());
-        let l = parse("{ listen: 127.0.0.1:0, upstream: nope, delay: 10ms, jitter: 20ms, probability: 2 }");
+        let l = parse(
+            "{ listen: 127.0.0.1:0, upstream: nope, delay: 10ms, jitter: 20ms, probability: 2 }",
+        );
         let errs = l.validate(&Target::Local);
         let paths: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
             paths,
-            ["with.listen", "with.upstream", "with.probability", "with.jitter"],
+            [
+                "with.listen",
+                "with.upstream",
+                "with.probability",
+                "with.jitter"
+            ],
             "{errs:?}"
         );
         let l = parse("{ intercept: [10.0.0.2:80], delay: 5ms, listen: 127.0.0.1:1 }");
-        assert!(l.validate(&Target::Local).iter().any(|e| e.0 == "with.intercept"));
+        assert!(
+            l.validate(&Target::Local)
+                .iter()
+                .any(|e| e.0 == "with.intercept")
+        );
     }
 }

@@ -181,7 +181,10 @@ fn body_framing(headers: &[httparse::Header<'_>]) -> std::io::Result<Option<Fram
 fn parse_request(buf: &[u8]) -> std::io::Result<Option<ReqHead>> {
     let mut headers = [httparse::EMPTY_HEADER; 96];
     let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf).map_err(|e| bad(format!("bad request: {e}")))? {
+    let len = match req
+        .parse(buf)
+        .map_err(|e| bad(format!("bad request: {e}")))?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(None),
     };
@@ -213,7 +216,10 @@ fn parse_request(buf: &[u8]) -> std::io::Result<Option<ReqHead>> {
 fn parse_response(buf: &[u8], method: &str) -> std::io::Result<Option<RespHead>> {
     let mut headers = [httparse::EMPTY_HEADER; 96];
     let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf).map_err(|e| bad(format!("bad response: {e}")))? {
+    let len = match resp
+        .parse(buf)
+        .map_err(|e| bad(format!("bad response: {e}")))?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(None),
     };

@@ -24,8 +24,8 @@
 pub mod http;
 pub mod latency;
 pub(crate) mod netns;
-pub mod placement;
 pub(crate) mod orig_dst;
+pub mod placement;
 pub mod profiles;
 pub mod redirect;
 pub mod rules;
@@ -334,7 +334,10 @@ pub fn bind(addr: SocketAddr, netns: Option<&str>) -> std::io::Result<std::net::
 /// Whether something accepts TCP connections on `addr` (inside `netns` when given).
 pub fn is_listening(addr: SocketAddr, netns: Option<&str>) -> bool {
     let probe = move || {
-        Ok(std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok())
+        Ok(
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                .is_ok(),
+        )
     };
     match netns {
         Some(ns) => netns::in_netns(ns, probe).unwrap_or(false),

@@ -26,7 +26,10 @@ where
         .name("firedrill-netns".into())
         .spawn(move || {
             let ns = std::fs::File::open(&path).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot open network namespace {path}: {e}"))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot open network namespace {path}: {e}"),
+                )
             })?;
             setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
                 std::io::Error::other(format!("cannot enter network namespace {path}: {e}"))

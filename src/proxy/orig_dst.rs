@@ -17,5 +17,8 @@ pub(crate) fn original_dst(s: &tokio::net::TcpStream) -> std::io::Result<SocketA
         ))
     })?;
     let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-    Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+    Ok(SocketAddr::V4(SocketAddrV4::new(
+        ip,
+        u16::from_be(sin.sin_port),
+    )))
 }

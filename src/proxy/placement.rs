@@ -155,7 +155,13 @@ impl Placement {
             upstream: None,
             netns,
             redirect: Some(super::redirect::RedirectUndo::plan(
-                ctx.run_id, ctx.step, ctx.target, &targets, free.port(), MARK, ctx.ttl,
+                ctx.run_id,
+                ctx.step,
+                ctx.target,
+                &targets,
+                free.port(),
+                MARK,
+                ctx.ttl,
             )),
         })
     }

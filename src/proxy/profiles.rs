@@ -83,7 +83,11 @@ pub fn find(name: &str) -> Option<&'static Profile> {
 
 /// All profile names, for error messages.
 pub fn names() -> String {
-    PROFILES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PROFILES
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A complete HTTP/1.1 response: status line, headers, body.

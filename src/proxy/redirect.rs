@@ -49,7 +49,9 @@ impl RedirectUndo {
     }
 
     pub(crate) async fn install(&self, _target: &Target) -> Result<(), FaultError> {
-        Err(FaultError::Precondition("transparent mode is not wired yet".into()))
+        Err(FaultError::Precondition(
+            "transparent mode is not wired yet".into(),
+        ))
     }
 
     pub(crate) async fn remove(&self) -> Result<(), FaultError> {

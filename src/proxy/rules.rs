@@ -203,12 +203,22 @@ impl Rule {
                 ));
             }
         }
-        let bucket = |requests: u32, per: HumanDuration, errs: &mut Vec<(String, String)>, at: &str| {
+        let bucket = |requests: u32,
+                      per: HumanDuration,
+                      errs: &mut Vec<(String, String)>,
+                      at: &str| {
             if requests == 0 {
-                errs.push((format!("action.{at}.requests"), "found 0, expected at least 1 (use a profile action to reject every request)".into()));
+                errs.push((
+                    format!("action.{at}.requests"),
+                    "found 0, expected at least 1 (use a profile action to reject every request)"
+                        .into(),
+                ));
             }
             if per.0.is_zero() {
-                errs.push((format!("action.{at}.per"), "found `0s`, expected a positive interval".into()));
+                errs.push((
+                    format!("action.{at}.per"),
+                    "found `0s`, expected a positive interval".into(),
+                ));
             }
         };
         match &self.action {
@@ -216,7 +226,10 @@ impl Rule {
                 if !(100..=599).contains(&r.status) {
                     errs.push((
                         "action.respond.status".into(),
-                        format!("found {}, expected an HTTP status from 100 to 599", r.status),
+                        format!(
+                            "found {}, expected an HTTP status from 100 to 599",
+                            r.status
+                        ),
                     ));
                 }
                 for (k, v) in &r.headers {
@@ -235,7 +248,10 @@ impl Rule {
                 if profiles::find(name).is_none() {
                     errs.push((
                         "action.profile".into(),
-                        format!("found `{name}`, expected one of the profiles: {}", profiles::names()),
+                        format!(
+                            "found `{name}`, expected one of the profiles: {}",
+                            profiles::names()
+                        ),
                     ));
                 }
             }
@@ -245,7 +261,11 @@ impl Rule {
                 if profiles::find(&b.profile).is_none() {
                     errs.push((
                         "action.rate_limit.profile".into(),
-                        format!("found `{}`, expected one of the profiles: {}", b.profile, profiles::names()),
+                        format!(
+                            "found `{}`, expected one of the profiles: {}",
+                            b.profile,
+                            profiles::names()
+                        ),
                     ));
                 }
             }
@@ -275,8 +295,13 @@ impl Rule {
         let what = match &self.action {
             Action::Respond(r) => format!("answer {}", r.status),
             Action::Profile(p) => format!("answer profile {p}"),
-            Action::WecomRateLimit(b) => format!("WeCom rate limit {} per {} (then 45009)", b.requests, b.per),
-            Action::RateLimit(b) => format!("rate limit {} per {} (then {})", b.requests, b.per, b.profile),
+            Action::WecomRateLimit(b) => {
+                format!("WeCom rate limit {} per {} (then 45009)", b.requests, b.per)
+            }
+            Action::RateLimit(b) => format!(
+                "rate limit {} per {} (then {})",
+                b.requests, b.per, b.profile
+            ),
             Action::WecomTokenExpired => "answer WeCom 42001 (token expired)".into(),
             Action::WecomBusy => "answer WeCom -1 (system busy)".into(),
             Action::Http429(r) => format!("answer 429, Retry-After {}", r.retry_after),
@@ -363,7 +388,10 @@ impl Compiled {
 
     pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
         let m = &self.rule.matcher;
-        if m.method.as_deref().is_some_and(|want| !want.eq_ignore_ascii_case(method)) {
+        if m.method
+            .as_deref()
+            .is_some_and(|want| !want.eq_ignore_ascii_case(method))
+        {
             return false;
         }
         let path = path.split('?').next().unwrap_or(path);
@@ -403,8 +431,11 @@ impl Compiled {
                 }
             }
             Action::Respond(r) => {
-                let headers: Vec<(String, String)> =
-                    r.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let headers: Vec<(String, String)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 Decision::Respond(profiles::render(r.status, &headers, r.body.as_bytes()))
             }
             Action::Profile(p) => canned(p, &[]),
@@ -464,7 +495,9 @@ mod tests {
         assert!(glob(b"/cgi-bin/*/send", b"/cgi-bin/message/send"));
         assert!(!glob(b"/cgi-bin/*/send", b"/cgi-bin/message/sendx"));
         assert!(glob(b"/a?c*", b"/abc/def"));
-        let r = Compiled::new(rule("{ match: { method: post, path: /cgi-bin/message/ }, action: wecom_busy }"));
+        let r = Compiled::new(rule(
+            "{ match: { method: post, path: /cgi-bin/message/ }, action: wecom_busy }",
+        ));
         assert!(r.matches("POST", "/cgi-bin/message/send?access_token=x"));
         assert!(!r.matches("GET", "/cgi-bin/message/send"));
         assert!(!r.matches("POST", "/cgi-bin/gettoken"));
@@ -473,7 +506,10 @@ mod tests {
     #[test]
     fn action_forms_parse() {
         let r = rule("{ action: { wecom_rate_limit: { requests: 5, per: 1s } } }");
-        assert!(matches!(r.action, Action::WecomRateLimit(Bucket { requests: 5, .. })));
+        assert!(matches!(
+            r.action,
+            Action::WecomRateLimit(Bucket { requests: 5, .. })
+        ));
         let r = rule("{ action: abort, percentage: 50 }");
         assert_eq!(r.share(), 0.5);
         let r = rule("{ action: { respond: { status: 503, body: down } } }");

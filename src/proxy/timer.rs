@@ -42,7 +42,10 @@ mod tests {
             let start = Instant::now();
             let deadline = start + Duration::from_millis(ms);
             sleep_until(deadline).await;
-            assert!(Instant::now() >= deadline, "woke before the {ms} ms deadline");
+            assert!(
+                Instant::now() >= deadline,
+                "woke before the {ms} ms deadline"
+            );
         }
     }
 }
