@@ -64,6 +64,7 @@ pub enum Action {
     /// WeCom system busy: HTTP 200 + `{"errcode":-1,...}`.
     WecomBusy,
     /// HTTP 429 Too Many Requests with a `Retry-After` header.
+    #[serde(rename = "http_429")]
     Http429(Retry),
     /// Reset the connection (RST: SO_LINGER 0, then close) without answering.
     Abort,
@@ -203,24 +204,22 @@ impl Rule {
                 ));
             }
         }
-        let bucket = |requests: u32,
-                      per: HumanDuration,
-                      errs: &mut Vec<(String, String)>,
-                      at: &str| {
-            if requests == 0 {
-                errs.push((
+        let bucket =
+            |requests: u32, per: HumanDuration, errs: &mut Vec<(String, String)>, at: &str| {
+                if requests == 0 {
+                    errs.push((
                     format!("action.{at}.requests"),
                     "found 0, expected at least 1 (use a profile action to reject every request)"
                         .into(),
                 ));
-            }
-            if per.0.is_zero() {
-                errs.push((
-                    format!("action.{at}.per"),
-                    "found `0s`, expected a positive interval".into(),
-                ));
-            }
-        };
+                }
+                if per.0.is_zero() {
+                    errs.push((
+                        format!("action.{at}.per"),
+                        "found `0s`, expected a positive interval".into(),
+                    ));
+                }
+            };
         match &self.action {
             Action::Respond(r) => {
                 if !(100..=599).contains(&r.status) {
