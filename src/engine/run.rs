@@ -183,6 +183,21 @@ impl Engine {
             steps.push(rec);
         }
 
+        // ── traffic: continuous load, from here to after the steady-state re-check ──
+        let traffic = if abort.token.is_cancelled() {
+            crate::probe::traffic::Section::not_started(&sc.traffic)
+        } else {
+            crate::probe::traffic::Section::start(
+                &sc.traffic,
+                &self.runtime,
+                &self.http,
+                sc.objectives.max_duration.0,
+                tl.now_ms(),
+                &abort.token,
+            )
+            .await
+        };
+
         // ── faults ───────────────────────────────────────────────────────────────
         self.runtime.set_phase(Phase::Fault);
         let guard_stop = CancellationToken::new();
@@ -405,6 +420,7 @@ impl Engine {
             recovery_ms = ms;
             steps.push(rec);
         }
+        steps.extend(traffic.finish(&control.hurry).await);
         watcher.abort();
         {
             let mut l = self.ledger.lock().unwrap();

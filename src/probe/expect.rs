@@ -5,6 +5,7 @@
 //! lists each condition with what was found, so a report reader sees *why*.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,52 @@ pub struct Expect {
     /// or get an answer (e.g. to prove a partition blocks traffic).
     #[serde(default)]
     pub reachable: Option<bool>,
+    /// Conditions on the probe's figures, by name (e.g. the traffic probe's `success_rate`, `p95_ms`): `{ success_rate: { ge: 0.995 }, p95_ms: { le: 200 } }`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricCheck>,
+}
+
+/// Comparisons on one number of `Observation.metrics`; every one given must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricCheck {
+    /// The figure equals this.
+    #[serde(default)]
+    pub eq: Option<f64>,
+    /// The figure is below this.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// The figure is at most this.
+    #[serde(default)]
+    pub le: Option<f64>,
+    /// The figure is above this.
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// The figure is at least this.
+    #[serde(default)]
+    pub ge: Option<f64>,
+}
+
+impl MetricCheck {
+    fn comparisons(&self) -> Vec<(&'static str, f64, fn(f64, f64) -> bool)> {
+        let mut out: Vec<(&'static str, f64, fn(f64, f64) -> bool)> = Vec::new();
+        if let Some(b) = self.eq {
+            out.push(("==", b, |a, b| a == b));
+        }
+        if let Some(b) = self.lt {
+            out.push(("<", b, |a, b| a < b));
+        }
+        if let Some(b) = self.le {
+            out.push(("<=", b, |a, b| a <= b));
+        }
+        if let Some(b) = self.gt {
+            out.push((">", b, |a, b| a > b));
+        }
+        if let Some(b) = self.ge {
+            out.push((">=", b, |a, b| a >= b));
+        }
+        out
+    }
 }
 
 /// One value or a list of values.
@@ -249,6 +296,14 @@ impl Expect {
                 }
             }
         }
+        for (name, m) in &self.metrics {
+            if m.comparisons().is_empty() {
+                errs.push((
+                    format!("metrics.{name}"),
+                    "found no comparison, expected one of eq, lt, le, gt, ge".into(),
+                ));
+            }
+        }
         errs
     }
 
@@ -345,6 +400,20 @@ impl Expect {
                     }
                 }
             }
+        }
+        for (name, m) in &self.metrics {
+            let found = obs.metrics.get(name).copied();
+            let want: Vec<String> = m
+                .comparisons()
+                .iter()
+                .map(|(op, b, _)| format!("{op} {b}"))
+                .collect();
+            let pass = found.is_some_and(|v| m.comparisons().iter().all(|(_, b, f)| f(v, *b)));
+            let shown = found.map_or_else(|| "missing".to_string(), |v| format!("{v:.4}"));
+            check(
+                pass,
+                format!("{name} = {shown} (expected {})", want.join(" and ")),
+            );
         }
         if clauses.is_empty() {
             clauses.push(format!("answered in {}", fmt_ms(obs.latency)));
@@ -514,6 +583,24 @@ mod tests {
     fn latency_bound() {
         assert!(expect("max_latency: 50ms").evaluate(&http(200, "")).ok);
         assert!(!expect("max_latency: 5ms").evaluate(&http(200, "")).ok);
+    }
+
+    #[test]
+    fn metric_conditions() {
+        let e: Expect = serde_json::from_value(serde_json::json!(
+            { "metrics": { "success_rate": { "ge": 0.995 }, "p95_ms": { "le": 200 } } }
+        ))
+        .unwrap();
+        let mut obs = Observation::default();
+        obs.metrics.insert("success_rate".into(), 0.999);
+        obs.metrics.insert("p95_ms".into(), 150.0);
+        assert!(e.evaluate(&obs).ok);
+        obs.metrics.insert("p95_ms".into(), 250.0);
+        let v = e.evaluate(&obs);
+        assert!(!v.ok);
+        assert!(v.detail.contains("FAILED p95_ms = 250"), "{}", v.detail);
+        obs.metrics.clear();
+        assert!(!e.evaluate(&obs).ok, "a missing figure fails");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub(crate) mod command;
 pub(crate) mod expect;
 pub(crate) mod http;
 pub(crate) mod tcp;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub enum ProbeSpec {
     Tcp(tcp::TcpProbe),
     /// A shell command on a target.
     Command(command::CommandProbe),
+    /// Open-model HTTP load at a fixed rate: success rate and latency percentiles in `metrics`.
+    Traffic(traffic::TrafficProbe),
 }
 
 /// One observation made by a probe. Fields a probe kind does not produce stay `None`.
@@ -70,6 +73,7 @@ impl ProbeSpec {
             ProbeSpec::Http(_) => "http",
             ProbeSpec::Tcp(_) => "tcp",
             ProbeSpec::Command(_) => "command",
+            ProbeSpec::Traffic(_) => "traffic",
         }
     }
 
@@ -78,7 +82,7 @@ impl ProbeSpec {
         match self {
             ProbeSpec::Command(c) => Some(&c.target),
             ProbeSpec::Tcp(t) => t.target.as_deref(),
-            ProbeSpec::Http(_) => None,
+            ProbeSpec::Http(_) | ProbeSpec::Traffic(_) => None,
         }
     }
 
@@ -88,6 +92,7 @@ impl ProbeSpec {
             ProbeSpec::Http(p) => p.validate(),
             ProbeSpec::Tcp(p) => p.validate(),
             ProbeSpec::Command(p) => p.validate(),
+            ProbeSpec::Traffic(p) => p.validate(),
         }
     }
 
@@ -98,6 +103,7 @@ impl ProbeSpec {
             ProbeSpec::Http(p) => p.describe(),
             ProbeSpec::Tcp(p) => p.describe(),
             ProbeSpec::Command(p) => p.describe(),
+            ProbeSpec::Traffic(p) => p.describe(),
         }
     }
 
@@ -109,6 +115,7 @@ impl ProbeSpec {
             ProbeSpec::Http(p) => p.observe(ctx).await,
             ProbeSpec::Tcp(p) => p.observe(ctx).await,
             ProbeSpec::Command(p) => p.observe(ctx).await,
+            ProbeSpec::Traffic(p) => p.observe(ctx).await,
         }
     }
 }

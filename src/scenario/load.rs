@@ -565,6 +565,17 @@ fn validate(
             probe_checks(&base, &c.probe, &c.expect, targets, diag, errors);
         }
     }
+    unique_names(
+        "traffic",
+        scenario.traffic.iter().map(|t| t.name.as_str()),
+        diag,
+        errors,
+    );
+    for (i, t) in scenario.traffic.iter().enumerate() {
+        for (p, msg) in t.validate() {
+            errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
+        }
+    }
     for (i, g) in scenario.guards.iter().enumerate() {
         let base = format!("guards[{i}]");
         if g.breach_after == 0 {

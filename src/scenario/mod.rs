@@ -58,6 +58,9 @@ pub struct Scenario {
     /// Assertions made while the faults are active.
     #[serde(default)]
     pub verifications: Vec<Check>,
+    /// Continuous open-model load from the end of the prechecks to the end of the steady-state re-check; its figures are judged per phase (before, during, recovery, after the faults).
+    #[serde(default)]
+    pub traffic: Vec<crate::probe::traffic::TrafficStep>,
     /// Steps run after every injected fault has been reverted (newest first).
     #[serde(default)]
     pub recovery: Vec<RecoveryStep>,
