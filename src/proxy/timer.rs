@@ -49,3 +49,37 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+
+    /// `cargo test --release timer_accuracy -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn timer_accuracy() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for (name, precise) in [("tokio sleep", false), ("sleep_until", true)] {
+                let mut late = Vec::new();
+                for _ in 0..200 {
+                    let d = Instant::now() + Duration::from_millis(10);
+                    if precise {
+                        sleep_until(d).await;
+                    } else {
+                        tokio::time::sleep_until(d.into()).await;
+                    }
+                    late.push(d.elapsed().as_secs_f64() * 1e6);
+                }
+                late.sort_by(f64::total_cmp);
+                println!(
+                    "{name}: late p50 {:.0} µs p99 {:.0} µs",
+                    late[100], late[197]
+                );
+            }
+        });
+    }
+}
