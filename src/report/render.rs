@@ -87,12 +87,20 @@ pub fn render(
                 None => e.reason().to_string(),
             },
         })?;
-    hb.render(name, &view).map_err(|e| ReportError::Template {
-        name: shown,
-        message: match (e.line_no, e.column_no) {
-            (Some(line), Some(col)) => format!("line {line}, column {col}: {}", e.reason()),
-            _ => e.reason().to_string(),
-        },
+    hb.render(name, &view).map_err(|e| {
+        let reason = match e.reason() {
+            RenderErrorReason::MissingVariable(Some(path)) => {
+                format!("no field `{path}` in the report view (see docs/reports.md)")
+            }
+            other => other.to_string(),
+        };
+        ReportError::Template {
+            name: shown,
+            message: match (e.line_no, e.column_no) {
+                (Some(line), Some(col)) => format!("line {line}, column {col}: {reason}"),
+                _ => reason,
+            },
+        }
     })
 }
 
