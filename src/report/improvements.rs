@@ -169,25 +169,27 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
              (or the probe) so that drill results are not blurred by pre-existing noise.",
         ));
     }
-    if let (Some(within), Some(held)) = (s.within_ms, s.first_held_ms) {
-        if s.status == StepStatus::Passed && within > 0.0 && held > SLOW_DETECTION_SHARE * within {
-            out.push(imp(
-                "slow-detection",
-                Severity::Medium,
-                s,
-                format!("\"{}\" held late in its `within` window", s.name),
-                format!(
-                    "first held after {} of its {} `within` ({:.0}%; threshold: more than {:.0}%)",
-                    human_ms(held),
-                    human_ms(within),
-                    100.0 * held / within,
-                    100.0 * SLOW_DETECTION_SHARE
-                ),
-                "Failover is close to its deadline: shorten failure detection in the system \
-                 under test (health-check interval, timeouts, circuit-breaker thresholds) so it \
-                 switches sooner, or raise `within` deliberately if the delay is acceptable.",
-            ));
-        }
+    if let (Some(within), Some(held)) = (s.within_ms, s.first_held_ms)
+        && s.status == StepStatus::Passed
+        && within > 0.0
+        && held > SLOW_DETECTION_SHARE * within
+    {
+        out.push(imp(
+            "slow-detection",
+            Severity::Medium,
+            s,
+            format!("\"{}\" held late in its `within` window", s.name),
+            format!(
+                "first held after {} of its {} `within` ({:.0}%; threshold: more than {:.0}%)",
+                human_ms(held),
+                human_ms(within),
+                100.0 * held / within,
+                100.0 * SLOW_DETECTION_SHARE
+            ),
+            "Failover is close to its deadline: shorten failure detection in the system \
+             under test (health-check interval, timeouts, circuit-breaker thresholds) so it \
+             switches sooner, or raise `within` deliberately if the delay is acceptable.",
+        ));
     }
     if let Some(f) = &s.fault {
         fault_rules(record, s, f, &mut out);
@@ -196,35 +198,35 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
 }
 
 fn fault_rules(record: &RunRecord, s: &StepRecord, f: &FaultRecord, out: &mut Vec<Improvement>) {
-    if let Some(e) = &f.effect {
-        if !e.as_declared {
-            out.push(imp(
-                "effect-mismatch",
-                Severity::High,
-                s,
-                format!("fault \"{}\" did not take the declared effect", s.name),
-                format!("declared: {}; measured: {}", e.declared, e.measured),
-                "The drill did not test what it declares: fix the fault's parameters or target \
-                 (process pattern, address, namespace) until the measured effect matches.",
-            ));
-        }
+    if let Some(e) = &f.effect
+        && !e.as_declared
+    {
+        out.push(imp(
+            "effect-mismatch",
+            Severity::High,
+            s,
+            format!("fault \"{}\" did not take the declared effect", s.name),
+            format!("declared: {}; measured: {}", e.declared, e.measured),
+            "The drill did not test what it declares: fix the fault's parameters or target \
+             (process pattern, address, namespace) until the measured effect matches.",
+        ));
     }
-    if let Some(r) = &f.revert {
-        if !r.ok {
-            out.push(imp(
-                "revert-failed",
-                Severity::High,
-                s,
-                format!("fault \"{}\" could not be reverted", s.name),
-                format!(
-                    "revert failed after {}: {}",
-                    human_ms(r.duration_ms),
-                    r.error.as_deref().unwrap_or("no error recorded")
-                ),
-                "Something may be left behind: run `firedrill recover`, check the target by \
-                 hand, and fix the revert path before the next drill.",
-            ));
-        }
+    if let Some(r) = &f.revert
+        && !r.ok
+    {
+        out.push(imp(
+            "revert-failed",
+            Severity::High,
+            s,
+            format!("fault \"{}\" could not be reverted", s.name),
+            format!(
+                "revert failed after {}: {}",
+                human_ms(r.duration_ms),
+                r.error.as_deref().unwrap_or("no error recorded")
+            ),
+            "Something may be left behind: run `firedrill recover`, check the target by \
+             hand, and fix the revert path before the next drill.",
+        ));
     }
     // A fault whose effect differed from the declared one is reported by
     // `effect-mismatch`; coverage is judged only for faults that took effect as declared.

@@ -205,14 +205,31 @@ pub(crate) fn escape_markup(s: &str) -> String {
     out
 }
 
-/// Markdown: keeps HTML out of CI summaries; Markdown punctuation is left alone.
+/// Markdown: run data is shown literally. HTML and code-span delimiters become
+/// character references (a reference inside a code span would show as typed, so
+/// data never opens one); emphasis, link and strike-through punctuation and the
+/// backslash are backslash-escaped, `_` only where it could start emphasis (not
+/// inside a word, so `step_started` stays readable).
 pub(crate) fn escape_md(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for (i, &c) in chars.iter().enumerate() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '`' => out.push_str("&#96;"),
+            '\\' | '*' | '[' | ']' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '_' => {
+                let word = |j: Option<&char>| j.is_some_and(|c| c.is_alphanumeric());
+                if !(i > 0 && word(chars.get(i - 1)) && word(chars.get(i + 1))) {
+                    out.push('\\');
+                }
+                out.push('_');
+            }
             '\n' | '\t' => out.push(c),
             c if c.is_control() => out.push('\u{FFFD}'),
             c => out.push(c),
@@ -221,13 +238,10 @@ pub(crate) fn escape_md(s: &str) -> String {
     out
 }
 
-/// A Markdown table cell: [`escape_md`], plus `\` and `|` escaped and line breaks as
-/// `<br>` (the only way to break a line inside a GFM table cell).
+/// A Markdown table cell: [`escape_md`], plus `|` escaped and line breaks as `<br>`
+/// (the only way to break a line inside a GFM table cell).
 pub(crate) fn md_cell(s: &str) -> String {
-    let s = escape_md(s)
-        .replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace("\r\n", "\n");
+    let s = escape_md(&s.replace("\r\n", "\n")).replace('|', "\\|");
     s.trim_end_matches('\n').replace('\n', "<br>")
 }
 
@@ -325,4 +339,44 @@ fn param_f64(h: &Helper, i: usize, name: &'static str) -> Result<f64, RenderErro
     p.value().as_f64().ok_or_else(|| {
         RenderErrorReason::ParamTypeMismatchForName(name, i.to_string(), "number".into())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use test_case::test_case;
+
+    use super::*;
+
+    #[test_case(0.4, "0 ms")]
+    #[test_case(850.0, "850 ms")]
+    #[test_case(1_240.0, "1.2 s")]
+    #[test_case(59_940.0, "59.9 s")]
+    #[test_case(60_000.0, "1 min")]
+    #[test_case(125_000.0, "2 min 5 s")]
+    #[test_case(-3.0, "0 ms")]
+    #[test_case(f64::NAN, "0 ms")]
+    fn durations(ms: f64, words: &str) {
+        assert_eq!(human_ms(ms), words);
+    }
+
+    #[test_case("a<b>&\"c\" 'd' `e` f=g", "a&lt;b&gt;&amp;&quot;c&quot; &#x27;d&#x27; &#x60;e&#x60; f&#x3D;g" ; "markup specials")]
+    #[test_case("red \u{1b}[31m\0x\tok\n", "red \u{fffd}[31m\u{fffd}x\tok\n" ; "control characters")]
+    fn markup(raw: &str, escaped: &str) {
+        assert_eq!(escape_markup(raw), escaped);
+    }
+
+    #[test_case("<b>x</b> & y", "&lt;b&gt;x&lt;/b&gt; &amp; y" ; "html")]
+    #[test_case("`kill -0 1` > /dev/null", "&#96;kill -0 1&#96; &gt; /dev/null" ; "code spans never open")]
+    #[test_case("*/5 [a](b) ~x~ C:\\d", "\\*/5 \\[a\\](b) \\~x\\~ C:\\\\d" ; "inline punctuation")]
+    #[test_case("step_started _em_ $.a_b", "step_started \\_em\\_ $.a_b" ; "underscore only at word edges")]
+    fn markdown(raw: &str, escaped: &str) {
+        assert_eq!(escape_md(raw), escaped);
+    }
+
+    #[test_case("a|b", "a\\|b" ; "pipe")]
+    #[test_case("one\r\ntwo\n", "one<br>two" ; "line breaks")]
+    #[test_case("x\\|y", "x\\\\\\|y" ; "escaped pipe in data")]
+    fn cells(raw: &str, escaped: &str) {
+        assert_eq!(md_cell(raw), escaped);
+    }
 }

@@ -153,20 +153,20 @@ pub(crate) fn layout(run: &RunRecord) -> Chart {
                 title: format!("{} {}: {}", s.name, step_label(s), s.detail),
             });
         }
-        if let Some(r) = s.fault.as_ref().and_then(|f| f.revert.as_ref()) {
-            if !r.ok {
-                markers.push(Marker {
-                    ms: r.started_ms + r.duration_ms,
-                    y: y + ROW_H / 2.0,
-                    kind: "failure",
-                    critical: true,
-                    title: format!(
-                        "{}: REVERT FAILED: {}",
-                        s.name,
-                        r.error.as_deref().unwrap_or("")
-                    ),
-                });
-            }
+        if let Some(r) = s.fault.as_ref().and_then(|f| f.revert.as_ref())
+            && !r.ok
+        {
+            markers.push(Marker {
+                ms: r.started_ms + r.duration_ms,
+                y: y + ROW_H / 2.0,
+                kind: "failure",
+                critical: true,
+                title: format!(
+                    "{}: REVERT FAILED: {}",
+                    s.name,
+                    r.error.as_deref().unwrap_or("")
+                ),
+            });
         }
         rows.push(Row {
             y,
