@@ -142,6 +142,8 @@ pub fn load_str(
         }
     }
     if !unresolved.is_empty() {
+        // The same name twice in one string is one mistake to fix.
+        unresolved.dedup_by(|a, b| a.path == b.path && a.name == b.name);
         return Err(LoadError::Invalid(
             unresolved
                 .iter()
@@ -173,8 +175,9 @@ pub fn load_str(
     // 3. Typed deserialization; unknown keys are errors. It goes through JSON because
     // serde_yaml 0.9 decodes enums only from YAML tags (`!http`), not from the
     // one-key maps scenarios are written in (`probe: { http: ... }`).
-    let scenario: Scenario = serde_path_to_error::deserialize(to_json(&doc))
-        .map_err(|e| LoadError::Invalid(vec![diag.serde("", &e)]))?;
+    let json_doc = to_json(&doc);
+    let scenario: Scenario = serde_path_to_error::deserialize(json_doc.clone())
+        .map_err(|e| LoadError::Invalid(vec![refine_untagged(&json_doc, &e, &diag)]))?;
 
     // 4. Fault parameters, into the closed enum of kinds.
     let mut errors = Vec::new();
@@ -285,6 +288,51 @@ fn key_text(k: &Value) -> String {
     }
 }
 
+/// `json: { path: …, eqq: 1 }` fails as "did not match any variant" of the untagged
+/// one-or-many; decode it again as what it was meant to be, to report the real
+/// problem (here: the unknown field `eqq`) at its place.
+fn refine_untagged(
+    doc: &serde_json::Value,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    diag: &Diags<'_>,
+) -> Diagnostic {
+    use crate::probe::expect::JsonCheck;
+    let general = diag.serde("", e);
+    let path = e.path().to_string();
+    if !e.inner().to_string().contains("untagged enum OneOrMany") || !path.ends_with(".json") {
+        return general;
+    }
+    let again = match json_at(doc, &path) {
+        Some(v @ serde_json::Value::Array(_)) => {
+            serde_path_to_error::deserialize::<_, Vec<JsonCheck>>(v.clone()).err()
+        }
+        Some(v) => serde_path_to_error::deserialize::<_, JsonCheck>(v.clone()).err(),
+        None => None,
+    };
+    match again {
+        Some(inner) => diag.serde(&path, &inner),
+        None => general,
+    }
+}
+
+/// The value at a dotted path (`prechecks[0].expect.json`) of a JSON document.
+fn json_at<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let mut v = doc;
+    for part in path.split('.') {
+        let (key, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            v = v.get(key)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            v = v.get(idx.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -330,6 +378,11 @@ fn reword_serde(msg: &str) -> String {
     }
     if msg == "an empty duration" {
         return "found an empty duration, expected a duration such as `500ms`, `5s`, `2m`".into();
+    }
+    if msg.ends_with("map, expected map with a single key") {
+        // serde_json's words for an enum written as a map with 0 or 2+ keys.
+        return "found a map without exactly one key, expected a map with a single key (the kind)"
+            .into();
     }
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = msg.strip_prefix(prefix) {
@@ -487,6 +540,26 @@ impl Diags<'_> {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         let at = super::span::Pos { line, column };
         let full = e.to_string();
+        if full.contains("more than one document") {
+            // serde_yaml gives no position; the second document starts at a `---`
+            // after some content.
+            let mut content = false;
+            for (n, l) in self.text.lines().enumerate() {
+                if l.starts_with("---") && content {
+                    return self.make(
+                        "",
+                        Some(super::span::Pos {
+                            line: n + 1,
+                            column: 1,
+                        }),
+                        "found a second YAML document (`---`), expected one scenario per file"
+                            .into(),
+                    );
+                }
+                let t = l.trim();
+                content |= !t.is_empty() && !t.starts_with('#') && !t.starts_with("---");
+            }
+        }
         if full.contains("duplicate entry with key") {
             if let Some(d) = self.index.duplicate_keys().first() {
                 let key = d.path.rsplit('.').next().unwrap_or(&d.path);
@@ -548,20 +621,46 @@ impl Diags<'_> {
                 column: rest.trim().parse().ok()?,
             })
         });
+        // The event parser stops a token or two before the error, so the last keys
+        // are missing from the index; the text before the error line parses further.
+        let before: Vec<&str> = self.text.lines().take(line.saturating_sub(1)).collect();
+        let prefix = SpanIndex::build(&before.join("\n"));
         let path = context_pos
-            .and_then(|p| self.index.path_at(p))
+            .and_then(|p| prefix.path_at(p).or_else(|| self.index.path_at(p)))
+            .or_else(|| prefix.path_before(at))
             .or_else(|| self.index.path_before(at))
             .unwrap_or_default()
             .to_string();
         let context = context
             .map(|c| format!(" {}", c.replace(" at line ", " that starts at line ")))
             .unwrap_or_default();
+        let line_text = self
+            .text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or_default();
+        let indent: &str = &line_text[..line_text.len() - line_text.trim_start().len()];
+        let expected = if indent.contains('\t') {
+            "spaces for indentation (YAML does not allow tabs)"
+        } else if [
+            "did not find expected key",
+            "mapping values are not allowed",
+            "block sequence entries are not allowed",
+            "did not find expected '-'",
+        ]
+        .iter()
+        .any(|p| problem.contains(p))
+        {
+            "the keys of one mapping at one indentation"
+        } else if problem.contains("end of stream") || problem.contains("did not find expected") {
+            "every quote and bracket closed"
+        } else {
+            "well-formed YAML"
+        };
         self.make(
             &path,
             Some(at),
-            format!(
-                "found invalid YAML ({problem}{context}), expected the keys of a mapping at one indentation and every quote and bracket closed"
-            ),
+            format!("found invalid YAML ({problem}{context}), expected {expected}"),
         )
     }
 
@@ -623,6 +722,12 @@ fn resolve_vars(
     let mut r = Resolved::default();
     let mut errors = Vec::new();
     for (name, v) in declared {
+        if !vars::is_var_name(name) {
+            errors.push(diag.at(
+                &format!("vars.{name}"),
+                format!("found var name `{name}`, expected letters, digits, `_` or `-`, starting with a letter or `_` (other names cannot be used as `{{{{name}}}}`)"),
+            ));
+        }
         match v {
             VarValue::Literal(s) => {
                 r.values.insert(name.clone(), s.clone());
@@ -1072,6 +1177,51 @@ faults:
         assert_eq!(
             one(&text),
             "17:22: faults[0].with.pattern: found `a(b`, expected a regular expression (unclosed group at character 2)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_json_check_is_found_through_the_untagged_enum() {
+        let text = GOOD.replace(
+            "/health\" } }\n",
+            "/health\" } }\n    expect: { json: [{ path: $.a, eq: 1 }, { path: $.b, gtt: 1 }] }\n",
+        );
+        assert_eq!(
+            one(&text),
+            "11:57: prechecks[0].expect.json[1].gtt: found unknown field `gtt`, expected one of `path`, `eq`, `ne`, `lt`, `le`, `gt`, `ge`, `exists`"
+        );
+    }
+
+    #[test]
+    fn a_target_with_two_kinds_is_one_error() {
+        let text = GOOD.replace("{ netns: app }", "{ netns: app, ssh: x }");
+        assert_eq!(
+            one(&text),
+            "7:10: targets.appns: found a map without exactly one key, expected a map with a single key (the kind)"
+        );
+    }
+
+    #[test]
+    fn go_templates_are_not_vars_but_bad_var_names_are_errors() {
+        let text = GOOD.replace(
+            "tcp: { address",
+            "command: { run: \"docker inspect -f '{{.State.Running}}' relay\" }\n      x: { address",
+        );
+        // (the probe now has two keys; only the template matters here)
+        let e = errors(&text, &[]);
+        assert!(e.iter().all(|d| !d.message.contains("State")), "{e:#?}");
+        let text = GOOD.replace("  port: 8080\n", "  port: 8080\n  relay.url: x\n");
+        assert!(one(&text).starts_with("6:3: vars.relay.url: found var name `relay.url`"));
+    }
+
+    #[test]
+    fn tabs_and_second_documents_are_named() {
+        let text = GOOD.replace("    kind: process_kill", "\tkind: process_kill");
+        assert!(one(&text).contains("expected spaces for indentation (YAML does not allow tabs)"));
+        let text = format!("{GOOD}---\n{GOOD}");
+        assert_eq!(
+            one(&text),
+            "18:1: : found a second YAML document (`---`), expected one scenario per file"
         );
     }
 
