@@ -223,6 +223,8 @@ fn file_of(name: &str) -> String {
 #[test_case("29-unset-env-var")]
 #[test_case("30-undeclared-var-override")]
 #[test_case("31-duplicate-key")]
+#[test_case("32-unknown-key-in-json-check")]
+#[test_case("33-tab-indentation")]
 fn rejected_before_anything_runs(name: &str) {
     let mut sb = Sandbox::new(name);
     let file = file_of(name);
@@ -275,8 +277,10 @@ fn assert_message_shape(name: &str, stderr: &str) {
             col >= 1 && col <= src.chars().count(),
             "{name}: column {col} is not on line {line} ({src:?}): {d}"
         );
+        // Pointing at a tab is fine: YAML never allows one in indentation.
+        let c = src.chars().nth(col - 1).unwrap();
         assert!(
-            !src.chars().nth(col - 1).unwrap().is_whitespace(),
+            !c.is_whitespace() || c == '\t',
             "{name}: {line}:{col} points at whitespace in {src:?}"
         );
     }

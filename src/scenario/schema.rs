@@ -124,7 +124,9 @@ const HEADER: &str = "\
 This is every field a firedrill scenario (`apiVersion: firedrill/v1`) may hold,
 generated from the same types the loader uses. Unknown keys are errors, every
 `{{var}}` is substituted before the types are checked, and a scenario is fully
-validated before anything runs.
+validated before anything runs. Only `{{name}}` with a name of letters, digits,
+`_` and `-` is a variable: Go templates in commands (`docker inspect -f
+'{{.State.Running}}'`) are left as written.
 
 ## Editor support
 
