@@ -370,10 +370,10 @@ fn reword_serde(msg: &str) -> String {
                 "found `{value}` without a unit, expected a duration such as {example}"
             );
         }
-        if let Some(why) = rest.strip_prefix(" is not a duration (") {
-            if let Some((why, example)) = why.split_once("); expected e.g. ") {
-                return format!("found `{value}`, expected a duration such as {example} ({why})");
-            }
+        if let Some(why) = rest.strip_prefix(" is not a duration (")
+            && let Some((why, example)) = why.split_once("); expected e.g. ")
+        {
+            return format!("found `{value}`, expected a duration such as {example} ({why})");
         }
     }
     if msg == "an empty duration" {
@@ -396,10 +396,10 @@ fn reword_serde(msg: &str) -> String {
             );
         }
     }
-    if let Some(rest) = msg.strip_prefix("invalid length ") {
-        if let Some((n, expected)) = rest.split_once(", expected ") {
-            return format!("found {n} items, expected {expected}");
-        }
+    if let Some(rest) = msg.strip_prefix("invalid length ")
+        && let Some((n, expected)) = rest.split_once(", expected ")
+    {
+        return format!("found {n} items, expected {expected}");
     }
     if let Some(name) = msg.strip_prefix("data did not match any variant of untagged enum ") {
         return format!(
@@ -560,10 +560,11 @@ impl Diags<'_> {
                 content |= !t.is_empty() && !t.starts_with('#') && !t.starts_with("---");
             }
         }
-        if full.contains("duplicate entry with key") {
-            if let Some(d) = self.index.duplicate_keys().first() {
-                let key = d.path.rsplit('.').next().unwrap_or(&d.path);
-                return self.make(
+        if full.contains("duplicate entry with key")
+            && let Some(d) = self.index.duplicate_keys().first()
+        {
+            let key = d.path.rsplit('.').next().unwrap_or(&d.path);
+            return self.make(
                     &d.path,
                     Some(d.again),
                     format!(
@@ -571,7 +572,6 @@ impl Diags<'_> {
                         d.first.line, d.first.column
                     ),
                 );
-            }
         }
         if let Some(q) = self.index.unclosed_quotes().iter().rev().find(|q| **q < at) {
             let quote = self
@@ -842,13 +842,13 @@ fn validate(
             "found an empty fault list, expected at least one fault".into(),
         ));
     }
-    if let Some(rto) = scenario.objectives.rto {
-        if rto.0.is_zero() {
-            errors.push(diag.value_at(
-                "objectives.rto",
-                "found `0s`, expected a positive duration".into(),
-            ));
-        }
+    if let Some(rto) = scenario.objectives.rto
+        && rto.0.is_zero()
+    {
+        errors.push(diag.value_at(
+            "objectives.rto",
+            "found `0s`, expected a positive duration".into(),
+        ));
     }
     if scenario.objectives.max_duration.0.is_zero() {
         errors.push(diag.value_at(
@@ -952,15 +952,15 @@ fn probe_checks(
     errors: &mut Vec<Diagnostic>,
 ) {
     let pbase = format!("{base}.probe.{}", probe.kind());
-    if let Some(t) = probe.target() {
-        if !targets.contains_key(t) {
-            errors.push(undefined_target(
-                diag,
-                &format!("{pbase}.target"),
-                t,
-                targets,
-            ));
-        }
+    if let Some(t) = probe.target()
+        && !targets.contains_key(t)
+    {
+        errors.push(undefined_target(
+            diag,
+            &format!("{pbase}.target"),
+            t,
+            targets,
+        ));
     }
     for (p, msg) in probe.validate() {
         errors.push(diag.value_at(&join(&pbase, &p), tidy(&msg)));

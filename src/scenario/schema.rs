@@ -86,13 +86,12 @@ fn describe_variant(variant: &mut Value, defs: &Value) {
     };
     for (name, p) in props.iter_mut() {
         let referenced = ref_name(p).and_then(|r| defs.get(r));
-        if let Some(r) = referenced {
-            if tag.is_some()
-                && r.get("required")
-                    .is_none_or(|req| req == &Value::Array(vec![]))
-            {
-                optional.push(name.clone());
-            }
+        if let Some(r) = referenced
+            && tag.is_some()
+            && r.get("required")
+                .is_none_or(|req| req == &Value::Array(vec![]))
+        {
+            optional.push(name.clone());
         }
         if description(p).is_some() {
             continue;
@@ -181,12 +180,12 @@ pub fn reference_markdown() -> String {
         let mut refs = Vec::new();
         collect_refs(node, &mut refs);
         for r in refs {
-            if let Some(def) = defs.get(&r) {
-                if seen.insert(r.clone()) {
-                    queue.push_back(def);
-                    if !inlined.contains(&r) {
-                        order.push((r, def));
-                    }
+            if let Some(def) = defs.get(&r)
+                && seen.insert(r.clone())
+            {
+                queue.push_back(def);
+                if !inlined.contains(&r) {
+                    order.push((r, def));
                 }
             }
         }
@@ -219,10 +218,10 @@ fn inlined_defs(defs: &Map<String, Value>) -> BTreeSet<String> {
     for def in defs.values() {
         if let Some(Value::Array(parts)) = def.get("allOf") {
             for p in parts {
-                if let Some(r) = ref_name(p) {
-                    if defs.get(r).is_some_and(|d| d.get("properties").is_some()) {
-                        out.insert(r.to_string());
-                    }
+                if let Some(r) = ref_name(p)
+                    && defs.get(r).is_some_and(|d| d.get("properties").is_some())
+                {
+                    out.insert(r.to_string());
                 }
             }
         }

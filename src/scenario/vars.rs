@@ -210,12 +210,10 @@ fn substitute_str(
     let whole = (t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1)
         .then(|| vars.values.get(t[2..t.len() - 2].trim()))
         .flatten();
-    if let Some(val) = whole {
-        if let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) =
-            serde_yaml::from_str::<Value>(&val)
-        {
-            return Some(parsed);
-        }
+    if let Some(val) = whole
+        && let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) = serde_yaml::from_str::<Value>(val)
+    {
+        return Some(parsed);
     }
     Some(Value::String(out))
 }
