@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, LogFormat, PlanFormat};
+use crate::cli::{Cli, Command, LogFormat, PlanFormat, SchemaFormat};
 use crate::engine::{Control, Engine, EngineError, RunOptions};
 use crate::report::{self, Format};
 use crate::scenario::{self, Drill, LoadError};
@@ -24,9 +24,20 @@ pub const EXIT_RECOVERY_INCOMPLETE: i32 = 4;
 pub fn main(cli: Cli) -> i32 {
     init_logging(cli.log_format, cli.verbose);
     match cli.command {
-        Command::Schema => {
-            println!("{}", schema_json());
-            EXIT_OK
+        Command::Schema(a) => {
+            let text = match a.format {
+                SchemaFormat::Json => schema_json() + "\n",
+                SchemaFormat::Markdown => crate::scenario::reference_markdown(),
+            };
+            // `firedrill schema | head` closes the pipe early; that is not an error
+            // (println! would panic on it).
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write the schema: {e}");
+                    EXIT_INVALID
+                }
+                _ => EXIT_OK,
+            }
         }
         Command::Validate(a) => validate(&a.scenarios, &a.vars),
         Command::Plan(a) => match load(&a.scenario.scenario, &a.scenario.vars) {
@@ -91,10 +102,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The JSON Schema of scenario files.
+/// The JSON Schema of scenario files (see `scenario::schema`).
 pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(crate::scenario::Scenario);
-    serde_json::to_string_pretty(&schema).expect("schema serialises")
+    crate::scenario::schema_json()
 }
 
 fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
