@@ -26,9 +26,6 @@
 //! local port ([`RunTable::add_redirect`]) for the proxy. Execution: [`apply`],
 //! [`list_table`], [`delete_table`].
 
-// Its users (the network faults, the proxy's transparent mode) land after this module.
-#![allow(dead_code)]
-
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
@@ -43,9 +40,9 @@ use nftables::expr::{
     CT, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem,
 };
 use nftables::schema::{Chain, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table};
+pub(crate) use nftables::stmt::Statement;
 use nftables::stmt::{
     AnonymousCounter, Counter, JumpTarget, Limit, Match, NAT, Operator, Reject, RejectType,
-    Statement,
 };
 use nftables::types::{NfChainType, NfFamily, NfHook, RejectCode};
 use serde::{Deserialize, Serialize};
@@ -70,6 +67,7 @@ pub(crate) const PRIO_EARLY: i32 = -300;
 pub(crate) const PRIO_AFTER_CONNTRACK: i32 = -190;
 
 /// NAT chains run at the standard destination-NAT priority.
+#[cfg_attr(not(test), allow(dead_code))] // for the chaos proxy's transparent mode; tested here
 pub(crate) const PRIO_DSTNAT: i32 = -100;
 
 /// Why talking to nftables failed.
@@ -103,7 +101,7 @@ pub(crate) enum NftError {
 /// An IP network: an address and a prefix length (a host is a /32 or /128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
-pub(crate) struct IpNet {
+pub struct IpNet {
     /// Network address (host bits are always zero).
     addr: IpAddr,
     /// Prefix length.
@@ -365,6 +363,7 @@ pub(crate) enum FilterHook {
 }
 
 /// Which hook a NAT (redirect) chain sits on.
+#[cfg_attr(not(test), allow(dead_code))] // for the chaos proxy's transparent mode; tested here
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum NatHook {
     /// Locally originated connections (`type nat hook output`).
@@ -520,6 +519,7 @@ impl RunTable {
     }
 
     /// A NAT base chain at the destination-NAT priority.
+    #[cfg_attr(not(test), allow(dead_code))] // for the chaos proxy's transparent mode; tested here
     pub(crate) fn add_nat_chain(&self, b: &mut Batch<'static>, chain: &str, hook: NatHook) {
         b.add(NfListObject::Chain(Chain {
             family: NfFamily::INet,
@@ -603,6 +603,7 @@ impl RunTable {
     /// chains: `output` catches connections made on the target itself,
     /// `prerouting` those entering it (e.g. from another namespace). Returns the
     /// names of the chains and sets created, for the undo record.
+    #[cfg_attr(not(test), allow(dead_code))] // for the chaos proxy's transparent mode; tested here
     pub(crate) fn add_redirect(
         &self,
         b: &mut Batch<'static>,
@@ -654,7 +655,7 @@ impl RunTable {
 
 /// Names of the chains and sets one fault created in the run table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Objects {
+pub struct Objects {
     /// Chains, deleted first (their rules reference the sets).
     pub chains: Vec<String>,
     /// Sets.
@@ -833,6 +834,7 @@ pub(crate) fn reject_icmpx(code: Unreachable) -> Statement<'static> {
 }
 
 /// `redirect to :PORT`.
+#[cfg_attr(not(test), allow(dead_code))] // for the chaos proxy's transparent mode; tested here
 pub(crate) fn redirect_to(port: u16) -> Statement<'static> {
     Statement::Redirect(Some(NAT {
         addr: None,
@@ -840,6 +842,43 @@ pub(crate) fn redirect_to(port: u16) -> Statement<'static> {
         port: Some(Expression::Number(port as u32)),
         flags: None,
     }))
+}
+
+/// `tcp flags rst` (any packet with the reset flag; implies `meta l4proto tcp`).
+pub(crate) fn tcp_rst() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+            PayloadField {
+                protocol: s("tcp"),
+                field: s("flags"),
+            },
+        ))),
+        right: Expression::String(s("rst")),
+        op: Operator::IN,
+    })
+}
+
+/// `icmp type destination-unreachable` (or the ICMPv6 one): the error a `reject`
+/// sends for non-TCP traffic.
+pub(crate) fn icmp_unreachable(family: AddrFamily) -> Statement<'static> {
+    let proto = match family {
+        AddrFamily::V4 => "icmp",
+        AddrFamily::V6 => "icmpv6",
+    };
+    match_eq(
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+            PayloadField {
+                protocol: s(proto),
+                field: s("type"),
+            },
+        ))),
+        Expression::String(s("destination-unreachable")),
+    )
+}
+
+/// `return`: leave this chain; the packet goes on to the next base chain.
+pub(crate) fn ret() -> Statement<'static> {
+    Statement::Return(None)
 }
 
 /// `jump CHAIN`.
@@ -1102,7 +1141,7 @@ pub(crate) async fn run_nft(
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     match target {
         Target::Local | Target::Netns { .. } => {
-            crate::target::netns::run_in_async(target, move || nft_blocking(&args, stdin))
+            crate::target::netns::run_in(target, move || nft_blocking(&args, stdin))
                 .await
                 .map_err(spawn_err)?
                 .map_err(spawn_err)

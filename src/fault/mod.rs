@@ -13,6 +13,9 @@
 //! A new fault kind is one new file, one variant in [`FaultSpec`] and one in [`Undo`]:
 //! the compiler points at every `match` that needs an arm.
 
+pub(crate) mod network;
+pub(crate) mod network_partition;
+pub(crate) mod network_rate_limit;
 pub(crate) mod process_kill;
 
 use std::time::{Duration, Instant};
@@ -29,6 +32,10 @@ use crate::target::Target;
 pub enum FaultSpec {
     /// Kill, terminate or freeze (`STOP`, undone by `CONT`) processes on this host.
     ProcessKill(process_kill::ProcessKill),
+    /// Block traffic between the target and some destinations (nftables, expires with the ttl).
+    NetworkPartition(network_partition::NetworkPartition),
+    /// Cap new connections or packets per second to some destinations (nftables `limit`, expires with the ttl).
+    NetworkRateLimit(network_rate_limit::NetworkRateLimit),
 }
 
 /// Why a fault could not be injected or reverted.
@@ -98,6 +105,10 @@ pub struct Reverted {
 pub enum Undo {
     /// Processes signalled by `process_kill`.
     ProcessKill(process_kill::Undo),
+    /// Chains and sets added to the run's nftables table by `network_partition`.
+    NetworkPartition(network::Undo),
+    /// Chains and sets added to the run's nftables table by `network_rate_limit`.
+    NetworkRateLimit(network::Undo),
 }
 
 impl FaultSpec {
@@ -105,6 +116,8 @@ impl FaultSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             FaultSpec::ProcessKill(_) => "process_kill",
+            FaultSpec::NetworkPartition(_) => "network_partition",
+            FaultSpec::NetworkRateLimit(_) => "network_rate_limit",
         }
     }
 
@@ -112,6 +125,8 @@ impl FaultSpec {
     pub fn validate(&self, target: &Target) -> Vec<(String, String)> {
         match self {
             FaultSpec::ProcessKill(f) => f.validate(target),
+            FaultSpec::NetworkPartition(f) => f.validate(target),
+            FaultSpec::NetworkRateLimit(f) => f.validate(target),
         }
     }
 
@@ -119,6 +134,8 @@ impl FaultSpec {
     pub fn describe(&self) -> String {
         match self {
             FaultSpec::ProcessKill(f) => f.describe(),
+            FaultSpec::NetworkPartition(f) => f.describe(),
+            FaultSpec::NetworkRateLimit(f) => f.describe(),
         }
     }
 
@@ -127,6 +144,8 @@ impl FaultSpec {
     pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
         match self {
             FaultSpec::ProcessKill(f) => f.prepare(ctx).await.map(Undo::ProcessKill),
+            FaultSpec::NetworkPartition(f) => f.prepare(ctx).await.map(Undo::NetworkPartition),
+            FaultSpec::NetworkRateLimit(f) => f.prepare(ctx).await.map(Undo::NetworkRateLimit),
         }
     }
 
@@ -135,6 +154,8 @@ impl FaultSpec {
     pub async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
         match (self, undo) {
             (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
+            (FaultSpec::NetworkPartition(f), Undo::NetworkPartition(u)) => f.apply(ctx, u).await,
+            (FaultSpec::NetworkRateLimit(f), Undo::NetworkRateLimit(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
             _ => Err(FaultError::Precondition(
                 "undo record does not match fault kind".into(),
@@ -156,6 +177,8 @@ impl Undo {
     pub fn kind(&self) -> &'static str {
         match self {
             Undo::ProcessKill(_) => "process_kill",
+            Undo::NetworkPartition(_) => "network_partition",
+            Undo::NetworkRateLimit(_) => "network_rate_limit",
         }
     }
 
@@ -165,6 +188,7 @@ impl Undo {
     pub async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         match self {
             Undo::ProcessKill(u) => u.revert(ctx).await,
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
         }
     }
 
@@ -172,6 +196,7 @@ impl Undo {
     pub fn is_reversible(&self) -> bool {
         match self {
             Undo::ProcessKill(u) => u.is_reversible(),
+            Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
         }
     }
 }

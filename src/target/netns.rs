@@ -20,31 +20,9 @@ pub(crate) fn netns_path(name: &str) -> PathBuf {
 }
 
 /// Runs `f` on a fresh thread that lives in the network namespace of `target` (for
-/// `local`, this host's namespace) and returns its result.
-pub(crate) fn run_in<T, F>(target: &Target, f: F) -> io::Result<T>
-where
-    F: FnOnce() -> T + Send,
-    T: Send,
-{
-    let ns = match target {
-        Target::Local => None,
-        Target::Netns { name } => Some(open_netns(name)?),
-    };
-    std::thread::scope(|s| {
-        s.spawn(move || -> io::Result<T> {
-            if let Some(fd) = ns {
-                nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            }
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// Async form of [`run_in`]: the work runs on its own thread, the caller awaits it
+/// `local`, this host's namespace) and returns its result. The caller awaits it
 /// without blocking a runtime worker.
-pub(crate) async fn run_in_async<T, F>(target: &Target, f: F) -> io::Result<T>
+pub(crate) async fn run_in<T, F>(target: &Target, f: F) -> io::Result<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -86,22 +64,23 @@ fn open_netns(name: &str) -> io::Result<std::fs::File> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn local_runs_in_this_namespace() {
+    #[tokio::test]
+    async fn local_runs_in_this_namespace() {
         let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         let there = run_in(&Target::Local, || {
             std::fs::read_link("/proc/thread-self/ns/net").unwrap()
         })
+        .await
         .unwrap();
         assert_eq!(mine, there);
     }
 
-    #[test]
-    fn missing_namespace_is_a_clear_error() {
+    #[tokio::test]
+    async fn missing_namespace_is_a_clear_error() {
         let t = Target::Netns {
             name: "firedrill-no-such-ns".into(),
         };
-        let e = run_in(&t, || ()).unwrap_err();
+        let e = run_in(&t, || ()).await.unwrap_err();
         assert!(e.to_string().contains("ip netns add"), "{e}");
     }
 }
