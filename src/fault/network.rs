@@ -70,13 +70,6 @@ impl Direction {
     pub(crate) fn ingress(self) -> bool {
         matches!(self, Direction::Ingress | Direction::Both)
     }
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Direction::Egress => "egress",
-            Direction::Ingress => "ingress",
-            Direction::Both => "egress+ingress",
-        }
-    }
 }
 
 /// What happens to a blocked packet.

@@ -69,11 +69,23 @@ impl NetworkPartition {
             (Action::Reject, Direction::Egress | Direction::Both) => "connections refused at once",
             _ => "connections time out",
         };
+        let with_port = !self.ports.is_empty()
+            || self
+                .to
+                .iter()
+                .any(|d| network::parse_dest(d).is_ok_and(|d| d.port.is_some()));
+        let proto = match self.protocol {
+            Protocol::All if with_port => "tcp/udp",
+            p => p.name(),
+        };
+        let prep = match self.direction {
+            Direction::Egress => "to",
+            Direction::Ingress => "from",
+            Direction::Both => "to and from",
+        };
         format!(
-            "{} {} {}{ports} traffic with {}; expected {expect}",
+            "{} {proto} traffic {prep} {}{ports}; expected {expect}",
             self.action.name(),
-            self.direction.name(),
-            self.protocol.name(),
             self.to.join(", ")
         )
     }
@@ -339,7 +351,7 @@ mod tests {
         );
         assert_eq!(
             p.describe(),
-            "reject egress all traffic with api:443; expected connections refused at once"
+            "reject tcp/udp traffic to api:443; expected connections refused at once"
         );
     }
 
