@@ -448,3 +448,45 @@ async fn control_path_and_bad_parameters_are_refused_before_anything_runs() {
     .unwrap_err();
     assert!(e.to_string().contains("sideways"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revert_after_the_namespace_is_gone_succeeds() {
+    let Some(mut lab) = Lab::new("nsgone") else {
+        return;
+    };
+    lab.serve_http(&lab.api.clone(), api(PORT));
+    let rt = Runtime::default();
+    // The fault acts in a third namespace that disappears before the revert.
+    let extra = format!("{}-x", lab.client);
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", &extra])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let target = firedrill::target::Target::Netns {
+        name: extra.clone(),
+    };
+    let spec = fault("kind: network_partition\nwith: { to: ['10.1.2.3'] }");
+    let (undo, effect) = inject(
+        &spec,
+        &target,
+        &run_id(),
+        "gone",
+        Duration::from_secs(60),
+        &rt,
+    )
+    .await
+    .unwrap();
+    assert!(effect.as_declared, "{effect:?}");
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "del", &extra])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = revert(&undo).await.unwrap();
+    assert!(r.measured.contains("no longer exists"), "{r:?}");
+}
