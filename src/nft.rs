@@ -900,10 +900,10 @@ pub(crate) fn to_json(batch: Batch<'static>) -> String {
 fn strip_elem_nulls(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
-            if let Some(serde_json::Value::Object(e)) = m.get_mut("elem") {
-                if e.contains_key("val") {
-                    e.retain(|_, x| !x.is_null());
-                }
+            if let Some(serde_json::Value::Object(e)) = m.get_mut("elem")
+                && e.contains_key("val")
+            {
+                e.retain(|_, x| !x.is_null());
             }
             for x in m.values_mut() {
                 strip_elem_nulls(x);
@@ -1113,10 +1113,10 @@ fn failed(target: &Target, what: &str, out: &Output) -> NftError {
 /// The `nft` program: `FIREDRILL_NFT` if set, else from `PATH`, else the usual
 /// `/usr/sbin/nft` (non-login root shells do not always have sbin in `PATH`).
 fn nft_program() -> String {
-    if let Ok(p) = std::env::var("FIREDRILL_NFT") {
-        if !p.is_empty() {
-            return p;
-        }
+    if let Ok(p) = std::env::var("FIREDRILL_NFT")
+        && !p.is_empty()
+    {
+        return p;
     }
     let on_path = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("nft").is_file()));
