@@ -9,10 +9,25 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, LogFormat, PlanFormat};
+use crate::cli::{Cli, Command, LogFormat, PlanFormat, SchemaFormat};
 use crate::engine::{Control, Engine, EngineError, RunOptions};
 use crate::report::{self, Format};
 use crate::scenario::{self, Drill, LoadError};
+
+/// `println!` that never panics: a closed pipe (`firedrill plan x | head`) must not
+/// crash the engine, least of all in the middle of a recovery.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -24,9 +39,20 @@ pub const EXIT_RECOVERY_INCOMPLETE: i32 = 4;
 pub fn main(cli: Cli) -> i32 {
     init_logging(cli.log_format, cli.verbose);
     match cli.command {
-        Command::Schema => {
-            println!("{}", schema_json());
-            EXIT_OK
+        Command::Schema(a) => {
+            let text = match a.format {
+                SchemaFormat::Json => schema_json() + "\n",
+                SchemaFormat::Markdown => crate::scenario::reference_markdown(),
+            };
+            // `firedrill schema | head` closes the pipe early; that is not an error
+            // (println! would panic on it).
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    errln!("error: cannot write the schema: {e}");
+                    EXIT_INVALID
+                }
+                _ => EXIT_OK,
+            }
         }
         Command::Validate(a) => validate(&a.scenarios, &a.vars),
         Command::Plan(a) => match load(&a.scenario.scenario, &a.scenario.vars) {
@@ -91,10 +117,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The JSON Schema of scenario files.
+/// The JSON Schema of scenario files (see `scenario::schema`).
 pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(crate::scenario::Scenario);
-    serde_json::to_string_pretty(&schema).expect("schema serialises")
+    crate::scenario::schema_json()
 }
 
 fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
@@ -129,7 +154,7 @@ fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
     let mut code = EXIT_OK;
     for p in paths {
         match scenario::load_file(p, vars) {
-            Ok(d) => println!(
+            Ok(d) => outln!(
                 "{}: ok ({} fault(s), {} verification(s))",
                 p.display(),
                 d.faults.len(),
@@ -147,18 +172,18 @@ fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
 fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 {
     let steps = crate::engine::plan::plan(drill, level);
     match format {
-        PlanFormat::Json => println!(
+        PlanFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&steps).expect("plan serialises")
         ),
         PlanFormat::Text => {
-            println!(
+            outln!(
                 "plan for `{}` at level {level} (nothing is run):",
                 drill.scenario.metadata.name
             );
             for (i, s) in steps.iter().enumerate() {
                 let mark = if s.runs { " " } else { "-" };
-                println!(
+                outln!(
                     "{mark}{:>3}. {:<13} {}: {}",
                     i + 1,
                     s.phase,
@@ -181,7 +206,7 @@ async fn run_drill(
     let engine = match Engine::prepare(drill.clone(), opts) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: {e}; nothing was injected");
+            errln!("error: {e}; nothing was injected");
             return match e {
                 EngineError::Lock(_) => EXIT_INJECTION,
                 _ => EXIT_INJECTION,
@@ -199,16 +224,16 @@ async fn run_drill(
         Ok(r) => r,
         Err(e) => {
             // A bug in the engine must not leave a fault behind: replay the ledger.
-            eprintln!(
+            errln!(
                 "error: the engine failed ({e}); reverting every fault of run {run_id} from its ledger"
             );
             let r = crate::engine::recover::recover_ledger(&run_id, &ledger, true, Some(&runtime))
                 .await;
             for line in &r.reverted {
-                eprintln!("reverted: {line}");
+                errln!("reverted: {line}");
             }
             for line in &r.failed {
-                eprintln!("REVERT FAILED: {line}");
+                errln!("REVERT FAILED: {line}");
             }
             return if r.failed.is_empty() {
                 EXIT_FAILED
@@ -220,15 +245,15 @@ async fn run_drill(
     let dir = report_directory(report_dir, &record.scenario.name, &record.started_at);
     match report::write_reports(&record, &dir, template_dir) {
         Ok(files) => {
-            println!("{:?}: {}", record.outcome.status, record.outcome.reason);
+            outln!("{:?}: {}", record.outcome.status, record.outcome.reason);
             if !record.improvements.is_empty() {
-                println!("{} improvement(s) identified", record.improvements.len());
+                outln!("{} improvement(s) identified", record.improvements.len());
             }
             for f in files {
-                println!("  {}", f.display());
+                outln!("  {}", f.display());
             }
         }
-        Err(e) => eprintln!("error: cannot write reports: {e}"),
+        Err(e) => errln!("error: cannot write reports: {e}"),
     }
     record.outcome.exit_code
 }
@@ -267,12 +292,12 @@ async fn watch_signals(control: Control) {
         }
         count += 1;
         if count == 1 {
-            eprintln!(
+            errln!(
                 "\nsignal received: stopping the drill and reverting every fault (signal again to skip waits)"
             );
             control.abort.cancel();
         } else {
-            eprintln!("\nsecond signal: skipping waits; faults are still being reverted");
+            errln!("\nsecond signal: skipping waits; faults are still being reverted");
             control.hurry.cancel();
         }
     }
@@ -282,7 +307,7 @@ async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
     let results = crate::engine::recover::recover(state, run, force, None).await;
     if let Some(r) = run {
         if results.is_empty() {
-            eprintln!("error: no ledger for run `{r}` under {}", state.display());
+            errln!("error: no ledger for run `{r}` under {}", state.display());
             return EXIT_INVALID;
         }
     }
@@ -290,22 +315,22 @@ async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
     let mut anything = false;
     for r in &results {
         if let Some(why) = &r.skipped {
-            println!("run {}: skipped: {why}", r.run_id);
+            outln!("run {}: skipped: {why}", r.run_id);
             code = code.max(EXIT_RECOVERY_INCOMPLETE);
             anything = true;
         }
         for l in &r.reverted {
-            println!("run {}: reverted {l}", r.run_id);
+            outln!("run {}: reverted {l}", r.run_id);
             anything = true;
         }
         for l in &r.failed {
-            println!("run {}: FAILED {l}", r.run_id);
+            outln!("run {}: FAILED {l}", r.run_id);
             code = EXIT_RECOVERY_INCOMPLETE;
             anything = true;
         }
     }
     if !anything {
-        println!("nothing to recover under {}", state.display());
+        outln!("nothing to recover under {}", state.display());
     }
     code
 }
@@ -319,14 +344,14 @@ fn rerender(
     let text = match std::fs::read_to_string(journal) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {}: {e}", journal.display());
+            errln!("error: {}: {e}", journal.display());
             return EXIT_INVALID;
         }
     };
     let record: report::model::RunRecord = match serde_json::from_str(&text) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error: {}:{}:{}: not a firedrill journal: {e}",
                 journal.display(),
                 e.line(),
@@ -340,17 +365,17 @@ fn rerender(
             Some(p) => match std::fs::write(p, s) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
-                    eprintln!("error: {}: {e}", p.display());
+                    errln!("error: {}: {e}", p.display());
                     EXIT_INVALID
                 }
             },
             None => {
-                print!("{s}");
+                let _ = std::io::stdout().lock().write_all(s.as_bytes());
                 EXIT_OK
             }
         },
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             EXIT_INVALID
         }
     }

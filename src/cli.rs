@@ -39,8 +39,8 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Re-render a report from a journal.json.
     Report(ReportArgs),
-    /// Print the JSON Schema of scenario files.
-    Schema,
+    /// Print the JSON Schema of scenario files (or the reference document made from it).
+    Schema(SchemaArgs),
     /// Internal: the dead-man watcher started by reversible faults.
     #[command(name = "__deadman", hide = true)]
     Deadman(DeadmanArgs),
@@ -105,6 +105,20 @@ pub struct PlanArgs {
 pub enum PlanFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// `json`: the JSON Schema, for editors; `markdown`: the scenario reference
+    /// (docs/scenario-reference.md).
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
+    pub format: SchemaFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SchemaFormat {
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Args)]

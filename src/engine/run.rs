@@ -216,6 +216,7 @@ impl Engine {
                 description: f.spec.describe(),
                 attempts: 0,
                 first_held_ms: None,
+                within_ms: None,
                 detail: String::new(),
                 fault: Some(FaultRecord {
                     kind: f.spec.kind().into(),
@@ -223,6 +224,7 @@ impl Engine {
                     level: f.step.level,
                     ttl_ms: ttl.as_secs_f64() * 1000.0,
                     ledger_seq: None,
+                    reversible: None,
                     effect: None,
                     revert: None,
                 }),
@@ -280,6 +282,7 @@ impl Engine {
                         format!("cannot write the undo record, fault NOT injected: {e}")
                     })?;
                 rec.fault.as_mut().unwrap().ledger_seq = Some(seq);
+                rec.fault.as_mut().unwrap().reversible = Some(undo.is_reversible());
                 fault_step_index.insert(seq, steps.len());
                 if guard_tasks.is_empty() {
                     guard_tasks = self.start_guards(&guard_stop, &abort);
@@ -588,6 +591,7 @@ impl Engine {
             description: describe_check(c),
             attempts: out.attempts,
             first_held_ms: out.first_held.map(|d| d.as_secs_f64() * 1000.0),
+            within_ms: c.within.map(|w| ms(w.0)),
             detail: out.detail,
             fault: None,
             metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
@@ -812,6 +816,7 @@ impl Engine {
             description: format!("`{}` on {}", r.command.run, r.command.target),
             attempts: 1,
             first_held_ms: None,
+            within_ms: None,
             detail,
             fault: None,
             metrics: BTreeMap::new(),
@@ -897,6 +902,7 @@ impl Engine {
             description: "prechecks re-run until they all hold; measures the recovery time".into(),
             attempts,
             first_held_ms: recovery_ms,
+            within_ms: None,
             detail,
             fault: None,
             metrics: BTreeMap::new(),
@@ -943,6 +949,7 @@ fn skipped(
         description: desc.into(),
         attempts: 0,
         first_held_ms: None,
+        within_ms: None,
         detail: why.into(),
         fault: None,
         metrics: BTreeMap::new(),

@@ -15,6 +15,9 @@
 
 pub(crate) mod http_fault;
 pub(crate) mod latency;
+pub(crate) mod network;
+pub(crate) mod network_partition;
+pub(crate) mod network_rate_limit;
 pub(crate) mod process_kill;
 
 use std::time::{Duration, Instant};
@@ -35,6 +38,10 @@ pub enum FaultSpec {
     Latency(latency::Latency),
     /// HTTP/1.1 faults through the built-in chaos proxy: canned vendor errors (WeCom 45009/42001/-1, 429), rate limits, resets, delays.
     HttpFault(http_fault::HttpFault),
+    /// Block traffic between the target and some destinations (nftables, expires with the ttl).
+    NetworkPartition(network_partition::NetworkPartition),
+    /// Cap new connections or packets per second to some destinations (nftables `limit`, expires with the ttl).
+    NetworkRateLimit(network_rate_limit::NetworkRateLimit),
 }
 
 /// Why a fault could not be injected or reverted.
@@ -108,6 +115,10 @@ pub enum Undo {
     Latency(latency::Undo),
     /// The proxy started by `http_fault` (and its redirect, in transparent mode).
     HttpFault(http_fault::Undo),
+    /// Chains and sets added to the run's nftables table by `network_partition`.
+    NetworkPartition(network::Undo),
+    /// Chains and sets added to the run's nftables table by `network_rate_limit`.
+    NetworkRateLimit(network::Undo),
 }
 
 impl FaultSpec {
@@ -117,6 +128,8 @@ impl FaultSpec {
             FaultSpec::ProcessKill(_) => "process_kill",
             FaultSpec::Latency(_) => "latency",
             FaultSpec::HttpFault(_) => "http_fault",
+            FaultSpec::NetworkPartition(_) => "network_partition",
+            FaultSpec::NetworkRateLimit(_) => "network_rate_limit",
         }
     }
 
@@ -126,6 +139,8 @@ impl FaultSpec {
             FaultSpec::ProcessKill(f) => f.validate(target),
             FaultSpec::Latency(f) => f.validate(target),
             FaultSpec::HttpFault(f) => f.validate(target),
+            FaultSpec::NetworkPartition(f) => f.validate(target),
+            FaultSpec::NetworkRateLimit(f) => f.validate(target),
         }
     }
 
@@ -135,6 +150,8 @@ impl FaultSpec {
             FaultSpec::ProcessKill(f) => f.describe(),
             FaultSpec::Latency(f) => f.describe(),
             FaultSpec::HttpFault(f) => f.describe(),
+            FaultSpec::NetworkPartition(f) => f.describe(),
+            FaultSpec::NetworkRateLimit(f) => f.describe(),
         }
     }
 
@@ -145,6 +162,8 @@ impl FaultSpec {
             FaultSpec::ProcessKill(f) => f.prepare(ctx).await.map(Undo::ProcessKill),
             FaultSpec::Latency(f) => f.prepare(ctx).await.map(Undo::Latency),
             FaultSpec::HttpFault(f) => f.prepare(ctx).await.map(Undo::HttpFault),
+            FaultSpec::NetworkPartition(f) => f.prepare(ctx).await.map(Undo::NetworkPartition),
+            FaultSpec::NetworkRateLimit(f) => f.prepare(ctx).await.map(Undo::NetworkRateLimit),
         }
     }
 
@@ -155,6 +174,8 @@ impl FaultSpec {
             (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
             (FaultSpec::Latency(f), Undo::Latency(u)) => f.apply(ctx, u).await,
             (FaultSpec::HttpFault(f), Undo::HttpFault(u)) => f.apply(ctx, u).await,
+            (FaultSpec::NetworkPartition(f), Undo::NetworkPartition(u)) => f.apply(ctx, u).await,
+            (FaultSpec::NetworkRateLimit(f), Undo::NetworkRateLimit(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
             _ => Err(FaultError::Precondition(
                 "undo record does not match fault kind".into(),
@@ -178,6 +199,8 @@ impl Undo {
             Undo::ProcessKill(_) => "process_kill",
             Undo::Latency(_) => "latency",
             Undo::HttpFault(_) => "http_fault",
+            Undo::NetworkPartition(_) => "network_partition",
+            Undo::NetworkRateLimit(_) => "network_rate_limit",
         }
     }
 
@@ -189,6 +212,7 @@ impl Undo {
             Undo::ProcessKill(u) => u.revert(ctx).await,
             Undo::Latency(u) => latency::revert_proxy(u, ctx, "latency proxy").await,
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
         }
     }
 
@@ -197,6 +221,7 @@ impl Undo {
         match self {
             Undo::ProcessKill(u) => u.is_reversible(),
             Undo::Latency(_) | Undo::HttpFault(_) => true,
+            Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
         }
     }
 }

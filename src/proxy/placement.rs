@@ -141,7 +141,9 @@ impl Placement {
                 redirect: None,
             });
         }
-        let free = super::bind("127.0.0.1:0".parse().unwrap(), netns.as_deref())
+        // All addresses of the target: `redirect` in the output hook sends local
+        // connections to 127.0.0.1, in prerouting to the incoming interface's address.
+        let free = super::bind("0.0.0.0:0".parse().unwrap(), netns.as_deref())
             .and_then(|l| l.local_addr())
             .map_err(|e| FaultError::System(format!("cannot pick a port for the proxy: {e}")))?;
         let targets: Vec<SocketAddr> = self
@@ -162,7 +164,7 @@ impl Placement {
                 free.port(),
                 MARK,
                 ctx.ttl,
-            )),
+            )?),
         })
     }
 
@@ -198,7 +200,15 @@ impl Placement {
         let addr = proxy.local_addr();
         ctx.runtime.put(undo.key.clone(), Box::new(proxy));
         if let Some(r) = &undo.redirect {
-            r.install(ctx.target).await?;
+            if let Err(e) = r.install(ctx.target).await {
+                // Nothing may outlive a failed injection: stop the proxy again.
+                if let Some(p) = ctx.runtime.take(&undo.key) {
+                    if let Ok(p) = p.downcast::<Proxy>() {
+                        p.stop().await;
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(addr)
     }
@@ -231,7 +241,17 @@ impl ProxyUndo {
             },
             None => None,
         };
-        let (addr, ns) = (self.listen, self.netns.clone());
+        if let Some(n) = &self.netns {
+            if !crate::target::netns::netns_path(n).exists() {
+                // The namespace is gone, and every socket in it with it.
+                return Ok((stats, start.elapsed().as_secs_f64() * 1000.0));
+            }
+        }
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let ns = self.netns.clone();
         let open = tokio::task::spawn_blocking(move || super::is_listening(addr, ns.as_deref()))
             .await
             .unwrap_or(true);

@@ -1,27 +1,47 @@
-//! Transparent mode: the nftables redirect that sends intercepted traffic to the proxy.
+//! Transparent mode: the nftables redirect that sends intercepted traffic to the
+//! proxy, built with the shared table code ([`crate::nft`]) in the run's own table.
+//!
+//! Two NAT chains (`output` for connections made on the target itself, `prerouting`
+//! for connections entering it), and per intercepted port a set of IPv4 addresses
+//! whose elements expire after the fault's ttl: if the engine is SIGKILLed, the
+//! redirect stops matching by itself and traffic goes straight to the real service
+//! again. The rule skips packets carrying the proxy's SO_MARK, so the proxy's own
+//! connection to the original destination is not redirected back to the proxy.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use nftables::batch::Batch;
+use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
+use nftables::stmt::{Match, Operator, Statement};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::FaultError;
+use crate::nft::{self, AddrFamily, IpNet, NatHook, Objects, RunTable, Side};
 use crate::target::Target;
 
 /// The redirect of one transparent proxy, as written to the ledger.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RedirectUndo {
+    /// Where the rules live (the proxy's target).
     pub target: Target,
+    /// The run's table (`firedrill_<run id>`, family inet).
     pub table: String,
-    pub set: String,
-    pub chain: String,
+    /// This fault's chains and sets in that table.
+    pub objects: Objects,
+    /// The intercepted destinations.
     pub intercept: Vec<SocketAddr>,
+    /// The proxy's port on the target.
     pub port: u16,
+    /// SO_MARK of the proxy's own connections (exempt from the redirect).
     pub mark: u32,
-    pub ttl_ms: u64,
+    /// Element timeout: when the redirect stops matching by itself.
+    pub ttl_s: u32,
 }
 
 impl RedirectUndo {
+    /// Names everything the redirect will create; no side effects.
     pub(crate) fn plan(
         run_id: &str,
         step: &str,
@@ -30,31 +50,131 @@ impl RedirectUndo {
         port: u16,
         mark: u32,
         ttl: Duration,
-    ) -> Self {
-        let tag: String = step
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(24)
-            .collect();
-        RedirectUndo {
+    ) -> Result<Self, FaultError> {
+        let table = nft::table_name(run_id).map_err(|e| FaultError::Precondition(e.to_string()))?;
+        let prefix = format!("{}_px", nft::object_prefix(step));
+        let mut objects = Objects {
+            chains: vec![format!("{prefix}_out"), format!("{prefix}_pre")],
+            sets: Vec::new(),
+        };
+        for p in ports(intercept).keys() {
+            objects.sets.push(format!("{prefix}_p{p}"));
+        }
+        Ok(RedirectUndo {
             target: target.clone(),
-            table: format!("firedrill_{run_id}"),
-            set: format!("redir_{tag}"),
-            chain: format!("redir_{tag}"),
+            table,
+            objects,
             intercept: intercept.to_vec(),
             port,
             mark,
-            ttl_ms: ttl.as_millis() as u64,
+            ttl_s: nft::ttl_secs(ttl),
+        })
+    }
+
+    fn run_table(&self) -> Result<RunTable, FaultError> {
+        RunTable::from_name(&self.table).map_err(|e| FaultError::Precondition(e.to_string()))
+    }
+
+    /// Installs the chains, sets and rules in one transaction.
+    pub(crate) async fn install(&self, target: &Target) -> Result<(), FaultError> {
+        let table = self.run_table()?;
+        let mut b = Batch::new();
+        table.add_table(&mut b);
+        let (out, pre) = (&self.objects.chains[0], &self.objects.chains[1]);
+        table.add_nat_chain(&mut b, out, NatHook::Output);
+        table.add_nat_chain(&mut b, pre, NatHook::Prerouting);
+        let ttl = Duration::from_secs(self.ttl_s as u64);
+        for ((dport, ips), set) in ports(&self.intercept).iter().zip(&self.objects.sets) {
+            let nets: Vec<IpNet> = ips.iter().map(|ip| IpNet::host(*ip)).collect();
+            table.add_address_set(&mut b, set, AddrFamily::V4, &nets, ttl);
+            for chain in [out, pre] {
+                table.add_rule(
+                    &mut b,
+                    chain,
+                    vec![
+                        mark_is_not(self.mark),
+                        nft::addr_in_set(AddrFamily::V4, Side::Dst, set),
+                        nft::l4proto_in(&["tcp"]),
+                        nft::port_in(Side::Dst, &[*dport]),
+                        nft::counter(),
+                        nft::redirect_to(self.port),
+                    ],
+                    Some("firedrill proxy redirect"),
+                );
+            }
+        }
+        nft::apply(target, b)
+            .await
+            .map_err(|e| FaultError::System(format!("cannot install the redirect: {e}")))
+    }
+
+    /// Removes the chains and sets (idempotent), and the run table if it is empty.
+    pub(crate) async fn remove(&self) -> Result<(), FaultError> {
+        if let Target::Netns { name } = &self.target {
+            if !crate::target::netns::netns_path(name).exists() {
+                return Ok(()); // the namespace took its rules with it
+            }
+        }
+        let table = self.run_table()?;
+        let sys = |e: nft::NftError| FaultError::System(format!("cannot remove the redirect: {e}"));
+        nft::delete_objects(&self.target, &table, &self.objects)
+            .await
+            .map_err(sys)?;
+        nft::delete_table_if_empty(&self.target, &table)
+            .await
+            .map_err(sys)?;
+        Ok(())
+    }
+}
+
+/// Intercepted addresses grouped by port.
+fn ports(intercept: &[SocketAddr]) -> BTreeMap<u16, Vec<IpAddr>> {
+    let mut m: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
+    for a in intercept {
+        let v = m.entry(a.port()).or_default();
+        if !v.contains(&a.ip()) {
+            v.push(a.ip());
         }
     }
+    m
+}
 
-    pub(crate) async fn install(&self, _target: &Target) -> Result<(), FaultError> {
-        Err(FaultError::Precondition(
-            "transparent mode is not wired yet".into(),
-        ))
-    }
+/// `meta mark != MARK`.
+fn mark_is_not(mark: u32) -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Mark })),
+        right: Expression::Number(mark),
+        op: Operator::NEQ,
+    })
+}
 
-    pub(crate) async fn remove(&self) -> Result<(), FaultError> {
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_names_objects_per_port() {
+        let a: Vec<SocketAddr> = ["10.1.0.2:80", "10.1.0.3:80", "10.1.0.2:8080"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let r = RedirectUndo::plan(
+            "run1",
+            "slow api",
+            &Target::Local,
+            &a,
+            4000,
+            7,
+            Duration::from_millis(1500),
+        )
+        .unwrap();
+        assert_eq!(r.table, "firedrill_run1");
+        assert_eq!(r.objects.chains.len(), 2);
+        assert_eq!(r.objects.sets.len(), 2);
+        assert!(r.objects.sets[0].ends_with("_p80"));
+        assert_eq!(r.ttl_s, 2);
+        assert!(
+            RedirectUndo::plan("bad-id", "s", &Target::Local, &a, 1, 1, Duration::ZERO).is_err()
+        );
     }
 }

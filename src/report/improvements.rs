@@ -1,7 +1,356 @@
 //! Identified improvements: deterministic rules over the run model.
-use super::model::{Improvement, RunRecord};
+//!
+//! Each rule has a stable id (documented in `docs/reports.md`), a fixed severity, and
+//! produces evidence quoting this run's own figures plus a concrete recommendation.
+//! Rules read only the [`RunRecord`], so re-rendering a journal gives the same list.
+//! Output order: severity (high first), then the position of the step concerned in
+//! the run; run-level findings sit at the step they belong to (a guard breach at the
+//! step running when it happened, the RTO at the steady-state re-check).
 
-/// Derives the improvements of a run.
-pub fn derive(_record: &RunRecord) -> Vec<Improvement> {
-    Vec::new()
+use super::model::{FaultRecord, Improvement, Phase, RunRecord, Severity, StepRecord, StepStatus};
+use super::render::human_ms;
+
+/// `slow-detection` fires when a `within` check first held after more than this share
+/// of its `within`.
+pub const SLOW_DETECTION_SHARE: f64 = 0.5;
+/// `rto-near` fires when recovery used more than this share of the RTO (but met it).
+pub const RTO_NEAR_SHARE: f64 = 0.8;
+
+/// Derives the improvements of a run, ordered by severity then step order.
+pub fn derive(record: &RunRecord) -> Vec<Improvement> {
+    let mut found: Vec<(usize, Improvement)> = Vec::new();
+    for (i, s) in record.steps.iter().enumerate() {
+        for imp in step_rules(record, s) {
+            found.push((i, imp));
+        }
+    }
+    for g in record.guards.iter().filter(|g| g.breached) {
+        let at = g.breached_ms.unwrap_or(record.duration_ms);
+        found.push((
+            step_at(record, at),
+            Improvement {
+                rule: "guard-breached".into(),
+                severity: Severity::High,
+                title: format!("guard \"{}\" breached", g.name),
+                evidence: format!(
+                    "breached at {} into the run after {} failed poll(s) of {} ({}): {}",
+                    human_ms(at),
+                    g.failures,
+                    g.polls,
+                    g.description,
+                    g.detail
+                ),
+                recommendation: "The drill was stopped to protect the system: find out why the \
+                    fault hurt more than the guard allows, then reduce the blast radius (a lower \
+                    level, a smaller target) or fix the degradation before running it again."
+                    .into(),
+                step: None,
+            },
+        ));
+    }
+    if let Some(imp) = rto_rule(record) {
+        let at = record
+            .steps
+            .iter()
+            .position(|s| s.phase == Phase::SteadyState)
+            .unwrap_or(record.steps.len());
+        found.push((at, imp));
+    }
+    // Stable: equal keys keep rule order within a step.
+    found.sort_by_key(|(i, imp)| (imp.severity, *i));
+    found.into_iter().map(|(_, imp)| imp).collect()
 }
+
+/// Index of the last step that had started by `t_ms` (0 when none had).
+fn step_at(record: &RunRecord, t_ms: f64) -> usize {
+    record
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.status != StepStatus::Skipped && s.started_ms <= t_ms)
+        .map(|(i, _)| i)
+        .next_back()
+        .unwrap_or(0)
+}
+
+fn failed(s: &StepRecord) -> bool {
+    matches!(s.status, StepStatus::Failed | StepStatus::Error)
+}
+
+fn imp(
+    rule: &str,
+    severity: Severity,
+    s: &StepRecord,
+    title: String,
+    evidence: String,
+    recommendation: &str,
+) -> Improvement {
+    Improvement {
+        rule: rule.into(),
+        severity,
+        title,
+        evidence,
+        recommendation: recommendation.into(),
+        step: Some(s.name.clone()),
+    }
+}
+
+fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
+    let mut out = Vec::new();
+    let attempts = format!("{} attempt(s) in {}", s.attempts, human_ms(s.duration_ms));
+    match s.phase {
+        Phase::Precheck | Phase::Verification if s.critical && failed(s) => {
+            let rec = if s.phase == Phase::Precheck {
+                "Restore the steady state (or fix the precheck) before drilling: no fault was \
+                 injected, and a drill only proves something when it starts from a healthy system."
+            } else {
+                "The behaviour this verification proves did not happen: fix the failover path \
+                 (or the expectation, if it is wrong) and re-run the drill before relying on it."
+            };
+            out.push(imp(
+                "critical-failure",
+                Severity::High,
+                s,
+                format!("critical {} \"{}\" failed", s.phase.as_str(), s.name),
+                format!("failed after {attempts}: {}", s.detail),
+                rec,
+            ));
+        }
+        Phase::Precheck | Phase::Verification if !s.critical && failed(s) => out.push(imp(
+            "noncritical-failure",
+            Severity::Medium,
+            s,
+            format!("non-critical {} \"{}\" failed", s.phase.as_str(), s.name),
+            format!(
+                "failed after {attempts} (did not fail the drill): {}",
+                s.detail
+            ),
+            "Find out why it did not hold and fix the behaviour; if it matters for business \
+             continuity, make it `critical: true` so CI catches it.",
+        )),
+        Phase::Recovery if failed(s) => out.push(imp(
+            "recovery-step-failed",
+            Severity::High,
+            s,
+            format!("recovery step \"{}\" failed", s.name),
+            format!(
+                "{} failed after {}: {}",
+                s.description,
+                human_ms(s.duration_ms),
+                s.detail
+            ),
+            "Fix the recovery command and rehearse it on its own: a recovery that fails during \
+             a drill will fail during an incident.",
+        )),
+        Phase::SteadyState if failed(s) => out.push(imp(
+            "steady-state-not-restored",
+            Severity::High,
+            s,
+            "steady state not restored after recovery".into(),
+            format!(
+                "prechecks still failing {} after recovery started ({} attempt(s)): {}",
+                human_ms(s.duration_ms),
+                s.attempts,
+                s.detail
+            ),
+            "Check the system by hand now; then find which dependency does not come back by \
+             itself and add a recovery step (or fix the self-healing) for it.",
+        )),
+        _ => {}
+    }
+    if s.phase == Phase::Precheck && s.status == StepStatus::Passed && s.attempts > 1 {
+        out.push(imp(
+            "precheck-retried",
+            Severity::Low,
+            s,
+            format!("precheck \"{}\" passed only after retries", s.name),
+            format!("passed after {attempts}: {}", s.detail),
+            "The steady state was flaky before any fault was injected: stabilise the system \
+             (or the probe) so that drill results are not blurred by pre-existing noise.",
+        ));
+    }
+    if let (Some(within), Some(held)) = (s.within_ms, s.first_held_ms)
+        && s.status == StepStatus::Passed
+        && within > 0.0
+        && held > SLOW_DETECTION_SHARE * within
+    {
+        out.push(imp(
+            "slow-detection",
+            Severity::Medium,
+            s,
+            format!("\"{}\" held late in its `within` window", s.name),
+            format!(
+                "first held after {} of its {} `within` ({:.0}%; threshold: more than {:.0}%)",
+                human_ms(held),
+                human_ms(within),
+                100.0 * held / within,
+                100.0 * SLOW_DETECTION_SHARE
+            ),
+            "Failover is close to its deadline: shorten failure detection in the system \
+             under test (health-check interval, timeouts, circuit-breaker thresholds) so it \
+             switches sooner, or raise `within` deliberately if the delay is acceptable.",
+        ));
+    }
+    if let Some(f) = &s.fault {
+        fault_rules(record, s, f, &mut out);
+    }
+    out
+}
+
+fn fault_rules(record: &RunRecord, s: &StepRecord, f: &FaultRecord, out: &mut Vec<Improvement>) {
+    if let Some(e) = &f.effect
+        && !e.as_declared
+    {
+        out.push(imp(
+            "effect-mismatch",
+            Severity::High,
+            s,
+            format!("fault \"{}\" did not take the declared effect", s.name),
+            format!("declared: {}; measured: {}", e.declared, e.measured),
+            "The drill did not test what it declares: fix the fault's parameters or target \
+             (process pattern, address, namespace) until the measured effect matches.",
+        ));
+    }
+    if let Some(r) = &f.revert
+        && !r.ok
+    {
+        out.push(imp(
+            "revert-failed",
+            Severity::High,
+            s,
+            format!("fault \"{}\" could not be reverted", s.name),
+            format!(
+                "revert failed after {}: {}",
+                human_ms(r.duration_ms),
+                r.error.as_deref().unwrap_or("no error recorded")
+            ),
+            "Something may be left behind: run `firedrill recover`, check the target by \
+             hand, and fix the revert path before the next drill.",
+        ));
+    }
+    // A fault whose effect differed from the declared one is reported by
+    // `effect-mismatch`; coverage is judged only for faults that took effect as declared.
+    let Some((from, to)) =
+        active_window(record, s).filter(|_| f.effect.as_ref().is_some_and(|e| e.as_declared))
+    else {
+        return;
+    };
+    let verifications: Vec<&StepRecord> = record
+        .steps
+        .iter()
+        .filter(|v| v.phase == Phase::Verification)
+        .collect();
+    let covered = verifications.iter().any(|v| {
+        v.attempts > 0
+            && v.status != StepStatus::Skipped
+            && v.started_ms <= to
+            && v.started_ms + v.duration_ms >= from
+    });
+    if !covered {
+        let why = if verifications.is_empty() {
+            "the scenario has no verifications".to_string()
+        } else {
+            let skipped = verifications
+                .iter()
+                .filter(|v| v.status == StepStatus::Skipped)
+                .count();
+            format!(
+                "none of the {} verification(s) ran while it was active ({skipped} skipped)",
+                verifications.len()
+            )
+        };
+        out.push(imp(
+            "fault-uncovered",
+            Severity::Medium,
+            s,
+            format!("no verification covered fault \"{}\"", s.name),
+            format!(
+                "active from {} to {} into the run; {why}",
+                human_ms(from),
+                human_ms(to)
+            ),
+            "Add a verification that runs while this fault is active (e.g. a `within` check on \
+             the fallback path); without one the drill proves the fault can be injected, not \
+             that the system copes with it.",
+        ));
+    }
+    if f.reversible == Some(false) {
+        let how = f
+            .revert
+            .as_ref()
+            .and_then(|r| r.result.as_ref())
+            .map(|r| r.measured.as_str())
+            .unwrap_or("no revert possible");
+        out.push(imp(
+            "fault-irreversible",
+            Severity::Low,
+            s,
+            format!("fault \"{}\" cannot be undone by the engine", s.name),
+            format!("{} on {}: {how}", f.kind, f.target),
+            "Recovery from this fault relies on the system itself (supervisor restart, replica \
+             takeover): verify that mechanism explicitly, e.g. a verification that the process \
+             came back, or rehearse with a reversible variant (SIGSTOP) first.",
+        ));
+    }
+}
+
+/// `rto-exceeded` / `rto-near`: measured recovery time against the declared RTO.
+fn rto_rule(record: &RunRecord) -> Option<Improvement> {
+    let o = &record.objectives;
+    let (rto, took) = (o.rto_ms?, o.recovery_ms?);
+    if rto <= 0.0 {
+        return None;
+    }
+    let share = took / rto;
+    let (rule, severity, title, recommendation) = if took > rto {
+        (
+            "rto-exceeded",
+            Severity::High,
+            "recovery time objective exceeded",
+            "Recovery is slower than promised: shorten the slowest part of the recovery \
+             (see the timeline: revert, recovery steps, time until the prechecks held), \
+             automate manual steps, or renegotiate the RTO with the business owner.",
+        )
+    } else if share > RTO_NEAR_SHARE {
+        (
+            "rto-near",
+            Severity::Medium,
+            "recovery time close to the objective",
+            "Little headroom: a slightly worse incident would miss the RTO; speed up the \
+             slowest part of the recovery or agree a realistic RTO.",
+        )
+    } else {
+        return None;
+    };
+    Some(Improvement {
+        rule: rule.into(),
+        severity,
+        title: title.into(),
+        evidence: format!(
+            "recovery took {} against an RTO of {} ({:.0}% of it; warning above {:.0}%)",
+            human_ms(took),
+            human_ms(rto),
+            100.0 * share,
+            100.0 * RTO_NEAR_SHARE
+        ),
+        recommendation: recommendation.into(),
+        step: None,
+    })
+}
+
+/// When a fault was in effect, ms since run start: from the moment its effect was
+/// observed until its revert finished (or, when no revert is recorded, the end of the
+/// run). None when it never took effect.
+pub(crate) fn active_window(record: &RunRecord, s: &StepRecord) -> Option<(f64, f64)> {
+    let f = s.fault.as_ref()?;
+    let e = f.effect.as_ref()?;
+    let from = s.started_ms + e.effective_after_ms.unwrap_or(s.duration_ms);
+    let to = f
+        .revert
+        .as_ref()
+        .map_or(record.duration_ms, |r| r.started_ms + r.duration_ms);
+    Some((from, to.max(from)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -210,6 +210,10 @@ pub struct StepRecord {
     pub attempts: u32,
     /// For `within`/`for`/retried checks: ms from step start until the expectation first held.
     pub first_held_ms: Option<f64>,
+    /// For `within` checks: the declared deadline, ms (improvement rules compare
+    /// `first_held_ms` against it). Absent in journals written before it existed.
+    #[serde(default)]
+    pub within_ms: Option<f64>,
     /// The last verdict or error, in words.
     pub detail: String,
     /// For faults: kind, target, level and ttl.
@@ -228,6 +232,10 @@ pub struct FaultRecord {
     pub ttl_ms: f64,
     /// Ledger sequence number of the undo record.
     pub ledger_seq: Option<u64>,
+    /// Whether the engine can undo the fault (`Undo::is_reversible`; a SIGKILL cannot
+    /// be undone). None when the fault was not prepared or the journal predates it.
+    #[serde(default)]
+    pub reversible: Option<bool>,
     /// Declared vs measured effect (None when injection failed before effect).
     pub effect: Option<Effect>,
     /// How the fault was reverted (None when it was not injected).

@@ -108,18 +108,11 @@ pub fn load_str(
     let diag = Diags {
         file: &file,
         index: &index,
+        text,
     };
 
-    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        LoadError::Invalid(vec![Diagnostic {
-            file: file.clone(),
-            line,
-            column,
-            path: String::new(),
-            message: format!("not valid YAML: {}", strip_location(&e.to_string())),
-        }])
-    })?;
+    let mut doc: Value =
+        serde_yaml::from_str(text).map_err(|e| LoadError::Invalid(vec![diag.yaml(&e)]))?;
     if !matches!(doc, Value::Mapping(_)) {
         return Err(LoadError::Invalid(vec![diag.at(
             "",
@@ -133,7 +126,7 @@ pub fn load_str(
     // 1. Variables, before anything else: every other field may use them.
     let declared: BTreeMap<String, VarValue> = match doc.get("vars") {
         None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => serde_path_to_error::deserialize(to_json(v))
+        Some(v) => serde_path_to_error::deserialize(v.clone())
             .map_err(|e| LoadError::Invalid(vec![diag.serde("vars", &e)]))?,
     };
     let resolved = resolve_vars(&declared, overrides, &diag)?;
@@ -149,6 +142,8 @@ pub fn load_str(
         }
     }
     if !unresolved.is_empty() {
+        // The same name twice in one string is one mistake to fix.
+        unresolved.dedup_by(|a, b| a.path == b.path && a.name == b.name);
         return Err(LoadError::Invalid(
             unresolved
                 .iter()
@@ -159,8 +154,9 @@ pub fn load_str(
                         .map(String::as_str)
                         .collect::<Vec<_>>()
                         .join(", ");
-                    diag.value_at(
+                    diag.placeholder_at(
                         &u.path,
+                        &u.name,
                         format!(
                             "found `{{{{{}}}}}`, expected one of the declared vars ({})",
                             u.name,
@@ -176,9 +172,12 @@ pub fn load_str(
         ));
     }
 
-    // 3. Typed deserialization; unknown keys are errors.
-    let scenario: Scenario = serde_path_to_error::deserialize(to_json(&doc))
-        .map_err(|e| LoadError::Invalid(vec![diag.serde("", &e)]))?;
+    // 3. Typed deserialization; unknown keys are errors. It goes through JSON because
+    // serde_yaml 0.9 decodes enums only from YAML tags (`!http`), not from the
+    // one-key maps scenarios are written in (`probe: { http: ... }`).
+    let json_doc = to_json(&doc);
+    let scenario: Scenario = serde_path_to_error::deserialize(json_doc.clone())
+        .map_err(|e| LoadError::Invalid(vec![refine_untagged(&json_doc, &e, &diag)]))?;
 
     // 4. Fault parameters, into the closed enum of kinds.
     let mut errors = Vec::new();
@@ -186,15 +185,13 @@ pub fn load_str(
     let targets = resolve_targets(&scenario, &diag, &mut errors);
     for (i, step) in scenario.faults.iter().enumerate() {
         let base = format!("faults[{i}]");
-        let mut m = Mapping::new();
-        m.insert("kind".into(), Value::String(step.kind.clone()));
         let with = if step.with.is_null() {
             Value::Mapping(Mapping::new())
         } else {
             step.with.clone()
         };
-        m.insert("with".into(), with);
-        match serde_path_to_error::deserialize::<_, FaultSpec>(to_json(&Value::Mapping(m))) {
+        let m = serde_json::json!({ "kind": step.kind, "with": to_json(&with) });
+        match serde_path_to_error::deserialize::<_, FaultSpec>(m) {
             Ok(spec) => {
                 let Some(target) = targets.get(&step.target).cloned() else {
                     errors.push(undefined_target(
@@ -206,7 +203,14 @@ pub fn load_str(
                     continue;
                 };
                 for (p, msg) in spec.validate(&target) {
-                    errors.push(diag.at(&join(&base, &p), msg));
+                    // The whole `with:` block (e.g. conflicting fields) is reported at
+                    // its key, a single parameter at its value.
+                    let path = join(&base, &p);
+                    errors.push(if p == "with" {
+                        diag.at(&path, tidy(&msg))
+                    } else {
+                        diag.value_at(&path, tidy(&msg))
+                    });
                 }
                 faults.push(ResolvedFault {
                     index: i,
@@ -237,44 +241,96 @@ pub fn load_str(
     })
 }
 
-/// serde_yaml's `Value` only deserializes enums written as YAML tags (`!http`), not as
-/// the single-key maps scenarios use (`{ http: … }`); serde_json's `Value` takes both
-/// maps and strings, so typed deserialization goes through it. Non-string keys become
-/// their YAML text.
+/// The JSON equivalent of a YAML value, for deserializing the typed scenario.
+///
+/// One-key maps stay one-key maps, which is how serde's externally tagged enums read
+/// from JSON; a YAML tag (`!http { ... }`) becomes the same one-key map, so both
+/// spellings work. Non-string keys become their text; numbers that JSON cannot hold
+/// (`.nan`, `.inf`) become strings, so the type error names what was written.
 fn to_json(v: &Value) -> serde_json::Value {
     use serde_json::Value as J;
     match v {
         Value::Null => J::Null,
         Value::Bool(b) => J::Bool(*b),
         Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                J::from(i)
-            } else if let Some(u) = n.as_u64() {
+            if let Some(u) = n.as_u64() {
                 J::from(u)
+            } else if let Some(i) = n.as_i64() {
+                J::from(i)
             } else {
                 n.as_f64()
                     .and_then(serde_json::Number::from_f64)
-                    .map_or(J::Null, J::Number)
+                    .map_or_else(|| J::String(n.to_string()), J::Number)
             }
         }
         Value::String(s) => J::String(s.clone()),
         Value::Sequence(seq) => J::Array(seq.iter().map(to_json).collect()),
-        Value::Mapping(m) => J::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Value::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other)
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
-        Value::Tagged(t) => to_json(&t.value),
+        Value::Mapping(m) => J::Object(m.iter().map(|(k, v)| (key_text(k), to_json(v))).collect()),
+        Value::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let mut o = serde_json::Map::new();
+            o.insert(tag.trim_start_matches('!').to_string(), to_json(&t.value));
+            J::Object(o)
+        }
     }
+}
+
+fn key_text(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// `json: { path: …, eqq: 1 }` fails as "did not match any variant" of the untagged
+/// one-or-many; decode it again as what it was meant to be, to report the real
+/// problem (here: the unknown field `eqq`) at its place.
+fn refine_untagged(
+    doc: &serde_json::Value,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    diag: &Diags<'_>,
+) -> Diagnostic {
+    use crate::probe::expect::JsonCheck;
+    let general = diag.serde("", e);
+    let path = e.path().to_string();
+    if !e.inner().to_string().contains("untagged enum OneOrMany") || !path.ends_with(".json") {
+        return general;
+    }
+    let again = match json_at(doc, &path) {
+        Some(v @ serde_json::Value::Array(_)) => {
+            serde_path_to_error::deserialize::<_, Vec<JsonCheck>>(v.clone()).err()
+        }
+        Some(v) => serde_path_to_error::deserialize::<_, JsonCheck>(v.clone()).err(),
+        None => None,
+    };
+    match again {
+        Some(inner) => diag.serde(&path, &inner),
+        None => general,
+    }
+}
+
+/// The value at a dotted path (`prechecks[0].expect.json`) of a JSON document.
+fn json_at<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let mut v = doc;
+    for part in path.split('.') {
+        let (key, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            v = v.get(key)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            v = v.get(idx.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -298,9 +354,143 @@ fn strip_location(msg: &str) -> String {
     }
 }
 
+/// Splits `prefix` + "`name`" + rest into (name, rest).
+fn backticked<'m>(msg: &'m str, prefix: &str) -> Option<(&'m str, &'m str)> {
+    let rest = msg.strip_prefix(prefix)?;
+    let end = rest.find('`')?;
+    Some((&rest[..end], &rest[end + 1..]))
+}
+
+/// Turns serde's words into a scenario author's: `found …, expected …`.
+fn reword_serde(msg: &str) -> String {
+    // Durations (crate::duration) say "`10` has no unit; expected e.g. ...".
+    if let Some((value, rest)) = backticked(msg, "`") {
+        if let Some(example) = rest.strip_prefix(" has no unit; expected e.g. ") {
+            return format!(
+                "found `{value}` without a unit, expected a duration such as {example}"
+            );
+        }
+        if let Some(why) = rest.strip_prefix(" is not a duration (")
+            && let Some((why, example)) = why.split_once("); expected e.g. ")
+        {
+            return format!("found `{value}`, expected a duration such as {example} ({why})");
+        }
+    }
+    if msg == "an empty duration" {
+        return "found an empty duration, expected a duration such as `500ms`, `5s`, `2m`".into();
+    }
+    if msg.ends_with("map, expected map with a single key") {
+        // serde_json's words for an enum written as a map with 0 or 2+ keys.
+        return "found a map without exactly one key, expected a map with a single key (the kind)"
+            .into();
+    }
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let (found, expected) = rest
+                .split_once(", expected ")
+                .unwrap_or((rest, "another value"));
+            return format!(
+                "found {}, expected {}",
+                found_words(found),
+                expected_words(expected)
+            );
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid length ")
+        && let Some((n, expected)) = rest.split_once(", expected ")
+    {
+        return format!("found {n} items, expected {expected}");
+    }
+    if let Some(name) = msg.strip_prefix("data did not match any variant of untagged enum ") {
+        return format!(
+            "found a value of the wrong shape, expected {}",
+            untagged_words(name)
+        );
+    }
+    msg.to_string()
+}
+
+/// serde's `Unexpected` (`string "x"`, `integer `5``, `map`) in plain words.
+fn found_words(found: &str) -> String {
+    match found {
+        "map" => "a map".into(),
+        "sequence" => "a list".into(),
+        "unit value" | "null" => "an empty value".into(),
+        f => {
+            for (serde, ours) in [
+                ("string ", "the string "),
+                ("integer ", "the number "),
+                ("floating point ", "the number "),
+                ("boolean ", "the boolean "),
+            ] {
+                if let Some(v) = f.strip_prefix(serde) {
+                    return format!("{ours}{v}");
+                }
+            }
+            f.to_string()
+        }
+    }
+}
+
+/// serde's `expected` (`u32`, `a sequence`, `struct Metadata`) in plain words.
+fn expected_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => "a list".into(),
+        "a borrowed string" => "a string".into(),
+        e => match e.strip_prefix("struct ") {
+            Some(name) => format!("a map ({name})"),
+            None => match e.strip_prefix("enum ") {
+                Some(name) => format!("one of the {name} forms"),
+                None => e.to_string(),
+            },
+        },
+    }
+}
+
+fn untagged_words(name: &str) -> String {
+    match name {
+        n if n.starts_with("OneOrMany") => {
+            "a map or a list of maps (see `firedrill schema`)".into()
+        }
+        n => format!("one of the {n} forms (see `firedrill schema`)"),
+    }
+}
+
+/// Validation messages from fault and probe kinds, made one line: the `regex`
+/// crate explains a bad pattern over four lines with a caret under the culprit.
+fn tidy(msg: &str) -> String {
+    if !msg.contains('\n') {
+        return msg.to_string();
+    }
+    if let Some(i) = msg.find("regex parse error:") {
+        let lines: Vec<&str> = msg[i..].lines().collect();
+        let pattern = lines.get(1).map(|l| l.trim()).unwrap_or_default();
+        let caret = lines
+            .get(2)
+            .and_then(|l| {
+                let pat_indent = lines[1].len() - lines[1].trim_start().len();
+                l.find('^').map(|c| c.saturating_sub(pat_indent) + 1)
+            })
+            .unwrap_or(0);
+        let why = lines
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or("cannot be parsed");
+        return format!(
+            "found `{pattern}`, expected a regular expression ({why} at character {caret})"
+        );
+    }
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 struct Diags<'a> {
     file: &'a str,
     index: &'a SpanIndex,
+    text: &'a str,
 }
 
 impl Diags<'_> {
@@ -322,59 +512,205 @@ impl Diags<'_> {
     fn value_at(&self, path: &str, message: String) -> Diagnostic {
         self.make(path, self.index.locate_value(path), message)
     }
+    /// At the `{{name}}` inside the string value of `path` when it can be found on
+    /// the value's line, else at the value.
+    fn placeholder_at(&self, path: &str, name: &str, message: String) -> Diagnostic {
+        let mut pos = self.index.locate_value(path);
+        if let Some(p) = &mut pos {
+            let line = self.text.lines().nth(p.line - 1).unwrap_or_default();
+            let from: String = line.chars().skip(p.column - 1).collect();
+            let found = from.match_indices("{{").find(|(i, _)| {
+                let rest = &from[i + 2..];
+                rest.trim_start().starts_with(name)
+                    && rest.trim_start()[name.len()..]
+                        .trim_start()
+                        .starts_with("}}")
+            });
+            if let Some((i, _)) = found {
+                p.column += from[..i].chars().count();
+            }
+        }
+        self.make(path, pos, message)
+    }
+
+    /// A YAML syntax error. The parser's position is where it gave up, which for a
+    /// quote left open is many lines after the mistake, so an open quote before that
+    /// position is reported instead; a duplicate key is reported at its second use.
+    fn yaml(&self, e: &serde_yaml::Error) -> Diagnostic {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let at = super::span::Pos { line, column };
+        let full = e.to_string();
+        if full.contains("more than one document") {
+            // serde_yaml gives no position; the second document starts at a `---`
+            // after some content.
+            let mut content = false;
+            for (n, l) in self.text.lines().enumerate() {
+                if l.starts_with("---") && content {
+                    return self.make(
+                        "",
+                        Some(super::span::Pos {
+                            line: n + 1,
+                            column: 1,
+                        }),
+                        "found a second YAML document (`---`), expected one scenario per file"
+                            .into(),
+                    );
+                }
+                let t = l.trim();
+                content |= !t.is_empty() && !t.starts_with('#') && !t.starts_with("---");
+            }
+        }
+        if full.contains("duplicate entry with key")
+            && let Some(d) = self.index.duplicate_keys().first()
+        {
+            let key = d.path.rsplit('.').next().unwrap_or(&d.path);
+            return self.make(
+                    &d.path,
+                    Some(d.again),
+                    format!(
+                        "found `{key}` a second time in the same map (first at line {} column {}), expected each key once",
+                        d.first.line, d.first.column
+                    ),
+                );
+        }
+        if let Some(q) = self.index.unclosed_quotes().iter().rev().find(|q| **q < at) {
+            let quote = self
+                .text
+                .lines()
+                .nth(q.line - 1)
+                .and_then(|l| l.chars().nth(q.column - 1))
+                .unwrap_or('"');
+            let mut path = self.index.path_before(*q).unwrap_or_default().to_string();
+            // The parser may stop before it reports the key of the string; take it
+            // from the text (`  pattern: "...`).
+            let before: String = self
+                .text
+                .lines()
+                .nth(q.line - 1)
+                .unwrap_or_default()
+                .chars()
+                .take(q.column - 1)
+                .collect();
+            let last = before.rsplit(['{', ',', '[']).next().unwrap_or_default();
+            if let Some(key) = last.trim().trim_start_matches("- ").strip_suffix(':') {
+                let key = key.trim();
+                if !key.is_empty() && !key.contains(' ') && !path.ends_with(key) {
+                    path = join(&path, key);
+                }
+            }
+            return self.make(
+                &path,
+                Some(*q),
+                format!(
+                    "found a string opened with {quote} that is not closed on its line (the YAML parser ran on to line {line}), expected a closing {quote} on line {}",
+                    q.line
+                ),
+            );
+        }
+        // "PROBLEM at line L column C, CONTEXT at line L2 column C2"
+        let problem = strip_location(&full);
+        let context = full
+            .split_once(", ")
+            .map(|(_, c)| c.to_string())
+            .filter(|c| c.starts_with("while "));
+        let context_pos = context.as_deref().and_then(|c| {
+            let rest = &c[c.find(" at line ")? + " at line ".len()..];
+            let (l, rest) = rest.split_once(" column ")?;
+            Some(super::span::Pos {
+                line: l.trim().parse().ok()?,
+                column: rest.trim().parse().ok()?,
+            })
+        });
+        // The event parser stops a token or two before the error, so the last keys
+        // are missing from the index; the text before the error line parses further.
+        let before: Vec<&str> = self.text.lines().take(line.saturating_sub(1)).collect();
+        let prefix = SpanIndex::build(&before.join("\n"));
+        let path = context_pos
+            .and_then(|p| prefix.path_at(p).or_else(|| self.index.path_at(p)))
+            .or_else(|| prefix.path_before(at))
+            .or_else(|| self.index.path_before(at))
+            .unwrap_or_default()
+            .to_string();
+        let context = context
+            .map(|c| format!(" {}", c.replace(" at line ", " that starts at line ")))
+            .unwrap_or_default();
+        let line_text = self
+            .text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or_default();
+        let indent: &str = &line_text[..line_text.len() - line_text.trim_start().len()];
+        let expected = if indent.contains('\t') {
+            "spaces for indentation (YAML does not allow tabs)"
+        } else if [
+            "did not find expected key",
+            "mapping values are not allowed",
+            "block sequence entries are not allowed",
+            "did not find expected '-'",
+        ]
+        .iter()
+        .any(|p| problem.contains(p))
+        {
+            "the keys of one mapping at one indentation"
+        } else if problem.contains("end of stream") || problem.contains("did not find expected") {
+            "every quote and bracket closed"
+        } else {
+            "well-formed YAML"
+        };
+        self.make(
+            &path,
+            Some(at),
+            format!("found invalid YAML ({problem}{context}), expected {expected}"),
+        )
+    }
+
     /// A serde error with its path, prefixed by `base`.
-    fn serde(&self, base: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> Diagnostic {
+    fn serde<E: fmt::Display>(&self, base: &str, e: &serde_path_to_error::Error<E>) -> Diagnostic {
         let inner = strip_location(&e.inner().to_string());
         let rel = e.path().to_string();
-        let mut path = if rel == "." {
+        let path = if rel == "." {
             base.to_string()
         } else {
             join(base, &rel)
         };
-        let mut message = inner.clone();
-        // serde reports an unknown field at its parent's path; point at the key itself.
-        if let Some(rest) = inner.strip_prefix("unknown field `") {
-            if let Some(end) = rest.find('`') {
-                path = join(&path, &rest[..end]);
-                message = format!(
-                    "found unknown field `{}`, expected {}",
-                    &rest[..end],
-                    expected_fields(rest)
-                );
-                return self.at(&path, message);
+        if let Some((field, rest)) = backticked(&inner, "unknown field `") {
+            // serde_path_to_error already ends the path with the unknown key; point
+            // at the key itself, not at its value.
+            let path = if path == field || path.ends_with(&format!(".{field}")) {
+                path
+            } else {
+                join(&path, field)
+            };
+            let expected = match rest.find("expected ") {
+                Some(i) => rest[i + "expected ".len()..].to_string(),
+                None => "no fields here".into(),
+            };
+            return self.at(
+                &path,
+                format!("found unknown field `{field}`, expected {expected}"),
+            );
+        }
+        if let Some((field, _)) = backticked(&inner, "missing field `") {
+            // The field is not in the file: point at the map that lacks it.
+            return self.make(
+                &join(&path, field),
+                self.index.locate(&path),
+                format!("found no `{field}`, expected this required field"),
+            );
+        }
+        if let Some((variant, rest)) = backticked(&inner, "unknown variant `") {
+            let expected = rest
+                .trim_start_matches(", ")
+                .trim_start_matches("expected ");
+            let message = format!("found `{variant}`, expected {expected}");
+            // `probe: { htp: {...} }`: the kind is the key of a one-key map.
+            let key_path = join(&path, variant);
+            if self.index.locate(&key_path) != self.index.locate(&path) {
+                return self.at(&key_path, message);
             }
+            return self.value_at(&path, message);
         }
-        if let Some(rest) = inner.strip_prefix("missing field `") {
-            if let Some(end) = rest.find('`') {
-                message = format!("missing required field `{}`", &rest[..end]);
-                return self.at(&path, message);
-            }
-        }
-        if let Some(rest) = inner.strip_prefix("unknown variant `") {
-            if let Some(end) = rest.find('`') {
-                // The enum tag of a fault is `kind`; for other enums the value itself.
-                message = format!(
-                    "found `{}`, {}",
-                    &rest[..end],
-                    rest[end + 1..].trim_start_matches(", ")
-                );
-            }
-        }
-        if message.starts_with("invalid type: ") {
-            message = format!("found {}", &message["invalid type: ".len()..]);
-        }
-        if message.starts_with("invalid value: ") {
-            message = format!("found {}", &message["invalid value: ".len()..]);
-        }
-        let _ = &mut path;
-        self.value_at(&path, message)
-    }
-}
-
-fn expected_fields(rest: &str) -> String {
-    match rest.find("expected ") {
-        Some(i) => rest[i + "expected ".len()..].to_string(),
-        None => "no other fields".into(),
+        self.value_at(&path, reword_serde(&inner))
     }
 }
 
@@ -386,6 +722,12 @@ fn resolve_vars(
     let mut r = Resolved::default();
     let mut errors = Vec::new();
     for (name, v) in declared {
+        if !vars::is_var_name(name) {
+            errors.push(diag.at(
+                &format!("vars.{name}"),
+                format!("found var name `{name}`, expected letters, digits, `_` or `-`, starting with a letter or `_` (other names cannot be used as `{{{{name}}}}`)"),
+            ));
+        }
         match v {
             VarValue::Literal(s) => {
                 r.values.insert(name.clone(), s.clone());
@@ -396,8 +738,11 @@ fn resolve_vars(
                         r.values.insert(name.clone(), val);
                     }
                     None => errors.push(diag.value_at(
-                        &format!("vars.{name}"),
-                        format!("environment variable `{}` is not set and no `default` is given; expected it to be set", e.env),
+                        &format!("vars.{name}.env"),
+                        format!(
+                            "found environment variable `{}` unset and no `default`, expected it to be set (or a `default:` for `{name}`)",
+                            e.env
+                        ),
                     )),
                 }
                 r.secret.insert(name.clone(), e.secret);
@@ -411,16 +756,15 @@ fn resolve_vars(
                 .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join(", ");
-            errors.push(Diagnostic {
-                file: "--var".into(),
-                line: 0,
-                column: 0,
-                path: k.clone(),
-                message: format!(
-                    "found `--var {k}=…` but `{k}` is not declared under `vars:`; expected one of: {}",
-                    if known.is_empty() { "(none declared)" } else { &known }
+            // The value is not shown: it may be a secret. The position is where the
+            // variable would have to be declared.
+            errors.push(diag.at(
+                "vars",
+                format!(
+                    "found `--var {k}=…` on the command line, expected one of the vars declared here ({})",
+                    if known.is_empty() { "none declared" } else { &known }
                 ),
-            });
+            ));
             continue;
         }
         r.values.insert(k.clone(), v.clone());
@@ -498,13 +842,13 @@ fn validate(
             "found an empty fault list, expected at least one fault".into(),
         ));
     }
-    if let Some(rto) = scenario.objectives.rto {
-        if rto.0.is_zero() {
-            errors.push(diag.value_at(
-                "objectives.rto",
-                "found `0s`, expected a positive duration".into(),
-            ));
-        }
+    if let Some(rto) = scenario.objectives.rto
+        && rto.0.is_zero()
+    {
+        errors.push(diag.value_at(
+            "objectives.rto",
+            "found `0s`, expected a positive duration".into(),
+        ));
     }
     if scenario.objectives.max_duration.0.is_zero() {
         errors.push(diag.value_at(
@@ -619,21 +963,21 @@ fn probe_checks(
     errors: &mut Vec<Diagnostic>,
 ) {
     let pbase = format!("{base}.probe.{}", probe.kind());
-    if let Some(t) = probe.target() {
-        if !targets.contains_key(t) {
-            errors.push(undefined_target(
-                diag,
-                &format!("{pbase}.target"),
-                t,
-                targets,
-            ));
-        }
+    if let Some(t) = probe.target()
+        && !targets.contains_key(t)
+    {
+        errors.push(undefined_target(
+            diag,
+            &format!("{pbase}.target"),
+            t,
+            targets,
+        ));
     }
     for (p, msg) in probe.validate() {
-        errors.push(diag.value_at(&join(&pbase, &p), msg));
+        errors.push(diag.value_at(&join(&pbase, &p), tidy(&msg)));
     }
     for (p, msg) in expect.validate() {
-        errors.push(diag.value_at(&join(&format!("{base}.expect"), &p), msg));
+        errors.push(diag.value_at(&join(&format!("{base}.expect"), &p), tidy(&msg)));
     }
 }
 
@@ -657,5 +1001,265 @@ fn unique_names<'a>(
         } else {
             seen.insert(n, i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+apiVersion: firedrill/v1
+kind: Scenario
+metadata: { name: t }
+vars:
+  port: 8080
+targets:
+  appns: { netns: app }
+prechecks:
+  - name: up
+    probe: { http: { url: \"http://127.0.0.1:{{port}}/health\" } }
+  - name: tcp
+    probe:
+      tcp: { address: \"127.0.0.1:{{port}}\", target: appns }
+faults:
+  - name: kill
+    kind: process_kill
+    with: { name: relay }
+";
+
+    fn errors(text: &str, vars: &[(&str, &str)]) -> Vec<Diagnostic> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match load_str(text, Path::new("s.yaml"), &vars) {
+            Ok(_) => vec![],
+            Err(e) => e.diagnostics().to_vec(),
+        }
+    }
+
+    fn one(text: &str) -> String {
+        let e = errors(text, &[]);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        format!(
+            "{}:{}: {}: {}",
+            e[0].line, e[0].column, e[0].path, e[0].message
+        )
+    }
+
+    #[test]
+    fn probes_and_targets_written_as_one_key_maps_load() {
+        // serde_yaml 0.9 cannot decode these enums from a Value; the loader must.
+        let d = load_str(GOOD, Path::new("s.yaml"), &[]).unwrap();
+        assert_eq!(d.scenario.prechecks[0].probe.kind(), "http");
+        assert_eq!(d.scenario.prechecks[1].probe.target(), Some("appns"));
+        assert_eq!(d.targets.len(), 2);
+    }
+
+    #[test]
+    fn yaml_tags_are_accepted_for_enums_too() {
+        let text = GOOD
+            .replace("probe: { http: { url:", "probe: !http { url:")
+            .replace("/health\" } }", "/health\" }");
+        let d = load_str(&text, Path::new("s.yaml"), &[]).unwrap();
+        assert_eq!(d.scenario.prechecks[0].probe.kind(), "http");
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_once_at_their_key() {
+        let text = GOOD.replace("{ name: relay }", "{ name: relay, sigal: KILL }");
+        assert_eq!(
+            one(&text),
+            "17:26: faults[0].with.sigal: found unknown field `sigal`, expected one of `pid`, `pidfile`, `name`, `pattern`, `count`, `all`, `signal`, `verify_timeout`"
+        );
+        let text = GOOD.replace("target: appns }", "target: appns, tries: 3 }");
+        assert!(
+            one(&text)
+                .starts_with("13:60: prechecks[1].probe.tcp.tries: found unknown field `tries`")
+        );
+    }
+
+    #[test]
+    fn missing_fields_name_the_field_and_point_at_its_map() {
+        let text = GOOD.replace("metadata: { name: t }", "metadata: { owner: me }");
+        assert_eq!(
+            one(&text),
+            "3:1: metadata.name: found no `name`, expected this required field"
+        );
+    }
+
+    #[test]
+    fn an_unknown_probe_kind_points_at_the_kind_key() {
+        let text = GOOD.replace("      tcp: {", "      tpc: {");
+        assert_eq!(
+            one(&text),
+            "13:7: prechecks[1].probe.tpc: found `tpc`, expected one of `http`, `tcp`, `command`"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_said_in_plain_words() {
+        let text = GOOD.replace("{ name: relay }", "{ name: relay, count: -2 }");
+        assert_eq!(
+            one(&text),
+            "17:33: faults[0].with.count: found the number `-2`, expected a whole number, 0 or more"
+        );
+        let text = GOOD.replace("{ name: relay }", "{ name: relay, all: [1] }");
+        assert!(one(&text).contains("found a list, expected a boolean"));
+    }
+
+    #[test]
+    fn an_undefined_placeholder_points_inside_the_string() {
+        let text = GOOD.replace("127.0.0.1:{{port}}/health", "127.0.0.1:{{ prot }}/health");
+        assert_eq!(
+            one(&text),
+            "10:45: prechecks[0].probe.http.url: found `{{prot}}`, expected one of the declared vars (port)"
+        );
+    }
+
+    #[test]
+    fn an_override_of_an_undeclared_var_points_at_vars_and_hides_the_value() {
+        let e = errors(GOOD, &[("prot", "s3cret")]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].file.as_str(), e[0].line, e[0].column),
+            ("s.yaml", 4, 1)
+        );
+        assert!(!e[0].message.contains("s3cret"), "{}", e[0].message);
+        // A declared one is fine and wins.
+        let d = load_str(GOOD, Path::new("s.yaml"), &[("port".into(), "9".into())]).unwrap();
+        assert_eq!(d.vars.values["port"], "9");
+    }
+
+    #[test]
+    fn an_unset_env_var_points_at_its_name() {
+        let text = GOOD.replace(
+            "  port: 8080\n",
+            "  port: 8080\n  token: { env: FIREDRILL_UNIT_TEST_SURELY_UNSET }\n",
+        );
+        assert_eq!(
+            one(&text),
+            "6:17: vars.token.env: found environment variable `FIREDRILL_UNIT_TEST_SURELY_UNSET` unset and no `default`, expected it to be set (or a `default:` for `token`)"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_point_at_the_second_one() {
+        let text = GOOD.replace(
+            "kind: process_kill\n",
+            "kind: process_kill\n    kind: process_kill\n",
+        );
+        assert_eq!(
+            one(&text),
+            "17:5: faults[0].kind: found `kind` a second time in the same map (first at line 16 column 5), expected each key once"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_points_at_the_opening_quote() {
+        let text = GOOD.replace(
+            "address: \"127.0.0.1:{{port}}\"",
+            "address: \"127.0.0.1:{{port}}",
+        );
+        let msg = one(&text);
+        assert!(
+            msg.starts_with("13:23: prechecks[1].probe.tcp.address: found a string opened with \" that is not closed on its line"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_indentation_names_the_mapping() {
+        let text = GOOD.replace("    with: { name: relay }", "      with: { name: relay }");
+        let msg = one(&text);
+        // `with` indented under `kind` continues its value: the parser stops at the `:`.
+        assert!(
+            msg.starts_with(
+                "17:11: faults[0].kind: found invalid YAML (mapping values are not allowed"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn regex_errors_fit_on_one_line() {
+        let text = GOOD.replace("{ name: relay }", "{ pattern: \"a(b\" }");
+        assert_eq!(
+            one(&text),
+            "17:22: faults[0].with.pattern: found `a(b`, expected a regular expression (unclosed group at character 2)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_json_check_is_found_through_the_untagged_enum() {
+        let text = GOOD.replace(
+            "/health\" } }\n",
+            "/health\" } }\n    expect: { json: [{ path: $.a, eq: 1 }, { path: $.b, gtt: 1 }] }\n",
+        );
+        assert_eq!(
+            one(&text),
+            "11:57: prechecks[0].expect.json[1].gtt: found unknown field `gtt`, expected one of `path`, `eq`, `ne`, `lt`, `le`, `gt`, `ge`, `exists`"
+        );
+    }
+
+    #[test]
+    fn a_target_with_two_kinds_is_one_error() {
+        let text = GOOD.replace("{ netns: app }", "{ netns: app, ssh: x }");
+        assert_eq!(
+            one(&text),
+            "7:10: targets.appns: found a map without exactly one key, expected a map with a single key (the kind)"
+        );
+    }
+
+    #[test]
+    fn go_templates_are_not_vars_but_bad_var_names_are_errors() {
+        let text = GOOD.replace(
+            "tcp: { address",
+            "command: { run: \"docker inspect -f '{{.State.Running}}' relay\" }\n      x: { address",
+        );
+        // (the probe now has two keys; only the template matters here)
+        let e = errors(&text, &[]);
+        assert!(e.iter().all(|d| !d.message.contains("State")), "{e:#?}");
+        let text = GOOD.replace("  port: 8080\n", "  port: 8080\n  relay.url: x\n");
+        assert!(one(&text).starts_with("6:3: vars.relay.url: found var name `relay.url`"));
+    }
+
+    #[test]
+    fn tabs_and_second_documents_are_named() {
+        let text = GOOD.replace("    kind: process_kill", "\tkind: process_kill");
+        assert!(one(&text).contains("expected spaces for indentation (YAML does not allow tabs)"));
+        let text = format!("{GOOD}---\n{GOOD}");
+        assert_eq!(
+            one(&text),
+            "18:1: : found a second YAML document (`---`), expected one scenario per file"
+        );
+    }
+
+    #[test]
+    fn durations_are_reworded() {
+        assert_eq!(
+            reword_serde("`10` has no unit; expected e.g. `500ms`, `5s`, `2m`"),
+            "found `10` without a unit, expected a duration such as `500ms`, `5s`, `2m`"
+        );
+        assert_eq!(
+            reword_serde("invalid type: sequence, expected struct Metadata"),
+            "found a list, expected a map (Metadata)"
+        );
+    }
+
+    #[test]
+    fn json_bridge_keeps_numbers_and_stringifies_keys() {
+        let v: Value = serde_yaml::from_str(
+            "{1: a, true: b, n: -3, f: 0.5, big: 18446744073709551615, nan: .nan}",
+        )
+        .unwrap();
+        let j = to_json(&v);
+        assert_eq!(j["1"], "a");
+        assert_eq!(j["true"], "b");
+        assert_eq!(j["n"], -3);
+        assert_eq!(j["f"], 0.5);
+        assert_eq!(j["big"], u64::MAX);
+        assert_eq!(j["nan"], ".nan");
     }
 }

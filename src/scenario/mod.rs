@@ -7,6 +7,7 @@
 //! loaded and validated before the engine touches anything.
 
 mod load;
+mod schema;
 mod span;
 mod vars;
 
@@ -21,6 +22,7 @@ use crate::probe::{Expect, ProbeSpec};
 use crate::target::TargetSpec;
 
 pub use load::{Drill, LoadError, ResolvedFault, load_file, load_str};
+pub use schema::{reference_markdown, schema_json, schema_value};
 pub use span::SpanIndex;
 pub use vars::VarValue;
 

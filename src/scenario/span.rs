@@ -4,6 +4,12 @@
 //! values we deserialize from no longer know their position, and our own validation
 //! runs after deserialization. So the loader parses the text once more with a
 //! marked event parser and keeps, for every path, where its key and value start.
+//!
+//! The event parser's own marks need two corrections to point where a reader looks:
+//! a block mapping "starts" at its first key (yaml-rust2 marks the `:` after it), and
+//! an indentless block sequence starts at its first `-` (yaml-rust2 marks the item).
+//! The index also remembers duplicate keys and quoted strings that do not close on
+//! their own line, which turn a YAML syntax error into a precise diagnostic.
 
 use std::collections::HashMap;
 
@@ -11,7 +17,7 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// A 1-based line and column in the source text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
     pub line: usize,
     pub column: usize,
@@ -37,6 +43,19 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct SpanIndex {
     entries: HashMap<String, Entry>,
+    duplicates: Vec<DuplicateKey>,
+    unclosed_quotes: Vec<Pos>,
+}
+
+/// A key written twice in the same mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Dotted path of the key.
+    pub path: String,
+    /// Where it is first written.
+    pub first: Pos,
+    /// Where it is written again.
+    pub again: Pos,
 }
 
 impl SpanIndex {
@@ -44,11 +63,13 @@ impl SpanIndex {
     /// YAML syntax error is reported by serde_yaml with its own position).
     pub fn build(text: &str) -> Self {
         let mut b = Builder {
+            lines: text.lines().map(|l| l.chars().collect()).collect(),
             stack: Vec::new(),
             index: SpanIndex::default(),
         };
         let mut parser = Parser::new_from_str(text);
         let _ = parser.load(&mut b, false);
+        b.index.unclosed_quotes = unclosed_quotes(text);
         b.index
     }
 
@@ -83,6 +104,39 @@ impl SpanIndex {
     }
 }
 
+impl SpanIndex {
+    /// Keys written twice in one mapping, in document order.
+    pub fn duplicate_keys(&self) -> &[DuplicateKey] {
+        &self.duplicates
+    }
+
+    /// Quoted strings whose closing quote is not on the line they start on (the
+    /// usual cause of a YAML syntax error reported many lines further down).
+    pub fn unclosed_quotes(&self) -> &[Pos] {
+        &self.unclosed_quotes
+    }
+
+    /// The deepest path whose key or value starts at or before `pos` and nearest to
+    /// it: "where the parser was" when it stopped.
+    pub fn path_before(&self, pos: Pos) -> Option<&str> {
+        self.entries
+            .iter()
+            .map(|(p, e)| (e.key.unwrap_or(e.value).min(e.value), p))
+            .filter(|(start, _)| *start <= pos)
+            .max_by(|a, b| a.0.cmp(&b.0).then(a.1.len().cmp(&b.1.len())))
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// The path of the collection whose value starts exactly at `pos`, if any.
+    pub fn path_at(&self, pos: Pos) -> Option<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.value == pos)
+            .max_by_key(|(p, _)| p.len())
+            .map(|(p, _)| p.as_str())
+    }
+}
+
 fn parent(p: &str) -> String {
     match p.rfind(['.', '[']) {
         Some(i) => p[..i].to_string(),
@@ -94,6 +148,8 @@ enum Frame {
     Map {
         path: String,
         key: Option<(String, Pos)>,
+        /// Keys seen so far (to spot duplicates; the first one also fixes the start).
+        seen: HashMap<String, Pos>,
     },
     Seq {
         path: String,
@@ -102,6 +158,8 @@ enum Frame {
 }
 
 struct Builder {
+    /// The source, by line and character (yaml-rust2 columns count characters).
+    lines: Vec<Vec<char>>,
     stack: Vec<Frame>,
     index: SpanIndex,
 }
@@ -134,18 +192,35 @@ impl Builder {
                 );
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map { path, key, seen }) => match key.take() {
                 None => {
                     // This node is a key. Non-scalar keys are not used by scenarios.
-                    *key = Some((scalar_key.unwrap_or("?").to_string(), pos));
+                    let name = scalar_key.unwrap_or("?").to_string();
+                    if seen.is_empty() {
+                        // A block mapping's mark is the `:` after its first key; a
+                        // reader expects the mapping to start at that key.
+                        if let Some(e) = self.index.entries.get_mut(path.as_str()) {
+                            e.value = e.value.min(pos);
+                        }
+                    }
+                    if let Some(first) = seen.get(&name) {
+                        self.index.duplicates.push(DuplicateKey {
+                            path: join_key(path, &name),
+                            first: *first,
+                            again: pos,
+                        });
+                    } else {
+                        seen.insert(name.clone(), pos);
+                    }
+                    *key = Some((name, pos));
                     None
                 }
                 Some((k, kpos)) => {
-                    let p = if path.is_empty() {
-                        k
-                    } else {
-                        format!("{path}.{k}")
-                    };
+                    let p = join_key(path, &k);
+                    if self.index.entries.contains_key(&p) {
+                        // A duplicate key: keep the first occurrence's position.
+                        return Some(p);
+                    }
                     self.index.entries.insert(
                         p.clone(),
                         Entry {
@@ -160,6 +235,112 @@ impl Builder {
     }
 }
 
+fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl Builder {
+    fn line(&self, pos: Pos) -> &[char] {
+        self.lines
+            .get(pos.line.wrapping_sub(1))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// yaml-rust2 marks an indentless block sequence (`key:` then `- item` at the same
+    /// indentation) at its first item; move back to that item's `-`.
+    fn sequence_start(&self, pos: Pos) -> Pos {
+        let line = self.line(pos);
+        let col = pos.column - 1;
+        if line.get(col).is_some_and(|c| *c == '-' || *c == '[') {
+            return pos;
+        }
+        let before: &[char] = line.get(..col).unwrap_or(&[]);
+        let trimmed = before.iter().rposition(|c| !c.is_whitespace());
+        match trimmed {
+            Some(i) if before[i] == '-' => Pos {
+                line: pos.line,
+                column: i + 1,
+            },
+            _ => pos,
+        }
+    }
+}
+
+/// Quoted strings that do not close on the line they open on.
+///
+/// This is a line scanner, not a YAML parser: when a quote is left open the parser
+/// fails many lines later without emitting the string, so the event stream cannot
+/// tell. A quote opens a string only where a YAML value can start (after `:`, `-`,
+/// `[`, `{`, `,` or at the start of a line); quotes inside plain text such as
+/// `run: echo "hi"` do not count.
+fn unclosed_quotes(text: &str) -> Vec<Pos> {
+    let mut out = Vec::new();
+    // Inside a string carried over from an earlier line: its quote character.
+    let mut open: Option<char> = None;
+    for (n, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        let mut prev = None; // previous non-space character outside strings
+        while i < chars.len() {
+            let c = chars[i];
+            if let Some(q) = open {
+                match (q, c) {
+                    ('"', '\\') => i += 1,
+                    ('\'', '\'') if chars.get(i + 1) == Some(&'\'') => i += 1,
+                    _ if c == q => {
+                        open = None;
+                        prev = Some(c);
+                    }
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            match c {
+                '#' if i == 0 || chars[i - 1].is_whitespace() => break,
+                '"' | '\'' if prev.is_none_or(|p| ":-[{,?".contains(p)) => {
+                    open = Some(c);
+                    let start = Pos {
+                        line: n + 1,
+                        column: i + 1,
+                    };
+                    // Does it close on this line?
+                    let mut j = i + 1;
+                    let mut closed = false;
+                    while j < chars.len() {
+                        match (c, chars[j]) {
+                            ('"', '\\') => j += 1,
+                            ('\'', '\'') if chars.get(j + 1) == Some(&'\'') => j += 1,
+                            (q, x) if x == q => {
+                                closed = true;
+                                break;
+                            }
+                            _ => {}
+                        }
+                        j += 1;
+                    }
+                    if closed {
+                        open = None;
+                        prev = Some(c);
+                        i = j + 1;
+                        continue;
+                    }
+                    out.push(start);
+                    break;
+                }
+                c if c.is_whitespace() => {}
+                c => prev = Some(c),
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
@@ -171,11 +352,21 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceStart(..) => {
                 let path = self.node(None, mark).unwrap_or_default();
+                if let Some(e) = self.index.entries.get(&path).copied() {
+                    let start = self.sequence_start(e.value);
+                    if let Some(e) = self.index.entries.get_mut(&path) {
+                        e.value = start;
+                    }
+                }
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
             Event::MappingStart(..) => {
                 let path = self.node(None, mark).unwrap_or_default();
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    seen: HashMap::new(),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.stack.pop();
@@ -214,5 +405,97 @@ mod tests {
             idx.locate("faults[0].with.nope"),
             Some(Pos { line: 4, column: 5 })
         );
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use super::*;
+
+    fn pos(line: usize, column: usize) -> Option<Pos> {
+        Some(Pos { line, column })
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        let text = "a: 1\nfaults:\n  - name: x\n    with:\n      to: p\n";
+        let idx = SpanIndex::build(text);
+        // yaml-rust2 marks these at the `:` after the first key.
+        assert_eq!(idx.locate_value(""), pos(1, 1));
+        assert_eq!(idx.locate("faults[0]"), pos(3, 5));
+        assert_eq!(idx.locate_value("faults[0].with"), pos(5, 7));
+    }
+
+    #[test]
+    fn flow_mappings_start_at_their_brace() {
+        let text = "probe: { http: { url: x, timout: 1s } }\n";
+        let idx = SpanIndex::build(text);
+        assert_eq!(idx.locate_value("probe"), pos(1, 8));
+        assert_eq!(idx.locate_value("probe.http"), pos(1, 16));
+        assert_eq!(idx.locate("probe.http.timout"), pos(1, 26));
+        assert_eq!(idx.locate_value("probe.http.timout"), pos(1, 34));
+    }
+
+    #[test]
+    fn indentless_sequences_start_at_their_dash() {
+        let text = "seq:\n- 1\n- { a: b }\nother:\n  -   x\n";
+        let idx = SpanIndex::build(text);
+        assert_eq!(idx.locate_value("seq"), pos(2, 1));
+        assert_eq!(idx.locate_value("seq[0]"), pos(2, 3));
+        assert_eq!(idx.locate_value("seq[1]"), pos(3, 3));
+        assert_eq!(idx.locate("seq[1].a"), pos(3, 5));
+        assert_eq!(idx.locate_value("other"), pos(5, 3));
+        assert_eq!(idx.locate_value("other[0]"), pos(5, 7));
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let text = "name: \"日本語\"\nx: { é: 1, bad: 2 }\n";
+        let idx = SpanIndex::build(text);
+        assert_eq!(idx.locate("x.bad"), pos(2, 12));
+    }
+
+    #[test]
+    fn duplicate_keys_are_remembered_at_both_places() {
+        let text = "a: 1\nb:\n  c: 2\n  d: { e: 1, e: 2 }\n  c: 3\n";
+        let idx = SpanIndex::build(text);
+        let d = idx.duplicate_keys();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].path, "b.d.e");
+        assert_eq!(
+            (d[0].first, d[0].again),
+            (pos(4, 8).unwrap(), pos(4, 14).unwrap())
+        );
+        assert_eq!(d[1].path, "b.c");
+        assert_eq!(
+            (d[1].first, d[1].again),
+            (pos(3, 3).unwrap(), pos(5, 3).unwrap())
+        );
+        // The first occurrence keeps the path's position.
+        assert_eq!(idx.locate("b.c"), pos(3, 3));
+    }
+
+    #[test]
+    fn quoted_strings_running_past_their_line_are_remembered() {
+        let text = "a: \"open\nb: 'it''s' \nc: \"esc \\\" ok\"\nd: \"x\"\n";
+        let idx = SpanIndex::build(text);
+        assert_eq!(idx.unclosed_quotes(), &[Pos { line: 1, column: 4 }]);
+        // Quotes inside plain text, comments and escaped quotes open nothing.
+        let text = "run: echo \"hi\n# don't\nx: 'it''s'\ny: - \"a\\\"b\" # \"\nz: ['a', \"b\"]\n";
+        assert_eq!(SpanIndex::build(text).unclosed_quotes(), &[]);
+        let text = "a:\n  - 'ok'\n  - 'open\n  - x\n";
+        assert_eq!(
+            SpanIndex::build(text).unclosed_quotes(),
+            &[Pos { line: 3, column: 5 }]
+        );
+    }
+
+    #[test]
+    fn finds_the_path_where_parsing_stopped() {
+        let text = "a:\n  b: 1\n  c:\n    d: 2\n";
+        let idx = SpanIndex::build(text);
+        assert_eq!(idx.path_before(Pos { line: 4, column: 9 }), Some("a.c.d"));
+        assert_eq!(idx.path_before(Pos { line: 2, column: 4 }), Some("a.b"));
+        assert_eq!(idx.path_at(Pos { line: 4, column: 5 }), Some("a.c"));
     }
 }

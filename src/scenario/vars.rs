@@ -3,6 +3,12 @@
 //! A variable is either a plain scalar or a reference to an environment variable
 //! (`{ env: WECOM_SECRET, secret: true }`). Secret values are substituted like any
 //! other but are remembered so that reports and logs can redact them.
+//!
+//! Only `{{name}}` with a name of letters, digits, `_` and `-` (not starting with a
+//! digit or `-`) is a placeholder. Anything else between braces, such as the Go
+//! templates of `docker inspect -f '{{.State.Running}}'` or
+//! `kubectl -o go-template='{{range .items}}…'`, is left as written: drill commands
+//! use those all the time.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -156,6 +162,16 @@ pub fn substitute(v: &mut Value, vars: &Resolved, path: &str, errors: &mut Vec<U
     }
 }
 
+/// Whether `name` can be a variable: letters, digits, `_`, `-`, not starting with a
+/// digit or `-`.
+pub(crate) fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 fn substitute_str(
     s: &str,
     vars: &Resolved,
@@ -173,12 +189,17 @@ fn substitute_str(
         };
         let name = rest[start + 2..start + 2 + len].trim();
         out.push_str(&rest[..start]);
-        match vars.values.get(name) {
-            Some(val) => out.push_str(val),
-            None => errors.push(Unresolved {
-                path: path.to_string(),
-                name: name.to_string(),
-            }),
+        if !is_var_name(name) {
+            // Not ours (a Go template, say): keep it as written.
+            out.push_str(&rest[start..start + 4 + len]);
+        } else {
+            match vars.values.get(name) {
+                Some(val) => out.push_str(val),
+                None => errors.push(Unresolved {
+                    path: path.to_string(),
+                    name: name.to_string(),
+                }),
+            }
         }
         rest = &rest[start + 4 + len..];
     }
@@ -189,12 +210,10 @@ fn substitute_str(
     let whole = (t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1)
         .then(|| vars.values.get(t[2..t.len() - 2].trim()))
         .flatten();
-    if let Some(val) = whole {
-        if let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) =
-            serde_yaml::from_str::<Value>(&val)
-        {
-            return Some(parsed);
-        }
+    if let Some(val) = whole
+        && let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) = serde_yaml::from_str::<Value>(val)
+    {
+        return Some(parsed);
     }
     Some(Value::String(out))
 }
@@ -229,5 +248,41 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "a[1]");
         assert_eq!(errs[0].name, "nope");
+    }
+
+    #[test]
+    fn leaves_templates_that_are_not_var_names_alone() {
+        let text =
+            "run: docker inspect -f '{{.State.Running}}' {{host}} && echo '{{ range .x }}{{ }}'\n";
+        let mut v: Value = serde_yaml::from_str(text).unwrap();
+        let mut errs = vec![];
+        substitute(&mut v, &vars(), "", &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            v["run"],
+            Value::String(
+                "docker inspect -f '{{.State.Running}}' 127.0.0.1 && echo '{{ range .x }}{{ }}'"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn var_names() {
+        for ok in ["a", "relay_url", "relay-url", "_x", "A1"] {
+            assert!(is_var_name(ok), "{ok}");
+        }
+        for bad in ["", "1a", "-a", ".State", "a b", "a.b", "range .x"] {
+            assert!(!is_var_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unterminated_placeholder_is_kept() {
+        let mut v = Value::String("echo {{host".into());
+        let mut errs = vec![];
+        substitute(&mut v, &vars(), "x", &mut errs);
+        assert!(errs.is_empty());
+        assert_eq!(v, Value::String("echo {{host".into()));
     }
 }

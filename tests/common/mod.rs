@@ -2,6 +2,9 @@
 //! temp directories, and checks that nothing was left behind.
 #![allow(dead_code)]
 
+/// The two-namespace lab of the network fault tests.
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

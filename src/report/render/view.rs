@@ -1,0 +1,321 @@
+//! The view model: what the templates see, computed in Rust from the run record so
+//! that templates only lay things out (counts, labels, fault windows, chart rows).
+
+use serde::Serialize;
+
+use super::chart::{self, Chart};
+use super::junit::{self, Junit};
+use crate::report::improvements::active_window;
+use crate::report::model::*;
+use crate::scenario::Level;
+
+/// Everything a template can use. `run` is the record itself, for plain fields.
+#[derive(Serialize)]
+pub(crate) struct View<'a> {
+    pub run: &'a RunRecord,
+    pub outcome: OutcomeView,
+    pub objectives: ObjectivesView,
+    pub counts: Counts,
+    pub prechecks: Vec<StepView<'a>>,
+    pub faults: Vec<FaultView<'a>>,
+    pub verifications: Vec<StepView<'a>>,
+    pub recovery: Vec<StepView<'a>>,
+    pub steady_state: Vec<StepView<'a>>,
+    /// Every step in run order.
+    pub steps: Vec<StepView<'a>>,
+    pub guards: Vec<GuardView<'a>>,
+    pub vars: Vec<Pair>,
+    pub labels: Vec<Pair>,
+    pub chart: Chart,
+    pub junit: Junit,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Pair {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct OutcomeView {
+    /// `PASSED`, `FAILED`, `INJECTION FAILED`, `RECOVERY INCOMPLETE`.
+    pub label: &'static str,
+    /// Why the drill stopped early, in words.
+    pub aborted: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ObjectivesView {
+    /// `met`, `EXCEEDED`, `not measured` or `no RTO declared`.
+    pub rto_label: &'static str,
+    /// Status word for the `cls` helper (passed / failed / skipped).
+    pub rto_status: &'static str,
+    /// Whether the run stayed under `max_duration`.
+    pub within_max_duration: bool,
+}
+
+#[derive(Serialize, Default)]
+pub(crate) struct Counts {
+    pub steps: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub noncritical_failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub improvements: usize,
+    pub high: usize,
+    pub medium: usize,
+    pub low: usize,
+}
+
+#[derive(Serialize)]
+pub(crate) struct StepView<'a> {
+    #[serde(flatten)]
+    pub step: &'a StepRecord,
+    /// 1-based position in the run.
+    pub number: usize,
+    /// `passed`, `FAILED`, `failed (non-critical)`, `ERROR`, `skipped`.
+    pub label: &'static str,
+    pub ended_ms: f64,
+    pub metric_list: Vec<Pair>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct FaultView<'a> {
+    #[serde(flatten)]
+    pub view: StepView<'a>,
+    pub kind: &'a str,
+    pub target: &'a str,
+    pub level: Level,
+    pub ttl_ms: f64,
+    pub declared: &'a str,
+    pub measured: &'a str,
+    /// `as declared`, `DIFFERS` or `not injected`.
+    pub effect_label: &'static str,
+    pub effect_status: &'static str,
+    pub effective_after_ms: Option<f64>,
+    /// `reverted`, `nothing to undo`, `REVERT FAILED`, `NOT REVERTED`, `not injected`.
+    pub revert_label: &'static str,
+    pub revert_status: &'static str,
+    pub revert_detail: String,
+    pub revert_started_ms: Option<f64>,
+    pub revert_duration_ms: Option<f64>,
+    pub restored_after_ms: Option<f64>,
+    pub active_from_ms: Option<f64>,
+    pub active_to_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct GuardView<'a> {
+    #[serde(flatten)]
+    pub guard: &'a GuardRecord,
+    /// `held`, `BREACHED` or `not run`.
+    pub label: &'static str,
+    pub status: &'static str,
+}
+
+impl<'a> View<'a> {
+    pub fn new(run: &'a RunRecord) -> Self {
+        let steps: Vec<StepView> = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step_view(i, s))
+            .collect();
+        let in_phase = |p: Phase| -> Vec<StepView<'a>> {
+            run.steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.phase == p)
+                .map(|(i, s)| step_view(i, s))
+                .collect()
+        };
+        let faults = run
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.fault.is_some())
+            .map(|(i, s)| fault_view(run, i, s))
+            .collect();
+        let guards = run
+            .guards
+            .iter()
+            .map(|g| GuardView {
+                guard: g,
+                label: match (g.breached, g.polls) {
+                    (true, _) => "BREACHED",
+                    (false, 0) => "not run",
+                    _ => "held",
+                },
+                status: match (g.breached, g.polls) {
+                    (true, _) => "failed",
+                    (false, 0) => "skipped",
+                    _ => "passed",
+                },
+            })
+            .collect();
+        let pairs = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| Pair {
+                    name: k.clone(),
+                    value: v.clone(),
+                })
+                .collect()
+        };
+        View {
+            outcome: outcome_view(&run.outcome),
+            objectives: objectives_view(run),
+            counts: counts(run),
+            prechecks: in_phase(Phase::Precheck),
+            verifications: in_phase(Phase::Verification),
+            recovery: in_phase(Phase::Recovery),
+            steady_state: in_phase(Phase::SteadyState),
+            faults,
+            steps,
+            guards,
+            vars: pairs(&run.vars),
+            labels: pairs(&run.scenario.labels),
+            chart: chart::layout(run),
+            junit: junit::build(run),
+            run,
+        }
+    }
+}
+
+/// Words for a step's status; a non-critical failure is told apart from a critical one.
+pub(crate) fn step_label(s: &StepRecord) -> &'static str {
+    match s.status {
+        StepStatus::Passed => "passed",
+        StepStatus::Failed if s.critical => "FAILED",
+        StepStatus::Failed => "failed (non-critical)",
+        StepStatus::Error => "ERROR",
+        StepStatus::Skipped => "skipped",
+    }
+}
+
+fn step_view(i: usize, s: &StepRecord) -> StepView<'_> {
+    StepView {
+        step: s,
+        number: i + 1,
+        label: step_label(s),
+        ended_ms: s.started_ms + s.duration_ms,
+        metric_list: s
+            .metrics
+            .iter()
+            .map(|(k, v)| Pair {
+                name: k.clone(),
+                value: format!("{v}"),
+            })
+            .collect(),
+    }
+}
+
+fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<'a> {
+    let f = s.fault.as_ref().expect("fault steps carry a fault record");
+    let effect = f.effect.as_ref();
+    let revert = f.revert.as_ref();
+    let injected = f.ledger_seq.is_some() || effect.is_some();
+    let (effect_label, effect_status) = match effect {
+        Some(e) if e.as_declared => ("as declared", "passed"),
+        Some(_) => ("DIFFERS", "failed"),
+        None if s.status == StepStatus::Skipped => ("not injected", "skipped"),
+        None => ("not injected", "error"),
+    };
+    let (revert_label, revert_status) = match revert {
+        Some(r) if !r.ok => ("REVERT FAILED", "failed"),
+        Some(_) if f.reversible == Some(false) => ("nothing to undo", "passed"),
+        Some(_) => ("reverted", "passed"),
+        None if injected => ("NOT REVERTED", "failed"),
+        None => ("not injected", "skipped"),
+    };
+    let window = active_window(run, s);
+    FaultView {
+        view: step_view(i, s),
+        kind: &f.kind,
+        target: &f.target,
+        level: f.level,
+        ttl_ms: f.ttl_ms,
+        declared: effect.map_or(s.description.as_str(), |e| e.declared.as_str()),
+        measured: effect.map_or("", |e| e.measured.as_str()),
+        effect_label,
+        effect_status,
+        effective_after_ms: effect.and_then(|e| e.effective_after_ms),
+        revert_label,
+        revert_status,
+        revert_detail: match revert {
+            Some(r) => match (&r.result, &r.error) {
+                (_, Some(e)) => e.clone(),
+                (Some(res), None) => res.measured.clone(),
+                (None, None) => String::new(),
+            },
+            None => String::new(),
+        },
+        revert_started_ms: revert.map(|r| r.started_ms),
+        revert_duration_ms: revert.map(|r| r.duration_ms),
+        restored_after_ms: revert
+            .and_then(|r| r.result.as_ref())
+            .and_then(|r| r.restored_after_ms),
+        active_from_ms: window.map(|w| w.0),
+        active_to_ms: window.map(|w| w.1),
+    }
+}
+
+fn outcome_view(o: &Outcome) -> OutcomeView {
+    OutcomeView {
+        label: match o.status {
+            Status::Passed => "PASSED",
+            Status::Failed => "FAILED",
+            Status::InjectionFailed => "INJECTION FAILED",
+            Status::RecoveryIncomplete => "RECOVERY INCOMPLETE",
+        },
+        aborted: o.aborted.map(|a| match a {
+            AbortReason::PrecheckFailed => "a precheck failed",
+            AbortReason::CriticalFailure => "a critical verification failed",
+            AbortReason::GuardBreached => "a guard was breached",
+            AbortReason::InjectionFailed => "a fault could not be injected",
+            AbortReason::MaxDuration => "max_duration was reached",
+            AbortReason::Signal => "interrupted by a signal",
+            AbortReason::Panic => "the engine panicked",
+        }),
+    }
+}
+
+fn objectives_view(run: &RunRecord) -> ObjectivesView {
+    let o = &run.objectives;
+    let (rto_label, rto_status) = match (o.rto_ms, o.rto_met) {
+        (None, _) => ("no RTO declared", "skipped"),
+        (Some(_), Some(true)) => ("met", "passed"),
+        (Some(_), Some(false)) => ("EXCEEDED", "failed"),
+        (Some(_), None) => ("not measured", "skipped"),
+    };
+    ObjectivesView {
+        rto_label,
+        rto_status,
+        within_max_duration: run.duration_ms <= o.max_duration_ms,
+    }
+}
+
+fn counts(run: &RunRecord) -> Counts {
+    let mut c = Counts {
+        steps: run.steps.len(),
+        improvements: run.improvements.len(),
+        ..Counts::default()
+    };
+    for s in &run.steps {
+        match s.status {
+            StepStatus::Passed => c.passed += 1,
+            StepStatus::Failed if s.critical => c.failed += 1,
+            StepStatus::Failed => c.noncritical_failed += 1,
+            StepStatus::Error => c.errors += 1,
+            StepStatus::Skipped => c.skipped += 1,
+        }
+    }
+    for i in &run.improvements {
+        match i.severity {
+            Severity::High => c.high += 1,
+            Severity::Medium => c.medium += 1,
+            Severity::Low => c.low += 1,
+        }
+    }
+    c
+}
