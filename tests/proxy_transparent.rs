@@ -106,6 +106,10 @@ async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(r.details["stats"]["http"]["requests"], 3, "{r:?}");
+    // Only the redirected clients and the effect checks' direct dials: a dial of the
+    // proxy's own port must not make it connect to itself (it did once, in a loop).
+    let conns = r.details["stats"]["connections"].as_u64().unwrap();
+    assert!(conns <= 6, "{conns} connections: {r:?}");
     assert_eq!(r.details["stats"]["http"]["rules"][0]["applied"], 3);
     let (after, _) = get(&lab, &client, api());
     assert!(after.unwrap().ends_with("ok"));

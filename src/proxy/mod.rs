@@ -274,7 +274,8 @@ async fn serve(
             .ok_or_else(|| std::io::Error::other(format!("{a} resolves to no address")))?,
         Upstream::OriginalDst => {
             let d = orig_dst::original_dst(&client)?;
-            if d == me {
+            let to_me = d.port() == me.port() && (me.ip().is_unspecified() || d.ip() == me.ip());
+            if to_me {
                 // Not redirected: someone dialled the proxy itself. Forwarding to
                 // ourselves would loop forever.
                 return Err(std::io::Error::other(
