@@ -446,6 +446,17 @@ impl Drop for Kids {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The haproxy and fault-cli configurations written for this run.
+        let tag = "firedrill-bench-";
+        let pid = format!("-{}", std::process::id());
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&tag) && name.contains(&pid) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
 
