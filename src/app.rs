@@ -305,11 +305,11 @@ async fn watch_signals(control: Control) {
 
 async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
     let results = crate::engine::recover::recover(state, run, force, None).await;
-    if let Some(r) = run {
-        if results.is_empty() {
-            errln!("error: no ledger for run `{r}` under {}", state.display());
-            return EXIT_INVALID;
-        }
+    if let Some(r) = run
+        && results.is_empty()
+    {
+        errln!("error: no ledger for run `{r}` under {}", state.display());
+        return EXIT_INVALID;
     }
     let mut code = EXIT_OK;
     let mut anything = false;

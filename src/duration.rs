@@ -57,11 +57,11 @@ impl fmt::Display for HumanDuration {
         if d.is_zero() {
             return f.write_str("0s");
         }
-        if d.subsec_nanos() % 1_000_000 != 0 {
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
             return write!(f, "{}", humantime::format_duration(d));
         }
         let ms = d.as_millis();
-        if ms < 1000 || ms % 1000 != 0 {
+        if ms < 1000 || !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
         } else {
             write!(

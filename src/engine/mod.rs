@@ -140,10 +140,10 @@ pub fn default_state_dir() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/firedrill");
     }
-    if let Ok(x) = std::env::var("XDG_STATE_HOME") {
-        if !x.is_empty() {
-            return PathBuf::from(x).join("firedrill");
-        }
+    if let Ok(x) = std::env::var("XDG_STATE_HOME")
+        && !x.is_empty()
+    {
+        return PathBuf::from(x).join("firedrill");
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
     PathBuf::from(home).join(".local/state/firedrill")

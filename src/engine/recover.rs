@@ -60,17 +60,15 @@ pub async fn recover_ledger(
     if pending.is_empty() {
         return rec;
     }
-    if !force {
-        if let Some(Entry::Started { pid, pid_start, .. }) = entries.first() {
-            let live = *pid != std::process::id()
-                && crate::fault::process_kill::read_stat(*pid)
-                    .is_some_and(|s| s.start_time == *pid_start);
-            if live {
-                rec.skipped = Some(format!(
-                    "its engine (pid {pid}) is still running; stop it first or pass --force"
-                ));
-                return rec;
-            }
+    if !force && let Some(Entry::Started { pid, pid_start, .. }) = entries.first() {
+        let live = *pid != std::process::id()
+            && crate::fault::process_kill::read_stat(*pid)
+                .is_some_and(|s| s.start_time == *pid_start);
+        if live {
+            rec.skipped = Some(format!(
+                "its engine (pid {pid}) is still running; stop it first or pass --force"
+            ));
+            return rec;
         }
     }
     let mut l = match Ledger::open(path) {

@@ -335,16 +335,16 @@ impl Engine {
                 }
             }
             steps.push(rec);
-            if let Some(r) = f.step.ramp_up {
-                if !abort.token.is_cancelled() {
-                    tl.event(
-                        Phase::Fault,
-                        "ramp_up",
-                        Some(&f.step.name),
-                        format!("{}: settling for {r}", f.step.name),
-                    );
-                    sleep_or_cancel(r.0, &abort.token).await;
-                }
+            if let Some(r) = f.step.ramp_up
+                && !abort.token.is_cancelled()
+            {
+                tl.event(
+                    Phase::Fault,
+                    "ramp_up",
+                    Some(&f.step.name),
+                    format!("{}: settling for {r}", f.step.name),
+                );
+                sleep_or_cancel(r.0, &abort.token).await;
             }
         }
 
@@ -958,10 +958,10 @@ fn skipped(
 
 fn operator() -> String {
     for k in ["SUDO_USER", "USER", "LOGNAME"] {
-        if let Ok(v) = std::env::var(k) {
-            if !v.is_empty() {
-                return v;
-            }
+        if let Ok(v) = std::env::var(k)
+            && !v.is_empty()
+        {
+            return v;
         }
     }
     format!("uid {}", nix::unistd::getuid())

@@ -122,13 +122,13 @@ impl ProcessKill {
                 format!("found {selectors} process selectors, expected exactly one of pid, pidfile, name, pattern"),
             ));
         }
-        if let Some(p) = &self.pattern {
-            if let Err(e) = regex::Regex::new(p) {
-                errs.push((
-                    "with.pattern".into(),
-                    format!("found an invalid regular expression: {e}"),
-                ));
-            }
+        if let Some(p) = &self.pattern
+            && let Err(e) = regex::Regex::new(p)
+        {
+            errs.push((
+                "with.pattern".into(),
+                format!("found an invalid regular expression: {e}"),
+            ));
         }
         if self.count == 0 && !self.all {
             errs.push((
@@ -136,13 +136,13 @@ impl ProcessKill {
                 "found 0, expected at least 1 (or `all: true`)".into(),
             ));
         }
-        if let Some(n) = &self.name {
-            if n.len() > 15 {
-                errs.push((
+        if let Some(n) = &self.name
+            && n.len() > 15
+        {
+            errs.push((
                     "with.name".into(),
                     format!("found `{n}` ({} characters), expected at most 15: the kernel truncates process names; use `pattern` for longer names", n.len()),
                 ));
-            }
         }
         if !matches!(target, Target::Local) {
             errs.push((

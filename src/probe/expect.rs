@@ -249,13 +249,13 @@ impl Expect {
             ("body_regex", &self.body_regex),
             ("stdout_regex", &self.stdout_regex),
         ] {
-            if let Some(re) = re {
-                if let Err(e) = regex::Regex::new(re) {
-                    errs.push((
-                        field.to_string(),
-                        format!("found an invalid regular expression: {e}"),
-                    ));
-                }
+            if let Some(re) = re
+                && let Err(e) = regex::Regex::new(re)
+            {
+                errs.push((
+                    field.to_string(),
+                    format!("found an invalid regular expression: {e}"),
+                ));
             }
         }
         if let Some(checks) = &self.json {
