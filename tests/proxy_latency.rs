@@ -73,13 +73,11 @@ async fn uniform_jitter_stays_within_its_bounds() {
     assert!(inj.effect.as_declared, "{:?}", inj.effect);
     let proxy = format!("127.0.0.1:{port}").parse().unwrap();
     let added = added_ms(&up, proxy, 40).await;
-    // Never early; late only by scheduling noise (the machine is shared: allow a
-    // few outliers, but 90% must be within a millisecond and a half of the bound).
+    // Never early: the lower bound is exact. Lateness is scheduling noise on a shared
+    // 2-core machine, so the upper bound is statistical: 90% of the samples must be
+    // within a millisecond and a half of it.
     for a in &added {
-        assert!(
-            (19.0..=50.0).contains(a),
-            "{a} ms outside 30 ± 10 ms: {added:?}"
-        );
+        assert!(*a >= 19.0, "{a} ms is earlier than 30 - 10 ms: {added:?}");
     }
     let within = added.iter().filter(|a| **a <= 41.5).count();
     assert!(within * 10 >= added.len() * 9, "{added:?}");
