@@ -5,7 +5,9 @@
 //! (a) no fault: requests/s with `wrk -t1 -c32` (keep-alive), p50/p99 at
 //!     concurrency 1 from our own raw samples, MB/s for a 10 MiB body;
 //! (b) injected latency (10 and 50 ms on every keep-alive response): how late each
-//!     response is, i.e. measured − (direct p50 + injected), p50 and p99.
+//!     response is, i.e. measured − (direct p50 + injected), p50 and p99;
+//! (c) the proxy's timer alone (`firedrill::proxy::timer::sleep_until`): how late
+//!     a 10 ms sleep wakes, vs a plain tokio sleep (the baseline), p50 and p99.
 //!
 //! Each server is its own process (this binary re-executed with a role), so no
 //! target shares a runtime with the client. Run with `benches/proxy.sh`.
@@ -67,6 +69,9 @@ fn main() {
     }
     let mut a: Vec<Vec<RoundA>> = vec![Vec::new(); targets.len()];
     let mut b: Vec<(String, u64, Vec<f64>)> = Vec::new();
+    // Direct path paced like (b), minus its own p50: the loopback path's own spread.
+    let mut b_direct: Vec<(u64, Vec<f64>)> = Vec::new();
+    let mut timers: Vec<(&str, Vec<f64>)> = TIMERS.iter().map(|t| (*t, Vec::new())).collect();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         let mut direct_p50 = 0.0;
@@ -91,7 +96,15 @@ fn main() {
             // The baseline is the direct path paced like the delayed one (one request
             // per `ms`): an upstream idle for 10 ms answers ~0.2 ms slower on a VM
             // (idle-state exit), and that must not be charged to the proxy.
-            let base = pct(&paced_c1(up, n.min(60), ms), 50.0);
+            let paced = paced_c1(up, n.min(60), ms);
+            let base = pct(&paced, 50.0);
+            if name == "firedrill" {
+                let spread = paced.iter().map(|us| (us - base) / 1000.0);
+                match b_direct.iter_mut().find(|(m, _)| *m == ms) {
+                    Some(e) => e.1.extend(spread),
+                    None => b_direct.push((ms, spread.collect())),
+                }
+            }
             let late: Vec<f64> = samples_c1(addr, n)
                 .into_iter()
                 .map(|us| (us - base) / 1000.0 - ms as f64)
@@ -105,6 +118,15 @@ fn main() {
                 Some(e) => e.2.extend(late),
                 None => b.push((name.to_string(), ms, late)),
             }
+        }
+        for (name, late) in timers.iter_mut() {
+            let got = timer_late(name, 100);
+            eprintln!(
+                "  timer {name:<12} late p50 {:.1} µs p99 {:.1} µs",
+                pct(&got, 50.0),
+                pct(&got, 99.0)
+            );
+            late.extend(got);
         }
     }
 
@@ -140,11 +162,55 @@ fn main() {
             late.len()
         ));
     }
+    for (ms, spread) in &b_direct {
+        out.push_str(&format!(
+            "| direct, paced every {ms} ms (path spread: sample − its p50) | — | {:.3} ms | {:.3} ms | {} |\n",
+            pct(spread, 50.0),
+            pct(spread, 99.0),
+            spread.len()
+        ));
+    }
+    let plain_p99 = pct(&timers[TIMERS.len() - 1].1, 99.0);
+    out.push_str("\n(c) the timer alone: a 10 ms sleep on a current-thread runtime, how late it wakes\n\n| timer | late p50 | late p99 | p99 ÷ tokio sleep's | samples |\n|---|---|---|---|---|\n");
+    for (name, late) in &timers {
+        let p99 = pct(late, 99.0);
+        out.push_str(&format!(
+            "| {name} | {:.1} µs | {p99:.1} µs | {:.3}× | {} |\n",
+            pct(late, 50.0),
+            p99 / plain_p99,
+            late.len()
+        ));
+    }
     println!("{out}");
     let _ = std::fs::write(
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-proxy.md"),
         &out,
     );
+}
+
+/// The sleeps (c) compares; the last one is the baseline.
+const TIMERS: [&str; 2] = ["deadline-precise", "tokio sleep"];
+
+/// Microseconds late of `n` 10 ms sleeps with timer `name`, on a fresh
+/// current-thread runtime (like the proxy's).
+fn timer_late(name: &str, n: usize) -> Vec<f64> {
+    use firedrill::proxy::timer::sleep_until;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut late = Vec::with_capacity(n);
+        for _ in 0..n {
+            let d = Instant::now() + Duration::from_millis(10);
+            match name {
+                "deadline-precise" => sleep_until(d).await,
+                _ => tokio::time::sleep_until(d.into()).await,
+            }
+            late.push(d.elapsed().as_secs_f64() * 1e6);
+        }
+        late
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -355,7 +421,7 @@ fn proxy() {
             netns: None,
             mark: None,
         };
-        let p = Proxy::start(firedrill::proxy::bind(listen, None).unwrap(), cfg).unwrap();
+        let p = Proxy::start(firedrill::proxy::bind(listen, None).await.unwrap(), cfg).unwrap();
         std::future::pending::<()>().await;
         drop(p);
     });

@@ -5,8 +5,6 @@
 
 mod proxy_support;
 
-use std::time::Duration;
-
 use firedrill::target::Target;
 use proxy_support::*;
 use serde_json::json;

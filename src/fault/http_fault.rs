@@ -89,12 +89,7 @@ impl HttpFault {
             .await?;
         // Declared = the proxy answers on its port and can reach the upstream.
         let ns = undo.netns.clone();
-        let listening = {
-            let ns = ns.clone();
-            tokio::task::spawn_blocking(move || crate::proxy::is_listening(addr, ns.as_deref()))
-                .await
-                .unwrap_or(false)
-        };
+        let listening = crate::proxy::is_listening(addr, ns.as_deref()).await;
         let upstream_ok = match (&undo.upstream, &undo.redirect) {
             (Some(u), _) => {
                 let u = u.clone();

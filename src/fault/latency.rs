@@ -209,7 +209,7 @@ impl Latency {
     ) -> Result<Effect, FaultError> {
         let addr = self.placement().start(ctx, undo, self.behaviour()).await?;
         let Some(path) = self.verify_path.clone() else {
-            let listening = crate::proxy::is_listening(addr, undo.netns.as_deref());
+            let listening = crate::proxy::is_listening(addr, undo.netns.as_deref()).await;
             return Ok(Effect {
                 declared: self.describe(),
                 measured: format!(
@@ -336,12 +336,13 @@ async fn probe_pair(
         }
         Ok((d, v))
     };
-    tokio::task::spawn_blocking(move || match ns {
-        Some(ns) => crate::proxy::netns::in_netns(&ns, run),
-        None => run(),
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    // A thread of its own (in the target's namespace when there is one): the
+    // measurement blocks on sockets for up to a few hundred ms.
+    let target = match ns {
+        Some(name) => crate::target::Target::Netns { name },
+        None => crate::target::Target::Local,
+    };
+    crate::target::netns::run_in(&target, run).await?
 }
 
 fn time_first_byte(addr: SocketAddr, mark: Option<u32>, req: &str) -> std::io::Result<f64> {

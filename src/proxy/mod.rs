@@ -15,21 +15,21 @@
 //! - [`rules`]: the `http_fault` rule types, matching and token buckets;
 //! - [`profiles`]: the table of canned vendor error responses (WeCom errcodes, 429…);
 //! - [`timer`]: the deadline-precise sleep;
-//! - [`netns`] and [`orig_dst`]: sockets inside a network namespace and the original
-//!   destination of a redirected connection (transparent mode).
+//! - [`orig_dst`]: the original destination of a redirected connection (transparent
+//!   mode). Sockets inside a network namespace are made on a thread that entered it
+//!   ([`crate::target::netns::run_in`]): a socket keeps its namespace for life.
 //!
 //! Both sides get TCP_NODELAY: a proxy that lets Nagle hold small writes adds ~40 ms
 //! stalls to request/response traffic, which would be an unintended fault.
 
 pub mod http;
 pub mod latency;
-pub(crate) mod netns;
 pub(crate) mod orig_dst;
 pub mod placement;
 pub mod profiles;
 pub mod redirect;
 pub mod rules;
-pub(crate) mod timer;
+pub mod timer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +40,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::target::Target;
+use crate::target::netns::run_in;
 
 pub use latency::Toxic;
 
@@ -342,18 +345,10 @@ pub(crate) async fn connect(
         return TcpStream::connect(dest).await;
     }
     let domain = socket2::Domain::for_address(dest);
+    let make = move || socket2::Socket::new(domain, socket2::Type::STREAM, None);
     let sock = match netns {
-        Some(ns) => {
-            let ns = ns.to_string();
-            tokio::task::spawn_blocking(move || {
-                netns::in_netns(&ns, move || {
-                    socket2::Socket::new(domain, socket2::Type::STREAM, None)
-                })
-            })
-            .await
-            .map_err(std::io::Error::other)??
-        }
-        None => socket2::Socket::new(domain, socket2::Type::STREAM, None)?,
+        Some(ns) => run_in(&netns_target(ns), make).await??,
+        None => make()?,
     };
     if let Some(m) = mark {
         sock.set_mark(m)?;
@@ -365,9 +360,16 @@ pub(crate) async fn connect(
         .await
 }
 
+/// The target whose network namespace is `name`.
+fn netns_target(name: &str) -> Target {
+    Target::Netns {
+        name: name.to_string(),
+    }
+}
+
 /// Binds a listening socket on `addr`, inside `netns` when given.
-pub fn bind(addr: SocketAddr, netns: Option<&str>) -> std::io::Result<std::net::TcpListener> {
-    let make = move || {
+pub async fn bind(addr: SocketAddr, netns: Option<&str>) -> std::io::Result<std::net::TcpListener> {
+    let make = move || -> std::io::Result<std::net::TcpListener> {
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -379,21 +381,17 @@ pub fn bind(addr: SocketAddr, netns: Option<&str>) -> std::io::Result<std::net::
         Ok(sock.into())
     };
     match netns {
-        Some(ns) => netns::in_netns(ns, make),
+        Some(ns) => run_in(&netns_target(ns), make).await?,
         None => make(),
     }
 }
 
 /// Whether something accepts TCP connections on `addr` (inside `netns` when given).
-pub fn is_listening(addr: SocketAddr, netns: Option<&str>) -> bool {
+/// The connect attempt blocks for up to 500 ms, so it runs on a thread of its own.
+pub async fn is_listening(addr: SocketAddr, netns: Option<&str>) -> bool {
     let probe = move || {
-        Ok(
-            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
-                .is_ok(),
-        )
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok()
     };
-    match netns {
-        Some(ns) => netns::in_netns(ns, probe).unwrap_or(false),
-        None => probe().unwrap_or(false),
-    }
+    let target = netns.map_or(Target::Local, netns_target);
+    run_in(&target, probe).await.unwrap_or(false)
 }

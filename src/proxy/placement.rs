@@ -144,6 +144,7 @@ impl Placement {
         // All addresses of the target: `redirect` in the output hook sends local
         // connections to 127.0.0.1, in prerouting to the incoming interface's address.
         let free = super::bind("0.0.0.0:0".parse().unwrap(), netns.as_deref())
+            .await
             .and_then(|l| l.local_addr())
             .map_err(|e| FaultError::System(format!("cannot pick a port for the proxy: {e}")))?;
         let targets: Vec<SocketAddr> = self
@@ -176,16 +177,18 @@ impl Placement {
         undo: &ProxyUndo,
         behaviour: Behaviour,
     ) -> Result<SocketAddr, FaultError> {
-        let listener = super::bind(undo.listen, undo.netns.as_deref()).map_err(|e| {
-            FaultError::System(format!(
-                "cannot listen on {}{}: {e}",
-                undo.listen,
-                undo.netns
-                    .as_deref()
-                    .map(|n| format!(" in netns {n}"))
-                    .unwrap_or_default()
-            ))
-        })?;
+        let listener = super::bind(undo.listen, undo.netns.as_deref())
+            .await
+            .map_err(|e| {
+                FaultError::System(format!(
+                    "cannot listen on {}{}: {e}",
+                    undo.listen,
+                    undo.netns
+                        .as_deref()
+                        .map(|n| format!(" in netns {n}"))
+                        .unwrap_or_default()
+                ))
+            })?;
         let cfg = Config {
             upstream: match &undo.upstream {
                 Some(u) => Upstream::Addr(u.clone()),
@@ -251,10 +254,7 @@ impl ProxyUndo {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let ns = self.netns.clone();
-        let open = tokio::task::spawn_blocking(move || super::is_listening(addr, ns.as_deref()))
-            .await
-            .unwrap_or(true);
+        let open = super::is_listening(addr, self.netns.as_deref()).await;
         if open {
             return Err(FaultError::NotEffective(format!(
                 "{} still accepts connections after the proxy was stopped{}",
