@@ -151,13 +151,13 @@ impl Latency {
                     .into(),
             ));
         }
-        if let Some(p) = &self.verify_path {
-            if !p.starts_with('/') {
-                errs.push((
-                    "with.verify_path".into(),
-                    format!("found `{p}`, expected a path starting with `/`"),
-                ));
-            }
+        if let Some(p) = &self.verify_path
+            && !p.starts_with('/')
+        {
+            errs.push((
+                "with.verify_path".into(),
+                format!("found `{p}`, expected a path starting with `/`"),
+            ));
         }
         errs
     }

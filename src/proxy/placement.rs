@@ -202,16 +202,16 @@ impl Placement {
             .map_err(|e| FaultError::System(format!("cannot start the proxy: {e}")))?;
         let addr = proxy.local_addr();
         ctx.runtime.put(undo.key.clone(), Box::new(proxy));
-        if let Some(r) = &undo.redirect {
-            if let Err(e) = r.install(ctx.target).await {
-                // Nothing may outlive a failed injection: stop the proxy again.
-                if let Some(p) = ctx.runtime.take(&undo.key) {
-                    if let Ok(p) = p.downcast::<Proxy>() {
-                        p.stop().await;
-                    }
-                }
-                return Err(e);
+        if let Some(r) = &undo.redirect
+            && let Err(e) = r.install(ctx.target).await
+        {
+            // Nothing may outlive a failed injection: stop the proxy again.
+            if let Some(p) = ctx.runtime.take(&undo.key)
+                && let Ok(p) = p.downcast::<Proxy>()
+            {
+                p.stop().await;
             }
+            return Err(e);
         }
         Ok(addr)
     }
@@ -244,11 +244,11 @@ impl ProxyUndo {
             },
             None => None,
         };
-        if let Some(n) = &self.netns {
-            if !crate::target::netns::netns_path(n).exists() {
-                // The namespace is gone, and every socket in it with it.
-                return Ok((stats, start.elapsed().as_secs_f64() * 1000.0));
-            }
+        if let Some(n) = &self.netns
+            && !crate::target::netns::netns_path(n).exists()
+        {
+            // The namespace is gone, and every socket in it with it.
+            return Ok((stats, start.elapsed().as_secs_f64() * 1000.0));
         }
         let mut addr = self.listen;
         if addr.ip().is_unspecified() {

@@ -110,10 +110,10 @@ impl RedirectUndo {
 
     /// Removes the chains and sets (idempotent), and the run table if it is empty.
     pub(crate) async fn remove(&self) -> Result<(), FaultError> {
-        if let Target::Netns { name } = &self.target {
-            if !crate::target::netns::netns_path(name).exists() {
-                return Ok(()); // the namespace took its rules with it
-            }
+        if let Target::Netns { name } = &self.target
+            && !crate::target::netns::netns_path(name).exists()
+        {
+            return Ok(()); // the namespace took its rules with it
         }
         let table = self.run_table()?;
         let sys = |e: nft::NftError| FaultError::System(format!("cannot remove the redirect: {e}"));

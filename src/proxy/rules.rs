@@ -172,37 +172,40 @@ impl Rule {
                 "found both `probability` and `percentage`, expected one of them".into(),
             ));
         }
-        if let Some(p) = self.probability {
-            if !(0.0..=1.0).contains(&p) {
-                errs.push((
-                    "probability".into(),
-                    format!("found {p}, expected a share from 0 to 1"),
-                ));
-            }
+        if let Some(p) = self.probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            errs.push((
+                "probability".into(),
+                format!("found {p}, expected a share from 0 to 1"),
+            ));
         }
-        if let Some(p) = self.percentage {
-            if !(0.0..=100.0).contains(&p) {
-                errs.push((
-                    "percentage".into(),
-                    format!("found {p}, expected a percentage from 0 to 100"),
-                ));
-            }
+        if let Some(p) = self.percentage
+            && !(0.0..=100.0).contains(&p)
+        {
+            errs.push((
+                "percentage".into(),
+                format!("found {p}, expected a percentage from 0 to 100"),
+            ));
         }
-        if let Some(m) = &self.matcher.method {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                errs.push((
-                    "match.method".into(),
-                    format!("found `{m}`, expected an HTTP method such as GET or POST"),
-                ));
-            }
+        if let Some(m) = &self.matcher.method
+            && (m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            errs.push((
+                "match.method".into(),
+                format!("found `{m}`, expected an HTTP method such as GET or POST"),
+            ));
         }
-        if let Some(p) = &self.matcher.path {
-            if !p.starts_with('/') && !p.starts_with('*') {
-                errs.push((
-                    "match.path".into(),
-                    format!("found `{p}`, expected a path starting with `/` (or a glob starting with `*`)"),
-                ));
-            }
+        if let Some(p) = &self.matcher.path
+            && !p.starts_with('/')
+            && !p.starts_with('*')
+        {
+            errs.push((
+                "match.path".into(),
+                format!(
+                    "found `{p}`, expected a path starting with `/` (or a glob starting with `*`)"
+                ),
+            ));
         }
         let bucket =
             |requests: u32, per: HumanDuration, errs: &mut Vec<(String, String)>, at: &str| {
