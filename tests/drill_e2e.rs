@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -99,11 +98,7 @@ fn sigint_mid_drill_recovers_and_exits_1() {
     std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
-    let mut engine = drill_cmd(&scen, "sigint1", &state, &reports)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = spawn_drill(&scen, "sigint1", &state, &reports);
     assert!(
         wait_until(Duration::from_secs(10), || marker.state() == 'T'),
         "fault never took effect"
@@ -133,11 +128,7 @@ fn sigkill_then_recover_all_thaws_the_frozen_process() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "10m")).unwrap();
     let state = dir.path().join("state");
-    let mut engine = drill_cmd(&scen, "sigkill1", &state, &dir.path().join("reports"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = spawn_drill(&scen, "sigkill1", &state, &dir.path().join("reports"));
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
     engine.kill().unwrap();
     engine.wait().unwrap();
@@ -153,18 +144,7 @@ fn sigkill_then_recover_all_thaws_the_frozen_process() {
     );
     assert_eq!(pending_in_ledger(&state, "sigkill1"), 1);
 
-    let out = firedrill()
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = recover_all(&state);
     assert!(stdout.contains("reverted freeze marker"), "{stdout}");
     assert!(wait_until(Duration::from_secs(2), || marker.state() != 'T'));
     assert!(wait_until(Duration::from_secs(2), || no_deadman(
@@ -188,11 +168,7 @@ fn deadman_thaws_after_ttl_without_recover() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "2s")).unwrap();
     let state = dir.path().join("state");
-    let mut engine = drill_cmd(&scen, "deadman1", &state, &dir.path().join("reports"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = spawn_drill(&scen, "deadman1", &state, &dir.path().join("reports"));
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
     let frozen_at = Instant::now();
     engine.kill().unwrap();
@@ -233,11 +209,7 @@ fn guard_breach_aborts_and_recovers() {
     std::fs::write(&scen, stop_scenario(&marker, &guards, "5m")).unwrap();
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
-    let mut engine = drill_cmd(&scen, "guard1", &state, &reports)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = spawn_drill(&scen, "guard1", &state, &reports);
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&flag, "bad\n").unwrap();
@@ -384,11 +356,7 @@ fn a_second_drill_on_the_same_target_is_refused() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
     let state = dir.path().join("state");
-    let mut first = drill_cmd(&scen, "lockA", &state, &dir.path().join("reports"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_drill(&scen, "lockA", &state, &dir.path().join("reports"));
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
     let out = drill_cmd(&scen, "lockB", &state, &dir.path().join("reports-b"))
         .output()
@@ -571,11 +539,7 @@ fn second_signal_skips_waits_but_still_reverts() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
     let reports = dir.path().join("reports");
-    let mut engine = drill_cmd(&scen, "hurry1", &dir.path().join("state"), &reports)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = spawn_drill(&scen, "hurry1", &dir.path().join("state"), &reports);
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
     std::fs::write(&flag, "bad\n").unwrap();
     unsafe {

@@ -186,18 +186,7 @@ fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
     );
     // The emptied table is still there until recover removes it.
     assert_eq!(lab.firedrill_tables(&lab.client).len(), 1);
-    let out = Command::new(BIN)
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::recover_all(&state);
     assert!(
         stdout.contains("reverted cut api (network_partition)"),
         "{stdout}"

@@ -250,18 +250,7 @@ verifications:
     };
     assert!(healed <= Duration::from_secs(4), "healed after {healed:?}");
     // `recover` removes the inert chains and the table; the proxy is already gone.
-    let out = Command::new(BIN)
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::recover_all(&state);
     assert!(stdout.contains("busy api (http_fault)"), "{stdout}");
     assert!(lab.firedrill_tables(&client).is_empty());
     lab.assert_rulesets_unchanged();

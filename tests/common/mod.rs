@@ -238,3 +238,29 @@ pub fn drill_cmd(scenario: &Path, run_id: &str, state: &Path, reports: &Path) ->
         .arg(reports);
     c
 }
+
+/// Starts a drill in the background with its output discarded.
+pub fn spawn_drill(scenario: &Path, run_id: &str, state: &Path, reports: &Path) -> Child {
+    drill_cmd(scenario, run_id, state, reports)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start firedrill run")
+}
+
+/// `firedrill recover --all --state-dir STATE`; asserts exit 0 and returns stdout.
+pub fn recover_all(state: &Path) -> String {
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
