@@ -495,6 +495,16 @@ impl RunTable {
         }));
     }
 
+    /// A chain of this run's table; base chains add their type, hook and priority.
+    fn chain(&self, name: &str) -> Chain<'static> {
+        Chain {
+            family: NfFamily::INet,
+            table: s(&self.name),
+            name: s(name),
+            ..Default::default()
+        }
+    }
+
     /// A filter base chain on `hook` at `prio` (policy accept: a chain of ours never
     /// blocks by default, only its rules do).
     pub(crate) fn add_filter_chain(
@@ -505,44 +515,32 @@ impl RunTable {
         prio: i32,
     ) {
         b.add(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: s(&self.name),
-            name: s(chain),
             _type: Some(NfChainType::Filter),
             hook: Some(match hook {
                 FilterHook::Input => NfHook::Input,
                 FilterHook::Output => NfHook::Output,
             }),
             prio: Some(prio),
-            ..Default::default()
+            ..self.chain(chain)
         }));
     }
 
     /// A NAT base chain at the destination-NAT priority.
-    #[cfg_attr(not(test), allow(dead_code))] // for the chaos proxy's transparent mode; tested here
     pub(crate) fn add_nat_chain(&self, b: &mut Batch<'static>, chain: &str, hook: NatHook) {
         b.add(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: s(&self.name),
-            name: s(chain),
             _type: Some(NfChainType::NAT),
             hook: Some(match hook {
                 NatHook::Output => NfHook::Output,
                 NatHook::Prerouting => NfHook::Prerouting,
             }),
             prio: Some(PRIO_DSTNAT),
-            ..Default::default()
+            ..self.chain(chain)
         }));
     }
 
     /// A regular chain (a `jump` target), e.g. to share one `limit` between rules.
     pub(crate) fn add_regular_chain(&self, b: &mut Batch<'static>, chain: &str) {
-        b.add(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: s(&self.name),
-            name: s(chain),
-            ..Default::default()
-        }));
+        b.add(NfListObject::Chain(self.chain(chain)));
     }
 
     /// Appends a rule made of `stmts` to `chain`.
@@ -566,12 +564,7 @@ impl RunTable {
     /// `delete chain` (its rules go with it). Chains before sets: a set that a rule
     /// still references cannot be deleted.
     pub(crate) fn delete_chain(&self, b: &mut Batch<'static>, chain: &str) {
-        b.delete(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: s(&self.name),
-            name: s(chain),
-            ..Default::default()
-        }));
+        b.delete(NfListObject::Chain(self.chain(chain)));
     }
 
     /// `delete set`.

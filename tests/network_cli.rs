@@ -86,16 +86,13 @@ fn run_through_the_binary_passes_and_journals_the_effect() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("partition.yaml");
     std::fs::write(&file, scenario(&lab.client, "1m", false)).unwrap();
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg(&file)
-        .arg("--state-dir")
-        .arg(tmp.path().join("state"))
-        .arg("--report-dir")
-        .arg(tmp.path().join("reports"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::run_cmd(
+        &file,
+        &tmp.path().join("state"),
+        &tmp.path().join("reports"),
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -145,14 +142,7 @@ fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
     std::fs::write(&file, scenario(&lab.client, "3s", true)).unwrap();
     let state = tmp.path().join("state");
     let pid = lab.spawn(
-        Command::new(BIN)
-            .arg("run")
-            .arg(&file)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--report-dir")
-            .arg(tmp.path().join("reports"))
-            .stdin(Stdio::null())
+        common::run_cmd(&file, &state, &tmp.path().join("reports"))
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::netns::{API_IP, Lab, inject, run_id};
@@ -18,7 +18,6 @@ use firedrill::engine::Runtime;
 use firedrill::fault::{FaultSpec, RevertCtx, Undo};
 
 const PORT: u16 = 8080;
-const BIN: &str = env!("CARGO_BIN_EXE_firedrill");
 
 fn api() -> SocketAddr {
     SocketAddr::new(API_IP.into(), PORT)
@@ -200,14 +199,7 @@ verifications:
     .unwrap();
     let state = tmp.path().join("state");
     let pid = lab.spawn(
-        Command::new(BIN)
-            .arg("run")
-            .arg(&file)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--report-dir")
-            .arg(tmp.path().join("reports"))
-            .stdin(Stdio::null())
+        common::run_cmd(&file, &state, &tmp.path().join("reports"))
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );

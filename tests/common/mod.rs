@@ -227,15 +227,23 @@ verifications:
     )
 }
 
-/// `firedrill run SCENARIO --run-id ID --state-dir STATE --report-dir REPORTS`.
-pub fn drill_cmd(scenario: &Path, run_id: &str, state: &Path, reports: &Path) -> Command {
+/// `firedrill run SCENARIO --state-dir STATE --report-dir REPORTS`, no standard input.
+pub fn run_cmd(scenario: &Path, state: &Path, reports: &Path) -> Command {
     let mut c = firedrill();
     c.arg("run")
         .arg(scenario)
-        .args(["--run-id", run_id, "--state-dir"])
+        .arg("--state-dir")
         .arg(state)
         .arg("--report-dir")
-        .arg(reports);
+        .arg(reports)
+        .stdin(Stdio::null());
+    c
+}
+
+/// [`run_cmd`] with a fixed run id.
+pub fn drill_cmd(scenario: &Path, run_id: &str, state: &Path, reports: &Path) -> Command {
+    let mut c = run_cmd(scenario, state, reports);
+    c.args(["--run-id", run_id]);
     c
 }
 
