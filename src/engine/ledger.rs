@@ -269,6 +269,7 @@ mod tests {
                 comm: "x".into(),
             }],
             deadman_tag: None,
+            source: None,
         })
     }
 

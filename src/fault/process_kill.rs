@@ -23,7 +23,7 @@ pub struct ProcessKill {
     /// Select the process with this pid.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Select the process whose pid is written in this file.
+    /// Select the process whose pid is on the first line of this file (later lines are ignored, as in PostgreSQL's `postmaster.pid`).
     #[serde(default)]
     pub pidfile: Option<String>,
     /// Select processes whose name (`/proc/PID/comm`, at most 15 characters) is exactly this.
@@ -102,6 +102,10 @@ pub struct Undo {
     pub processes: Vec<ProcRef>,
     /// Tag on the dead-man watcher's command line (STOP only), so any process can find and end it.
     pub deadman_tag: Option<String>,
+    /// Where the pid came from when a file named it (`pid 42 read from line 1 of …`),
+    /// so the record shows which line of a multi-line pidfile was trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl ProcessKill {
@@ -185,7 +189,7 @@ impl ProcessKill {
     }
 
     pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
-        let mut chosen = self.select()?;
+        let (mut chosen, source) = self.select()?;
         chosen.sort_by_key(|p| (p.start_time, p.pid));
         if !self.all {
             chosen.truncate(self.count as usize);
@@ -196,10 +200,12 @@ impl ProcessKill {
             signal: self.signal,
             processes: chosen,
             deadman_tag,
+            source,
         })
     }
 
-    fn select(&self) -> Result<Vec<ProcRef>, FaultError> {
+    /// The matching processes, and how the pid was found when a file said it.
+    fn select(&self) -> Result<(Vec<ProcRef>, Option<String>), FaultError> {
         let protected = protected_pids();
         let procs = list_processes();
         let re = self
@@ -208,20 +214,13 @@ impl ProcessKill {
             .map(regex::Regex::new)
             .transpose()
             .map_err(|e| FaultError::Precondition(e.to_string()))?;
-        let pid_wanted = match (&self.pid, &self.pidfile) {
-            (Some(p), _) => Some(*p),
+        let (pid_wanted, source) = match (&self.pid, &self.pidfile) {
+            (Some(p), _) => (Some(*p), None),
             (_, Some(f)) => {
-                let text = std::fs::read_to_string(f).map_err(|e| {
-                    FaultError::Precondition(format!("cannot read pidfile {f}: {e}"))
-                })?;
-                Some(text.trim().parse::<u32>().map_err(|_| {
-                    FaultError::Precondition(format!(
-                        "pidfile {f} holds `{}`, expected a pid",
-                        text.trim()
-                    ))
-                })?)
+                let pid = read_pidfile(f)?;
+                (Some(pid), Some(format!("pid {pid} read from line 1 of {f}")))
             }
-            _ => None,
+            _ => (None, None),
         };
         let matched: Vec<ProcRef> = procs
             .into_iter()
@@ -244,7 +243,7 @@ impl ProcessKill {
                 self.describe()
             )));
         }
-        Ok(matched)
+        Ok((matched, source))
     }
 
     pub(crate) async fn apply(
@@ -289,7 +288,7 @@ impl ProcessKill {
         } else {
             "gone"
         };
-        let measured = if as_declared {
+        let mut measured = if as_declared {
             format!("{} process(es) {verb}: pids {pids:?}", pids.len())
         } else {
             let left: Vec<u32> = remaining.iter().map(|p| p.pid).collect();
@@ -298,6 +297,9 @@ impl ProcessKill {
                 self.verify_timeout
             )
         };
+        if let Some(src) = &undo.source {
+            measured = format!("{measured} ({src})");
+        }
         Ok(Effect {
             declared: self.describe(),
             measured,
@@ -370,6 +372,20 @@ impl Undo {
             restored_after_ms: Some(ms_since(start)),
             details: serde_json::json!({ "thawed": thawed }),
         })
+    }
+}
+
+/// The pid in a pidfile: its first line, as PostgreSQL's `postmaster.pid`, nginx,
+/// sshd and start-stop-daemon write it (later lines, when any, hold other data).
+fn read_pidfile(path: &str) -> Result<u32, FaultError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FaultError::Precondition(format!("cannot read pidfile {path}: {e}")))?;
+    let first = text.lines().next().unwrap_or("").trim();
+    match first.parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(FaultError::Precondition(format!(
+            "pidfile {path} line 1 holds `{first}`, expected a pid (the first line of a pidfile)"
+        ))),
     }
 }
 
@@ -537,6 +553,71 @@ mod tests {
         let p = protected_pids();
         assert!(p.contains(&std::process::id()));
         assert!(p.len() >= 2);
+    }
+
+    /// A `sleep` child, killed and reaped on drop.
+    struct Sleeper(std::process::Child);
+    impl Sleeper {
+        fn spawn() -> Self {
+            Sleeper(
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap(),
+            )
+        }
+    }
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn postmaster_pid_shaped_pidfile_is_read_from_its_first_line() {
+        let child = Sleeper::spawn();
+        let pid = child.0.id();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postmaster.pid");
+        // PostgreSQL 16's layout: pid, data directory, start time, port, socket
+        // directory, listen address, shared memory key, status.
+        std::fs::write(
+            &file,
+            format!(
+                "{pid}\n/var/lib/postgresql/16/main\n1712345678\n5432\n/var/run/postgresql\n*\n  5432001         0\nready   \n"
+            ),
+        )
+        .unwrap();
+        let f: ProcessKill = serde_yaml::from_str(&format!(
+            "{{ pidfile: {}, signal: KILL, verify_timeout: 5s }}",
+            file.display()
+        ))
+        .unwrap();
+        let rt = crate::engine::Runtime::default();
+        let ctx = FaultCtx {
+            run_id: "r1",
+            step: "kill postgres",
+            target: &Target::Local,
+            ttl: Duration::from_secs(10),
+            started: Instant::now(),
+            cancel: Default::default(),
+            runtime: &rt,
+        };
+        let undo = f.prepare(&ctx).await.unwrap();
+        assert_eq!(
+            undo.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            [pid]
+        );
+        let effect = f.apply(&ctx, &undo).await.unwrap();
+        assert!(effect.as_declared, "{effect:?}");
+        let source = format!("line 1 of {}", file.display());
+        assert!(effect.measured.contains(&source), "{}", effect.measured);
+
+        // A first line that is not a pid names the line it read.
+        std::fs::write(&file, "\n{pid}\n").unwrap();
+        let e = f.prepare(&ctx).await.unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("expected a pid"), "{e}");
     }
 
     #[test]
