@@ -194,8 +194,7 @@ impl ProcessKill {
         if !self.all {
             chosen.truncate(self.count as usize);
         }
-        let deadman_tag =
-            (self.signal == Signal::Stop).then(|| format!("{}-{}", ctx.run_id, sanitize(ctx.step)));
+        let deadman_tag = (self.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step));
         Ok(Undo {
             signal: self.signal,
             processes: chosen,
@@ -389,10 +388,21 @@ fn read_pidfile(path: &str) -> Result<u32, FaultError> {
     }
 }
 
-fn sanitize(s: &str) -> String {
-    s.chars()
+/// The watcher's tag: run id, a readable form of the step name, and a hash of the
+/// exact name. The readable form alone maps `db-1` and `db_1` to one tag, and the
+/// revert of one step would end the other's watcher; step names are unique within
+/// a run, so the hash keeps every step's tag apart. Only `[A-Za-z0-9_-]`, so the
+/// tag is one word on the watcher's command line.
+fn deadman_tag(run_id: &str, step: &str) -> String {
+    use sha2::Digest;
+    let readable: String = step
+        .chars()
+        .take(24)
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+        .collect();
+    let hash = sha2::Sha256::digest(step.as_bytes());
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{run_id}-{readable}-{hex}")
 }
 
 /// The engine and its ancestors: never signalled, whatever the selector says, so a
@@ -618,6 +628,17 @@ mod tests {
         std::fs::write(&file, "\n{pid}\n").unwrap();
         let e = f.prepare(&ctx).await.unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("expected a pid"), "{e}");
+    }
+
+    #[test]
+    fn deadman_tags_keep_similar_step_names_apart() {
+        let (a, b) = (deadman_tag("r1", "db-1"), deadman_tag("r1", "db_1"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("r1-db_1-"), "{a}");
+        assert_eq!(a, deadman_tag("r1", "db-1"), "a revert from another process finds it");
+        let long = deadman_tag("r1", &"x y".repeat(100));
+        assert!(long.len() < 48, "{long}");
+        assert!(long.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
     }
 
     #[test]
