@@ -3,7 +3,9 @@
 //! Processes are chosen by pid, pidfile, exact name or a command-line regex, and are
 //! recorded with their start time so that a recycled pid is never signalled by a
 //! revert. `STOP` freezes a process; its undo is `CONT`, and a detached dead-man
-//! watcher (`firedrill __deadman`) thaws it after the ttl even if the engine dies.
+//! watcher (`firedrill __deadman`) thaws it after the ttl even if the engine dies,
+//! also with its whole cgroup (the watcher is moved out of it, see
+//! [`crate::target::cgroup`]).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Effect, FaultCtx, FaultError, RevertCtx, Reverted, ms_since};
 use crate::duration::HumanDuration;
 use crate::target::Target;
+use crate::target::cgroup::{self, Placement};
 
 /// Parameters of `process_kill`. Exactly one of `pid`, `pidfile`, `name`, `pattern`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -217,7 +220,10 @@ impl ProcessKill {
             (Some(p), _) => (Some(*p), None),
             (_, Some(f)) => {
                 let pid = read_pidfile(f)?;
-                (Some(pid), Some(format!("pid {pid} read from line 1 of {f}")))
+                (
+                    Some(pid),
+                    Some(format!("pid {pid} read from line 1 of {f}")),
+                )
             }
             _ => (None, None),
         };
@@ -250,9 +256,10 @@ impl ProcessKill {
         ctx: &FaultCtx<'_>,
         undo: &Undo,
     ) -> Result<Effect, FaultError> {
-        if let Some(tag) = &undo.deadman_tag {
-            spawn_deadman(tag, ctx.ttl, &undo.processes, ctx.runtime)?;
-        }
+        let deadman = match &undo.deadman_tag {
+            Some(tag) => Some(spawn_deadman(tag, ctx.ttl, &undo.processes, ctx.runtime)?),
+            None => None,
+        };
         let mut sent = Vec::new();
         for p in &undo.processes {
             if !same_process(p) {
@@ -299,13 +306,25 @@ impl ProcessKill {
         if let Some(src) = &undo.source {
             measured = format!("{measured} ({src})");
         }
+        if let Some((pid, placement)) = &deadman {
+            measured = format!(
+                "{measured}; dead-man watcher pid {pid} {}",
+                placement.describe()
+            );
+        }
         Ok(Effect {
             declared: self.describe(),
             measured,
             as_declared,
             effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
             details: serde_json::json!({ "signal": self.signal.name(), "pids": pids, "signalled": sent,
-                "processes": undo.processes }),
+                "processes": undo.processes,
+                "deadman": deadman.as_ref().map(|(pid, p)| serde_json::json!({
+                    "pid": pid,
+                    "cgroup": p.cgroup(),
+                    "outside_engine_cgroup": matches!(p, Placement::Moved { .. }),
+                    "placement": p.describe(),
+                })) }),
         })
     }
 }
@@ -490,12 +509,15 @@ fn alive(p: &ProcRef) -> bool {
 
 /// Starts the dead-man watcher: a detached `firedrill __deadman` that sends CONT to
 /// the frozen processes when the ttl runs out, unless a revert ends it first.
+/// Returns its pid and where it lives: outside the engine's cgroup where the machine
+/// allows it, so stopping the engine's unit or container does not end it too. It is
+/// moved before any process is frozen.
 fn spawn_deadman(
     tag: &str,
     ttl: Duration,
     procs: &[ProcRef],
     runtime: &crate::engine::Runtime,
-) -> Result<(), FaultError> {
+) -> Result<(u32, Placement), FaultError> {
     use std::os::unix::process::CommandExt;
     let exe = crate::engine::self_exe().map_err(|e| {
         FaultError::System(format!(
@@ -519,20 +541,40 @@ fn spawn_deadman(
     let child = cmd
         .spawn()
         .map_err(|e| FaultError::System(format!("cannot start the dead-man watcher: {e}")))?;
+    let pid = child.id();
     runtime.adopt(child);
-    Ok(())
+    let placement = cgroup::move_out_of_engine_cgroup(pid);
+    match &placement {
+        Placement::Moved { .. } => {
+            tracing::info!(pid, tag, "dead-man watcher {}", placement.describe())
+        }
+        Placement::Stayed { .. } => tracing::warn!(
+            pid,
+            tag,
+            "dead-man watcher {}: stopping the engine's whole cgroup ends it too",
+            placement.describe()
+        ),
+    }
+    Ok((pid, placement))
 }
 
 /// Ends the dead-man watcher carrying `tag`, wherever it was started from.
 fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
+    let mut homes = Vec::new();
     for p in list_processes() {
         if cmdline(p.pid).contains(&needle) {
+            homes.extend(cgroup::cgroup_of(p.pid));
             let _ = kill(Pid::from_raw(p.pid as i32), NixSignal::SIGKILL);
         }
     }
     if let Some(rt) = runtime {
         rt.reap();
+    }
+    // The watchers' cgroup goes when its last watcher has gone (the kernel refuses
+    // while another drill's watcher lives there).
+    for h in homes {
+        cgroup::remove_if_empty(&h);
     }
 }
 
@@ -635,10 +677,17 @@ mod tests {
         let (a, b) = (deadman_tag("r1", "db-1"), deadman_tag("r1", "db_1"));
         assert_ne!(a, b);
         assert!(a.starts_with("r1-db_1-"), "{a}");
-        assert_eq!(a, deadman_tag("r1", "db-1"), "a revert from another process finds it");
+        assert_eq!(
+            a,
+            deadman_tag("r1", "db-1"),
+            "a revert from another process finds it"
+        );
         let long = deadman_tag("r1", &"x y".repeat(100));
         assert!(long.len() < 48, "{long}");
-        assert!(long.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        assert!(
+            long.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        );
     }
 
     #[test]
