@@ -53,6 +53,10 @@ fn one() -> u32 {
     1
 }
 
+fn local() -> Target {
+    Target::Local
+}
+
 fn default_verify() -> HumanDuration {
     HumanDuration::from_millis(5000)
 }
@@ -101,6 +105,10 @@ pub struct ProcRef {
 /// The undo record of `process_kill`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Undo {
+    /// The target whose processes were signalled (records written before it was
+    /// recorded were all `local`, the only target process_kill accepts).
+    #[serde(default = "local")]
+    pub target: Target,
     pub signal: Signal,
     pub processes: Vec<ProcRef>,
     /// Tag on the dead-man watcher's command line (STOP only), so any process can find and end it.
@@ -199,6 +207,7 @@ impl ProcessKill {
         }
         let deadman_tag = (self.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step));
         Ok(Undo {
+            target: ctx.target.clone(),
             signal: self.signal,
             processes: chosen,
             deadman_tag,
@@ -336,6 +345,12 @@ impl Undo {
 
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
+        // The recorded target decides where CONT goes. Both kinds share this host's
+        // pid namespace; a target on another host must send it there (no wildcard
+        // arm, so a new kind has to say).
+        match &self.target {
+            Target::Local | Target::Netns { .. } => {}
+        }
         if self.signal != Signal::Stop {
             return Ok(Reverted {
                 measured: format!(
@@ -688,6 +703,29 @@ mod tests {
             long.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         );
+    }
+
+    #[test]
+    fn undo_record_round_trips_its_target() {
+        let undo = Undo {
+            target: Target::Netns { name: "app".into() },
+            signal: Signal::Stop,
+            processes: vec![],
+            deadman_tag: Some("r1-x-0a0b0c0d0e0f".into()),
+            source: None,
+        };
+        let v = serde_json::to_value(&undo).unwrap();
+        assert_eq!(
+            v["target"],
+            serde_json::json!({ "type": "netns", "name": "app" })
+        );
+        assert_eq!(serde_json::from_value::<Undo>(v).unwrap(), undo);
+        // A record from before the target was recorded: process_kill was local only.
+        let old: Undo = serde_json::from_value(
+            serde_json::json!({ "signal": "STOP", "processes": [], "deadman_tag": null }),
+        )
+        .unwrap();
+        assert_eq!(old.target, Target::Local);
     }
 
     #[test]
