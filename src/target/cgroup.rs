@@ -45,7 +45,7 @@ impl Placement {
                 format!("in cgroup {cgroup}, outside the engine's {engine}")
             }
             Placement::Stayed { cgroup, why } => format!(
-                "in the engine's cgroup {} ({why})",
+                "in the engine's cgroup {}: {why}",
                 cgroup.as_deref().unwrap_or("(unknown)")
             ),
         }
@@ -74,8 +74,8 @@ pub(crate) fn move_out_of_engine_cgroup(pid: u32) -> Placement {
     };
     let Some(dest) = destination(&engine) else {
         return stay(
-            "the engine is at the root of its cgroup tree, so there is nothing outside it to \
-             move to (in a container, the watcher dies with the container)"
+            "the engine is at the root of its cgroup tree, there is no cgroup outside it to \
+             move to; in a container, the watcher dies with the container"
                 .into(),
         );
     };
