@@ -272,6 +272,7 @@ fn ledger_record_is_reverted_on_its_recorded_netns_target() {
             "target": serde_json::to_value(&target).unwrap(),
         }))
         .unwrap();
+        assert_eq!(undo.target(), &target);
         let mut l = firedrill::engine::ledger::Ledger::create(&state, run_id).unwrap();
         l.record_inject("slow api", &target, &undo).unwrap();
     };
