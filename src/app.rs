@@ -138,7 +138,7 @@ fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
 fn print_load_error(e: &LoadError) {
     let mut err = std::io::stderr().lock();
     match e {
-        LoadError::Io { .. } => {
+        LoadError::Io { .. } | LoadError::Refused { .. } => {
             let _ = writeln!(err, "error: {e}");
         }
         LoadError::Invalid(diags) => {

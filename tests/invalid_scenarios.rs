@@ -1,7 +1,8 @@
 //! Bad input never injects anything (guarantee 3).
 //!
 //! Every file under `tests/fixtures/invalid/` is a realistic scenario with ONE
-//! mistake. The drill they describe kills one of two relay workers and checks that
+//! mistake (except `40-five-problems-in-one-file`, whose five must all be reported
+//! in one run, in file order). The drill they describe kills one of two relay workers and checks that
 //! the other keeps serving. For each fixture, the built binary must:
 //! - `validate` it with exit code 2 and a message naming `file:line:column`, the
 //!   dotted field path, what was found and what was expected (snapshotted, one
@@ -225,6 +226,7 @@ fn file_of(name: &str) -> String {
 #[test_case("31-duplicate-key")]
 #[test_case("32-unknown-key-in-json-check")]
 #[test_case("33-tab-indentation")]
+#[test_case("40-five-problems-in-one-file")]
 fn rejected_before_anything_runs(name: &str) {
     let mut sb = Sandbox::new(name);
     let file = file_of(name);
@@ -308,6 +310,50 @@ fn assert_nothing_ran(name: &str, sb: &mut Sandbox) {
         !sb.marker().exists(),
         "{name}: the recovery command of an invalid scenario ran"
     );
+}
+
+/// All the problems of a file in one run, sorted by position, and counted in the
+/// summary. Before, serde stopped at its first problem and the semantic checks ran
+/// only when nothing else was wrong: a file with four mistakes took four runs, and
+/// they came in no useful order.
+#[test]
+fn every_problem_is_reported_in_one_run_in_file_order() {
+    let name = "40-five-problems-in-one-file";
+    let sb = Sandbox::new(name);
+    let out = sb.validate(&file_of(name), &[]);
+    let stderr = sb.normalise(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (summary, diags) = stderr
+        .trim_end()
+        .lines()
+        .collect::<Vec<_>>()
+        .split_last()
+        .map(|(s, d)| (s.to_string(), d.to_vec()))
+        .unwrap();
+    let found: Vec<(usize, String)> = diags
+        .iter()
+        .map(|d| {
+            let rest = d
+                .strip_prefix(&format!("error: {}:", file_of(name)))
+                .unwrap_or_else(|| panic!("{d}"));
+            let (line, rest) = rest.split_once(':').unwrap();
+            let (_col, rest) = rest.split_once(": ").unwrap();
+            let path = rest.split_once(": ").unwrap().0;
+            (line.parse().unwrap(), path.to_string())
+        })
+        .collect();
+    let expected: Vec<(usize, String)> = [
+        (20, "prechecks[0].probe.command.target"),
+        (23, "prechecks[1].retries"),
+        (35, "faults[0].ttl"),
+        (39, "verifications[0].intervall"),
+        (40, "verifications[0].critical"),
+    ]
+    .into_iter()
+    .map(|(l, p)| (l, p.to_string()))
+    .collect();
+    assert_eq!(found, expected, "{stderr}");
+    assert_eq!(summary, "5 problem(s); nothing was run");
 }
 
 /// The positive control: the same harness sees a fault and a recovery when they do

@@ -4,7 +4,10 @@
 //! field path, what was found and what was expected. Validation collects all the
 //! problems it can find in one pass, so an author fixes a file in one go.
 
-use std::collections::{BTreeMap, HashMap};
+mod decode;
+mod limits;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,7 @@ use super::vars::{self, Resolved, VarValue};
 use super::{API_VERSION, FaultStep, Scenario};
 use crate::fault::FaultSpec;
 use crate::target::Target;
+use decode::Parsed;
 
 /// One problem in a scenario file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +56,12 @@ pub enum LoadError {
         file: String,
         source: std::io::Error,
     },
+    /// Not a regular file of a sane size: refused before it is read.
+    #[error("{file}: cannot read scenario: {reason}")]
+    Refused {
+        file: String,
+        reason: limits::Refusal,
+    },
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
 }
@@ -60,7 +70,7 @@ impl LoadError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             LoadError::Invalid(d) => d,
-            LoadError::Io { .. } => &[],
+            LoadError::Io { .. } | LoadError::Refused { .. } => &[],
         }
     }
 }
@@ -89,22 +99,65 @@ pub struct Drill {
 }
 
 /// Reads and loads a scenario file. `overrides` are `--var name=value` pairs.
+///
+/// Only a regular file of at most 1 MiB is read (see [`limits`]): a FIFO, a device
+/// or a directory is refused by name before anything blocks or grows.
 pub fn load_file(path: &Path, overrides: &[(String, String)]) -> Result<Drill, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        file: path.display().to_string(),
-        source,
+    let file = path.display().to_string();
+    let text = limits::read(path).map_err(|e| match e {
+        limits::ReadError::Refused(reason) => LoadError::Refused { file, reason },
+        limits::ReadError::Io(source) => LoadError::Io { file, source },
     })?;
     load_str(&text, path, overrides)
 }
 
 /// Loads a scenario from text; `path` is used for messages and the journal.
+///
+/// Every problem is reported in one go, sorted by position: each section and each
+/// step is decoded on its own (see [`decode`]) and the semantic checks run on what
+/// decoded. Only a YAML syntax error, or input beyond the [`limits`], stops early.
 pub fn load_str(
     text: &str,
     path: &Path,
     overrides: &[(String, String)],
 ) -> Result<Drill, LoadError> {
     let file = path.display().to_string();
+    if text.len() > limits::MAX_BYTES {
+        return Err(LoadError::Refused {
+            file,
+            reason: limits::Refusal::TooLarge(text.len() as u64),
+        });
+    }
+    // Before any YAML parser: both are slow on deep nesting.
+    if let Some(deep) = limits::too_deep(text) {
+        return Err(LoadError::Invalid(vec![Diagnostic {
+            file,
+            line: deep.pos.line,
+            column: deep.pos.column,
+            path: deep.section,
+            message: format!(
+                "found collections nested {} levels deep, expected at most {}",
+                deep.depth,
+                limits::MAX_DEPTH
+            ),
+        }]));
+    }
     let index = SpanIndex::build(text);
+    // Before serde_yaml and substitution, which would each copy the key into the
+    // path of every node under it.
+    if let Some(long) = index.long_key() {
+        return Err(LoadError::Invalid(vec![Diagnostic {
+            file,
+            line: long.pos.line,
+            column: long.pos.column,
+            path: long.parent.clone(),
+            message: format!(
+                "found a key of {} characters, expected at most {}",
+                long.chars,
+                super::span::MAX_KEY_CHARS
+            ),
+        }]));
+    }
     let diag = Diags {
         file: &file,
         index: &index,
@@ -123,13 +176,16 @@ pub fn load_str(
         )]));
     }
 
-    // 1. Variables, before anything else: every other field may use them.
-    let declared: BTreeMap<String, VarValue> = match doc.get("vars") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => serde_path_to_error::deserialize(v.clone())
-            .map_err(|e| LoadError::Invalid(vec![diag.serde("vars", &e)]))?,
-    };
-    let resolved = resolve_vars(&declared, overrides, &diag)?;
+    // 1. Variables, before anything else: every other field may use them. Each var
+    // on its own, so one bad definition does not hide the others.
+    let mut errors = Vec::new();
+    let (declared, var_names) = decode_vars(doc.get("vars"), &diag, &mut errors);
+    let resolved = resolve_vars(&declared, &var_names, overrides, &diag, &mut errors);
+    if let Some(d) = expansion_beyond_limit(text, &resolved, &diag) {
+        // Substituting would build the oversized text: stop here.
+        errors.push(d);
+        return Err(invalid(errors));
+    }
 
     // 2. Substitute everywhere except in `vars:` itself.
     let mut unresolved = Vec::new();
@@ -141,34 +197,35 @@ pub fn load_str(
             }
         }
     }
-    if !unresolved.is_empty() {
-        // The same name twice in one string is one mistake to fix.
-        unresolved.dedup_by(|a, b| a.path == b.path && a.name == b.name);
-        return Err(LoadError::Invalid(
-            unresolved
-                .iter()
-                .map(|u| {
-                    let known = resolved
-                        .values
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    diag.placeholder_at(
-                        &u.path,
-                        &u.name,
-                        format!(
-                            "found `{{{{{}}}}}`, expected one of the declared vars ({})",
-                            u.name,
-                            if known.is_empty() {
-                                "none declared"
-                            } else {
-                                &known
-                            }
-                        ),
-                    )
-                })
-                .collect(),
+    // A field still holding a `{{placeholder}}` is not what the author meant: its
+    // other problems (not a duration, not a URL) would be noise.
+    let tainted: HashSet<String> = unresolved.iter().map(|u| u.path.clone()).collect();
+    // The same name twice in one string is one mistake to fix.
+    unresolved.dedup_by(|a, b| a.path == b.path && a.name == b.name);
+    let known = resolved
+        .values
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    for u in &unresolved {
+        // A declared var without a value (bad definition, unset environment
+        // variable) is reported at its definition.
+        if var_names.contains(&u.name) {
+            continue;
+        }
+        errors.push(diag.placeholder_at(
+            &u.path,
+            &u.name,
+            format!(
+                "found `{{{{{}}}}}`, expected one of the declared vars ({})",
+                u.name,
+                if known.is_empty() {
+                    "none declared"
+                } else {
+                    &known
+                }
+            ),
         ));
     }
 
@@ -176,14 +233,14 @@ pub fn load_str(
     // serde_yaml 0.9 decodes enums only from YAML tags (`!http`), not from the
     // one-key maps scenarios are written in (`probe: { http: ... }`).
     let json_doc = to_json(&doc);
-    let scenario: Scenario = serde_path_to_error::deserialize(json_doc.clone())
-        .map_err(|e| LoadError::Invalid(vec![refine_untagged(&json_doc, &e, &diag)]))?;
+    let mut checks = Vec::new();
+    let parsed = decode::scenario(&json_doc, &diag, &mut checks);
 
     // 4. Fault parameters, into the closed enum of kinds.
-    let mut errors = Vec::new();
     let mut faults = Vec::new();
-    let targets = resolve_targets(&scenario, &diag, &mut errors);
-    for (i, step) in scenario.faults.iter().enumerate() {
+    let targets = resolve_targets(&parsed, &diag, &mut checks);
+    for (i, step) in parsed.faults.iter().enumerate() {
+        let Some(step) = step else { continue };
         let base = format!("faults[{i}]");
         let with = if step.with.is_null() {
             Value::Mapping(Mapping::new())
@@ -191,54 +248,141 @@ pub fn load_str(
             step.with.clone()
         };
         let m = serde_json::json!({ "kind": step.kind, "with": to_json(&with) });
-        match serde_path_to_error::deserialize::<_, FaultSpec>(m) {
-            Ok(spec) => {
-                let Some(target) = targets.get(&step.target).cloned() else {
-                    errors.push(undefined_target(
-                        &diag,
-                        &format!("{base}.target"),
-                        &step.target,
-                        &targets,
-                    ));
-                    continue;
-                };
-                for (p, msg) in spec.validate(&target) {
-                    // The whole `with:` block (e.g. conflicting fields) is reported at
-                    // its key, a single parameter at its value.
-                    let path = join(&base, &p);
-                    errors.push(if p == "with" {
-                        diag.at(&path, tidy(&msg))
-                    } else {
-                        diag.value_at(&path, tidy(&msg))
-                    });
-                }
-                faults.push(ResolvedFault {
-                    index: i,
-                    step: step.clone(),
-                    spec,
-                    target,
-                });
-            }
-            Err(e) => errors.push(diag.serde(&base, &e)),
+        let spec = decode::Decoder {
+            diag: &diag,
+            errors: &mut checks,
         }
+        .one::<FaultSpec>(&m, &base);
+        if !targets.names.contains(&step.target) {
+            checks.push(undefined_target(
+                &diag,
+                &format!("{base}.target"),
+                &step.target,
+                &targets,
+            ));
+            continue;
+        }
+        // A target whose definition is broken was reported there.
+        let (Some(spec), Some(target)) = (spec, targets.resolved.get(&step.target).cloned()) else {
+            continue;
+        };
+        for (p, msg) in spec.validate(&target) {
+            // The whole `with:` block (e.g. conflicting fields) is reported at
+            // its key, a single parameter at its value.
+            let path = join(&base, &p);
+            checks.push(if p == "with" {
+                diag.at(&path, tidy(&msg))
+            } else {
+                diag.value_at(&path, tidy(&msg))
+            });
+        }
+        faults.push(ResolvedFault {
+            index: i,
+            step: step.clone(),
+            spec,
+            target,
+        });
     }
 
-    // 5. Cross-field validation.
-    validate(&scenario, &targets, &diag, &mut errors);
+    // 5. Cross-field validation, on whatever decoded.
+    validate(&parsed, &targets, &diag, &mut checks);
+    checks.retain(|d| !tainted.contains(&d.path));
+    errors.extend(checks);
     if !errors.is_empty() {
-        errors.sort_by_key(|d| (d.line, d.column));
-        errors.dedup();
-        return Err(LoadError::Invalid(errors));
+        return Err(invalid(errors));
     }
+    let Some(scenario) = parsed.into_scenario(declared) else {
+        // Every part that did not decode pushed a problem above.
+        return Err(LoadError::Invalid(vec![diag.at(
+            "",
+            "found a part of the scenario that did not decode yet reported no problem (a firedrill bug), expected a scenario".into(),
+        )]));
+    };
 
     Ok(Drill {
         file: path.to_path_buf(),
         sha256: hex(&Sha256::digest(text.as_bytes())),
         scenario,
         faults,
-        targets,
+        targets: targets.resolved,
         vars: resolved,
     })
+}
+
+/// Every problem, in file order, each once.
+fn invalid(mut errors: Vec<Diagnostic>) -> LoadError {
+    errors.sort_by(|a, b| (a.line, a.column, &a.path).cmp(&(b.line, b.column, &b.path)));
+    errors.dedup();
+    LoadError::Invalid(errors)
+}
+
+/// `vars:`, one definition at a time. Returns the definitions that decoded and the
+/// names of all of them (a name whose definition is broken is still declared).
+fn decode_vars(
+    section: Option<&Value>,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> (BTreeMap<String, VarValue>, BTreeSet<String>) {
+    let mut declared = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    match section {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let name = key_text(k);
+                names.insert(name.clone());
+                match serde_path_to_error::deserialize::<_, VarValue>(v.clone()) {
+                    Ok(value) => {
+                        declared.insert(name, value);
+                    }
+                    Err(e) => errors.push(diag.serde(&format!("vars.{name}"), &e)),
+                }
+            }
+        }
+        Some(other) => {
+            if let Err(e) =
+                serde_path_to_error::deserialize::<_, BTreeMap<String, VarValue>>(other.clone())
+            {
+                errors.push(diag.serde("vars", &e));
+            }
+        }
+    }
+    (declared, names)
+}
+
+/// A placeholder repeated with a long value (a `--var` may be 128 KiB) would make
+/// the text the parsers see many times the file's size. Counted on the raw text,
+/// before anything is built.
+fn expansion_beyond_limit(text: &str, resolved: &Resolved, diag: &Diags<'_>) -> Option<Diagnostic> {
+    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        let name = rest[start + 2..start + 2 + len].trim();
+        if let Some((k, _)) = resolved.values.get_key_value(name) {
+            *uses.entry(k.as_str()).or_default() += 1;
+        }
+        rest = &rest[start + 4 + len..];
+    }
+    let growth = |(name, n): (&&str, &usize)| resolved.values[*name].len().saturating_mul(*n);
+    let total = uses
+        .iter()
+        .map(growth)
+        .fold(text.len(), usize::saturating_add);
+    if total <= limits::MAX_EXPANDED_BYTES {
+        return None;
+    }
+    let (name, n) = uses.iter().max_by_key(|u| growth(*u))?;
+    Some(diag.at(
+        &format!("vars.{name}"),
+        format!(
+            "found var `{name}` ({} bytes) used {n} times, making about {total} bytes of text, expected at most {} bytes after substitution",
+            resolved.values[*name].len(),
+            limits::MAX_EXPANDED_BYTES
+        ),
+    ))
 }
 
 /// The JSON equivalent of a YAML value, for deserializing the typed scenario.
@@ -291,18 +435,26 @@ fn key_text(k: &Value) -> String {
 /// `json: { path: …, eqq: 1 }` fails as "did not match any variant" of the untagged
 /// one-or-many; decode it again as what it was meant to be, to report the real
 /// problem (here: the unknown field `eqq`) at its place.
+///
+/// `item` is what was decoded, found at dotted path `base`.
 fn refine_untagged(
-    doc: &serde_json::Value,
+    item: &serde_json::Value,
+    base: &str,
     e: &serde_path_to_error::Error<serde_json::Error>,
     diag: &Diags<'_>,
 ) -> Diagnostic {
     use crate::probe::expect::JsonCheck;
-    let general = diag.serde("", e);
-    let path = e.path().to_string();
+    let general = diag.serde(base, e);
+    let rel = e.path().to_string();
+    let path = if rel == "." {
+        base.to_string()
+    } else {
+        join(base, &rel)
+    };
     if !e.inner().to_string().contains("untagged enum OneOrMany") || !path.ends_with(".json") {
         return general;
     }
-    let again = match json_at(doc, &path) {
+    let again = match json_at(item, &rel) {
         Some(v @ serde_json::Value::Array(_)) => {
             serde_path_to_error::deserialize::<_, Vec<JsonCheck>>(v.clone()).err()
         }
@@ -714,13 +866,16 @@ impl Diags<'_> {
     }
 }
 
+/// Values of the vars that decoded, with the `--var` overrides of declared names
+/// (`names` holds every declared name, including those whose definition is broken).
 fn resolve_vars(
     declared: &BTreeMap<String, VarValue>,
+    names: &BTreeSet<String>,
     overrides: &[(String, String)],
     diag: &Diags<'_>,
-) -> Result<Resolved, LoadError> {
+    errors: &mut Vec<Diagnostic>,
+) -> Resolved {
     let mut r = Resolved::default();
-    let mut errors = Vec::new();
     for (name, v) in declared {
         if !vars::is_var_name(name) {
             errors.push(diag.at(
@@ -750,9 +905,9 @@ fn resolve_vars(
         }
     }
     for (k, v) in overrides {
-        if !declared.contains_key(k) {
-            let known = declared
-                .keys()
+        if !names.contains(k) {
+            let known = names
+                .iter()
                 .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -769,21 +924,24 @@ fn resolve_vars(
         }
         r.values.insert(k.clone(), v.clone());
     }
-    if errors.is_empty() {
-        Ok(r)
-    } else {
-        Err(LoadError::Invalid(errors))
-    }
+    r
 }
 
-fn resolve_targets(
-    scenario: &Scenario,
-    diag: &Diags<'_>,
-    errors: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, Target> {
-    let mut targets = BTreeMap::new();
-    targets.insert("local".to_string(), Target::Local);
-    for (name, spec) in &scenario.targets {
+/// The targets a scenario may name.
+struct Targets {
+    /// Every name that may be used: `local` and each one defined, even where its
+    /// definition is broken (that is reported at the definition, not at each use).
+    names: BTreeSet<String>,
+    /// The definitions that decoded, `local` included.
+    resolved: BTreeMap<String, Target>,
+}
+
+fn resolve_targets(parsed: &Parsed, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) -> Targets {
+    let mut targets = Targets {
+        names: BTreeSet::from(["local".to_string()]),
+        resolved: BTreeMap::from([("local".to_string(), Target::Local)]),
+    };
+    for (name, spec) in &parsed.targets {
         if name == "local" {
             errors.push(diag.at(
                 "targets.local",
@@ -791,19 +949,20 @@ fn resolve_targets(
             ));
             continue;
         }
-        targets.insert(name.clone(), Target::from_spec(spec));
+        targets.names.insert(name.clone());
+        if let Some(spec) = spec {
+            targets
+                .resolved
+                .insert(name.clone(), Target::from_spec(spec));
+        }
     }
     targets
 }
 
-fn undefined_target(
-    diag: &Diags<'_>,
-    path: &str,
-    name: &str,
-    targets: &BTreeMap<String, Target>,
-) -> Diagnostic {
+fn undefined_target(diag: &Diags<'_>, path: &str, name: &str, targets: &Targets) -> Diagnostic {
     let known = targets
-        .keys()
+        .names
+        .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(", ");
@@ -813,77 +972,88 @@ fn undefined_target(
     )
 }
 
-fn validate(
-    scenario: &Scenario,
-    targets: &BTreeMap<String, Target>,
-    diag: &Diags<'_>,
-    errors: &mut Vec<Diagnostic>,
-) {
-    if scenario.api_version != API_VERSION {
-        errors.push(diag.value_at(
-            "apiVersion",
-            format!("found `{}`, expected `{API_VERSION}`", scenario.api_version),
-        ));
-    }
-    let name = &scenario.metadata.name;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+/// Items of a section that decoded, with their position in the file's list.
+fn decoded<T>(items: &[Option<T>]) -> impl Iterator<Item = (usize, &T)> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
+}
+
+/// Checks across fields, on whatever decoded (a step that did not decode was
+/// reported already and is skipped here).
+fn validate(scenario: &Parsed, targets: &Targets, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) {
+    if let Some(api_version) = &scenario.api_version
+        && api_version != API_VERSION
     {
         errors.push(diag.value_at(
-            "metadata.name",
-            format!("found `{name}`, expected a non-empty name of letters, digits, `-`, `_` or `.` (it names report directories)"),
+            "apiVersion",
+            format!("found `{api_version}`, expected `{API_VERSION}`"),
         ));
     }
-    if scenario.faults.is_empty() {
+    if let Some(metadata) = &scenario.metadata {
+        let name = &metadata.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(diag.value_at(
+                "metadata.name",
+                format!("found `{name}`, expected a non-empty name of letters, digits, `-`, `_` or `.` (it names report directories)"),
+            ));
+        }
+    }
+    if scenario.faults_written && scenario.faults.is_empty() {
         errors.push(diag.value_at(
             "faults",
             "found an empty fault list, expected at least one fault".into(),
         ));
     }
-    if let Some(rto) = scenario.objectives.rto
-        && rto.0.is_zero()
-    {
-        errors.push(diag.value_at(
-            "objectives.rto",
-            "found `0s`, expected a positive duration".into(),
-        ));
-    }
-    if scenario.objectives.max_duration.0.is_zero() {
-        errors.push(diag.value_at(
-            "objectives.max_duration",
-            "found `0s`, expected a positive duration".into(),
-        ));
+    if let Some(objectives) = &scenario.objectives {
+        if let Some(rto) = objectives.rto
+            && rto.0.is_zero()
+        {
+            errors.push(diag.value_at(
+                "objectives.rto",
+                "found `0s`, expected a positive duration".into(),
+            ));
+        }
+        if objectives.max_duration.0.is_zero() {
+            errors.push(diag.value_at(
+                "objectives.max_duration",
+                "found `0s`, expected a positive duration".into(),
+            ));
+        }
     }
 
     unique_names(
         "prechecks",
-        scenario.prechecks.iter().map(|c| c.name.as_str()),
+        decoded(&scenario.prechecks).map(|(i, c)| (i, c.name.as_str())),
         diag,
         errors,
     );
     unique_names(
         "verifications",
-        scenario.verifications.iter().map(|c| c.name.as_str()),
+        decoded(&scenario.verifications).map(|(i, c)| (i, c.name.as_str())),
         diag,
         errors,
     );
     unique_names(
         "guards",
-        scenario.guards.iter().map(|c| c.name.as_str()),
+        decoded(&scenario.guards).map(|(i, c)| (i, c.name.as_str())),
         diag,
         errors,
     );
     unique_names(
         "faults",
-        scenario.faults.iter().map(|c| c.name.as_str()),
+        decoded(&scenario.faults).map(|(i, c)| (i, c.name.as_str())),
         diag,
         errors,
     );
     unique_names(
         "recovery",
-        scenario.recovery.iter().map(|c| c.name.as_str()),
+        decoded(&scenario.recovery).map(|(i, c)| (i, c.name.as_str())),
         diag,
         errors,
     );
@@ -892,7 +1062,7 @@ fn validate(
         ("prechecks", &scenario.prechecks),
         ("verifications", &scenario.verifications),
     ] {
-        for (i, c) in checks.iter().enumerate() {
+        for (i, c) in decoded(checks) {
             let base = format!("{section}[{i}]");
             if c.within.is_some() && c.hold_for.is_some() {
                 errors.push(diag.at(
@@ -911,16 +1081,16 @@ fn validate(
     }
     unique_names(
         "traffic",
-        scenario.traffic.iter().map(|t| t.name.as_str()),
+        decoded(&scenario.traffic).map(|(i, t)| (i, t.name.as_str())),
         diag,
         errors,
     );
-    for (i, t) in scenario.traffic.iter().enumerate() {
+    for (i, t) in decoded(&scenario.traffic) {
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
         }
     }
-    for (i, g) in scenario.guards.iter().enumerate() {
+    for (i, g) in decoded(&scenario.guards) {
         let base = format!("guards[{i}]");
         if g.breach_after == 0 {
             errors.push(diag.value_at(
@@ -936,8 +1106,8 @@ fn validate(
         }
         probe_checks(&base, &g.probe, &g.expect, targets, diag, errors);
     }
-    for (i, r) in scenario.recovery.iter().enumerate() {
-        if !targets.contains_key(&r.command.target) {
+    for (i, r) in decoded(&scenario.recovery) {
+        if !targets.names.contains(&r.command.target) {
             errors.push(undefined_target(
                 diag,
                 &format!("recovery[{i}].command.target"),
@@ -958,13 +1128,13 @@ fn probe_checks(
     base: &str,
     probe: &crate::probe::ProbeSpec,
     expect: &crate::probe::Expect,
-    targets: &BTreeMap<String, Target>,
+    targets: &Targets,
     diag: &Diags<'_>,
     errors: &mut Vec<Diagnostic>,
 ) {
     let pbase = format!("{base}.probe.{}", probe.kind());
     if let Some(t) = probe.target()
-        && !targets.contains_key(t)
+        && !targets.names.contains(t)
     {
         errors.push(undefined_target(
             diag,
@@ -981,14 +1151,15 @@ fn probe_checks(
     }
 }
 
+/// `names` are (position in the section, name) of the steps that decoded.
 fn unique_names<'a>(
     section: &str,
-    names: impl Iterator<Item = &'a str>,
+    names: impl Iterator<Item = (usize, &'a str)>,
     diag: &Diags<'_>,
     errors: &mut Vec<Diagnostic>,
 ) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in names.enumerate() {
+    for (i, n) in names {
         if let Some(first) = seen.get(n) {
             let first_pos = diag.index.locate_value(&format!("{section}[{first}].name"));
             errors.push(diag.value_at(
@@ -1233,6 +1404,88 @@ faults:
         assert_eq!(
             one(&text),
             "18:1: : found a second YAML document (`---`), expected one scenario per file"
+        );
+    }
+
+    fn located(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
+        errors(text, vars)
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.column, d.path))
+            .collect()
+    }
+
+    #[test]
+    fn every_bad_field_of_one_step_is_reported() {
+        // An unknown key, a type error and a bad duration in one step, and an
+        // undefined target in another: serde alone stops at the first.
+        let text = GOOD
+            .replace(
+                "    probe: { http:",
+                "    retries: lots
+    within: 1,5s
+    probe: { http:",
+            )
+            .replace("target: appns }", "target: appns, tries: 3 }")
+            .replace(
+                "with: { name: relay }",
+                "with: { name: relay }
+    target: gw9",
+            );
+        assert_eq!(
+            located(&text, &[]),
+            [
+                "10:14: prechecks[0].retries",
+                "11:13: prechecks[0].within",
+                "15:60: prechecks[1].probe.tcp.tries",
+                "20:13: faults[0].target",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_reported_once_even_after_its_value_was_cut_out() {
+        // `name` has the wrong type; decoding again without it must not also say
+        // that `name` is missing.
+        let text = GOOD.replace("  - name: kill\n", "  - name: [kill]\n");
+        assert_eq!(
+            one(&text),
+            "15:11: faults[0].name: found a list, expected a string"
+        );
+    }
+
+    #[test]
+    fn every_missing_required_section_is_reported() {
+        let e = located("targets: {}\n", &[]);
+        assert_eq!(
+            e,
+            [
+                "1:1: apiVersion",
+                "1:1: faults",
+                "1:1: kind",
+                "1:1: metadata"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_broken_var_hides_neither_other_problems_nor_adds_noise_where_it_is_used() {
+        // `port` is broken: its uses are not reported again as undefined, and the
+        // URL holding `{{port}}` is not judged; the bad fault field still is.
+        let text = GOOD
+            .replace("  port: 8080\n", "  port: [8080]\n")
+            .replace("{ name: relay }", "{ name: relay, count: x }");
+        assert_eq!(
+            located(&text, &[]),
+            ["5:9: vars.port", "17:33: faults[0].with.count"]
+        );
+        // An undefined placeholder is reported once, not also as a bad duration.
+        let text = GOOD.replace(
+            "with: { name: relay }",
+            "with: { name: relay }\n    ttl: \"{{ttl}}\"",
+        );
+        assert_eq!(
+            one(&text),
+            "18:11: faults[0].ttl: found `{{ttl}}`, expected one of the declared vars (port)"
         );
     }
 

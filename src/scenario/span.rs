@@ -39,12 +39,29 @@ struct Entry {
     value: Pos,
 }
 
+/// Longest map key indexed, in characters: YAML's own limit for implicit keys
+/// (`key: value`), which only explicit ones (`? key`) can pass. Every path under a
+/// key repeats it, so a long key over many entries multiplied memory (a 200 KB key
+/// over 40 000 entries took 9.7 GB); the index stops at such a key instead.
+pub const MAX_KEY_CHARS: usize = 1024;
+
 /// Index from dotted paths (`faults[0].with.to[1]`) to source positions.
 #[derive(Debug, Default)]
 pub struct SpanIndex {
     entries: HashMap<String, Entry>,
     duplicates: Vec<DuplicateKey>,
     unclosed_quotes: Vec<Pos>,
+    long_key: Option<LongKey>,
+}
+
+/// A key longer than [`MAX_KEY_CHARS`]; nothing after it is indexed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LongKey {
+    pub pos: Pos,
+    /// Its length in characters.
+    pub chars: usize,
+    /// Dotted path of the map it is in.
+    pub parent: String,
 }
 
 /// A key written twice in the same mapping.
@@ -105,6 +122,11 @@ impl SpanIndex {
 }
 
 impl SpanIndex {
+    /// The first key longer than [`MAX_KEY_CHARS`], where indexing stopped.
+    pub fn long_key(&self) -> Option<&LongKey> {
+        self.long_key.as_ref()
+    }
+
     /// Keys written twice in one mapping, in document order.
     pub fn duplicate_keys(&self) -> &[DuplicateKey] {
         &self.duplicates
@@ -196,6 +218,15 @@ impl Builder {
                 None => {
                     // This node is a key. Non-scalar keys are not used by scenarios.
                     let name = scalar_key.unwrap_or("?").to_string();
+                    let chars = name.chars().count();
+                    if chars > MAX_KEY_CHARS {
+                        self.index.long_key = Some(LongKey {
+                            pos,
+                            chars,
+                            parent: path.clone(),
+                        });
+                        return None;
+                    }
                     if seen.is_empty() {
                         // A block mapping's mark is the `:` after its first key; a
                         // reader expects the mapping to start at that key.
@@ -343,6 +374,9 @@ fn unclosed_quotes(text: &str) -> Vec<Pos> {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.index.long_key.is_some() {
+            return;
+        }
         match ev {
             Event::Scalar(v, ..) => {
                 self.node(Some(&v), mark);
@@ -488,6 +522,26 @@ mod edge_tests {
             SpanIndex::build(text).unclosed_quotes(),
             &[Pos { line: 3, column: 5 }]
         );
+    }
+
+    #[test]
+    fn indexing_stops_at_a_key_longer_than_yaml_allows_implicitly() {
+        let long = "k".repeat(MAX_KEY_CHARS + 1);
+        let text = format!("a:\n  b: 1\n  ? {long}\n  : {{ c: 1 }}\nd: 2\n");
+        let idx = SpanIndex::build(&text);
+        assert_eq!(
+            idx.long_key(),
+            Some(&LongKey {
+                pos: Pos { line: 3, column: 5 },
+                chars: MAX_KEY_CHARS + 1,
+                parent: "a".into()
+            })
+        );
+        assert_eq!(idx.locate("a.b"), pos(2, 3));
+        // Nothing after it is indexed: `d` falls back to the document.
+        assert_eq!(idx.locate("d"), idx.locate(""));
+        let ok = SpanIndex::build(&format!("? {}\n: 1\n", &long[1..]));
+        assert_eq!(ok.long_key(), None);
     }
 
     #[test]
