@@ -41,7 +41,18 @@ impl HttpProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         match reqwest::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                let host = u.host_str().unwrap_or_default();
+                if crate::target::host::check_host(host).is_err() {
+                    errs.push((
+                        "url".into(),
+                        format!(
+                            "found host `{host}` in the URL, {}",
+                            crate::target::host::HOST_EXPECTED
+                        ),
+                    ));
+                }
+            }
             Ok(u) => errs.push((
                 "url".into(),
                 format!("found scheme `{}`, expected http or https", u.scheme()),

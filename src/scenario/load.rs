@@ -791,6 +791,9 @@ fn resolve_targets(
             ));
             continue;
         }
+        for (p, msg) in spec.validate() {
+            errors.push(diag.value_at(&format!("targets.{name}.{p}"), msg));
+        }
         targets.insert(name.clone(), Target::from_spec(spec));
     }
     targets
