@@ -119,11 +119,15 @@ fn tcp_host_injection_from_a_netns_runs_nothing() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, tcp_scenario(&ns.0, &marker.tag)).unwrap();
     let touched = dir.path().join("x");
-    let out = run_cmd(&scen, &dir.path().join("state"), &dir.path().join("reports"))
-        .arg("--var")
-        .arg(format!("host=127.0.0.1/1;touch {};#", touched.display()))
-        .output()
-        .unwrap();
+    let out = run_cmd(
+        &scen,
+        &dir.path().join("state"),
+        &dir.path().join("reports"),
+    )
+    .arg("--var")
+    .arg(format!("host=127.0.0.1/1;touch {};#", touched.display()))
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!touched.exists(), "the host reached a shell");
@@ -213,7 +217,11 @@ fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
     );
     let j = journal(&reports);
     let pre = &j.steps[0];
-    assert!(pre.detail.to_lowercase().contains("refused"), "{}", pre.detail);
+    assert!(
+        pre.detail.to_lowercase().contains("refused"),
+        "{}",
+        pre.detail
+    );
     // Nothing of the drill stays behind in the namespace thread or as a child.
     assert!(pids_matching("/dev/tcp/").is_empty());
 }

@@ -102,7 +102,18 @@ mod tests {
         for ok in ["app", "fdt-cli-12-0-c", "a.b_c", "A1"] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "../../proc/1/ns/net", "a/b", ".hidden", "-n", "a b", "a;b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../proc/1/ns/net",
+            "a/b",
+            ".hidden",
+            "-n",
+            "a b",
+            "a;b",
+            &"a".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }
