@@ -109,6 +109,7 @@ pub fn load_str(
         file: &file,
         index: &index,
         text,
+        secrets: None,
     };
 
     let mut doc: Value =
@@ -130,6 +131,11 @@ pub fn load_str(
             .map_err(|e| LoadError::Invalid(vec![diag.serde("vars", &e)]))?,
     };
     let resolved = resolve_vars(&declared, overrides, &diag)?;
+    let redactor = crate::secrets::Redactor::new(resolved.secret_values());
+    let diag = Diags {
+        secrets: Some(&redactor),
+        ..diag
+    };
 
     // 2. Substitute everywhere except in `vars:` itself.
     let mut unresolved = Vec::new();
@@ -491,6 +497,9 @@ struct Diags<'a> {
     file: &'a str,
     index: &'a SpanIndex,
     text: &'a str,
+    /// Secret var values, masked in every message once vars are resolved: a value
+    /// echoed by a message (`found `…``) may have come from one.
+    secrets: Option<&'a crate::secrets::Redactor>,
 }
 
 impl Diags<'_> {
@@ -501,7 +510,10 @@ impl Diags<'_> {
             line: pos.line,
             column: pos.column,
             path: path.to_string(),
-            message,
+            message: match self.secrets {
+                Some(r) => r.redact(&message).into_owned(),
+                None => message,
+            },
         }
     }
     /// At the key of `path` (where "this field" starts).
