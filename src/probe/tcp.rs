@@ -156,17 +156,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fd-tcp-inj-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         let mut targets = std::collections::BTreeMap::new();
-        targets.insert(
-            "ns".to_string(),
-            Target::Netns {
-                name: name.clone(),
-            },
-        );
+        targets.insert("ns".to_string(), Target::Netns { name: name.clone() });
         crate::install_crypto_provider();
         let http = reqwest::Client::new();
+        let vars = crate::scenario::Resolved::default();
         let ctx = ProbeCtx {
             targets: &targets,
             http: &http,
+            vars: &vars,
         };
         let evil = probe(
             &format!("127.0.0.1/1;touch {};#:1", dir.display()),
