@@ -141,3 +141,30 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(url: &str) -> HttpProbe {
+        serde_yaml::from_str(&format!("url: '{url}'")).unwrap()
+    }
+
+    #[test]
+    fn url_hosts_are_ip_addresses_or_host_names() {
+        for ok in [
+            "http://127.0.0.1:8080/x",
+            "http://[::1]:80/",
+            "https://qyapi.weixin.qq.com/cgi-bin",
+        ] {
+            assert!(probe(ok).validate().is_empty(), "{ok}");
+        }
+        for bad in ["http://a;b/", "http://a$b/", "http://a_b/"] {
+            let e = probe(bad).validate();
+            assert!(
+                e.iter().any(|(p, m)| p == "url" && m.contains("RFC 1123")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+}
