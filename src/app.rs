@@ -179,7 +179,7 @@ fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 
         PlanFormat::Text => {
             outln!(
                 "plan for `{}` at level {level} (nothing is run):",
-                drill.scenario.metadata.name
+                crate::secrets::redact(&drill.scenario.metadata.name)
             );
             for (i, s) in steps.iter().enumerate() {
                 let mark = if s.runs { " " } else { "-" };

@@ -1,5 +1,5 @@
 //! `firedrill plan` (= `run --dry-run`): the ordered, fully resolved steps, with no
-//! side effects at all.
+//! side effects at all, and no secret in clear.
 
 use serde::Serialize;
 
@@ -105,6 +105,13 @@ pub fn plan(drill: &Drill, level: Level) -> Vec<PlannedStep> {
             runs: true,
             description: format!("re-run the prechecks until they hold ({rto})"),
         });
+    }
+    // Secrets written into URLs, headers or names are shown masked; shell commands
+    // already carry references to them, not values.
+    let redactor = crate::secrets::Redactor::new(drill.vars.secret_values());
+    for s in &mut out {
+        s.name = redactor.redact(&s.name).into_owned();
+        s.description = redactor.redact(&s.description).into_owned();
     }
     out
 }

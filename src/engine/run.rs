@@ -126,6 +126,7 @@ impl Engine {
         let probe_ctx = ProbeCtx {
             targets: &drill.targets,
             http: &self.http,
+            vars: &drill.vars,
         };
         let mut steps: Vec<StepRecord> = Vec::new();
 
@@ -616,6 +617,7 @@ impl Engine {
                     let ctx = ProbeCtx {
                         targets: &drill.targets,
                         http: &http,
+                        vars: &drill.vars,
                     };
                     let mut rec = GuardRecord {
                         name: g.name.clone(),
@@ -776,7 +778,10 @@ impl Engine {
             .cloned()
             .unwrap_or(crate::target::Target::Local);
         let mut cmd = target.shell(&r.command.run);
-        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        // Secrets travel in the environment, never on the command line (`ps`).
+        cmd.envs(self.drill.vars.env_for(&r.command.run))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
         let _ = control; // recovery steps are not waits: a hurried recovery still runs them
         let tail = |b: &[u8]| {
             String::from_utf8_lossy(b)

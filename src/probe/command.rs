@@ -10,11 +10,12 @@ use super::{Observation, ProbeCtx, truncate_capture};
 use crate::duration::HumanDuration;
 use crate::target::Target;
 
-/// A shell command (`sh -c`) run on a target.
+/// A shell command (`sh -c`) run on a target. `run` is a shell line by design: var
+/// values are pasted into it as text, secret ones as environment references.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandProbe {
-    /// Shell command line.
+    /// Shell command line, run with `sh -c`: shell by design, so `{{var}}` values are pasted in as text (quote them); a secret var becomes a reference to an environment variable set for this command only (`"${FIREDRILL_SECRET_<NAME>}"`), never its value.
     pub run: String,
     /// Where to run it; a name from `targets`, or `local`.
     #[serde(default = "crate::scenario::local")]
@@ -47,7 +48,9 @@ impl CommandProbe {
     pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
         let target = ctx.targets.get(&self.target).unwrap_or(&Target::Local);
         let mut cmd = target.shell(&self.run);
-        cmd.stdin(Stdio::null())
+        // Secrets travel in the environment, never on the command line (`ps`).
+        cmd.envs(ctx.vars.env_for(&self.run))
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

@@ -41,7 +41,18 @@ impl HttpProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         match reqwest::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                let host = u.host_str().unwrap_or_default();
+                if crate::target::host::check_host(host).is_err() {
+                    errs.push((
+                        "url".into(),
+                        format!(
+                            "found host `{host}` in the URL, {}",
+                            crate::target::host::HOST_EXPECTED
+                        ),
+                    ));
+                }
+            }
             Ok(u) => errs.push((
                 "url".into(),
                 format!("found scheme `{}`, expected http or https", u.scheme()),
@@ -129,4 +140,31 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(url: &str) -> HttpProbe {
+        serde_yaml::from_str(&format!("url: '{url}'")).unwrap()
+    }
+
+    #[test]
+    fn url_hosts_are_ip_addresses_or_host_names() {
+        for ok in [
+            "http://127.0.0.1:8080/x",
+            "http://[::1]:80/",
+            "https://qyapi.weixin.qq.com/cgi-bin",
+        ] {
+            assert!(probe(ok).validate().is_empty(), "{ok}");
+        }
+        for bad in ["http://a;b/", "http://a$b/", "http://a_b/"] {
+            let e = probe(bad).validate();
+            assert!(
+                e.iter().any(|(p, m)| p == "url" && m.contains("RFC 1123")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
 }

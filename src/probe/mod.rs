@@ -64,6 +64,9 @@ pub struct ProbeCtx<'a> {
     pub targets: &'a BTreeMap<String, Target>,
     /// Shared HTTP client (connection pool); per-request options are set by the probe.
     pub http: &'a reqwest::Client,
+    /// The drill's vars: shell commands get the secrets they refer to from here, in
+    /// their environment (see `scenario::vars`).
+    pub vars: &'a crate::scenario::Resolved,
 }
 
 impl ProbeSpec {
@@ -96,8 +99,8 @@ impl ProbeSpec {
         }
     }
 
-    /// One line saying what is observed (for `plan` and reports). Never contains secrets
-    /// beyond what the scenario author wrote into URLs; reports redact those anyway.
+    /// One line saying what is observed (for `plan` and reports). It may contain a
+    /// secret written into a URL or header: `plan` and reports redact it.
     pub fn describe(&self) -> String {
         match self {
             ProbeSpec::Http(p) => p.describe(),

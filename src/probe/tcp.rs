@@ -1,6 +1,6 @@
 //! `tcp` probe: can a TCP connection be opened?
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,12 +29,9 @@ fn default_timeout() -> HumanDuration {
 
 impl TcpProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
-        match self.address.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => vec![],
-            _ => vec![(
-                "address".into(),
-                format!("found `{}`, expected host:port", self.address),
-            )],
+        match crate::target::host::parse_host_port(&self.address) {
+            Ok(_) => vec![],
+            Err(e) => vec![("address".into(), e)],
         }
     }
 
@@ -52,43 +49,135 @@ impl TcpProbe {
             .and_then(|t| ctx.targets.get(t))
             .unwrap_or(&Target::Local);
         let start = Instant::now();
-        let result = match target {
-            Target::Local => {
-                match tokio::time::timeout(
-                    self.timeout.0,
-                    tokio::net::TcpStream::connect(&self.address),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("timed out after {}", self.timeout)),
+        let result = match crate::target::host::parse_host_port(&self.address) {
+            // Validation refuses this; a probe built another way must not guess.
+            Err(e) => Err(e),
+            Ok((host, port)) => match target {
+                Target::Local => {
+                    match tokio::time::timeout(
+                        self.timeout.0,
+                        tokio::net::TcpStream::connect((host.as_str(), port)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("timed out after {}", self.timeout)),
+                    }
                 }
-            }
-            // Inside a namespace the connect must happen from a process living there.
-            // bash's /dev/tcp keeps that to one tiny helper process.
-            Target::Netns { .. } => {
-                let (host, port) = self
-                    .address
-                    .rsplit_once(':')
-                    .unwrap_or((&self.address, "0"));
-                let line = format!("exec 3<>/dev/tcp/{host}/{port}");
-                let mut cmd = target.command("bash", &["-c", &line]);
-                cmd.kill_on_drop(true)
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped());
-                match tokio::time::timeout(self.timeout.0, cmd.output()).await {
-                    Ok(Ok(out)) if out.status.success() => Ok(()),
-                    Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-                    Ok(Err(e)) => Err(format!("cannot start probe in {}: {e}", target.describe())),
-                    Err(_) => Err(format!("timed out after {}", self.timeout)),
+                // Inside a namespace the socket must be opened from a thread that
+                // entered it: no helper process, and no shell that could read the
+                // address as a command.
+                Target::Netns { .. } => {
+                    let timeout = self.timeout.0;
+                    let connect = crate::target::netns::run_in(target, move || {
+                        connect_blocking(&host, port, timeout)
+                    });
+                    // The resolver has no timeout of its own: bound the whole attempt.
+                    match tokio::time::timeout(self.timeout.0, connect).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(e)) => Err(format!("cannot enter {}: {e}", target.describe())),
+                        Err(_) => Err(format!("timed out after {}", self.timeout)),
+                    }
                 }
-            }
+            },
         };
         Observation {
             latency: start.elapsed(),
             error: result.err(),
             ..Default::default()
         }
+    }
+}
+
+/// Resolves `host` and connects to each of its addresses in turn within `timeout`
+/// overall; the first connection wins.
+fn connect_blocking(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let deadline = Instant::now() + timeout;
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    let mut last = format!("`{host}` resolved to no address");
+    for a in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("timed out after {}", HumanDuration(timeout)));
+        }
+        match std::net::TcpStream::connect_timeout(&a, left) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = format!("timed out after {}", HumanDuration(timeout));
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(address: &str, target: Option<&str>) -> TcpProbe {
+        TcpProbe {
+            address: address.into(),
+            timeout: HumanDuration::from_millis(1000),
+            target: target.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn addresses_are_checked_hosts() {
+        assert!(probe("127.0.0.1:80", None).validate().is_empty());
+        assert!(probe("[::1]:80", None).validate().is_empty());
+        let e = probe("127.0.0.1/1;touch /tmp/x;#:1", None).validate();
+        assert_eq!(e[0].0, "address");
+        assert!(e[0].1.contains("RFC 1123"), "{e:?}");
+    }
+
+    /// A probe that bypassed validation still never runs its address: it is
+    /// refused, and nothing is created (root: it needs a namespace).
+    #[tokio::test]
+    async fn an_address_with_shell_characters_runs_nothing_from_a_netns() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "needs root in CI");
+            eprintln!("skipped: needs root to create a network namespace");
+            return;
+        }
+        let name = format!("fdunit-tcp-{}", std::process::id());
+        assert!(
+            std::process::Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .is_ok_and(|s| s.success())
+        );
+        let dir = std::env::temp_dir().join(format!("fd-tcp-inj-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let mut targets = std::collections::BTreeMap::new();
+        targets.insert("ns".to_string(), Target::Netns { name: name.clone() });
+        crate::install_crypto_provider();
+        let http = reqwest::Client::new();
+        let vars = crate::scenario::Resolved::default();
+        let ctx = ProbeCtx {
+            targets: &targets,
+            http: &http,
+            vars: &vars,
+        };
+        let evil = probe(
+            &format!("127.0.0.1/1;touch {};#:1", dir.display()),
+            Some("ns"),
+        );
+        let o = evil.observe(&ctx).await;
+        // A refused port fails too, from inside the namespace (its loopback is down).
+        let refused = probe("127.0.0.1:1", Some("ns")).observe(&ctx).await;
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .status();
+        assert!(!dir.exists(), "the address reached a shell");
+        let _ = std::fs::remove_file(&dir);
+        assert!(o.error.is_some(), "{o:?}");
+        assert!(refused.error.is_some(), "{refused:?}");
     }
 }

@@ -105,7 +105,18 @@ impl TrafficProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         match reqwest::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                let host = u.host_str().unwrap_or_default();
+                if crate::target::host::check_host(host).is_err() {
+                    errs.push((
+                        "url".into(),
+                        format!(
+                            "found host `{host}` in the URL, {}",
+                            crate::target::host::HOST_EXPECTED
+                        ),
+                    ));
+                }
+            }
             _ => errs.push((
                 "url".into(),
                 format!("found `{}`, expected an absolute http(s) URL", self.url),

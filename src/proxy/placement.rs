@@ -336,18 +336,7 @@ fn target_check(t: &Target) -> Vec<(String, String)> {
 }
 
 fn valid_host_port(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() {
-        return true;
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-                && p.parse::<u16>().is_ok_and(|p| p != 0)
-        }
-        None => false,
-    }
+    s.parse::<SocketAddr>().is_ok() || crate::target::host::parse_host_port(s).is_ok()
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ pub fn load_str(
         file: &file,
         index: &index,
         text,
+        secrets: None,
     };
 
     let mut doc: Value =
@@ -181,6 +182,16 @@ pub fn load_str(
     let mut errors = Vec::new();
     let (declared, var_names) = decode_vars(doc.get("vars"), &diag, &mut errors);
     let resolved = resolve_vars(&declared, &var_names, overrides, &diag, &mut errors);
+    // From here on every message is masked with the secret values; the few made
+    // while resolving them are masked now.
+    let redactor = crate::secrets::Redactor::new(resolved.secret_values());
+    for e in &mut errors {
+        e.message = redactor.redact(&e.message).into_owned();
+    }
+    let diag = Diags {
+        secrets: Some(&redactor),
+        ..diag
+    };
     if let Some(d) = expansion_beyond_limit(text, &resolved, &diag) {
         // Substituting would build the oversized text: stop here.
         errors.push(d);
@@ -643,6 +654,9 @@ struct Diags<'a> {
     file: &'a str,
     index: &'a SpanIndex,
     text: &'a str,
+    /// Secret var values, masked in every message once vars are resolved: a value
+    /// echoed by a message (`found `…``) may have come from one.
+    secrets: Option<&'a crate::secrets::Redactor>,
 }
 
 impl Diags<'_> {
@@ -653,7 +667,10 @@ impl Diags<'_> {
             line: pos.line,
             column: pos.column,
             path: path.to_string(),
-            message,
+            message: match self.secrets {
+                Some(r) => r.redact(&message).into_owned(),
+                None => message,
+            },
         }
     }
     /// At the key of `path` (where "this field" starts).
@@ -951,6 +968,9 @@ fn resolve_targets(parsed: &Parsed, diag: &Diags<'_>, errors: &mut Vec<Diagnosti
         }
         targets.names.insert(name.clone());
         if let Some(spec) = spec {
+            for (p, msg) in spec.validate() {
+                errors.push(diag.value_at(&format!("targets.{name}.{p}"), msg));
+            }
             targets
                 .resolved
                 .insert(name.clone(), Target::from_spec(spec));

@@ -24,7 +24,7 @@ use crate::target::TargetSpec;
 pub use load::{Drill, LoadError, ResolvedFault, load_file, load_str};
 pub use schema::{reference_markdown, schema_json, schema_value};
 pub use span::SpanIndex;
-pub use vars::VarValue;
+pub use vars::{Resolved, VarValue};
 
 /// The only `apiVersion` this build understands.
 pub const API_VERSION: &str = "firedrill/v1";
@@ -297,7 +297,7 @@ pub struct RecoveryStep {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandAction {
-    /// Shell command line, run with `sh -c`.
+    /// Shell command line, run with `sh -c`: shell by design, so `{{var}}` values are pasted in as text (quote them); a secret var becomes a reference to an environment variable set for this command only (`"${FIREDRILL_SECRET_<NAME>}"`), never its value.
     pub run: String,
     /// Where to run it; a name from `targets`, or `local`.
     #[serde(default = "local")]

@@ -6,6 +6,7 @@
 //! network faults can refuse to cut it.
 
 pub(crate) mod cgroup;
+pub(crate) mod host;
 pub(crate) mod netns;
 
 use std::net::IpAddr;
@@ -19,6 +20,19 @@ use serde::{Deserialize, Serialize};
 pub enum TargetSpec {
     /// A network namespace on this host, by its `ip netns` name.
     Netns(String),
+}
+
+impl TargetSpec {
+    /// Static checks: `(path relative to the target's entry, message)`.
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
+        match self {
+            TargetSpec::Netns(n) => netns::check_name(n)
+                .err()
+                .map(|e| ("netns".to_string(), e))
+                .into_iter()
+                .collect(),
+        }
+    }
 }
 
 /// A resolved target, as faults and probes use it.
@@ -70,7 +84,8 @@ impl Target {
         }
     }
 
-    /// A command that runs a shell command line on the target.
+    /// A command that runs a shell command line on the target. Only for fields that
+    /// are shell by design (`command.run`): never build `line` from other values.
     pub fn shell(&self, line: &str) -> tokio::process::Command {
         self.command("sh", &["-c", line])
     }

@@ -14,6 +14,26 @@ use nix::sched::CloneFlags;
 
 use super::Target;
 
+/// Checks a network-namespace name. It becomes a path under `/run/netns` and an
+/// argument of `ip netns exec`, so it must be one path component of safe characters:
+/// letters, digits, `_`, `-` and `.`, at most 64, not starting with `.` or `-` (never
+/// `..`, never an option). `ip netns add` accepts every such name.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "found namespace name `{name}`, expected a name as `ip netns add` makes it: 1 to 64 letters, digits, `_`, `-` or `.`, not starting with `.` or `-`"
+        ))
+    }
+}
+
 /// Where `ip netns` keeps the handle of a named namespace.
 pub(crate) fn netns_path(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
@@ -48,6 +68,8 @@ where
 }
 
 fn open_netns(name: &str) -> io::Result<std::fs::File> {
+    // Scenarios are validated, but a target also comes back from a ledger on disk.
+    check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let path = netns_path(name);
     std::fs::File::open(&path).map_err(|e| {
         io::Error::new(
@@ -73,6 +95,36 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(mine, there);
+    }
+
+    #[test]
+    fn namespace_names() {
+        for ok in ["app", "fdt-cli-12-0-c", "a.b_c", "A1"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../proc/1/ns/net",
+            "a/b",
+            ".hidden",
+            "-n",
+            "a b",
+            "a;b",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_is_never_opened_as_a_namespace() {
+        let t = Target::Netns {
+            name: "../../proc/1/ns/net".into(),
+        };
+        let e = run_in(&t, || ()).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
     #[tokio::test]
