@@ -88,21 +88,24 @@ impl Runtime {
         self.children.lock().unwrap().push(child);
     }
 
-    /// Collects the exit status of helpers that have exited.
-    pub fn reap(&self) {
-        let mut children = self.children.lock().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        children.retain_mut(|c| {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) | Err(_) => break false,
-                    Ok(None) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(2))
-                    }
-                    Ok(None) => break true,
+    /// Collects the exit status of helpers, waiting up to 500 ms for those still
+    /// exiting (e.g. a watcher just sent SIGKILL). Waits asynchronously: a sleeping
+    /// worker thread would stall every probe and timer scheduled on it.
+    pub async fn reap(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        loop {
+            {
+                let mut children = self.children.lock().unwrap();
+                children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+                if children.is_empty() {
+                    return;
                 }
             }
-        });
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// Stores a resource under `key` (e.g. the undo record's id).
@@ -165,4 +168,50 @@ pub fn compact_utc(secs: u64) -> String {
     )
     .to_string();
     t.replace(['-', ':'], "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reap_does_not_block_the_runtime() {
+        // One thread: anything reap does to block it stops every other task.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = Runtime::default();
+            r.adopt(
+                std::process::Command::new("sleep")
+                    .arg("0.3")
+                    .spawn()
+                    .unwrap(),
+            );
+            let ticks = Arc::new(AtomicU32::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            tokio::task::yield_now().await;
+            let start = Instant::now();
+            r.reap().await;
+            let waited = start.elapsed();
+            let ticked = ticks.load(Ordering::Relaxed);
+            ticker.abort();
+            assert!(waited >= Duration::from_millis(200), "{waited:?}");
+            assert!(r.children.lock().unwrap().is_empty(), "child not reaped");
+            // ~30 ticks in 300 ms; a blocking reap allows none.
+            assert!(ticked >= 10, "only {ticked} tick(s) while reap waited {waited:?}");
+        });
+    }
 }

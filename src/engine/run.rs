@@ -429,7 +429,7 @@ impl Engine {
             let mut l = self.ledger.lock().unwrap();
             let _ = l.append(&Entry::Finished { at: now_rfc3339() });
         }
-        self.runtime.reap();
+        self.runtime.reap().await;
 
         // ── outcome: the loudest failure wins ────────────────────────────────────
         self.runtime.set_phase(Phase::Report);

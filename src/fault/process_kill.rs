@@ -338,7 +338,7 @@ impl Undo {
             }
         }
         if let Some(tag) = &self.deadman_tag {
-            end_deadman(tag, ctx.runtime);
+            end_deadman(tag, ctx.runtime).await;
         }
         if !errors.is_empty() {
             return Err(FaultError::System(format!(
@@ -498,7 +498,7 @@ fn spawn_deadman(
 }
 
 /// Ends the dead-man watcher carrying `tag`, wherever it was started from.
-fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
+async fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
     for p in list_processes() {
         if cmdline(p.pid).contains(&needle) {
@@ -506,7 +506,7 @@ fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
         }
     }
     if let Some(rt) = runtime {
-        rt.reap();
+        rt.reap().await;
     }
 }
 
