@@ -580,3 +580,139 @@ fn second_signal_skips_waits_but_still_reverts() {
             .ok
     );
 }
+
+#[test]
+fn reused_run_id_is_refused_and_nothing_is_injected() {
+    let dir = tmp();
+    let marker = Marker::spawn("reuse");
+    let scen = dir.path().join("s.yaml");
+    // A short drill, and a short ttl so that the old behaviour cannot leave a watcher.
+    std::fs::write(
+        &scen,
+        stop_scenario(&marker, "", "5s").replace("for: 60s", "for: 300ms"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let first = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_ne!(marker.state(), 'T');
+
+    let second = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports-2"))
+        .output()
+        .unwrap();
+    let frozen = marker.state() == 'T';
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(!frozen, "the refused run left the process frozen");
+    let ledger = state.join("runs/reuse1/ledger.jsonl");
+    assert!(
+        stderr.contains("`reuse1`") && stderr.contains(&ledger.display().to_string()),
+        "the refusal must name the run id and its ledger: {stderr}"
+    );
+    assert!(stderr.contains("nothing was injected"), "{stderr}");
+    assert!(!dir.path().join("reports-2").exists());
+    // The first run's ledger is untouched: one run, one Started entry.
+    let entries = firedrill::engine::ledger::read(&ledger).unwrap();
+    let started = entries
+        .iter()
+        .filter(|e| matches!(e, firedrill::engine::ledger::Entry::Started { .. }))
+        .count();
+    assert_eq!(started, 1);
+    assert_eq!(pending_in_ledger(&state, "reuse1"), 0);
+}
+
+/// A ledger line for a SIGSTOP undo record of `pid`, as the engine writes it.
+fn stop_record(seq: u64, step: &str, pid: u32) -> String {
+    let (_, start) = proc_stat(pid).unwrap();
+    format!(
+        r#"{{"op":"inject","seq":{seq},"step":"{step}","target":{{"type":"local"}},"undo":{{"kind":"process_kill","signal":"STOP","processes":[{{"pid":{pid},"start_time":{start},"comm":"sleep"}}],"deadman_tag":null}},"at":"2026-01-01T00:00:00.000Z"}}"#
+    )
+}
+
+#[test]
+fn recover_reverts_around_a_corrupt_line_and_drops_a_torn_one() {
+    let dir = tmp();
+    let a = Marker::spawn("torn-a");
+    let b = Marker::spawn("torn-b");
+    // The engine that wrote this ledger is dead: a child that has exited.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let state = dir.path().join("state");
+    let run_dir = state.join("runs/torn1");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let started = format!(
+        r#"{{"op":"started","run_id":"torn1","scenario":"t","pid":{dead_pid},"pid_start":1,"at":"2026-01-01T00:00:00.000Z"}}"#
+    );
+    let corrupt = r#"{"op":"inject","seq":2,"step":"half a rec"#;
+    let torn = r#"{"op":"reverted","seq":3,"at":"2026-01"#;
+    let lines = [
+        started,
+        stop_record(1, "freeze a", a.pid()),
+        corrupt.to_string(),
+        stop_record(3, "freeze b", b.pid()),
+    ];
+    let text = format!("{}\n{torn}", lines.join("\n"));
+    let corrupt_offset = lines[0].len() + 1 + lines[1].len() + 1;
+    let ledger = run_dir.join("ledger.jsonl");
+    std::fs::write(&ledger, &text).unwrap();
+    for m in [&a, &b] {
+        unsafe {
+            libc::kill(m.pid() as i32, libc::SIGSTOP);
+        }
+        assert!(wait_until(Duration::from_secs(2), || m.state() == 'T'));
+    }
+
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every record that can be read is reverted ...
+    assert_ne!(a.state(), 'T', "{stdout}\n{stderr}");
+    assert_ne!(b.state(), 'T', "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("reverted freeze a") && stdout.contains("reverted freeze b"),
+        "{stdout}"
+    );
+    // ... the unreadable one is named by file, line and byte offset ...
+    assert!(
+        stdout.contains(&format!(
+            "{}:3 (byte {corrupt_offset})",
+            ledger.display()
+        )),
+        "{stdout}"
+    );
+    // ... and the exit code says something may be left behind, and why.
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 ledger record(s) could not be read"), "{stderr}");
+    // The torn last line was cut off, and the log says so with its size.
+    assert!(
+        stderr.contains(&format!("dropped a torn last line ({} bytes)", torn.len())),
+        "{stderr}"
+    );
+    let after = std::fs::read_to_string(&ledger).unwrap();
+    assert!(after.ends_with('\n'), "{after}");
+    assert!(!after.contains(torn), "{after}");
+    assert!(after.starts_with(&text[..text.len() - torn.len()]));
+    // A second recover has nothing left to revert; the corrupt line is still reported.
+    let again = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(4), "{stdout}");
+    assert!(!stdout.contains("reverted"), "{stdout}");
+    assert!(stdout.contains("(byte "), "{stdout}");
+}
+

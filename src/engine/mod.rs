@@ -152,13 +152,21 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from(home).join(".local/state/firedrill")
 }
 
-/// A new run id: UTC timestamp plus random suffix, short enough for nftables names.
+/// A new run id: UTC timestamp, this process's pid and 32 random bits
+/// (`20260101T120000Z_1f2e_9a8b7c6d`), short enough for nftables names. Two engines
+/// alive at once differ by pid; the random part covers pid reuse and other hosts
+/// sharing a state dir, and `Ledger::create` refuses whatever still collides.
 pub fn new_run_id() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    format!("{}{:04x}", compact_utc(secs), fastrand::u16(..))
+    format!(
+        "{}_{:x}_{:08x}",
+        compact_utc(secs),
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time.
