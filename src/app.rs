@@ -70,6 +70,7 @@ pub fn main(cli: Cli) -> i32 {
             let opts = RunOptions {
                 level: a.level,
                 state_dir: a.state_dir.unwrap_or_else(crate::engine::default_state_dir),
+                lock_dir: a.lock_dir.unwrap_or_else(crate::engine::default_lock_dir),
                 run_id: a.run_id,
                 progress: cli.log_format == LogFormat::Text,
             };
@@ -358,10 +359,7 @@ async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
     if skipped > 0 {
         why.push(format!("{skipped} run(s) skipped"));
     }
-    errln!(
-        "error: recovery incomplete: {}",
-        why.join(", ")
-    );
+    errln!("error: recovery incomplete: {}", why.join(", "));
     EXIT_RECOVERY_INCOMPLETE
 }
 

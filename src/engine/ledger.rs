@@ -451,7 +451,11 @@ mod tests {
             }
             other => panic!("expected RunIdInUse, got {:?}", other.err()),
         }
-        assert_eq!(std::fs::read(l.path()).unwrap(), before, "ledger was touched");
+        assert_eq!(
+            std::fs::read(l.path()).unwrap(),
+            before,
+            "ledger was touched"
+        );
     }
 
     #[test]
@@ -484,7 +488,10 @@ mod tests {
         ));
         let msg = s.unreadable[0].to_string();
         assert!(
-            msg.starts_with(&format!("ledger {}:2 (byte {first}): unreadable record", path.display())),
+            msg.starts_with(&format!(
+                "ledger {}:2 (byte {first}): unreadable record",
+                path.display()
+            )),
             "{msg}"
         );
     }

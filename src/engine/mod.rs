@@ -37,8 +37,11 @@ use crate::scenario::Level;
 pub struct RunOptions {
     /// Faults above this level are skipped.
     pub level: Level,
-    /// Where ledgers and locks live.
+    /// Where ledgers live.
     pub state_dir: PathBuf,
+    /// Where the per-target locks live: the same directory for every engine on the
+    /// machine (see [`default_lock_dir`]), whatever its state dir.
+    pub lock_dir: PathBuf,
     /// Fixed run id (tests); generated when None.
     pub run_id: Option<String>,
     /// Print a progress line per event on stderr.
@@ -169,6 +172,15 @@ pub fn new_run_id() -> String {
     )
 }
 
+/// Default lock directory: `/run/lock/firedrill`, shared by every engine on the
+/// machine, root or not (`/run/lock` is world-writable and sticky). Only where it
+/// cannot be used (no `/run/lock`, or not writable for this user) does a per-user
+/// directory stand in, `$XDG_RUNTIME_DIR/firedrill` or `/tmp/firedrill-locks-<uid>`,
+/// and a warning says that drills of other users will not see these locks.
+pub fn default_lock_dir() -> PathBuf {
+    lock::default_dir()
+}
+
 /// `YYYYMMDDTHHMMSSZ` for a Unix time.
 pub fn compact_utc(secs: u64) -> String {
     let t = humantime::format_rfc3339_seconds(
@@ -219,7 +231,10 @@ mod tests {
             assert!(waited >= Duration::from_millis(200), "{waited:?}");
             assert!(r.children.lock().unwrap().is_empty(), "child not reaped");
             // ~30 ticks in 300 ms; a blocking reap allows none.
-            assert!(ticked >= 10, "only {ticked} tick(s) while reap waited {waited:?}");
+            assert!(
+                ticked >= 10,
+                "only {ticked} tick(s) while reap waited {waited:?}"
+            );
         });
     }
 }

@@ -114,7 +114,7 @@ impl Engine {
             .filter(|f| f.step.level <= opts.level)
             .map(|f| f.target.lock_key())
             .collect();
-        let locks = match lock::acquire(&opts.state_dir, &keys, &run_id) {
+        let locks = match lock::acquire(&opts.lock_dir, &keys, &run_id) {
             Ok(l) => l,
             Err(e) => {
                 // Refused before it started: leave no empty ledger behind.
@@ -1171,7 +1171,10 @@ mod tests {
         std::fs::write(l.path(), "{\"op\":\"inject\",\"seq\":1\n").unwrap();
         let gaps = gaps_of(&l);
         assert_eq!(gaps.len(), 1);
-        assert!(gaps[0].contains(":1 (byte 0): unreadable record"), "{gaps:?}");
+        assert!(
+            gaps[0].contains(":1 (byte 0): unreadable record"),
+            "{gaps:?}"
+        );
         assert_eq!(decide(&passing(&gaps)).0, Status::RecoveryIncomplete);
     }
 }
