@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::{Cli, Command, LogFormat, PlanFormat, SchemaFormat};
-use crate::engine::{Control, Engine, EngineError, RunOptions};
+use crate::engine::{Control, Engine, RunOptions};
 use crate::report::{self, Format};
 use crate::scenario::{self, Drill, LoadError};
 
@@ -70,6 +70,7 @@ pub fn main(cli: Cli) -> i32 {
             let opts = RunOptions {
                 level: a.level,
                 state_dir: a.state_dir.unwrap_or_else(crate::engine::default_state_dir),
+                lock_dir: a.lock_dir.unwrap_or_else(crate::engine::default_lock_dir),
                 run_id: a.run_id,
                 progress: cli.log_format == LogFormat::Text,
             };
@@ -207,9 +208,12 @@ async fn run_drill(
         Ok(e) => e,
         Err(e) => {
             errln!("error: {e}; nothing was injected");
-            return match e {
-                EngineError::Lock(_) => EXIT_INJECTION,
-                _ => EXIT_INJECTION,
+            // A reused or malformed run id is a usage error; a locked target or a
+            // ledger that cannot be written is the target's or the machine's.
+            return if e.is_usage() {
+                EXIT_INVALID
+            } else {
+                EXIT_INJECTION
             };
         }
     };
@@ -235,7 +239,10 @@ async fn run_drill(
             for line in &r.failed {
                 errln!("REVERT FAILED: {line}");
             }
-            return if r.failed.is_empty() {
+            for line in &r.unreadable {
+                errln!("UNREADABLE: {line}");
+            }
+            return if r.complete() {
                 EXIT_FAILED
             } else {
                 EXIT_RECOVERY_INCOMPLETE
@@ -311,12 +318,12 @@ async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
         errln!("error: no ledger for run `{r}` under {}", state.display());
         return EXIT_INVALID;
     }
-    let mut code = EXIT_OK;
     let mut anything = false;
+    let (mut skipped, mut failed, mut unreadable) = (0, 0, 0);
     for r in &results {
         if let Some(why) = &r.skipped {
             outln!("run {}: skipped: {why}", r.run_id);
-            code = code.max(EXIT_RECOVERY_INCOMPLETE);
+            skipped += 1;
             anything = true;
         }
         for l in &r.reverted {
@@ -325,14 +332,35 @@ async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
         }
         for l in &r.failed {
             outln!("run {}: FAILED {l}", r.run_id);
-            code = EXIT_RECOVERY_INCOMPLETE;
+            failed += 1;
+            anything = true;
+        }
+        for l in &r.unreadable {
+            outln!("run {}: UNREADABLE {l}", r.run_id);
+            unreadable += 1;
             anything = true;
         }
     }
     if !anything {
         outln!("nothing to recover under {}", state.display());
     }
-    code
+    if skipped + failed + unreadable == 0 {
+        return EXIT_OK;
+    }
+    let mut why = Vec::new();
+    if failed > 0 {
+        why.push(format!("{failed} fault(s) could not be reverted"));
+    }
+    if unreadable > 0 {
+        why.push(format!(
+            "{unreadable} ledger record(s) could not be read (each may be a fault still in effect: check it by hand)"
+        ));
+    }
+    if skipped > 0 {
+        why.push(format!("{skipped} run(s) skipped"));
+    }
+    errln!("error: recovery incomplete: {}", why.join(", "));
+    EXIT_RECOVERY_INCOMPLETE
 }
 
 fn rerender(

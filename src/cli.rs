@@ -65,9 +65,14 @@ pub struct RunArgs {
     /// Where report directories are created (`<dir>/<scenario>-<UTC timestamp>/`).
     #[arg(long, default_value = "reports")]
     pub report_dir: PathBuf,
-    /// Ledger and lock directory [default: /var/lib/firedrill as root, else $XDG_STATE_HOME/firedrill].
+    /// Ledger directory [default: /var/lib/firedrill as root, else $XDG_STATE_HOME/firedrill].
     #[arg(long, env = "FIREDRILL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Per-target lock directory, shared by every engine on the machine whatever its
+    /// state dir [default: /run/lock/firedrill]. Change it only for tests and
+    /// containers: drills with different lock dirs do not see each other.
+    #[arg(long, env = "FIREDRILL_LOCK_DIR")]
+    pub lock_dir: Option<PathBuf>,
     /// Directory with report templates overriding the built-in ones (report.html.hbs, report.md.hbs, junit.xml.hbs).
     #[arg(long)]
     pub template_dir: Option<PathBuf>,

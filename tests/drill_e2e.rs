@@ -14,6 +14,16 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// Held by the tests whose drills lock in the machine-wide default lock directory:
+/// they all lock `local` there, so one at a time.
+static DEFAULT_LOCK_DIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn default_lock_dir_for_this_test() -> std::sync::MutexGuard<'static, ()> {
+    DEFAULT_LOCK_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn no_deadman(run_id: &str) -> bool {
     pids_matching(&format!("__deadman --tag {run_id}")).is_empty()
 }
@@ -356,9 +366,17 @@ fn a_second_drill_on_the_same_target_is_refused() {
     let scen = dir.path().join("s.yaml");
     std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
     let state = dir.path().join("state");
-    let mut first = spawn_drill(&scen, "lockA", &state, &dir.path().join("reports"));
+    let locks = dir.path().join("locks");
+    let mut first = drill_cmd(&scen, "lockA", &state, &dir.path().join("reports"))
+        .env("FIREDRILL_LOCK_DIR", &locks)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
     let out = drill_cmd(&scen, "lockB", &state, &dir.path().join("reports-b"))
+        .arg("--lock-dir")
+        .arg(&locks)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -579,4 +597,261 @@ fn second_signal_skips_waits_but_still_reverts() {
             .unwrap()
             .ok
     );
+}
+
+#[test]
+fn reused_run_id_is_refused_and_nothing_is_injected() {
+    let dir = tmp();
+    let marker = Marker::spawn("reuse");
+    let scen = dir.path().join("s.yaml");
+    // A short drill, and a short ttl so that the old behaviour cannot leave a watcher.
+    std::fs::write(
+        &scen,
+        stop_scenario(&marker, "", "5s").replace("for: 60s", "for: 300ms"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let first = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_ne!(marker.state(), 'T');
+
+    let second = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports-2"))
+        .output()
+        .unwrap();
+    let frozen = marker.state() == 'T';
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(!frozen, "the refused run left the process frozen");
+    let ledger = state.join("runs/reuse1/ledger.jsonl");
+    assert!(
+        stderr.contains("`reuse1`") && stderr.contains(&ledger.display().to_string()),
+        "the refusal must name the run id and its ledger: {stderr}"
+    );
+    assert!(stderr.contains("nothing was injected"), "{stderr}");
+    assert!(!dir.path().join("reports-2").exists());
+    // The first run's ledger is untouched: one run, one Started entry.
+    let entries = firedrill::engine::ledger::read(&ledger).unwrap();
+    let started = entries
+        .iter()
+        .filter(|e| matches!(e, firedrill::engine::ledger::Entry::Started { .. }))
+        .count();
+    assert_eq!(started, 1);
+    assert_eq!(pending_in_ledger(&state, "reuse1"), 0);
+}
+
+/// A ledger line for a SIGSTOP undo record of `pid`, as the engine writes it.
+fn stop_record(seq: u64, step: &str, pid: u32) -> String {
+    let (_, start) = proc_stat(pid).unwrap();
+    format!(
+        r#"{{"op":"inject","seq":{seq},"step":"{step}","target":{{"type":"local"}},"undo":{{"kind":"process_kill","signal":"STOP","processes":[{{"pid":{pid},"start_time":{start},"comm":"sleep"}}],"deadman_tag":null}},"at":"2026-01-01T00:00:00.000Z"}}"#
+    )
+}
+
+#[test]
+fn recover_reverts_around_a_corrupt_line_and_drops_a_torn_one() {
+    let dir = tmp();
+    let a = Marker::spawn("torn-a");
+    let b = Marker::spawn("torn-b");
+    // The engine that wrote this ledger is dead: a child that has exited.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let state = dir.path().join("state");
+    let run_dir = state.join("runs/torn1");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let started = format!(
+        r#"{{"op":"started","run_id":"torn1","scenario":"t","pid":{dead_pid},"pid_start":1,"at":"2026-01-01T00:00:00.000Z"}}"#
+    );
+    let corrupt = r#"{"op":"inject","seq":2,"step":"half a rec"#;
+    let torn = r#"{"op":"reverted","seq":3,"at":"2026-01"#;
+    let lines = [
+        started,
+        stop_record(1, "freeze a", a.pid()),
+        corrupt.to_string(),
+        stop_record(3, "freeze b", b.pid()),
+    ];
+    let text = format!("{}\n{torn}", lines.join("\n"));
+    let corrupt_offset = lines[0].len() + 1 + lines[1].len() + 1;
+    let ledger = run_dir.join("ledger.jsonl");
+    std::fs::write(&ledger, &text).unwrap();
+    for m in [&a, &b] {
+        unsafe {
+            libc::kill(m.pid() as i32, libc::SIGSTOP);
+        }
+        assert!(wait_until(Duration::from_secs(2), || m.state() == 'T'));
+    }
+
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every record that can be read is reverted ...
+    assert_ne!(a.state(), 'T', "{stdout}\n{stderr}");
+    assert_ne!(b.state(), 'T', "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("reverted freeze a") && stdout.contains("reverted freeze b"),
+        "{stdout}"
+    );
+    // ... the unreadable one is named by file, line and byte offset ...
+    assert!(
+        stdout.contains(&format!("{}:3 (byte {corrupt_offset})", ledger.display())),
+        "{stdout}"
+    );
+    // ... and the exit code says something may be left behind, and why.
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("1 ledger record(s) could not be read"),
+        "{stderr}"
+    );
+    // The torn last line was cut off, and the log says so with its size.
+    assert!(
+        stderr.contains(&format!("dropped a torn last line ({} bytes)", torn.len())),
+        "{stderr}"
+    );
+    let after = std::fs::read_to_string(&ledger).unwrap();
+    assert!(after.ends_with('\n'), "{after}");
+    assert!(!after.contains(torn), "{after}");
+    assert!(after.starts_with(&text[..text.len() - torn.len()]));
+    // A second recover has nothing left to revert; the corrupt line is still reported.
+    let again = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(4), "{stdout}");
+    assert!(!stdout.contains("reverted"), "{stdout}");
+    assert!(stdout.contains("(byte "), "{stdout}");
+}
+
+#[test]
+fn drills_with_different_state_dirs_share_the_default_target_lock() {
+    let _default = default_lock_dir_for_this_test();
+    let dir = tmp();
+    let marker = Marker::spawn("lockdirs");
+    let long = dir.path().join("long.yaml");
+    std::fs::write(&long, stop_scenario(&marker, "", "5m")).unwrap();
+    // Were the second drill let in, it would freeze, verify briefly, and thaw the
+    // process in the middle of the first drill's verification.
+    let short = dir.path().join("short.yaml");
+    std::fs::write(
+        &short,
+        stop_scenario(&marker, "", "5m").replace("for: 60s", "for: 200ms"),
+    )
+    .unwrap();
+    // The machine-wide default lock directory, as two operators would use it (root
+    // and non-root have different default state dirs).
+    let mut first = drill_cmd(
+        &long,
+        "dirsA",
+        &dir.path().join("state-a"),
+        &dir.path().join("reports-a"),
+    )
+    .env_remove("FIREDRILL_LOCK_DIR")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let out = drill_cmd(
+        &short,
+        "dirsB",
+        &dir.path().join("state-b"),
+        &dir.path().join("reports-b"),
+    )
+    .env_remove("FIREDRILL_LOCK_DIR")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    std::thread::sleep(Duration::from_millis(300));
+    let still_frozen = marker.state() == 'T';
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let first_code = wait_exit(&mut first, Duration::from_secs(15));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("in use by another drill") && stderr.contains("dirsA"),
+        "{stderr}"
+    );
+    assert!(
+        still_frozen,
+        "the refused drill thawed the first drill's freeze"
+    );
+    assert!(!dir.path().join("reports-b").exists());
+    assert_eq!(first_code, Some(1));
+    assert_ne!(marker.state(), 'T');
+    assert!(no_deadman("dirsA"));
+}
+
+#[test]
+fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var("CI").is_err(), "this test needs root in CI");
+        eprintln!("skipped: needs root (to run the second drill as another user)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _default = default_lock_dir_for_this_test();
+    let dir = tmp();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody_home = dir.path().join("nobody");
+    std::fs::create_dir(&nobody_home).unwrap();
+    std::fs::set_permissions(&nobody_home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = Marker::spawn("rootlock");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    std::fs::set_permissions(&scen, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut first = drill_cmd(
+        &scen,
+        "rootA",
+        &dir.path().join("state"),
+        &dir.path().join("reports"),
+    )
+    .env_remove("FIREDRILL_LOCK_DIR")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    // Everything at its default, as an unprivileged operator would run it.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_firedrill"))
+        .arg("run")
+        .arg(&scen)
+        .arg("--report-dir")
+        .arg(nobody_home.join("reports"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &nobody_home)
+        .env("FIREDRILL_EXE", env!("CARGO_BIN_EXE_firedrill"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let still_frozen = marker.state() == 'T';
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let first_code = wait_exit(&mut first, Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("in use by another drill") && stderr.contains("rootA"),
+        "{stderr}"
+    );
+    assert!(still_frozen);
+    assert_eq!(first_code, Some(1));
+    assert_ne!(marker.state(), 'T');
 }

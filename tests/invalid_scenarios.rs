@@ -152,6 +152,8 @@ impl Sandbox {
             // from the environment must not be used either.
             .env_remove("RELAY_TOKEN_FIREDRILL_FIXTURE")
             .env_remove("FIREDRILL_STATE_DIR")
+            // Sandboxes run in parallel against `local`: each locks on its own.
+            .env("FIREDRILL_LOCK_DIR", self.tmp.path().join("locks"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()

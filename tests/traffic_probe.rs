@@ -170,6 +170,7 @@ traffic:
     let opts = RunOptions {
         level: firedrill::scenario::Level::Full,
         state_dir: state.path().to_path_buf(),
+        lock_dir: state.path().join("locks"),
         run_id: Some(format!("traffic{}", std::process::id())),
         progress: false,
     };

@@ -4,9 +4,14 @@
 //! it reverted afterwards, so after any crash the ledger says exactly what may still
 //! be in effect. `firedrill recover` replays the records that are not marked reverted,
 //! newest first.
+//!
+//! One ledger holds exactly one run: creating a ledger whose run id is taken is
+//! refused, because two runs numbering their records from 1 in one file would let
+//! one run's revert hide the other's fault. A crash mid-append leaves a torn last
+//! line; it is ignored when reading and cut off before anything is appended again.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -59,12 +64,18 @@ pub enum LedgerError {
         path: String,
         source: std::io::Error,
     },
-    #[error("ledger {path}:{line}: unreadable entry: {source}")]
+    #[error("ledger {path}:{line} (byte {offset}): unreadable record: {source}")]
     Corrupt {
         path: String,
         line: usize,
+        /// Byte offset of the line's first byte, for a human with a hex editor.
+        offset: u64,
         source: serde_json::Error,
     },
+    #[error(
+        "run id `{run_id}` is already taken: its ledger {path} exists; give each run a new id (a reused id would mix this run's undo records with an earlier run's)"
+    )]
+    RunIdInUse { run_id: String, path: String },
 }
 
 /// An open ledger for appending.
@@ -80,7 +91,8 @@ pub fn now_rfc3339() -> String {
 
 impl Ledger {
     /// Creates `<state_dir>/runs/<run_id>/ledger.jsonl` (and fsyncs the directories, so
-    /// the file itself survives a crash, not only its contents).
+    /// the file itself survives a crash, not only its contents). An existing ledger is
+    /// never appended to: a run id names exactly one run ([`LedgerError::RunIdInUse`]).
     pub fn create(state_dir: &Path, run_id: &str) -> Result<Self, LedgerError> {
         let dir = state_dir.join("runs").join(run_id);
         let io = |source| LedgerError::Io {
@@ -89,11 +101,16 @@ impl Ledger {
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let path = dir.join("ledger.jsonl");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
+        let file = match OpenOptions::new().create_new(true).append(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(LedgerError::RunIdInUse {
+                    run_id: run_id.to_string(),
+                    path: path.display().to_string(),
+                });
+            }
+            Err(e) => return Err(io(e)),
+        };
         for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
             if let Ok(f) = File::open(d) {
                 let _ = f.sync_all();
@@ -106,10 +123,29 @@ impl Ledger {
         })
     }
 
-    /// Reopens an existing ledger to append recovery results.
+    /// Removes a ledger this process has just created and not yet written to (the
+    /// run was refused before it started, e.g. its target is locked).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
+    /// Reopens an existing ledger to append recovery results. A torn last line (a
+    /// crash mid-append) is cut off first, or the next entry would be glued onto it
+    /// and make both unreadable; the cut is logged with its size.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        let entries = read(path)?;
-        let next_seq = entries
+        if let Some(dropped) = cut_torn_tail(path)? {
+            tracing::warn!(
+                ledger = %path.display(),
+                bytes = dropped,
+                "ledger {}: dropped a torn last line ({dropped} bytes) left by a crash mid-write; the record it held was never complete, so its fault never took effect",
+                path.display()
+            );
+        }
+        let next_seq = scan(path)?
+            .entries
             .iter()
             .filter_map(|e| {
                 if let Entry::Inject { seq, .. } = e {
@@ -139,7 +175,8 @@ impl Ledger {
         &self.path
     }
 
-    /// Appends one entry and waits until it is on disk.
+    /// Appends one entry and waits until it is on disk. A write that fails half way
+    /// (e.g. a full disk) is cut back off, so that it cannot tear the next entry.
     pub fn append(&mut self, entry: &Entry) -> Result<(), LedgerError> {
         let mut line = serde_json::to_string(entry).expect("ledger entries serialise");
         line.push('\n');
@@ -147,7 +184,11 @@ impl Ledger {
             path: self.path.display().to_string(),
             source,
         };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
+        let len = self.file.metadata().map_err(io)?.len();
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
+            let _ = self.file.set_len(len);
+            return Err(io(e));
+        }
         self.file.sync_data().map_err(io)
     }
 
@@ -171,72 +212,117 @@ impl Ledger {
     }
 }
 
-/// Reads every entry of a ledger. A torn last line (crash mid-write) is ignored: the
-/// record it held was never fsync'd, so its fault never took effect.
-pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
-    let file = File::open(path).map_err(|source| LedgerError::Io {
+/// Truncates a ledger to its last complete line; returns how many bytes were cut.
+fn cut_torn_tail(path: &Path) -> Result<Option<u64>, LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io)?;
+    let keep = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    if keep == bytes.len() {
+        return Ok(None);
+    }
+    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+    file.set_len(keep as u64).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(Some((bytes.len() - keep) as u64))
+}
+
+/// A ledger as far as it can be read.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every readable entry, in file order.
+    pub entries: Vec<Entry>,
+    /// Complete lines that do not parse ([`LedgerError::Corrupt`]), in file order.
+    pub unreadable: Vec<LedgerError>,
+    /// Size of a last line without its newline: a write cut short by a crash.
+    pub torn_tail: Option<u64>,
+}
+
+/// Reads every entry it can. An unreadable line does not hide the lines after it:
+/// `recover` must still revert every record it can read.
+pub fn scan(path: &Path) -> Result<Scan, LedgerError> {
+    let bytes = std::fs::read(path).map_err(|source| LedgerError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|source| LedgerError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+    let mut out = Scan::default();
+    let mut offset = 0usize;
+    for (i, chunk) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let line_start = offset;
+        offset += chunk.len();
+        let Some(line) = chunk.strip_suffix(b"\n") else {
+            // The last line, with no newline: the writer died mid-write. Its record
+            // was never fsync'd, so the fault it describes never took effect.
+            out.torn_tail = Some(chunk.len() as u64);
+            break;
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str(line) {
-            Ok(e) => out.push(e),
-            Err(_) if i + 1 == lines.len() => break,
-            Err(source) => {
-                return Err(LedgerError::Corrupt {
-                    path: path.display().to_string(),
-                    line: i + 1,
-                    source,
-                });
-            }
+        match serde_json::from_slice(line) {
+            Ok(e) => out.entries.push(e),
+            Err(source) => out.unreadable.push(LedgerError::Corrupt {
+                path: path.display().to_string(),
+                line: i + 1,
+                offset: line_start as u64,
+                source,
+            }),
         }
     }
     Ok(out)
 }
 
+/// Reads every entry of a ledger, refusing one with an unreadable line. A torn last
+/// line is ignored (see [`scan`]).
+pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
+    let mut s = scan(path)?;
+    if s.unreadable.is_empty() {
+        Ok(s.entries)
+    } else {
+        Err(s.unreadable.swap_remove(0))
+    }
+}
+
 /// Faults recorded but not reverted, newest first (the order to revert them in).
+///
+/// A `Reverted` entry marks the latest not-yet-reverted `Inject` with its sequence
+/// number written *before* it, never a later one: a ledger written by an older
+/// version that let two runs share a run id numbers both runs from 1, and the first
+/// run's revert must not hide the second run's fault.
 pub fn pending(entries: &[Entry]) -> Vec<Pending> {
-    let reverted: std::collections::HashSet<u64> = entries
-        .iter()
-        .filter_map(|e| {
-            if let Entry::Reverted { seq, .. } = e {
-                Some(*seq)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut out: Vec<Pending> = entries
-        .iter()
-        .filter_map(|e| match e {
+    let mut open: Vec<Option<Pending>> = Vec::new();
+    let mut by_seq: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for e in entries {
+        match e {
             Entry::Inject {
                 seq,
                 step,
                 target,
                 undo,
                 ..
-            } if !reverted.contains(seq) => Some(Pending {
-                seq: *seq,
-                step: step.clone(),
-                target: target.clone(),
-                undo: undo.clone(),
-            }),
-            _ => None,
-        })
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.seq));
-    out
+            } => {
+                by_seq.entry(*seq).or_default().push(open.len());
+                open.push(Some(Pending {
+                    seq: *seq,
+                    step: step.clone(),
+                    target: target.clone(),
+                    undo: undo.clone(),
+                }));
+            }
+            Entry::Reverted { seq, .. } => {
+                if let Some(i) = by_seq.get_mut(seq).and_then(Vec::pop) {
+                    open[i] = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    open.into_iter().rev().flatten().collect()
 }
 
 /// Every ledger under a state directory: `(run_id, path)`, oldest run first.
@@ -324,5 +410,117 @@ mod tests {
         drop(l);
         let mut l = Ledger::open(&path).unwrap();
         assert_eq!(l.record_inject("b", &Target::Local, &undo(2)).unwrap(), 2);
+    }
+
+    #[test]
+    fn pending_does_not_match_a_revert_of_an_earlier_run() {
+        // A ledger written by an older version that let a run id be reused: both
+        // runs numbered their records from 1.
+        let at = || now_rfc3339();
+        let inject = |step: &str, pid| Entry::Inject {
+            seq: 1,
+            step: step.into(),
+            target: Target::Local,
+            undo: undo(pid),
+            at: at(),
+        };
+        let mut entries = vec![
+            inject("first run", 1),
+            Entry::Reverted { seq: 1, at: at() },
+            Entry::Finished { at: at() },
+            inject("second run", 2),
+        ];
+        let p = pending(&entries);
+        assert_eq!(
+            p.iter().map(|p| p.step.as_str()).collect::<Vec<_>>(),
+            ["second run"]
+        );
+        // A revert written after it (by `recover`) is the second run's.
+        entries.push(Entry::Reverted { seq: 1, at: at() });
+        assert!(pending(&entries).is_empty());
+    }
+
+    #[test]
+    fn create_refuses_an_existing_run_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        l.record_inject("a", &Target::Local, &undo(1)).unwrap();
+        let before = std::fs::read(l.path()).unwrap();
+        match Ledger::create(dir.path(), "r1") {
+            Err(LedgerError::RunIdInUse { run_id, path }) => {
+                assert_eq!(run_id, "r1");
+                assert_eq!(path, l.path().display().to_string());
+            }
+            other => panic!("expected RunIdInUse, got {:?}", other.err()),
+        }
+        assert_eq!(
+            std::fs::read(l.path()).unwrap(),
+            before,
+            "ledger was touched"
+        );
+    }
+
+    #[test]
+    fn scan_reads_past_a_corrupt_line_and_locates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        l.record_inject("a", &Target::Local, &undo(1)).unwrap();
+        let path = l.path().to_path_buf();
+        let first = std::fs::read(&path).unwrap().len() as u64;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"op\":\"inj\n")
+            .unwrap();
+        l.record_inject("b", &Target::Local, &undo(2)).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"op\":\"rev")
+            .unwrap();
+        let s = scan(&path).unwrap();
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(s.torn_tail, Some(10));
+        assert_eq!(s.unreadable.len(), 1);
+        assert!(matches!(
+            s.unreadable[0],
+            LedgerError::Corrupt { line: 2, offset, .. } if offset == first
+        ));
+        let msg = s.unreadable[0].to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "ledger {}:2 (byte {first}): unreadable record",
+                path.display()
+            )),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn open_cuts_a_torn_last_line_so_the_next_entry_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        let a = l.record_inject("a", &Target::Local, &undo(1)).unwrap();
+        let path = l.path().to_path_buf();
+        drop(l);
+        let clean = std::fs::read(&path).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"op\":\"reverted\",\"se")
+            .unwrap();
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), clean);
+        l.append(&Entry::Reverted {
+            seq: a,
+            at: now_rfc3339(),
+        })
+        .unwrap();
+        let s = scan(&path).unwrap();
+        assert!(s.unreadable.is_empty() && s.torn_tail.is_none());
+        assert!(pending(&s.entries).is_empty());
     }
 }

@@ -37,8 +37,11 @@ use crate::scenario::Level;
 pub struct RunOptions {
     /// Faults above this level are skipped.
     pub level: Level,
-    /// Where ledgers and locks live.
+    /// Where ledgers live.
     pub state_dir: PathBuf,
+    /// Where the per-target locks live: the same directory for every engine on the
+    /// machine (see [`default_lock_dir`]), whatever its state dir.
+    pub lock_dir: PathBuf,
     /// Fixed run id (tests); generated when None.
     pub run_id: Option<String>,
     /// Print a progress line per event on stderr.
@@ -88,21 +91,24 @@ impl Runtime {
         self.children.lock().unwrap().push(child);
     }
 
-    /// Collects the exit status of helpers that have exited.
-    pub fn reap(&self) {
-        let mut children = self.children.lock().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        children.retain_mut(|c| {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) | Err(_) => break false,
-                    Ok(None) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(2))
-                    }
-                    Ok(None) => break true,
+    /// Collects the exit status of helpers, waiting up to 500 ms for those still
+    /// exiting (e.g. a watcher just sent SIGKILL). Waits asynchronously: a sleeping
+    /// worker thread would stall every probe and timer scheduled on it.
+    pub async fn reap(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        loop {
+            {
+                let mut children = self.children.lock().unwrap();
+                children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+                if children.is_empty() {
+                    return;
                 }
             }
-        });
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// Stores a resource under `key` (e.g. the undo record's id).
@@ -149,13 +155,30 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from(home).join(".local/state/firedrill")
 }
 
-/// A new run id: UTC timestamp plus random suffix, short enough for nftables names.
+/// A new run id: UTC timestamp, this process's pid and 32 random bits
+/// (`20260101T120000Z_1f2e_9a8b7c6d`), short enough for nftables names. Two engines
+/// alive at once differ by pid; the random part covers pid reuse and other hosts
+/// sharing a state dir, and `Ledger::create` refuses whatever still collides.
 pub fn new_run_id() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    format!("{}{:04x}", compact_utc(secs), fastrand::u16(..))
+    format!(
+        "{}_{:x}_{:08x}",
+        compact_utc(secs),
+        std::process::id(),
+        fastrand::u32(..)
+    )
+}
+
+/// Default lock directory: `/run/lock/firedrill`, shared by every engine on the
+/// machine, root or not (`/run/lock` is world-writable and sticky). Only where it
+/// cannot be used (no `/run/lock`, or not writable for this user) does a per-user
+/// directory stand in, `$XDG_RUNTIME_DIR/firedrill` or `/tmp/firedrill-locks-<uid>`,
+/// and a warning says that drills of other users will not see these locks.
+pub fn default_lock_dir() -> PathBuf {
+    lock::default_dir()
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time.
@@ -165,4 +188,53 @@ pub fn compact_utc(secs: u64) -> String {
     )
     .to_string();
     t.replace(['-', ':'], "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reap_does_not_block_the_runtime() {
+        // One thread: anything reap does to block it stops every other task.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = Runtime::default();
+            r.adopt(
+                std::process::Command::new("sleep")
+                    .arg("0.3")
+                    .spawn()
+                    .unwrap(),
+            );
+            let ticks = Arc::new(AtomicU32::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            tokio::task::yield_now().await;
+            let start = Instant::now();
+            r.reap().await;
+            let waited = start.elapsed();
+            let ticked = ticks.load(Ordering::Relaxed);
+            ticker.abort();
+            assert!(waited >= Duration::from_millis(200), "{waited:?}");
+            assert!(r.children.lock().unwrap().is_empty(), "child not reaped");
+            // ~30 ticks in 300 ms; a blocking reap allows none.
+            assert!(
+                ticked >= 10,
+                "only {ticked} tick(s) while reap waited {waited:?}"
+            );
+        });
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! A run whose engine is still alive is skipped (unless forced): reverting under a
 //! live drill would fight it. Reverts are idempotent, so replaying a record whose
-//! fault already expired by its ttl is harmless.
+//! fault already expired by its ttl is harmless. A ledger line that cannot be read
+//! is reported (file, line, byte offset) and every other record is still reverted:
+//! one bad line must not keep the faults of the good ones in place.
 
 use std::path::Path;
 
@@ -14,9 +16,19 @@ use crate::fault::RevertCtx;
 pub struct RunRecovery {
     pub run_id: String,
     pub reverted: Vec<String>,
+    /// Records whose revert failed (or a ledger that could not be opened at all).
     pub failed: Vec<String>,
+    /// Ledger lines that could not be read: each may be a fault still in effect.
+    pub unreadable: Vec<String>,
     /// Set when the run was left alone, with why.
     pub skipped: Option<String>,
+}
+
+impl RunRecovery {
+    /// Whether everything this run may have left behind is known to be reverted.
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty() && self.unreadable.is_empty() && self.skipped.is_none()
+    }
 }
 
 /// Recovers one run (`run = Some(id)`) or every run with pending records.
@@ -36,6 +48,22 @@ pub async fn recover(
     out
 }
 
+/// The engine of a `Started` entry that is still running (same pid, same start
+/// time), other than this process. Every `Started` entry counts, not only the first:
+/// whichever engine wrote to this ledger and still lives could be fighting us.
+fn live_engine(entries: &[Entry]) -> Option<u32> {
+    entries.iter().rev().find_map(|e| match e {
+        Entry::Started { pid, pid_start, .. }
+            if *pid != std::process::id()
+                && crate::fault::process_kill::read_stat(*pid)
+                    .is_some_and(|s| s.start_time == *pid_start) =>
+        {
+            Some(*pid)
+        }
+        _ => None,
+    })
+}
+
 /// Reverts the pending records of one ledger, newest first.
 pub async fn recover_ledger(
     run_id: &str,
@@ -47,30 +75,31 @@ pub async fn recover_ledger(
         run_id: run_id.to_string(),
         reverted: vec![],
         failed: vec![],
+        unreadable: vec![],
         skipped: None,
     };
-    let entries = match ledger::read(path) {
-        Ok(e) => e,
+    let scan = match ledger::scan(path) {
+        Ok(s) => s,
         Err(e) => {
             rec.failed.push(e.to_string());
             return rec;
         }
     };
-    let pending = ledger::pending(&entries);
-    if pending.is_empty() {
+    rec.unreadable = scan.unreadable.iter().map(|e| e.to_string()).collect();
+    let pending = ledger::pending(&scan.entries);
+    if pending.is_empty() && scan.torn_tail.is_none() {
         return rec;
     }
-    if !force && let Some(Entry::Started { pid, pid_start, .. }) = entries.first() {
-        let live = *pid != std::process::id()
-            && crate::fault::process_kill::read_stat(*pid)
-                .is_some_and(|s| s.start_time == *pid_start);
-        if live {
+    if !force && let Some(pid) = live_engine(&scan.entries) {
+        // A live engine's torn tail is an append in progress: leave it alone.
+        if !pending.is_empty() {
             rec.skipped = Some(format!(
                 "its engine (pid {pid}) is still running; stop it first or pass --force"
             ));
-            return rec;
         }
+        return rec;
     }
+    // Opening cuts off a torn last line (and logs it) before anything is appended.
     let mut l = match Ledger::open(path) {
         Ok(l) => l,
         Err(e) => {

@@ -26,6 +26,19 @@ pub enum EngineError {
     Ledger(#[from] ledger::LedgerError),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("{0}")]
+    RunId(String),
+}
+
+impl EngineError {
+    /// Whether the command line was at fault (a reused or malformed run id), rather
+    /// than the target or the machine.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            EngineError::RunId(_) | EngineError::Ledger(ledger::LedgerError::RunIdInUse { .. })
+        )
+    }
 }
 
 /// A prepared run: run id chosen, targets locked, ledger created.
@@ -68,18 +81,47 @@ pub(crate) fn http_client() -> Result<reqwest::Client, EngineError> {
         .map_err(|e| EngineError::Http(e.to_string()))
 }
 
+/// A ledger under a freshly generated run id. Ids carry the pid and 32 random bits,
+/// so a collision is unlikely; `create_new` makes it harmless: draw again.
+fn create_with_new_id(state_dir: &std::path::Path) -> Result<(String, Ledger), EngineError> {
+    let mut tries = 0;
+    loop {
+        let id = super::new_run_id();
+        match Ledger::create(state_dir, &id) {
+            Ok(l) => return Ok((id, l)),
+            Err(ledger::LedgerError::RunIdInUse { .. }) if tries < 8 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Engine {
     /// Locks the targets the faults touch and creates the ledger.
+    ///
+    /// The ledger comes first: a given run id that is already taken is refused
+    /// before anything else, and a generated one that collides is drawn again.
     pub fn prepare(drill: Arc<Drill>, opts: RunOptions) -> Result<Self, EngineError> {
-        let run_id = opts.run_id.clone().unwrap_or_else(super::new_run_id);
+        let (run_id, mut ledger) = match &opts.run_id {
+            Some(id) => {
+                crate::nft::table_name(id).map_err(|e| EngineError::RunId(e.to_string()))?;
+                (id.clone(), Ledger::create(&opts.state_dir, id)?)
+            }
+            None => create_with_new_id(&opts.state_dir)?,
+        };
         let keys: Vec<String> = drill
             .faults
             .iter()
             .filter(|f| f.step.level <= opts.level)
             .map(|f| f.target.lock_key())
             .collect();
-        let locks = lock::acquire(&opts.state_dir, &keys, &run_id)?;
-        let mut ledger = Ledger::create(&opts.state_dir, &run_id)?;
+        let locks = match lock::acquire(&opts.lock_dir, &keys, &run_id) {
+            Ok(l) => l,
+            Err(e) => {
+                // Refused before it started: leave no empty ledger behind.
+                ledger.discard();
+                return Err(e.into());
+            }
+        };
         let me = std::process::id();
         ledger.append(&Entry::Started {
             run_id: run_id.clone(),
@@ -430,7 +472,7 @@ impl Engine {
             let mut l = self.ledger.lock().unwrap();
             let _ = l.append(&Entry::Finished { at: now_rfc3339() });
         }
-        self.runtime.reap();
+        self.runtime.reap().await;
 
         // ── outcome: the loudest failure wins ────────────────────────────────────
         self.runtime.set_phase(Phase::Report);
@@ -446,49 +488,22 @@ impl Engine {
         });
         let guard_breached = guards.iter().any(|g| g.breached);
         let aborted = abort.get();
-        let (status, reason) = if !revert_ok {
-            (Status::RecoveryIncomplete, "a fault could not be reverted: something may be left behind; run `firedrill recover`".to_string())
-        } else if injection_failed {
-            (
-                Status::InjectionFailed,
-                aborted
-                    .as_ref()
-                    .map(|a| a.1.clone())
-                    .unwrap_or_else(|| "a fault could not be injected".into()),
-            )
-        } else if let Some((r @ (AbortReason::Signal | AbortReason::MaxDuration), why)) = &aborted {
-            let _ = r;
-            (Status::Failed, format!("aborted: {why}"))
-        } else if critical_failed || guard_breached {
-            (
-                Status::Failed,
-                aborted
-                    .as_ref()
-                    .map(|a| a.1.clone())
-                    .unwrap_or_else(|| "a critical assertion failed".into()),
-            )
-        } else if !steady_ok {
-            (
-                Status::Failed,
-                "steady state did not return after recovery".into(),
-            )
-        } else if rto_met == Some(false) {
-            (
-                Status::Failed,
-                format!(
-                    "recovery took {:.0} ms, above the RTO of {:.0} ms",
-                    recovery_ms.unwrap_or(0.0),
-                    rto_ms.unwrap_or(0.0)
-                ),
-            )
-        } else if !recovery_steps_ok {
-            (Status::Failed, "a recovery step failed".into())
-        } else {
-            (
-                Status::Passed,
-                "every critical assertion held and every fault was reverted".into(),
-            )
+        // The ledger, not the engine's memory, says whether everything was reverted.
+        let revert_gaps = match ledger::scan(&self.ledger_path()) {
+            Ok(scan) => revert_gaps(&scan),
+            Err(e) => vec![format!("cannot read the ledger: {e}")],
         };
+        let (status, reason) = decide(&Verdict {
+            revert_ok,
+            revert_gaps: &revert_gaps,
+            injection_failed,
+            aborted: aborted.as_ref(),
+            critical_failed: critical_failed || guard_breached,
+            steady_ok,
+            rto_ms,
+            recovery_ms,
+            recovery_steps_ok,
+        });
         tl.event(
             Phase::Report,
             "run_finished",
@@ -683,8 +698,8 @@ impl Engine {
         control: &Control,
     ) -> bool {
         let path = self.ledger_path();
-        let pending = match ledger::read(&path) {
-            Ok(e) => ledger::pending(&e),
+        let scan = match ledger::scan(&path) {
+            Ok(s) => s,
             Err(e) => {
                 self.timeline.event(
                     Phase::Recovery,
@@ -696,6 +711,14 @@ impl Engine {
             }
         };
         let mut all_ok = true;
+        // A line this run wrote and cannot read back may be one of its faults:
+        // revert the rest, and say the recovery is incomplete.
+        for e in &scan.unreadable {
+            all_ok = false;
+            self.timeline
+                .event(Phase::Recovery, "revert_failed", None, e.to_string());
+        }
+        let pending = ledger::pending(&scan.entries);
         for p in pending {
             let started_ms = self.timeline.now_ms();
             let t = Instant::now();
@@ -916,6 +939,95 @@ impl Engine {
     }
 }
 
+/// What the outcome of a run is decided from.
+struct Verdict<'a> {
+    /// Every revert attempted by this run succeeded.
+    revert_ok: bool,
+    /// What the ledger holds as injected and not reverted (or cannot read).
+    revert_gaps: &'a [String],
+    injection_failed: bool,
+    aborted: Option<&'a (AbortReason, String)>,
+    /// A critical precheck or verification failed, or a guard was breached.
+    critical_failed: bool,
+    steady_ok: bool,
+    rto_ms: Option<f64>,
+    recovery_ms: Option<f64>,
+    recovery_steps_ok: bool,
+}
+
+/// The run's status and why: the loudest failure wins, and "something may be left
+/// behind" is the loudest of all.
+fn decide(v: &Verdict) -> (Status, String) {
+    if !v.revert_ok {
+        return (
+            Status::RecoveryIncomplete,
+            "a fault could not be reverted: something may be left behind; run `firedrill recover`"
+                .to_string(),
+        );
+    }
+    if !v.revert_gaps.is_empty() {
+        return (
+            Status::RecoveryIncomplete,
+            format!(
+                "the ledger holds faults with no revert recorded: {}; something may be left behind; run `firedrill recover`",
+                v.revert_gaps.join("; ")
+            ),
+        );
+    }
+    if v.injection_failed {
+        return (
+            Status::InjectionFailed,
+            v.aborted
+                .map(|a| a.1.clone())
+                .unwrap_or_else(|| "a fault could not be injected".into()),
+        );
+    }
+    if let Some((AbortReason::Signal | AbortReason::MaxDuration, why)) = v.aborted {
+        return (Status::Failed, format!("aborted: {why}"));
+    }
+    if v.critical_failed {
+        return (
+            Status::Failed,
+            v.aborted
+                .map(|a| a.1.clone())
+                .unwrap_or_else(|| "a critical assertion failed".into()),
+        );
+    }
+    if !v.steady_ok {
+        return (
+            Status::Failed,
+            "steady state did not return after recovery".into(),
+        );
+    }
+    if let (Some(rto), Some(took)) = (v.rto_ms, v.recovery_ms)
+        && took > rto
+    {
+        return (
+            Status::Failed,
+            format!("recovery took {took:.0} ms, above the RTO of {rto:.0} ms"),
+        );
+    }
+    if !v.recovery_steps_ok {
+        return (Status::Failed, "a recovery step failed".into());
+    }
+    (
+        Status::Passed,
+        "every critical assertion held and every fault was reverted".into(),
+    )
+}
+
+/// Every inject record of a ledger without a recorded revert, and every line that
+/// cannot be read (it may be one). Empty when the ledger proves all was reverted.
+fn revert_gaps(scan: &ledger::Scan) -> Vec<String> {
+    let mut gaps: Vec<String> = ledger::pending(&scan.entries)
+        .iter()
+        .rev()
+        .map(|p| format!("`{}` (record {})", p.step, p.seq))
+        .collect();
+    gaps.extend(scan.unreadable.iter().map(|e| e.to_string()));
+    gaps
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -970,4 +1082,106 @@ fn operator() -> String {
         }
     }
     format!("uid {}", nix::unistd::getuid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::Undo;
+    use crate::fault::process_kill::{ProcRef, Signal, Undo as PkUndo};
+    use crate::target::Target;
+
+    fn stop(pid: u32) -> Undo {
+        Undo::ProcessKill(PkUndo {
+            signal: Signal::Stop,
+            processes: vec![ProcRef {
+                pid,
+                start_time: 1,
+                comm: "x".into(),
+            }],
+            deadman_tag: None,
+            target: Target::Local,
+            source: None,
+        })
+    }
+
+    fn passing(gaps: &[String]) -> Verdict<'_> {
+        Verdict {
+            revert_ok: true,
+            revert_gaps: gaps,
+            injection_failed: false,
+            aborted: None,
+            critical_failed: false,
+            steady_ok: true,
+            rto_ms: None,
+            recovery_ms: None,
+            recovery_steps_ok: true,
+        }
+    }
+
+    fn gaps_of(l: &Ledger) -> Vec<String> {
+        revert_gaps(&ledger::scan(l.path()).unwrap())
+    }
+
+    #[test]
+    fn a_run_whose_ledger_proves_every_revert_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        let a = l.record_inject("a", &Target::Local, &stop(1)).unwrap();
+        l.append(&Entry::Reverted {
+            seq: a,
+            at: now_rfc3339(),
+        })
+        .unwrap();
+        let gaps = gaps_of(&l);
+        assert!(gaps.is_empty(), "{gaps:?}");
+        let (status, _) = decide(&passing(&gaps));
+        assert_eq!(status, Status::Passed);
+        assert_eq!(status.exit_code(), 0);
+    }
+
+    #[test]
+    fn an_inject_without_a_recorded_revert_is_recovery_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        let a = l.record_inject("a", &Target::Local, &stop(1)).unwrap();
+        l.record_inject("freeze db", &Target::Local, &stop(2))
+            .unwrap();
+        l.append(&Entry::Reverted {
+            seq: a,
+            at: now_rfc3339(),
+        })
+        .unwrap();
+        let gaps = gaps_of(&l);
+        assert_eq!(gaps, ["`freeze db` (record 2)"]);
+        // Even when every revert the engine attempted succeeded and all else held.
+        let (status, reason) = decide(&passing(&gaps));
+        assert_eq!(status, Status::RecoveryIncomplete);
+        assert_eq!(status.exit_code(), 4);
+        assert!(reason.contains("`freeze db` (record 2)"), "{reason}");
+        // And it wins over every other failure.
+        let aborted = (AbortReason::InjectionFailed, "x".to_string());
+        let v = Verdict {
+            injection_failed: true,
+            critical_failed: true,
+            steady_ok: false,
+            aborted: Some(&aborted),
+            ..passing(&gaps)
+        };
+        assert_eq!(decide(&v).0, Status::RecoveryIncomplete);
+    }
+
+    #[test]
+    fn an_unreadable_ledger_line_is_recovery_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::create(dir.path(), "r1").unwrap();
+        std::fs::write(l.path(), "{\"op\":\"inject\",\"seq\":1\n").unwrap();
+        let gaps = gaps_of(&l);
+        assert_eq!(gaps.len(), 1);
+        assert!(
+            gaps[0].contains(":1 (byte 0): unreadable record"),
+            "{gaps:?}"
+        );
+        assert_eq!(decide(&passing(&gaps)).0, Status::RecoveryIncomplete);
+    }
 }

@@ -373,7 +373,7 @@ impl Undo {
             }
         }
         if let Some(tag) = &self.deadman_tag {
-            end_deadman(tag, ctx.runtime);
+            end_deadman(tag, ctx.runtime).await;
         }
         if !errors.is_empty() {
             return Err(FaultError::System(format!(
@@ -574,7 +574,7 @@ fn spawn_deadman(
 }
 
 /// Ends the dead-man watcher carrying `tag`, wherever it was started from.
-fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
+async fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
     let mut homes = Vec::new();
     for p in list_processes() {
@@ -584,7 +584,7 @@ fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
         }
     }
     if let Some(rt) = runtime {
-        rt.reap();
+        rt.reap().await;
     }
     // The watchers' cgroup goes when its last watcher has gone (the kernel refuses
     // while another drill's watcher lives there).

@@ -9,11 +9,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// `firedrill` with a lock directory of its own ([`own_lock_dir`]): the tests run
+/// many drills against `local` at once, and the machine-wide default would refuse
+/// all but one. A test whose drills must see each other's locks sets
+/// `FIREDRILL_LOCK_DIR` to one directory for all of them (or removes it: the default).
 pub fn firedrill() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_firedrill"));
     c.env("FIREDRILL_EXE", env!("CARGO_BIN_EXE_firedrill"))
+        .env("FIREDRILL_LOCK_DIR", own_lock_dir())
         .env_remove("RUST_LOG");
     c
+}
+
+/// A lock directory no other command of the test run uses:
+/// `$TMPDIR/firedrill-test-locks/<pid>-<n>`.
+pub fn own_lock_dir() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir()
+        .join("firedrill-test-locks")
+        .join(format!("{}-{n}", std::process::id()))
 }
 
 pub fn run_output(args: &[&str]) -> Output {
