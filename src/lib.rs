@@ -14,6 +14,7 @@ pub(crate) mod nft;
 pub mod probe;
 pub mod proxy;
 pub mod report;
+pub mod rt;
 pub mod scenario;
 pub mod secrets;
 pub mod target;

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::check::{run_check, sleep_or_cancel};
+use super::check::run_check;
 use super::ledger::{self, Entry, Ledger, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
 use super::timeline::Timeline;
-use super::{Control, RunOptions, Runtime};
+use super::{Control, RunOptions};
 use crate::fault::{FaultCtx, RevertCtx};
 use crate::probe::ProbeCtx;
 use crate::report::model::*;
+use crate::rt::Runtime;
+use crate::rt::sleep_or_cancel;
 use crate::scenario::{Check, Drill};
 
 /// Why a run could not even start (nothing was injected).

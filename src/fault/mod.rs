@@ -73,7 +73,7 @@ pub struct FaultCtx<'a> {
     /// Cancelled when the drill is aborting (a fault may stop waiting for its effect).
     pub cancel: CancellationToken,
     /// In-process resources that live as long as a fault (e.g. proxy tasks).
-    pub runtime: &'a crate::engine::Runtime,
+    pub runtime: &'a crate::rt::Runtime,
 }
 
 /// What a fault did, declared next to measured.
@@ -187,7 +187,7 @@ impl FaultSpec {
 /// What reverting needs from the engine (or from `firedrill recover`).
 pub struct RevertCtx<'a> {
     /// In-process resources of the run, when reverting from the run itself.
-    pub runtime: Option<&'a crate::engine::Runtime>,
+    pub runtime: Option<&'a crate::rt::Runtime>,
     /// When true, skip waiting to confirm restoration (second Ctrl-C).
     pub hurry: bool,
 }

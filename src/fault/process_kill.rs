@@ -468,10 +468,10 @@ fn spawn_deadman(
     tag: &str,
     ttl: Duration,
     procs: &[ProcRef],
-    runtime: &crate::engine::Runtime,
+    runtime: &crate::rt::Runtime,
 ) -> Result<(), FaultError> {
     use std::os::unix::process::CommandExt;
-    let exe = crate::engine::self_exe().map_err(|e| {
+    let exe = crate::rt::self_exe().map_err(|e| {
         FaultError::System(format!(
             "cannot find the firedrill binary for the dead-man watcher: {e}"
         ))
@@ -498,7 +498,7 @@ fn spawn_deadman(
 }
 
 /// Ends the dead-man watcher carrying `tag`, wherever it was started from.
-fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
+fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
     for p in list_processes() {
         if cmdline(p.pid).contains(&needle) {

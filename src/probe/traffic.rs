@@ -423,7 +423,7 @@ impl Section {
     /// cuts the wait short; loads stop by themselves after `cap`.
     pub async fn start(
         steps: &[TrafficStep],
-        runtime: &crate::engine::Runtime,
+        runtime: &crate::rt::Runtime,
         http: &reqwest::Client,
         cap: Duration,
         now_ms: f64,
@@ -446,7 +446,7 @@ impl Section {
             .collect();
         let wait = steps.iter().map(|s| s.before.0).max().unwrap_or_default();
         if !steps.is_empty() {
-            crate::engine::check::sleep_or_cancel(wait, cancel).await;
+            crate::rt::sleep_or_cancel(wait, cancel).await;
         }
         Section {
             loads,
@@ -495,7 +495,7 @@ impl Section {
             .max()
             .unwrap_or_default();
         if !self.steps.is_empty() {
-            crate::engine::check::sleep_or_cancel(wait, hurry).await;
+            crate::rt::sleep_or_cancel(wait, hurry).await;
         }
         let mut out = Vec::new();
         for (i, t0, started_ms, load) in self.loads {

@@ -218,7 +218,7 @@ impl Placement {
 }
 
 /// Current counters of a running proxy of this run.
-pub fn peek(runtime: &crate::engine::Runtime, key: &str) -> Option<StatsSnapshot> {
+pub fn peek(runtime: &crate::rt::Runtime, key: &str) -> Option<StatsSnapshot> {
     let boxed = runtime.take(key)?;
     let stats = boxed.downcast_ref::<Proxy>().map(|p| p.stats());
     runtime.put(key.to_string(), boxed);

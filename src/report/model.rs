@@ -138,32 +138,7 @@ pub struct ObjectivesRecord {
     pub rto_met: Option<bool>,
 }
 
-/// Phases of a drill, in order.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Setup,
-    Precheck,
-    Fault,
-    Verification,
-    Recovery,
-    SteadyState,
-    Report,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Setup => "setup",
-            Phase::Precheck => "precheck",
-            Phase::Fault => "fault",
-            Phase::Verification => "verification",
-            Phase::Recovery => "recovery",
-            Phase::SteadyState => "steady_state",
-            Phase::Report => "report",
-        }
-    }
-}
+pub use crate::rt::Phase;
 
 /// One timeline event.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
