@@ -10,6 +10,7 @@ pub mod cli;
 pub mod duration;
 pub mod engine;
 pub mod fault;
+pub mod model;
 pub(crate) mod nft;
 pub mod probe;
 pub mod proxy;

@@ -14,7 +14,7 @@ use super::timeline::Timeline;
 use super::{Control, RunOptions};
 use crate::fault::{FaultCtx, RevertCtx};
 use crate::probe::ProbeCtx;
-use crate::report::model::*;
+use crate::model::*;
 use crate::rt::Runtime;
 use crate::rt::sleep_or_cancel;
 use crate::scenario::{Check, Drill};

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Expect, Observation, ProbeCtx};
 use crate::duration::HumanDuration;
-use crate::report::model::{Phase, StepRecord, StepStatus};
+use crate::model::{Phase, StepRecord, StepStatus};
 
 /// Highest accepted request rate (requests per second).
 pub const MAX_RATE: f64 = 2000.0;

@@ -20,7 +20,7 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::model::RunRecord;
+use crate::model::RunRecord;
 
 /// Output formats of `firedrill report`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

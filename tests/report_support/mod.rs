@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use firedrill::fault::{Effect, Reverted};
 use firedrill::report::improvements;
-use firedrill::report::model::*;
+use firedrill::model::*;
 use firedrill::scenario::Level;
 
 pub fn ev(t_ms: f64, phase: Phase, event: &str, step: Option<&str>, message: &str) -> Event {

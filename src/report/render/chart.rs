@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::view::step_label;
 use crate::report::improvements::active_window;
-use crate::report::model::*;
+use crate::model::*;
 
 /// Chart geometry, in SVG user units.
 pub(crate) const WIDTH: f64 = 960.0;

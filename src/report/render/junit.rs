@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::human_ms;
 use super::view::step_label;
-use crate::report::model::*;
+use crate::model::*;
 
 #[derive(Serialize, Default)]
 pub(crate) struct Junit {

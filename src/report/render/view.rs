@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::chart::{self, Chart};
 use super::junit::{self, Junit};
 use crate::report::improvements::active_window;
-use crate::report::model::*;
+use crate::model::*;
 use crate::scenario::Level;
 
 /// Everything a template can use. `run` is the record itself, for plain fields.

@@ -3,6 +3,8 @@
 //! The engine fills it in; `journal.json` is this model serialised; every renderer
 //! (HTML, Markdown, JUnit) and every improvement rule reads only this model, so a
 //! journal can be re-rendered later (`firedrill report`) and gives the same report.
+//! It sits between the faults and probes (whose effects it records) and the engine and
+//! reports (which write and read it), so neither of those imports the other.
 
 use std::collections::BTreeMap;
 
