@@ -6,6 +6,7 @@
 
 pub mod improvements;
 pub mod render;
+pub(crate) mod words;
 
 pub use render::{Format, ReportError, render, write_reports};
 
