@@ -142,6 +142,31 @@ pub struct ObjectivesRecord {
 
 pub use crate::rt::Phase;
 
+impl From<crate::probe::traffic::TrafficVerdict> for StepRecord {
+    /// A traffic entry is recorded as a verification step.
+    fn from(v: crate::probe::traffic::TrafficVerdict) -> Self {
+        StepRecord {
+            phase: Phase::Verification,
+            name: v.name,
+            status: match v.passed {
+                None => StepStatus::Skipped,
+                Some(true) => StepStatus::Passed,
+                Some(false) => StepStatus::Failed,
+            },
+            critical: v.critical,
+            started_ms: v.started_ms,
+            duration_ms: v.duration_ms,
+            description: v.description,
+            attempts: v.requests,
+            first_held_ms: None,
+            within_ms: None,
+            detail: v.detail,
+            fault: None,
+            metrics: v.metrics,
+        }
+    }
+}
+
 /// One timeline event.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Event {

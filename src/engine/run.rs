@@ -425,7 +425,13 @@ impl Engine {
             recovery_ms = ms;
             steps.push(rec);
         }
-        steps.extend(traffic.finish(&control.hurry).await);
+        steps.extend(
+            traffic
+                .finish(&control.hurry)
+                .await
+                .into_iter()
+                .map(StepRecord::from),
+        );
         watcher.abort();
         {
             let mut l = self.ledger.lock().unwrap();
