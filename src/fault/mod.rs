@@ -19,6 +19,8 @@ pub(crate) mod network;
 pub(crate) mod network_partition;
 pub(crate) mod network_rate_limit;
 pub(crate) mod process_kill;
+pub(crate) mod proxy_placement;
+pub(crate) mod proxy_redirect;
 
 use std::time::{Duration, Instant};
 
@@ -210,7 +212,7 @@ impl Undo {
     pub async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         match self {
             Undo::ProcessKill(u) => u.revert(ctx).await,
-            Undo::Latency(u) => latency::revert_proxy(u, ctx, "latency proxy").await,
+            Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
         }

@@ -25,9 +25,7 @@
 pub mod http;
 pub mod latency;
 pub(crate) mod orig_dst;
-pub mod placement;
 pub mod profiles;
-pub mod redirect;
 pub mod rules;
 pub mod timer;
 
