@@ -247,3 +247,71 @@ verifications:
     assert!(lab.firedrill_tables(&client).is_empty());
     lab.assert_rulesets_unchanged();
 }
+
+/// A proxy fault's ledger record, as `recover` reads it in a fresh process: the
+/// revert checks the port on the target the record names (the client namespace),
+/// not on the host where `recover` runs. A listener on the same port in the host
+/// must not fail it, and one left in the namespace must.
+#[test]
+fn ledger_record_is_reverted_on_its_recorded_netns_target() {
+    let Some(lab) = Lab::new("pxledger") else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let target = lab.client_target();
+    // The record an engine on `target` writes for an explicit-mode proxy, written
+    // with the library's own ledger, as a SIGKILLed engine leaves it.
+    let write_record = |run_id: &str, port: u16| {
+        let undo: Undo = serde_json::from_value(serde_json::json!({
+            "kind": "latency",
+            "key": format!("proxy:{run_id}:slow api"),
+            "listen": format!("127.0.0.1:{port}"),
+            "upstream": format!("{API_IP}:{PORT}"),
+            "target": serde_json::to_value(&target).unwrap(),
+        }))
+        .unwrap();
+        assert_eq!(undo.target(), &target);
+        let mut l = firedrill::engine::ledger::Ledger::create(&state, run_id).unwrap();
+        l.record_inject("slow api", &target, &undo).unwrap();
+    };
+    let recover = |run_id: &str| {
+        let out = common::firedrill()
+            .args(["recover", "--run", run_id, "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    // Closed in the namespace, open on the host (someone else's service).
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let run_a = run_id();
+    write_record(&run_a, port);
+    let (code, out) = recover(&run_a);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("reverted slow api (latency)") && out.contains(&lab.client),
+        "the revert must say it checked the namespace: {out}"
+    );
+    drop(host);
+
+    // Left open in the namespace (a proxy that outlived its engine): not reverted.
+    let ns_listener = lab.in_ns(&lab.client, move || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()
+    });
+    let run_b = run_id();
+    write_record(&run_b, port);
+    let (code, out) = recover(&run_b);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains("still accepts connections") && out.contains(&lab.client),
+        "{out}"
+    );
+    drop(ns_listener);
+}

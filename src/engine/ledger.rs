@@ -262,6 +262,7 @@ mod tests {
 
     fn undo(pid: u32) -> Undo {
         Undo::ProcessKill(PkUndo {
+            target: Target::Local,
             signal: Signal::Stop,
             processes: vec![ProcRef {
                 pid,
@@ -269,6 +270,7 @@ mod tests {
                 comm: "x".into(),
             }],
             deadman_tag: None,
+            source: None,
         })
     }
 

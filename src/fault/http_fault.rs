@@ -88,7 +88,7 @@ impl HttpFault {
             .start(ctx, undo, Behaviour::Http(faults.clone()))
             .await?;
         // Declared = the proxy answers on its port and can reach the upstream.
-        let ns = undo.netns.clone();
+        let ns = undo.netns().map(str::to_string);
         let listening = crate::proxy::is_listening(addr, ns.as_deref()).await;
         let upstream_ok = match (&undo.upstream, &undo.redirect) {
             (Some(u), _) => {
@@ -129,7 +129,7 @@ impl HttpFault {
             measured,
             as_declared,
             effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
-            details: serde_json::json!({ "listen": addr, "netns": undo.netns,
+            details: serde_json::json!({ "listen": addr, "target": undo.target,
                 "counters": faults.counters() }),
         })
     }

@@ -209,7 +209,7 @@ impl Latency {
     ) -> Result<Effect, FaultError> {
         let addr = self.placement().start(ctx, undo, self.behaviour()).await?;
         let Some(path) = self.verify_path.clone() else {
-            let listening = crate::proxy::is_listening(addr, undo.netns.as_deref()).await;
+            let listening = crate::proxy::is_listening(addr, undo.netns()).await;
             return Ok(Effect {
                 declared: self.describe(),
                 measured: format!(
@@ -217,7 +217,7 @@ impl Latency {
                 ),
                 as_declared: listening,
                 effective_after_ms: listening.then(|| ms_since(ctx.started)),
-                details: serde_json::json!({ "listen": addr, "netns": undo.netns }),
+                details: serde_json::json!({ "listen": addr, "target": undo.target }),
             });
         };
         let (direct, via) = probe_pair(undo, addr, &path).await.map_err(|e| {
@@ -260,7 +260,7 @@ impl Latency {
             as_declared,
             effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
             details: serde_json::json!({
-                "listen": addr, "netns": undo.netns,
+                "listen": addr, "target": undo.target,
                 "direct_ms": direct, "proxied_ms": via, "added_ms": added,
                 "expected_added_ms": [hit_lo.max(0.0), hit_hi],
             }),
@@ -300,7 +300,6 @@ async fn probe_pair(
     } else {
         proxy
     };
-    let ns = undo.netns.clone();
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: firedrill-latency-check\r\nConnection: close\r\n\r\n"
     );
@@ -312,13 +311,9 @@ async fn probe_pair(
         }
         Ok((d, v))
     };
-    // A thread of its own (in the target's namespace when there is one): the
-    // measurement blocks on sockets for up to a few hundred ms.
-    let target = match ns {
-        Some(name) => crate::target::Target::Netns { name },
-        None => crate::target::Target::Local,
-    };
-    crate::target::netns::run_in(&target, run).await?
+    // A thread of its own (in the record's target's namespace when there is one):
+    // the measurement blocks on sockets for up to a few hundred ms.
+    crate::target::netns::run_in(&undo.target, run).await?
 }
 
 fn time_first_byte(addr: SocketAddr, mark: Option<u32>, req: &str) -> std::io::Result<f64> {

@@ -107,7 +107,8 @@ pub struct Reverted {
 }
 
 /// The undo record of one injected fault, as written to the ledger before the fault
-/// takes effect. Everything needed to revert it from another process is in here.
+/// takes effect. Everything needed to revert it from another process is in here,
+/// the full target it acted on included ([`Undo::target`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Undo {
@@ -215,6 +216,16 @@ impl Undo {
             Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
+        }
+    }
+
+    /// The target the fault acted on, as recorded: every revert acts there, whichever
+    /// process runs it and whatever the scenario says by then.
+    pub fn target(&self) -> &Target {
+        match self {
+            Undo::ProcessKill(u) => &u.target,
+            Undo::Latency(u) | Undo::HttpFault(u) => &u.target,
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => &u.target,
         }
     }
 

@@ -3,7 +3,9 @@
 //! Processes are chosen by pid, pidfile, exact name or a command-line regex, and are
 //! recorded with their start time so that a recycled pid is never signalled by a
 //! revert. `STOP` freezes a process; its undo is `CONT`, and a detached dead-man
-//! watcher (`firedrill __deadman`) thaws it after the ttl even if the engine dies.
+//! watcher (`firedrill __deadman`) thaws it after the ttl even if the engine dies,
+//! also with its whole cgroup (the watcher is moved out of it, see
+//! [`crate::target::cgroup`]).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Effect, FaultCtx, FaultError, RevertCtx, Reverted, ms_since};
 use crate::duration::HumanDuration;
 use crate::target::Target;
+use crate::target::cgroup::{self, Placement};
 
 /// Parameters of `process_kill`. Exactly one of `pid`, `pidfile`, `name`, `pattern`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -23,7 +26,7 @@ pub struct ProcessKill {
     /// Select the process with this pid.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Select the process whose pid is written in this file.
+    /// Select the process whose pid is on the first line of this file (later lines are ignored, as in PostgreSQL's `postmaster.pid`).
     #[serde(default)]
     pub pidfile: Option<String>,
     /// Select processes whose name (`/proc/PID/comm`, at most 15 characters) is exactly this.
@@ -48,6 +51,10 @@ pub struct ProcessKill {
 
 fn one() -> u32 {
     1
+}
+
+fn local() -> Target {
+    Target::Local
 }
 
 fn default_verify() -> HumanDuration {
@@ -98,10 +105,18 @@ pub struct ProcRef {
 /// The undo record of `process_kill`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Undo {
+    /// The target whose processes were signalled (records written before it was
+    /// recorded were all `local`, the only target process_kill accepts).
+    #[serde(default = "local")]
+    pub target: Target,
     pub signal: Signal,
     pub processes: Vec<ProcRef>,
     /// Tag on the dead-man watcher's command line (STOP only), so any process can find and end it.
     pub deadman_tag: Option<String>,
+    /// Where the pid came from when a file named it (`pid 42 read from line 1 of …`),
+    /// so the record shows which line of a multi-line pidfile was trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl ProcessKill {
@@ -185,21 +200,23 @@ impl ProcessKill {
     }
 
     pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
-        let mut chosen = self.select()?;
+        let (mut chosen, source) = self.select()?;
         chosen.sort_by_key(|p| (p.start_time, p.pid));
         if !self.all {
             chosen.truncate(self.count as usize);
         }
-        let deadman_tag =
-            (self.signal == Signal::Stop).then(|| format!("{}-{}", ctx.run_id, sanitize(ctx.step)));
+        let deadman_tag = (self.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step));
         Ok(Undo {
+            target: ctx.target.clone(),
             signal: self.signal,
             processes: chosen,
             deadman_tag,
+            source,
         })
     }
 
-    fn select(&self) -> Result<Vec<ProcRef>, FaultError> {
+    /// The matching processes, and how the pid was found when a file said it.
+    fn select(&self) -> Result<(Vec<ProcRef>, Option<String>), FaultError> {
         let protected = protected_pids();
         let procs = list_processes();
         let re = self
@@ -208,20 +225,16 @@ impl ProcessKill {
             .map(regex::Regex::new)
             .transpose()
             .map_err(|e| FaultError::Precondition(e.to_string()))?;
-        let pid_wanted = match (&self.pid, &self.pidfile) {
-            (Some(p), _) => Some(*p),
+        let (pid_wanted, source) = match (&self.pid, &self.pidfile) {
+            (Some(p), _) => (Some(*p), None),
             (_, Some(f)) => {
-                let text = std::fs::read_to_string(f).map_err(|e| {
-                    FaultError::Precondition(format!("cannot read pidfile {f}: {e}"))
-                })?;
-                Some(text.trim().parse::<u32>().map_err(|_| {
-                    FaultError::Precondition(format!(
-                        "pidfile {f} holds `{}`, expected a pid",
-                        text.trim()
-                    ))
-                })?)
+                let pid = read_pidfile(f)?;
+                (
+                    Some(pid),
+                    Some(format!("pid {pid} read from line 1 of {f}")),
+                )
             }
-            _ => None,
+            _ => (None, None),
         };
         let matched: Vec<ProcRef> = procs
             .into_iter()
@@ -244,7 +257,7 @@ impl ProcessKill {
                 self.describe()
             )));
         }
-        Ok(matched)
+        Ok((matched, source))
     }
 
     pub(crate) async fn apply(
@@ -252,9 +265,10 @@ impl ProcessKill {
         ctx: &FaultCtx<'_>,
         undo: &Undo,
     ) -> Result<Effect, FaultError> {
-        if let Some(tag) = &undo.deadman_tag {
-            spawn_deadman(tag, ctx.ttl, &undo.processes, ctx.runtime)?;
-        }
+        let deadman = match &undo.deadman_tag {
+            Some(tag) => Some(spawn_deadman(tag, ctx.ttl, &undo.processes, ctx.runtime)?),
+            None => None,
+        };
         let mut sent = Vec::new();
         for p in &undo.processes {
             if !same_process(p) {
@@ -289,7 +303,7 @@ impl ProcessKill {
         } else {
             "gone"
         };
-        let measured = if as_declared {
+        let mut measured = if as_declared {
             format!("{} process(es) {verb}: pids {pids:?}", pids.len())
         } else {
             let left: Vec<u32> = remaining.iter().map(|p| p.pid).collect();
@@ -298,13 +312,28 @@ impl ProcessKill {
                 self.verify_timeout
             )
         };
+        if let Some(src) = &undo.source {
+            measured = format!("{measured} ({src})");
+        }
+        if let Some((pid, placement)) = &deadman {
+            measured = format!(
+                "{measured}; dead-man watcher pid {pid} {}",
+                placement.describe()
+            );
+        }
         Ok(Effect {
             declared: self.describe(),
             measured,
             as_declared,
             effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
             details: serde_json::json!({ "signal": self.signal.name(), "pids": pids, "signalled": sent,
-                "processes": undo.processes }),
+                "processes": undo.processes,
+                "deadman": deadman.as_ref().map(|(pid, p)| serde_json::json!({
+                    "pid": pid,
+                    "cgroup": p.cgroup(),
+                    "outside_engine_cgroup": matches!(p, Placement::Moved { .. }),
+                    "placement": p.describe(),
+                })) }),
         })
     }
 }
@@ -316,6 +345,12 @@ impl Undo {
 
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
+        // The recorded target decides where CONT goes. Both kinds share this host's
+        // pid namespace; a target on another host must send it there (no wildcard
+        // arm, so a new kind has to say).
+        match &self.target {
+            Target::Local | Target::Netns { .. } => {}
+        }
         if self.signal != Signal::Stop {
             return Ok(Reverted {
                 measured: format!(
@@ -373,10 +408,35 @@ impl Undo {
     }
 }
 
-fn sanitize(s: &str) -> String {
-    s.chars()
+/// The pid in a pidfile: its first line, as PostgreSQL's `postmaster.pid`, nginx,
+/// sshd and start-stop-daemon write it (later lines, when any, hold other data).
+fn read_pidfile(path: &str) -> Result<u32, FaultError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FaultError::Precondition(format!("cannot read pidfile {path}: {e}")))?;
+    let first = text.lines().next().unwrap_or("").trim();
+    match first.parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(FaultError::Precondition(format!(
+            "pidfile {path} line 1 holds `{first}`, expected a pid (the first line of a pidfile)"
+        ))),
+    }
+}
+
+/// The watcher's tag: run id, a readable form of the step name, and a hash of the
+/// exact name. The readable form alone maps `db-1` and `db_1` to one tag, and the
+/// revert of one step would end the other's watcher; step names are unique within
+/// a run, so the hash keeps every step's tag apart. Only `[A-Za-z0-9_-]`, so the
+/// tag is one word on the watcher's command line.
+fn deadman_tag(run_id: &str, step: &str) -> String {
+    use sha2::Digest;
+    let readable: String = step
+        .chars()
+        .take(24)
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+        .collect();
+    let hash = sha2::Sha256::digest(step.as_bytes());
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{run_id}-{readable}-{hex}")
 }
 
 /// The engine and its ancestors: never signalled, whatever the selector says, so a
@@ -464,12 +524,15 @@ fn alive(p: &ProcRef) -> bool {
 
 /// Starts the dead-man watcher: a detached `firedrill __deadman` that sends CONT to
 /// the frozen processes when the ttl runs out, unless a revert ends it first.
+/// Returns its pid and where it lives: outside the engine's cgroup where the machine
+/// allows it, so stopping the engine's unit or container does not end it too. It is
+/// moved before any process is frozen.
 fn spawn_deadman(
     tag: &str,
     ttl: Duration,
     procs: &[ProcRef],
     runtime: &crate::rt::Runtime,
-) -> Result<(), FaultError> {
+) -> Result<(u32, Placement), FaultError> {
     use std::os::unix::process::CommandExt;
     let exe = crate::rt::self_exe().map_err(|e| {
         FaultError::System(format!(
@@ -493,20 +556,40 @@ fn spawn_deadman(
     let child = cmd
         .spawn()
         .map_err(|e| FaultError::System(format!("cannot start the dead-man watcher: {e}")))?;
+    let pid = child.id();
     runtime.adopt(child);
-    Ok(())
+    let placement = cgroup::move_out_of_engine_cgroup(pid);
+    match &placement {
+        Placement::Moved { .. } => {
+            tracing::info!(pid, tag, "dead-man watcher {}", placement.describe())
+        }
+        Placement::Stayed { .. } => tracing::warn!(
+            pid,
+            tag,
+            "dead-man watcher {}: stopping the engine's whole cgroup ends it too",
+            placement.describe()
+        ),
+    }
+    Ok((pid, placement))
 }
 
 /// Ends the dead-man watcher carrying `tag`, wherever it was started from.
 fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
+    let mut homes = Vec::new();
     for p in list_processes() {
         if cmdline(p.pid).contains(&needle) {
+            homes.extend(cgroup::cgroup_of(p.pid));
             let _ = kill(Pid::from_raw(p.pid as i32), NixSignal::SIGKILL);
         }
     }
     if let Some(rt) = runtime {
         rt.reap();
+    }
+    // The watchers' cgroup goes when its last watcher has gone (the kernel refuses
+    // while another drill's watcher lives there).
+    for h in homes {
+        cgroup::remove_if_empty(&h);
     }
 }
 
@@ -537,6 +620,112 @@ mod tests {
         let p = protected_pids();
         assert!(p.contains(&std::process::id()));
         assert!(p.len() >= 2);
+    }
+
+    /// A `sleep` child, killed and reaped on drop.
+    struct Sleeper(std::process::Child);
+    impl Sleeper {
+        fn spawn() -> Self {
+            Sleeper(
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap(),
+            )
+        }
+    }
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn postmaster_pid_shaped_pidfile_is_read_from_its_first_line() {
+        let child = Sleeper::spawn();
+        let pid = child.0.id();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postmaster.pid");
+        // PostgreSQL 16's layout: pid, data directory, start time, port, socket
+        // directory, listen address, shared memory key, status.
+        std::fs::write(
+            &file,
+            format!(
+                "{pid}\n/var/lib/postgresql/16/main\n1712345678\n5432\n/var/run/postgresql\n*\n  5432001         0\nready   \n"
+            ),
+        )
+        .unwrap();
+        let f: ProcessKill = serde_yaml::from_str(&format!(
+            "{{ pidfile: {}, signal: KILL, verify_timeout: 5s }}",
+            file.display()
+        ))
+        .unwrap();
+        let rt = crate::rt::Runtime::default();
+        let ctx = FaultCtx {
+            run_id: "r1",
+            step: "kill postgres",
+            target: &Target::Local,
+            ttl: Duration::from_secs(10),
+            started: Instant::now(),
+            cancel: Default::default(),
+            runtime: &rt,
+        };
+        let undo = f.prepare(&ctx).await.unwrap();
+        assert_eq!(
+            undo.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            [pid]
+        );
+        let effect = f.apply(&ctx, &undo).await.unwrap();
+        assert!(effect.as_declared, "{effect:?}");
+        let source = format!("line 1 of {}", file.display());
+        assert!(effect.measured.contains(&source), "{}", effect.measured);
+
+        // A first line that is not a pid names the line it read.
+        std::fs::write(&file, "\n{pid}\n").unwrap();
+        let e = f.prepare(&ctx).await.unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("expected a pid"), "{e}");
+    }
+
+    #[test]
+    fn deadman_tags_keep_similar_step_names_apart() {
+        let (a, b) = (deadman_tag("r1", "db-1"), deadman_tag("r1", "db_1"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("r1-db_1-"), "{a}");
+        assert_eq!(
+            a,
+            deadman_tag("r1", "db-1"),
+            "a revert from another process finds it"
+        );
+        let long = deadman_tag("r1", &"x y".repeat(100));
+        assert!(long.len() < 48, "{long}");
+        assert!(
+            long.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        );
+    }
+
+    #[test]
+    fn undo_record_round_trips_its_target() {
+        let undo = Undo {
+            target: Target::Netns { name: "app".into() },
+            signal: Signal::Stop,
+            processes: vec![],
+            deadman_tag: Some("r1-x-0a0b0c0d0e0f".into()),
+            source: None,
+        };
+        let v = serde_json::to_value(&undo).unwrap();
+        assert_eq!(
+            v["target"],
+            serde_json::json!({ "type": "netns", "name": "app" })
+        );
+        assert_eq!(serde_json::from_value::<Undo>(v).unwrap(), undo);
+        // A record from before the target was recorded: process_kill was local only.
+        let old: Undo = serde_json::from_value(
+            serde_json::json!({ "signal": "STOP", "processes": [], "deadman_tag": null }),
+        )
+        .unwrap();
+        assert_eq!(old.target, Target::Local);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Placement {
 /// The undo record of a proxy fault: enough to stop it and to check, from another
 /// process, that nothing is left.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(from = "ProxyUndoRecord")]
 pub struct ProxyUndo {
     /// Key of the proxy handle in the run's runtime.
     pub key: String,
@@ -40,11 +41,44 @@ pub struct ProxyUndo {
     pub listen: SocketAddr,
     /// Explicit mode: the upstream `host:port`; transparent mode: None.
     pub upstream: Option<String>,
-    /// Namespace the proxy's sockets live in (netns targets).
-    pub netns: Option<String>,
+    /// The target the proxy's sockets live on, in full: the revert checks there,
+    /// whichever process runs it and whatever the scenario says now.
+    pub target: Target,
     /// Transparent mode: the nftables redirect to remove.
     #[serde(default)]
     pub redirect: Option<RedirectUndo>,
+}
+
+/// [`ProxyUndo`] as read from a ledger, also one written before the record carried
+/// its target (then it held only a namespace name, and no name meant `local`).
+#[derive(Deserialize)]
+struct ProxyUndoRecord {
+    key: String,
+    listen: SocketAddr,
+    upstream: Option<String>,
+    #[serde(default)]
+    target: Option<Target>,
+    #[serde(default)]
+    netns: Option<String>,
+    #[serde(default)]
+    redirect: Option<RedirectUndo>,
+}
+
+impl From<ProxyUndoRecord> for ProxyUndo {
+    fn from(r: ProxyUndoRecord) -> Self {
+        let target = match (r.target, r.netns) {
+            (Some(t), _) => t,
+            (None, Some(name)) => Target::Netns { name },
+            (None, None) => Target::Local,
+        };
+        ProxyUndo {
+            key: r.key,
+            listen: r.listen,
+            upstream: r.upstream,
+            target,
+            redirect: r.redirect,
+        }
+    }
 }
 
 impl Placement {
@@ -138,13 +172,13 @@ impl Placement {
                 key,
                 listen,
                 upstream: self.upstream.clone(),
-                netns,
+                target: ctx.target.clone(),
                 redirect: None,
             });
         }
         // All addresses of the target: `redirect` in the output hook sends local
         // connections to 127.0.0.1, in prerouting to the incoming interface's address.
-        let free = crate::proxy::bind("0.0.0.0:0".parse().unwrap(), netns.as_deref())
+        let free = crate::proxy::bind("0.0.0.0:0".parse().unwrap(), netns)
             .await
             .and_then(|l| l.local_addr())
             .map_err(|e| FaultError::System(format!("cannot pick a port for the proxy: {e}")))?;
@@ -157,7 +191,7 @@ impl Placement {
             key,
             listen: free,
             upstream: None,
-            netns,
+            target: ctx.target.clone(),
             redirect: Some(RedirectUndo::plan(
                 ctx.run_id,
                 ctx.step,
@@ -178,25 +212,23 @@ impl Placement {
         undo: &ProxyUndo,
         behaviour: Behaviour,
     ) -> Result<SocketAddr, FaultError> {
-        let listener = crate::proxy::bind(undo.listen, undo.netns.as_deref())
-            .await
-            .map_err(|e| {
-                FaultError::System(format!(
-                    "cannot listen on {}{}: {e}",
-                    undo.listen,
-                    undo.netns
-                        .as_deref()
-                        .map(|n| format!(" in netns {n}"))
-                        .unwrap_or_default()
-                ))
-            })?;
+        // Everything from here on acts on the record's target: what the ledger holds is
+        // what was done.
+        let netns = undo.netns();
+        let listener = crate::proxy::bind(undo.listen, netns).await.map_err(|e| {
+            FaultError::System(format!(
+                "cannot listen on {} on {}: {e}",
+                undo.listen,
+                undo.target.describe()
+            ))
+        })?;
         let cfg = Config {
             upstream: match &undo.upstream {
                 Some(u) => Upstream::Addr(u.clone()),
                 None => Upstream::OriginalDst,
             },
             behaviour,
-            netns: undo.netns.clone(),
+            netns: netns.map(str::to_string),
             mark: undo.redirect.as_ref().map(|_| MARK),
         };
         let proxy = Proxy::start(listener, cfg)
@@ -204,7 +236,7 @@ impl Placement {
         let addr = proxy.local_addr();
         ctx.runtime.put(undo.key.clone(), Box::new(proxy));
         if let Some(r) = &undo.redirect
-            && let Err(e) = r.install(ctx.target).await
+            && let Err(e) = r.install().await
         {
             // Nothing may outlive a failed injection: stop the proxy again.
             if let Some(p) = ctx.runtime.take(&undo.key)
@@ -227,20 +259,21 @@ impl ProxyUndo {
     ) -> Result<Reverted, FaultError> {
         let undo = self;
         let (stats, ms) = undo.stop(ctx).await?;
+        let on = undo.target.describe();
         let measured = match &stats {
             Some(s) => format!(
-                "{what} on {} stopped after {} connection(s); port closed",
+                "{what} on {} ({on}) stopped after {} connection(s); port closed",
                 undo.listen, s.connections
             ),
             None => format!(
-                "{what} on {} was not running in this process (it ended with its engine); port closed",
+                "{what} on {} ({on}) was not running in this process (it ended with its engine); port closed",
                 undo.listen
             ),
         };
         Ok(Reverted {
             measured,
             restored_after_ms: Some(ms),
-            details: serde_json::json!({ "listen": undo.listen, "stats": stats }),
+            details: serde_json::json!({ "listen": undo.listen, "target": undo.target, "stats": stats }),
         })
     }
 
@@ -262,7 +295,8 @@ impl ProxyUndo {
             },
             None => None,
         };
-        if let Some(n) = &self.netns
+        let netns = self.netns();
+        if let Some(n) = netns
             && !crate::target::netns::netns_path(n).exists()
         {
             // The namespace is gone, and every socket in it with it.
@@ -272,11 +306,12 @@ impl ProxyUndo {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let open = crate::proxy::is_listening(addr, self.netns.as_deref()).await;
+        let open = crate::proxy::is_listening(addr, netns).await;
         if open {
             return Err(FaultError::NotEffective(format!(
-                "{} still accepts connections after the proxy was stopped{}",
+                "{} on {} still accepts connections after the proxy was stopped{}",
                 self.listen,
+                self.target.describe(),
                 if stats.is_none() {
                     " (this process does not run it: is its engine still alive?)"
                 } else {
@@ -288,9 +323,19 @@ impl ProxyUndo {
     }
 }
 
-fn netns_of(t: &Target) -> Option<String> {
+impl ProxyUndo {
+    /// The namespace the proxy's sockets live in (`None`: this host's).
+    pub fn netns(&self) -> Option<&str> {
+        netns_of(&self.target)
+    }
+}
+
+/// The namespace a proxy on `t` opens its sockets in (the proxy runs inside the
+/// engine). No wildcard arm: a new target kind must decide here, and must never
+/// fall back to this host by default.
+fn netns_of(t: &Target) -> Option<&str> {
     match t {
-        Target::Netns { name } => Some(name.clone()),
+        Target::Netns { name } => Some(name),
         Target::Local => None,
     }
 }
@@ -321,5 +366,52 @@ fn valid_host_port(s: &str) -> bool {
                 && p.parse::<u16>().is_ok_and(|p| p != 0)
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(extra: serde_json::Value) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "key": "proxy:r1:slow api", "listen": "127.0.0.1:18080", "upstream": "10.0.0.2:80",
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    }
+
+    #[test]
+    fn undo_record_round_trips_its_target() {
+        let target = serde_json::json!({ "type": "netns", "name": "app" });
+        let undo: ProxyUndo =
+            serde_json::from_value(record(serde_json::json!({ "target": target }))).unwrap();
+        let written = serde_json::to_value(&undo).unwrap();
+        assert_eq!(written["target"], target, "{written}");
+        let read: ProxyUndo = serde_json::from_value(written).unwrap();
+        assert_eq!(read, undo);
+        assert_eq!(
+            serde_json::to_value(&read).unwrap()["target"],
+            target,
+            "the target survives a second trip"
+        );
+    }
+
+    #[test]
+    fn undo_records_of_older_ledgers_still_read() {
+        let old: ProxyUndo =
+            serde_json::from_value(record(serde_json::json!({ "netns": "app" }))).unwrap();
+        assert_eq!(
+            serde_json::to_value(&old).unwrap()["target"],
+            serde_json::json!({ "type": "netns", "name": "app" })
+        );
+        let old: ProxyUndo =
+            serde_json::from_value(record(serde_json::json!({ "netns": null }))).unwrap();
+        assert_eq!(
+            serde_json::to_value(&old).unwrap()["target"],
+            serde_json::json!({ "type": "local" })
+        );
     }
 }

@@ -75,8 +75,8 @@ impl RedirectUndo {
         RunTable::from_name(&self.table).map_err(|e| FaultError::Precondition(e.to_string()))
     }
 
-    /// Installs the chains, sets and rules in one transaction.
-    pub(crate) async fn install(&self, target: &Target) -> Result<(), FaultError> {
+    /// Installs the chains, sets and rules in one transaction, on the record's target.
+    pub(crate) async fn install(&self) -> Result<(), FaultError> {
         let table = self.run_table()?;
         let mut b = Batch::new();
         table.add_table(&mut b);
@@ -103,7 +103,7 @@ impl RedirectUndo {
                 );
             }
         }
-        nft::apply(target, b)
+        nft::apply(&self.target, b)
             .await
             .map_err(|e| FaultError::System(format!("cannot install the redirect: {e}")))
     }

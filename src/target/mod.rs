@@ -5,6 +5,7 @@
 //! on one machine. A target also knows the engine's own control path to it, so that
 //! network faults can refuse to cut it.
 
+pub(crate) mod cgroup;
 pub(crate) mod netns;
 
 use std::net::IpAddr;
