@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use firedrill::engine::Runtime;
 use firedrill::fault::{FaultCtx, RevertCtx};
+use firedrill::rt::Runtime;
 use netns::{API_IP, Lab, fault, run_id};
 use tokio_util::sync::CancellationToken;
 

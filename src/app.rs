@@ -376,7 +376,7 @@ fn rerender(
             return EXIT_INVALID;
         }
     };
-    let record: report::model::RunRecord = match serde_json::from_str(&text) {
+    let record: crate::model::RunRecord = match serde_json::from_str(&text) {
         Ok(r) => r,
         Err(e) => {
             errln!(

@@ -11,8 +11,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use firedrill::engine::Runtime;
 use firedrill::fault::{FaultCtx, FaultSpec, RevertCtx, Undo};
+use firedrill::rt::Runtime;
 use firedrill::target::Target;
 use tokio_util::sync::CancellationToken;
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use firedrill::report::model::{AbortReason, Phase, Status, StepStatus};
+use firedrill::model::{AbortReason, Phase, Status, StepStatus};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::netns::{API_IP, API_IP2, Conn, Lab, fault, inject, revert, run_id};
-use firedrill::engine::Runtime;
+use firedrill::rt::Runtime;
 
 const PORT: u16 = 8080;
 const OTHER_PORT: u16 = 8081;

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::netns::{API_IP, Conn, Lab, fault, inject, revert, run_id};
-use firedrill::engine::Runtime;
+use firedrill::rt::Runtime;
 
 const PORT: u16 = 8080;
 

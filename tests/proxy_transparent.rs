@@ -14,8 +14,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::netns::{API_IP, Lab, inject, run_id};
-use firedrill::engine::Runtime;
 use firedrill::fault::{FaultSpec, RevertCtx, Undo};
+use firedrill::rt::Runtime;
 
 const PORT: u16 = 8080;
 

@@ -3,7 +3,7 @@
 
 mod report_support;
 
-use firedrill::report::model::*;
+use firedrill::model::*;
 use firedrill::report::{Format, ReportError, render, write_reports};
 use report_support::record;
 

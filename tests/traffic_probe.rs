@@ -198,7 +198,7 @@ traffic:
     // After the revert the URL points at a closed port: the `after` expectation fails,
     // and with it the drill (the traffic entry is critical).
     assert!(m["after.success_rate"] < 0.5, "{m:?}");
-    assert_eq!(t.status, firedrill::report::model::StepStatus::Failed);
-    assert_eq!(rec.outcome.status, firedrill::report::model::Status::Failed);
+    assert_eq!(t.status, firedrill::model::StepStatus::Failed);
+    assert_eq!(rec.outcome.status, firedrill::model::Status::Failed);
     assert_closed(format!("127.0.0.1:{port}").parse().unwrap());
 }

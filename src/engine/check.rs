@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::rt::sleep_or_cancel;
+
 use crate::probe::{Expect, Observation, ProbeCtx, ProbeSpec};
 use crate::scenario::Check;
 
@@ -29,14 +31,6 @@ async fn observe(
     let obs = probe.observe(ctx).await;
     let v = expect.evaluate(&obs);
     (v.ok, v.detail, obs)
-}
-
-/// Sleeps `d` unless `cancel` fires first; returns false when cancelled.
-pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = cancel.cancelled() => false,
-    }
 }
 
 /// Runs a check. `cancel` interrupts waiting (the drill is aborting).

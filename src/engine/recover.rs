@@ -36,7 +36,7 @@ pub async fn recover(
     state_dir: &Path,
     run: Option<&str>,
     force: bool,
-    runtime: Option<&super::Runtime>,
+    runtime: Option<&crate::rt::Runtime>,
 ) -> Vec<RunRecovery> {
     let mut out = Vec::new();
     for (run_id, path) in ledger::all_ledgers(state_dir) {
@@ -69,7 +69,7 @@ pub async fn recover_ledger(
     run_id: &str,
     path: &Path,
     force: bool,
-    runtime: Option<&super::Runtime>,
+    runtime: Option<&crate::rt::Runtime>,
 ) -> RunRecovery {
     let mut rec = RunRecovery {
         run_id: run_id.to_string(),

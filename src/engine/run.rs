@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::check::{run_check, sleep_or_cancel};
+use super::check::run_check;
 use super::ledger::{self, Entry, Ledger, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
 use super::timeline::Timeline;
-use super::{Control, RunOptions, Runtime};
+use super::{Control, RunOptions};
 use crate::fault::{FaultCtx, RevertCtx};
+use crate::model::*;
 use crate::probe::ProbeCtx;
-use crate::report::model::*;
+use crate::rt::Runtime;
+use crate::rt::sleep_or_cancel;
 use crate::scenario::{Check, Drill};
 
 /// Why a run could not even start (nothing was injected).
@@ -466,7 +468,13 @@ impl Engine {
             recovery_ms = ms;
             steps.push(rec);
         }
-        steps.extend(traffic.finish(&control.hurry).await);
+        steps.extend(
+            traffic
+                .finish(&control.hurry)
+                .await
+                .into_iter()
+                .map(StepRecord::from),
+        );
         watcher.abort();
         {
             let mut l = self.ledger.lock().unwrap();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
-use crate::report::model::{Event, Phase};
+use crate::model::{Event, Phase};
 
 pub struct Timeline {
     start: Instant,

@@ -16,10 +16,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::proxy_placement::{MARK, Placement, ProxyUndo};
 use super::{Effect, FaultCtx, FaultError, RevertCtx, Reverted, ms_since};
 use crate::proxy::Behaviour;
 use crate::proxy::http::HttpFaults;
-use crate::proxy::placement::{Placement, ProxyUndo};
 use crate::proxy::rules::Rule;
 use crate::target::Target;
 
@@ -108,7 +108,7 @@ impl HttpFault {
             }
             (None, Some(r)) => {
                 let a = r.intercept[0];
-                crate::proxy::connect(a, ns.as_deref(), Some(crate::proxy::placement::MARK))
+                crate::proxy::connect(a, ns.as_deref(), Some(MARK))
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -137,7 +137,7 @@ impl HttpFault {
 
 /// Reverts `http_fault`; the details hold how many requests each rule hit.
 pub(crate) async fn revert(undo: &Undo, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
-    let mut r = super::latency::revert_proxy(undo, ctx, "HTTP fault proxy").await?;
+    let mut r = undo.revert(ctx, "HTTP fault proxy").await?;
     if let Some(h) = r.details.get("stats").and_then(|s| s.get("http")).cloned() {
         let hits: u64 = h["rules"]
             .as_array()

@@ -4,7 +4,7 @@
 //! On a TCP stream (`per: chunk`, the default) every chunk is delayed, pipelined, so
 //! it works for any protocol including TLS (no decryption); with `per: request` the
 //! proxy speaks HTTP/1.1 and delays each request once. Explicit mode (`listen` +
-//! `upstream`) or transparent mode (`intercept`), see [`crate::proxy::placement`].
+//! `upstream`) or transparent mode (`intercept`), see [`super::proxy_placement`].
 //!
 //! The effect is measured: requests are timed directly and through the proxy, and
 //! the difference must match the declared delay.
@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Effect, FaultCtx, FaultError, RevertCtx, Reverted, ms_since};
+use super::proxy_placement::{MARK, Placement, ProxyUndo};
+use super::{Effect, FaultCtx, FaultError, ms_since};
 use crate::duration::HumanDuration;
 use crate::proxy::latency::{Distribution, Toxic};
-use crate::proxy::placement::{MARK, Placement, ProxyUndo};
 use crate::proxy::rules::{Action, DelaySpec, Rule};
 use crate::proxy::{Behaviour, http::HttpFaults};
 use crate::target::Target;
@@ -266,31 +266,6 @@ impl Latency {
             }),
         })
     }
-}
-
-/// Reverts a proxy fault: stop it, check the port is closed, report the counters.
-pub(crate) async fn revert_proxy(
-    undo: &ProxyUndo,
-    ctx: &RevertCtx<'_>,
-    what: &str,
-) -> Result<Reverted, FaultError> {
-    let (stats, ms) = undo.stop(ctx).await?;
-    let on = undo.target.describe();
-    let measured = match &stats {
-        Some(s) => format!(
-            "{what} on {} ({on}) stopped after {} connection(s); port closed",
-            undo.listen, s.connections
-        ),
-        None => format!(
-            "{what} on {} ({on}) was not running in this process (it ended with its engine); port closed",
-            undo.listen
-        ),
-    };
-    Ok(Reverted {
-        measured,
-        restored_after_ms: Some(ms),
-        details: serde_json::json!({ "listen": undo.listen, "target": undo.target, "stats": stats }),
-    })
 }
 
 /// Times `n` HTTP GETs directly and through the proxy, alternating; milliseconds

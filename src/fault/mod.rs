@@ -19,6 +19,8 @@ pub(crate) mod network;
 pub(crate) mod network_partition;
 pub(crate) mod network_rate_limit;
 pub(crate) mod process_kill;
+pub(crate) mod proxy_placement;
+pub(crate) mod proxy_redirect;
 
 use std::time::{Duration, Instant};
 
@@ -73,7 +75,7 @@ pub struct FaultCtx<'a> {
     /// Cancelled when the drill is aborting (a fault may stop waiting for its effect).
     pub cancel: CancellationToken,
     /// In-process resources that live as long as a fault (e.g. proxy tasks).
-    pub runtime: &'a crate::engine::Runtime,
+    pub runtime: &'a crate::rt::Runtime,
 }
 
 /// What a fault did, declared next to measured.
@@ -188,7 +190,7 @@ impl FaultSpec {
 /// What reverting needs from the engine (or from `firedrill recover`).
 pub struct RevertCtx<'a> {
     /// In-process resources of the run, when reverting from the run itself.
-    pub runtime: Option<&'a crate::engine::Runtime>,
+    pub runtime: Option<&'a crate::rt::Runtime>,
     /// When true, skip waiting to confirm restoration (second Ctrl-C).
     pub hurry: bool,
 }
@@ -211,7 +213,7 @@ impl Undo {
     pub async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         match self {
             Undo::ProcessKill(u) => u.revert(ctx).await,
-            Undo::Latency(u) => latency::revert_proxy(u, ctx, "latency proxy").await,
+            Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
         }

@@ -531,10 +531,10 @@ fn spawn_deadman(
     tag: &str,
     ttl: Duration,
     procs: &[ProcRef],
-    runtime: &crate::engine::Runtime,
+    runtime: &crate::rt::Runtime,
 ) -> Result<(u32, Placement), FaultError> {
     use std::os::unix::process::CommandExt;
-    let exe = crate::engine::self_exe().map_err(|e| {
+    let exe = crate::rt::self_exe().map_err(|e| {
         FaultError::System(format!(
             "cannot find the firedrill binary for the dead-man watcher: {e}"
         ))
@@ -574,7 +574,7 @@ fn spawn_deadman(
 }
 
 /// Ends the dead-man watcher carrying `tag`, wherever it was started from.
-async fn end_deadman(tag: &str, runtime: Option<&crate::engine::Runtime>) {
+async fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
     let mut homes = Vec::new();
     for p in list_processes() {
@@ -661,7 +661,7 @@ mod tests {
             file.display()
         ))
         .unwrap();
-        let rt = crate::engine::Runtime::default();
+        let rt = crate::rt::Runtime::default();
         let ctx = FaultCtx {
             run_id: "r1",
             step: "kill postgres",

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Expect, Observation, ProbeCtx};
 use crate::duration::HumanDuration;
-use crate::report::model::{Phase, StepRecord, StepStatus};
+use crate::rt::Phase;
 
 /// Highest accepted request rate (requests per second).
 pub const MAX_RATE: f64 = 2000.0;
@@ -434,7 +434,7 @@ impl Section {
     /// cuts the wait short; loads stop by themselves after `cap`.
     pub async fn start(
         steps: &[TrafficStep],
-        runtime: &crate::engine::Runtime,
+        runtime: &crate::rt::Runtime,
         http: &reqwest::Client,
         cap: Duration,
         now_ms: f64,
@@ -457,7 +457,7 @@ impl Section {
             .collect();
         let wait = steps.iter().map(|s| s.before.0).max().unwrap_or_default();
         if !steps.is_empty() {
-            crate::engine::check::sleep_or_cancel(wait, cancel).await;
+            crate::rt::sleep_or_cancel(wait, cancel).await;
         }
         Section {
             loads,
@@ -476,25 +476,21 @@ impl Section {
     }
 
     /// Waits the longest `after` window (unless `hurry`), stops every load and
-    /// judges each entry per phase: one step record per entry.
-    pub async fn finish(self, hurry: &CancellationToken) -> Vec<StepRecord> {
+    /// judges each entry per phase: one verdict per entry.
+    pub async fn finish(self, hurry: &CancellationToken) -> Vec<TrafficVerdict> {
         if !self.started {
             return self
                 .steps
                 .iter()
-                .map(|s| StepRecord {
-                    phase: Phase::Verification,
+                .map(|s| TrafficVerdict {
                     name: s.name.clone(),
-                    status: StepStatus::Skipped,
                     critical: s.critical,
+                    description: s.probe.describe(),
+                    passed: None,
                     started_ms: 0.0,
                     duration_ms: 0.0,
-                    description: s.probe.describe(),
-                    attempts: 0,
-                    first_held_ms: None,
-                    within_ms: None,
+                    requests: 0,
                     detail: "the load never started (prechecks did not pass)".into(),
-                    fault: None,
                     metrics: BTreeMap::new(),
                 })
                 .collect();
@@ -506,7 +502,7 @@ impl Section {
             .max()
             .unwrap_or_default();
         if !self.steps.is_empty() {
-            crate::engine::check::sleep_or_cancel(wait, hurry).await;
+            crate::rt::sleep_or_cancel(wait, hurry).await;
         }
         let mut out = Vec::new();
         for (i, t0, started_ms, load) in self.loads {
@@ -518,8 +514,36 @@ impl Section {
     }
 }
 
+/// The verdict on one traffic entry; the engine records it as a verification step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficVerdict {
+    /// The entry's name.
+    pub name: String,
+    /// Whether a failure fails the drill.
+    pub critical: bool,
+    /// The load, in words.
+    pub description: String,
+    /// Whether every per-phase expectation held; `None` when the load never started.
+    pub passed: Option<bool>,
+    /// When the load started, in run milliseconds.
+    pub started_ms: f64,
+    /// How long the load ran.
+    pub duration_ms: f64,
+    /// Requests sent.
+    pub requests: u32,
+    /// Per-phase clauses, in words.
+    pub detail: String,
+    /// Figures per phase (`before.p95_ms`, `during.success_rate`, ...).
+    pub metrics: BTreeMap<String, f64>,
+}
+
 /// Per-phase figures and expectations of one entry.
-pub fn judge(s: &TrafficStep, samples: &[Sample], started_ms: f64, took: Duration) -> StepRecord {
+pub fn judge(
+    s: &TrafficStep,
+    samples: &[Sample],
+    started_ms: f64,
+    took: Duration,
+) -> TrafficVerdict {
     let mut metrics = BTreeMap::new();
     for (k, v) in summarize(samples.iter()) {
         metrics.insert(format!("all.{k}"), v);
@@ -553,23 +577,15 @@ pub fn judge(s: &TrafficStep, samples: &[Sample], started_ms: f64, took: Duratio
             metrics.insert(format!("{b}.{k}"), v);
         }
     }
-    StepRecord {
-        phase: Phase::Verification,
+    TrafficVerdict {
         name: s.name.clone(),
-        status: if ok {
-            StepStatus::Passed
-        } else {
-            StepStatus::Failed
-        },
         critical: s.critical,
+        description: format!("traffic: {}", s.probe.describe()),
+        passed: Some(ok),
         started_ms,
         duration_ms: took.as_secs_f64() * 1000.0,
-        description: format!("traffic: {}", s.probe.describe()),
-        attempts: samples.len() as u32,
-        first_held_ms: None,
-        within_ms: None,
+        requests: samples.len() as u32,
         detail: clauses.join("; "),
-        fault: None,
         metrics,
     }
 }
@@ -606,7 +622,7 @@ mod tests {
         s.extend((0..100).map(|i| sample(100, i % 2 == 0, Phase::Fault)));
         s.extend((0..100).map(|_| sample(20, true, Phase::SteadyState)));
         let rec = judge(&step, &s, 0.0, Duration::from_secs(1));
-        assert_eq!(rec.status, StepStatus::Failed, "{}", rec.detail);
+        assert_eq!(rec.passed, Some(false), "{}", rec.detail);
         assert_eq!(rec.metrics["before.success_rate"], 1.0);
         assert_eq!(rec.metrics["during.success_rate"], 0.5);
         // HDR histogram, 3 significant digits: within 0.1%.

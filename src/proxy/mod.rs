@@ -2,7 +2,7 @@
 //! start and their reverts stop.
 //!
 //! It lives inside the engine (no helper process) so that its lifetime is the
-//! fault's: the handle is stored in the run's [`crate::engine::Runtime`] and the
+//! fault's: the handle is stored in the run's [`crate::rt::Runtime`] and the
 //! revert takes it back and awaits [`Proxy::stop`], which cancels the accept loop and
 //! every connection task and waits for all of them, so the port is closed when the
 //! revert returns. If the engine dies, the proxy dies with it.
@@ -25,9 +25,7 @@
 pub mod http;
 pub mod latency;
 pub(crate) mod orig_dst;
-pub mod placement;
 pub mod profiles;
-pub mod redirect;
 pub mod rules;
 pub mod timer;
 

@@ -7,8 +7,8 @@
 //! the run; run-level findings sit at the step they belong to (a guard breach at the
 //! step running when it happened, the RTO at the steady-state re-check).
 
-use super::model::{FaultRecord, Improvement, Phase, RunRecord, Severity, StepRecord, StepStatus};
-use super::render::human_ms;
+use super::words::human_ms;
+use crate::model::{FaultRecord, Improvement, Phase, RunRecord, Severity, StepRecord, StepStatus};
 
 /// `slow-detection` fires when a `within` check first held after more than this share
 /// of its `within`.

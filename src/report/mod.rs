@@ -1,15 +1,16 @@
-//! Reports: the run model, the improvement rules, and the renderers.
+//! Reports: the improvement rules and the renderers, pure functions of the run model
+//! ([`crate::model`]).
 //!
-//! Renderers read only [`model::RunRecord`], so `firedrill report journal.json`
+//! Renderers read only [`RunRecord`], so `firedrill report journal.json`
 //! re-renders any past run exactly.
 
 pub mod improvements;
-pub mod model;
 pub mod render;
+pub(crate) mod words;
 
 pub use render::{Format, ReportError, render, write_reports};
 
-use model::RunRecord;
+use crate::model::RunRecord;
 
 /// Replaces every secret value, in every encoding it can take (percent-encoded in a
 /// URL, escaped in a message, …), in every string of the record by `***`. Done once,

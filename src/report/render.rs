@@ -20,7 +20,8 @@ use handlebars::{
 };
 use serde_json::Value;
 
-use super::model::RunRecord;
+use crate::model::RunRecord;
+use crate::report::words::human_ms;
 
 /// Output formats of `firedrill report`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -167,22 +168,6 @@ pub fn write_reports(
 }
 
 // ── formatting shared with the improvement rules ─────────────────────────────
-
-/// Milliseconds in words: `850 ms`, `1.2 s`, `2 min 5 s`, `15 min`.
-pub(crate) fn human_ms(ms: f64) -> String {
-    let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
-    if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else if ms < 60_000.0 {
-        format!("{:.1} s", ms / 1000.0)
-    } else {
-        let s = (ms / 1000.0).round() as u64;
-        match s % 60 {
-            0 => format!("{} min", s / 60),
-            r => format!("{} min {r} s", s / 60),
-        }
-    }
-}
 
 /// Escapes for HTML and XML alike (handlebars' default set), and replaces the control
 /// characters XML 1.0 forbids even as references (e.g. ANSI escapes in command output).
@@ -346,18 +331,6 @@ mod tests {
     use test_case::test_case;
 
     use super::*;
-
-    #[test_case(0.4, "0 ms")]
-    #[test_case(850.0, "850 ms")]
-    #[test_case(1_240.0, "1.2 s")]
-    #[test_case(59_940.0, "59.9 s")]
-    #[test_case(60_000.0, "1 min")]
-    #[test_case(125_000.0, "2 min 5 s")]
-    #[test_case(-3.0, "0 ms")]
-    #[test_case(f64::NAN, "0 ms")]
-    fn durations(ms: f64, words: &str) {
-        assert_eq!(human_ms(ms), words);
-    }
 
     #[test_case("a<b>&\"c\" 'd' `e` f=g", "a&lt;b&gt;&amp;&quot;c&quot; &#x27;d&#x27; &#x60;e&#x60; f&#x3D;g" ; "markup specials")]
     #[test_case("red \u{1b}[31m\0x\tok\n", "red \u{fffd}[31m\u{fffd}x\tok\n" ; "control characters")]

@@ -206,7 +206,7 @@ pub fn report_dir(dir: &Path) -> PathBuf {
     entries.pop().unwrap()
 }
 
-pub fn journal(dir: &Path) -> firedrill::report::model::RunRecord {
+pub fn journal(dir: &Path) -> firedrill::model::RunRecord {
     let text = std::fs::read_to_string(report_dir(dir).join("journal.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use firedrill::engine::Runtime;
 use firedrill::fault::{Effect, FaultCtx, FaultError, FaultSpec, RevertCtx, Reverted, Undo};
+use firedrill::rt::Runtime;
 use firedrill::target::Target;
 use tokio_util::sync::CancellationToken;
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use firedrill::engine::Runtime;
 use firedrill::fault::{Effect, FaultCtx, FaultSpec, RevertCtx, Reverted, Undo};
+use firedrill::rt::Runtime;
 use firedrill::target::Target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use firedrill::fault::{Effect, Reverted};
+use firedrill::model::*;
 use firedrill::report::improvements;
-use firedrill::report::model::*;
 use firedrill::scenario::Level;
 
 pub fn ev(t_ms: f64, phase: Phase, event: &str, step: Option<&str>, message: &str) -> Event {

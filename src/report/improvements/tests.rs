@@ -6,7 +6,7 @@ use test_case::test_case;
 
 use super::*;
 use crate::fault::{Effect, Reverted};
-use crate::report::model::*;
+use crate::model::*;
 use crate::scenario::Level;
 
 fn step(phase: Phase, name: &str, started_ms: f64, duration_ms: f64) -> StepRecord {

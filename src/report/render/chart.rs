@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 
-use super::view::step_label;
+use crate::model::*;
 use crate::report::improvements::active_window;
-use crate::report::model::*;
+use crate::report::words::step_label;
 
 /// Chart geometry, in SVG user units.
 pub(crate) const WIDTH: f64 = 960.0;

@@ -9,9 +9,9 @@
 
 use serde::Serialize;
 
-use super::human_ms;
-use super::view::step_label;
-use crate::report::model::*;
+use crate::model::*;
+use crate::report::words::human_ms;
+use crate::report::words::step_label;
 
 #[derive(Serialize, Default)]
 pub(crate) struct Junit {

@@ -5,8 +5,9 @@ use serde::Serialize;
 
 use super::chart::{self, Chart};
 use super::junit::{self, Junit};
+use crate::model::*;
 use crate::report::improvements::active_window;
-use crate::report::model::*;
+use crate::report::words::step_label;
 use crate::scenario::Level;
 
 /// Everything a template can use. `run` is the record itself, for plain fields.
@@ -179,17 +180,6 @@ impl<'a> View<'a> {
             junit: junit::build(run),
             run,
         }
-    }
-}
-
-/// Words for a step's status; a non-critical failure is told apart from a critical one.
-pub(crate) fn step_label(s: &StepRecord) -> &'static str {
-    match s.status {
-        StepStatus::Passed => "passed",
-        StepStatus::Failed if s.critical => "FAILED",
-        StepStatus::Failed => "failed (non-critical)",
-        StepStatus::Error => "ERROR",
-        StepStatus::Skipped => "skipped",
     }
 }
 

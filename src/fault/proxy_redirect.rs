@@ -17,7 +17,7 @@ use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
 use nftables::stmt::{Match, Operator, Statement};
 use serde::{Deserialize, Serialize};
 
-use crate::fault::FaultError;
+use super::FaultError;
 use crate::nft::{self, AddrFamily, IpNet, NatHook, Objects, RunTable, Side};
 use crate::target::Target;
 

@@ -3,6 +3,8 @@
 //! The engine fills it in; `journal.json` is this model serialised; every renderer
 //! (HTML, Markdown, JUnit) and every improvement rule reads only this model, so a
 //! journal can be re-rendered later (`firedrill report`) and gives the same report.
+//! It sits between the faults and probes (whose effects it records) and the engine and
+//! reports (which write and read it), so neither of those imports the other.
 
 use std::collections::BTreeMap;
 
@@ -138,29 +140,29 @@ pub struct ObjectivesRecord {
     pub rto_met: Option<bool>,
 }
 
-/// Phases of a drill, in order.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Setup,
-    Precheck,
-    Fault,
-    Verification,
-    Recovery,
-    SteadyState,
-    Report,
-}
+pub use crate::rt::Phase;
 
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Setup => "setup",
-            Phase::Precheck => "precheck",
-            Phase::Fault => "fault",
-            Phase::Verification => "verification",
-            Phase::Recovery => "recovery",
-            Phase::SteadyState => "steady_state",
-            Phase::Report => "report",
+impl From<crate::probe::traffic::TrafficVerdict> for StepRecord {
+    /// A traffic entry is recorded as a verification step.
+    fn from(v: crate::probe::traffic::TrafficVerdict) -> Self {
+        StepRecord {
+            phase: Phase::Verification,
+            name: v.name,
+            status: match v.passed {
+                None => StepStatus::Skipped,
+                Some(true) => StepStatus::Passed,
+                Some(false) => StepStatus::Failed,
+            },
+            critical: v.critical,
+            started_ms: v.started_ms,
+            duration_ms: v.duration_ms,
+            description: v.description,
+            attempts: v.requests,
+            first_held_ms: None,
+            within_ms: None,
+            detail: v.detail,
+            fault: None,
+            metrics: v.metrics,
         }
     }
 }

@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Behaviour, Config, Proxy, StatsSnapshot, Upstream};
-use crate::fault::{FaultCtx, FaultError, RevertCtx};
+use super::proxy_redirect::RedirectUndo;
+use super::{FaultCtx, FaultError, RevertCtx, Reverted};
+use crate::proxy::{Behaviour, Config, Proxy, StatsSnapshot, Upstream};
 use crate::target::Target;
 
 /// SO_MARK carried by the proxy's upstream connections ("fd" in ASCII), so the
@@ -45,7 +46,7 @@ pub struct ProxyUndo {
     pub target: Target,
     /// Transparent mode: the nftables redirect to remove.
     #[serde(default)]
-    pub redirect: Option<super::redirect::RedirectUndo>,
+    pub redirect: Option<RedirectUndo>,
 }
 
 /// [`ProxyUndo`] as read from a ledger, also one written before the record carried
@@ -60,7 +61,7 @@ struct ProxyUndoRecord {
     #[serde(default)]
     netns: Option<String>,
     #[serde(default)]
-    redirect: Option<super::redirect::RedirectUndo>,
+    redirect: Option<RedirectUndo>,
 }
 
 impl From<ProxyUndoRecord> for ProxyUndo {
@@ -177,7 +178,7 @@ impl Placement {
         }
         // All addresses of the target: `redirect` in the output hook sends local
         // connections to 127.0.0.1, in prerouting to the incoming interface's address.
-        let free = super::bind("0.0.0.0:0".parse().unwrap(), netns)
+        let free = crate::proxy::bind("0.0.0.0:0".parse().unwrap(), netns)
             .await
             .and_then(|l| l.local_addr())
             .map_err(|e| FaultError::System(format!("cannot pick a port for the proxy: {e}")))?;
@@ -191,7 +192,7 @@ impl Placement {
             listen: free,
             upstream: None,
             target: ctx.target.clone(),
-            redirect: Some(super::redirect::RedirectUndo::plan(
+            redirect: Some(RedirectUndo::plan(
                 ctx.run_id,
                 ctx.step,
                 ctx.target,
@@ -214,7 +215,7 @@ impl Placement {
         // Everything from here on acts on the record's target: what the ledger holds is
         // what was done.
         let netns = undo.netns();
-        let listener = super::bind(undo.listen, netns).await.map_err(|e| {
+        let listener = crate::proxy::bind(undo.listen, netns).await.map_err(|e| {
             FaultError::System(format!(
                 "cannot listen on {} on {}: {e}",
                 undo.listen,
@@ -249,15 +250,33 @@ impl Placement {
     }
 }
 
-/// Current counters of a running proxy of this run.
-pub fn peek(runtime: &crate::engine::Runtime, key: &str) -> Option<StatsSnapshot> {
-    let boxed = runtime.take(key)?;
-    let stats = boxed.downcast_ref::<Proxy>().map(|p| p.stats());
-    runtime.put(key.to_string(), boxed);
-    stats
-}
-
 impl ProxyUndo {
+    /// Reverts a proxy fault: stop it, check the port is closed, report the counters.
+    pub(crate) async fn revert(
+        &self,
+        ctx: &RevertCtx<'_>,
+        what: &str,
+    ) -> Result<Reverted, FaultError> {
+        let undo = self;
+        let (stats, ms) = undo.stop(ctx).await?;
+        let on = undo.target.describe();
+        let measured = match &stats {
+            Some(s) => format!(
+                "{what} on {} ({on}) stopped after {} connection(s); port closed",
+                undo.listen, s.connections
+            ),
+            None => format!(
+                "{what} on {} ({on}) was not running in this process (it ended with its engine); port closed",
+                undo.listen
+            ),
+        };
+        Ok(Reverted {
+            measured,
+            restored_after_ms: Some(ms),
+            details: serde_json::json!({ "listen": undo.listen, "target": undo.target, "stats": stats }),
+        })
+    }
+
     /// Stops the proxy (when this process runs it), removes the redirect, and checks
     /// the port is closed. Returns the final counters when the proxy was ours.
     pub async fn stop(
@@ -287,7 +306,7 @@ impl ProxyUndo {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let open = super::is_listening(addr, netns).await;
+        let open = crate::proxy::is_listening(addr, netns).await;
         if open {
             return Err(FaultError::NotEffective(format!(
                 "{} on {} still accepts connections after the proxy was stopped{}",
