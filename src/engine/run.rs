@@ -537,6 +537,7 @@ impl Engine {
             improvements: Vec::new(),
             ledger: self.ledger_path().display().to_string(),
         };
+        crate::report::round_timings(&mut record);
         record.improvements = crate::report::improvements::derive(&record);
         crate::report::redact(&mut record, &drill.vars.secret_values());
         record
