@@ -245,10 +245,8 @@ async fn run_drill(
     let dir = report_directory(report_dir, &record.scenario.name, &record.started_at);
     match report::write_reports(&record, &dir, template_dir) {
         Ok(files) => {
-            outln!("{:?}: {}", record.outcome.status, record.outcome.reason);
-            if !record.improvements.is_empty() {
-                outln!("{} improvement(s) identified", record.improvements.len());
-            }
+            print_summary(&record, record.outcome.exit_code);
+            outln!("reports:");
             for f in files {
                 outln!("  {}", f.display());
             }
@@ -256,6 +254,22 @@ async fn run_drill(
         Err(e) => errln!("error: cannot write reports: {e}"),
     }
     record.outcome.exit_code
+}
+
+/// The end of a run on stdout: the outcome (printed here only, not as a progress line
+/// too), then every identified improvement by name.
+fn print_summary(record: &report::model::RunRecord, exit_code: i32) {
+    outln!(
+        "{} (exit code {exit_code}): {}",
+        record.outcome.status.label(),
+        record.outcome.reason
+    );
+    if !record.improvements.is_empty() {
+        outln!("{} improvement(s) identified:", record.improvements.len());
+        for i in &record.improvements {
+            outln!("  [{}] {} ({})", i.severity.as_str(), i.title, i.rule);
+        }
+    }
 }
 
 /// `<dir>/<scenario>-<YYYYMMDDTHHMMSSZ>`, with a numeric suffix if it already exists.

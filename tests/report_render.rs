@@ -457,7 +457,11 @@ fn markdown_breakout_names_stay_inside_their_line() {
     let rows = |s: &str| s.lines().filter(|l| l.starts_with('|')).count();
     assert_eq!(rows(&md), rows(&clean), "table rows added or lost");
     let quotes = |s: &str| s.lines().filter(|l| l.starts_with('>')).count();
-    assert_eq!(quotes(&md), quotes(&clean), "a quote that the template did not open");
+    assert_eq!(
+        quotes(&md),
+        quotes(&clean),
+        "a quote that the template did not open"
+    );
     for l in &lines {
         let t = l.trim_start();
         assert!(

@@ -87,11 +87,56 @@ fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
         }
     }
     // Timings are rounded to microseconds where the run model is built.
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap())
-        .unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
     for e in j["timeline"].as_array().unwrap() {
         let t = e["t_ms"].to_string();
         let decimals = t.split_once('.').map_or(0, |(_, d)| d.len());
         assert!(decimals <= 3, "t_ms {t} is finer than a microsecond");
+    }
+}
+
+/// The end of `firedrill run` says how the drill ended once (it was printed twice: as
+/// the last progress line and again as the summary), with the exit code, and names
+/// every identified improvement instead of only counting them.
+#[test]
+fn run_summary_prints_the_outcome_once_and_names_the_improvements() {
+    let dir = tmp();
+    let marker = Marker::spawn("summary");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, short_scenario(&marker, "")).unwrap();
+    let reports = dir.path().join("reports");
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let j = journal(&reports);
+    let reason = &j.outcome.reason;
+    let seen = stdout.matches(reason.as_str()).count() + stderr.matches(reason.as_str()).count();
+    assert_eq!(
+        seen, 1,
+        "the outcome `{reason}` is printed {seen} times:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("PASSED (exit code 0): {reason}")),
+        "{stdout}"
+    );
+    assert!(
+        !j.improvements.is_empty(),
+        "the non-critical failure is an improvement"
+    );
+    for i in &j.improvements {
+        assert!(
+            stdout.contains(&format!(
+                "[{}] {} ({})",
+                i.severity.as_str(),
+                i.title,
+                i.rule
+            )),
+            "improvement `{}` is not named:\n{stdout}",
+            i.title
+        );
     }
 }

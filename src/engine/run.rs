@@ -488,7 +488,7 @@ impl Engine {
                 "every critical assertion held and every fault was reverted".into(),
             )
         };
-        tl.event(
+        tl.event_unprinted(
             Phase::Report,
             "run_finished",
             None,
