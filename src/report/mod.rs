@@ -1,4 +1,5 @@
-//! Reports: the run model, the improvement rules, and the renderers.
+//! Reports: the run model, the improvement rules, the renderers, and how the files
+//! reach the disk.
 //!
 //! Renderers read only [`model::RunRecord`], so `firedrill report journal.json`
 //! re-renders any past run exactly.
@@ -6,8 +7,10 @@
 pub mod improvements;
 pub mod model;
 pub mod render;
+pub mod write;
 
-pub use render::{Format, ReportError, render, write_reports};
+pub use render::{Format, ReportError, check_templates, render};
+pub use write::{RunDir, create_run_dir, write_atomic, write_reports};
 
 use model::RunRecord;
 

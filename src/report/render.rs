@@ -12,7 +12,7 @@ mod chart;
 mod junit;
 mod view;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
@@ -80,13 +80,7 @@ pub fn render(
     });
     register_helpers(&mut hb, scale, format);
     hb.register_template_string(name, &source)
-        .map_err(|e| ReportError::Template {
-            name: shown.clone(),
-            message: match e.pos() {
-                Some((line, col)) => format!("line {line}, column {col}: {}", e.reason()),
-                None => e.reason().to_string(),
-            },
-        })?;
+        .map_err(|e| syntax_error(&shown, &e))?;
     hb.render(name, &view).map_err(|e| {
         let reason = match e.reason() {
             RenderErrorReason::MissingVariable(Some(path)) => {
@@ -102,6 +96,27 @@ pub fn render(
             },
         }
     })
+}
+
+/// Parses every template a run will render (overrides from `template_dir` included),
+/// so that a missing directory or a broken template is found before a drill, not after.
+pub fn check_templates(template_dir: Option<&Path>) -> Result<(), ReportError> {
+    for format in [Format::Html, Format::Md, Format::Junit] {
+        let name = format.template_name().expect("templated format");
+        let (source, shown) = template_source(format, name, template_dir)?;
+        handlebars::Template::compile(&source).map_err(|e| syntax_error(&shown, &e))?;
+    }
+    Ok(())
+}
+
+fn syntax_error(shown: &str, e: &handlebars::TemplateError) -> ReportError {
+    ReportError::Template {
+        name: shown.to_string(),
+        message: match e.pos() {
+            Some((line, col)) => format!("line {line}, column {col}: {}", e.reason()),
+            None => e.reason().to_string(),
+        },
+    }
 }
 
 /// The template text and how to name it in errors: the override file if
@@ -137,33 +152,6 @@ fn template_source(
         Format::Json => unreachable!("json has no template"),
     };
     Ok((builtin.to_string(), format!("built-in {name}")))
-}
-
-/// Writes report.html, report.md, journal.json and junit.xml into `dir`.
-pub fn write_reports(
-    record: &RunRecord,
-    dir: &Path,
-    template_dir: Option<&Path>,
-) -> Result<Vec<PathBuf>, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (name, f) in [
-        ("journal.json", Format::Json),
-        ("report.html", Format::Html),
-        ("report.md", Format::Md),
-        ("junit.xml", Format::Junit),
-    ] {
-        let p = dir.join(name);
-        std::fs::write(&p, render(record, f, template_dir)?).map_err(|source| ReportError::Io {
-            path: p.display().to_string(),
-            source,
-        })?;
-        out.push(p);
-    }
-    Ok(out)
 }
 
 // ── formatting shared with the improvement rules ─────────────────────────────
