@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 passed · 1 drill failed · 2 invalid scenario or usage · 3 a fault
 //! could not be injected (or its target is locked by another drill) · 4 recovery
-//! incomplete: something may be left behind.
+//! incomplete: something may be left behind · 5 the drill ran but its reports could
+//! not be written (4 wins over 5; 5 wins over 0, 1 and 3).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_INJECTION: i32 = 3;
 pub const EXIT_RECOVERY_INCOMPLETE: i32 = 4;
+/// The drill ran but its reports could not be written: the evidence is missing.
+pub const EXIT_REPORTS_MISSING: i32 = 5;
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> i32 {
@@ -203,10 +206,29 @@ async fn run_drill(
     report_dir: &Path,
     template_dir: Option<&Path>,
 ) -> i32 {
+    // The evidence must have somewhere to go before anything is injected: templates
+    // parse, and the run's report directory exists and takes a fsync'd write.
+    if let Err(e) = report::check_templates(template_dir) {
+        errln!("error: {e}; nothing was injected");
+        return EXIT_INVALID;
+    }
+    let dir = match report::create_run_dir(
+        report_dir,
+        &drill.scenario.metadata.name,
+        &crate::engine::ledger::now_rfc3339(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            errln!("error: cannot write reports: {e}; nothing was injected");
+            return EXIT_INVALID;
+        }
+    };
     let drill = Arc::new(drill);
     let engine = match Engine::prepare(drill.clone(), opts) {
         Ok(e) => e,
         Err(e) => {
+            // Refused before it started: no report directory left behind.
+            dir.discard();
             errln!("error: {e}; nothing was injected");
             // A reused or malformed run id is a usage error; a locked target or a
             // ledger that cannot be written is the target's or the machine's.
@@ -227,6 +249,8 @@ async fn run_drill(
     let record = match result {
         Ok(r) => r,
         Err(e) => {
+            // No record, so no reports: no empty report directory either.
+            dir.discard();
             // A bug in the engine must not leave a fault behind: replay the ledger.
             errln!(
                 "error: the engine failed ({e}); reverting every fault of run {run_id} from its ledger"
@@ -249,37 +273,47 @@ async fn run_drill(
             };
         }
     };
-    let dir = report_directory(report_dir, &record.scenario.name, &record.started_at);
-    match report::write_reports(&record, &dir, template_dir) {
+    match report::write_reports(&record, &dir.path, template_dir) {
         Ok(files) => {
-            outln!("{:?}: {}", record.outcome.status, record.outcome.reason);
-            if !record.improvements.is_empty() {
-                outln!("{} improvement(s) identified", record.improvements.len());
-            }
+            print_summary(&record, record.outcome.exit_code);
+            outln!("reports:");
             for f in files {
                 outln!("  {}", f.display());
             }
+            record.outcome.exit_code
         }
-        Err(e) => errln!("error: cannot write reports: {e}"),
+        Err(e) => {
+            // Never 0 without the evidence; a recovery that is incomplete stays the
+            // loudest code.
+            let code = if record.outcome.exit_code == EXIT_RECOVERY_INCOMPLETE {
+                EXIT_RECOVERY_INCOMPLETE
+            } else {
+                EXIT_REPORTS_MISSING
+            };
+            print_summary(&record, code);
+            errln!(
+                "error: cannot write reports: {e}; the evidence of run {run_id} is missing (its ledger: {})",
+                record.ledger
+            );
+            code
+        }
     }
-    record.outcome.exit_code
 }
 
-/// `<dir>/<scenario>-<YYYYMMDDTHHMMSSZ>`, with a numeric suffix if it already exists.
-fn report_directory(base: &Path, scenario: &str, started_at: &str) -> PathBuf {
-    let stamp: String = started_at
-        .chars()
-        .take(19)
-        .filter(|c| c.is_ascii_digit() || *c == 'T')
-        .collect();
-    let first = base.join(format!("{scenario}-{stamp}Z"));
-    let mut candidate = first.clone();
-    let mut n = 2;
-    while candidate.exists() {
-        candidate = PathBuf::from(format!("{}-{n}", first.display()));
-        n += 1;
+/// The end of a run on stdout: the outcome (printed here only, not as a progress line
+/// too), then every identified improvement by name.
+fn print_summary(record: &crate::model::RunRecord, exit_code: i32) {
+    outln!(
+        "{} (exit code {exit_code}): {}",
+        record.outcome.status.label(),
+        record.outcome.reason
+    );
+    if !record.improvements.is_empty() {
+        outln!("{} improvement(s) identified:", record.improvements.len());
+        for i in &record.improvements {
+            outln!("  [{}] {} ({})", i.severity.as_str(), i.title, i.rule);
+        }
     }
-    candidate
 }
 
 /// First SIGINT/SIGTERM: abort and recover. Second: skip recovery's waits.
@@ -390,10 +424,10 @@ fn rerender(
     };
     match report::render(&record, format, template_dir) {
         Ok(s) => match output {
-            Some(p) => match std::fs::write(p, s) {
+            Some(p) => match report::write_atomic(p, s.as_bytes()) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
-                    errln!("error: {}: {e}", p.display());
+                    errln!("error: {e}");
                     EXIT_INVALID
                 }
             },

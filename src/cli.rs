@@ -62,7 +62,8 @@ pub struct RunArgs {
     /// Highest fault level to inject.
     #[arg(long, default_value = "full", value_parser = parse_level)]
     pub level: Level,
-    /// Where report directories are created (`<dir>/<scenario>-<UTC timestamp>/`).
+    /// Where report directories are created (`<dir>/<scenario>-<UTC timestamp>/`);
+    /// checked writable before anything is injected.
     #[arg(long, default_value = "reports")]
     pub report_dir: PathBuf,
     /// Ledger directory [default: /var/lib/firedrill as root, else $XDG_STATE_HOME/firedrill].

@@ -103,6 +103,18 @@ impl Status {
     }
 }
 
+impl Status {
+    /// In capitals, as the reports and the end of `firedrill run` show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Passed => "PASSED",
+            Status::Failed => "FAILED",
+            Status::InjectionFailed => "INJECTION FAILED",
+            Status::RecoveryIncomplete => "RECOVERY INCOMPLETE",
+        }
+    }
+}
+
 /// How the drill ended and why.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
@@ -276,6 +288,16 @@ pub enum Severity {
     High,
     Medium,
     Low,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
+    }
 }
 
 /// A finding: what was seen, why it matters, what to do.

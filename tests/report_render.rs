@@ -402,3 +402,84 @@ fn a_missing_template_dir_is_an_error() {
         "/nonexistent/firedrill-templates: template directory not found"
     );
 }
+
+/// Run data that tries to break out of its place in report.md: a new block (heading,
+/// quote, list, code block), HTML, a code span, emphasis, a link and a table pipe.
+const BREAKOUT: &str = "x\n\n# ALL GOOD\n> quoted\n- item\n    indented\n<b>bold</b> | `code` *em* _u_ [l](http://e)\r\n1. one";
+
+/// Every interpolated string goes through escaping: a step name, scenario name,
+/// description or outcome reason with blank lines and block markers must not start a
+/// heading (e.g. a fake `# ALL GOOD` in a CI job summary), quote, list or HTML of its
+/// own, and must not add or split table rows.
+#[test]
+fn markdown_breakout_names_stay_inside_their_line() {
+    let clean = render(&record(), Format::Md, None).unwrap();
+    let mut r = record();
+    r.scenario.name = BREAKOUT.into();
+    // At the start of a line of its own (the reason's paragraph, the quote).
+    r.scenario.description = Some(format!("    {BREAKOUT}"));
+    r.outcome.reason = format!("# ALL GOOD {BREAKOUT}");
+    r.scenario.owner = Some(format!("- {BREAKOUT}"));
+    r.operator = BREAKOUT.into();
+    for s in &mut r.steps {
+        s.name = BREAKOUT.into();
+        s.detail = BREAKOUT.into();
+        if let Some(f) = &mut s.fault {
+            f.kind = BREAKOUT.into();
+            f.target = BREAKOUT.into();
+            if let Some(e) = &mut f.effect {
+                e.declared = BREAKOUT.into();
+                e.measured = BREAKOUT.into();
+            }
+        }
+    }
+    for g in &mut r.guards {
+        g.name = BREAKOUT.into();
+        g.description = BREAKOUT.into();
+    }
+    for i in &mut r.improvements {
+        i.title = BREAKOUT.into();
+        i.evidence = BREAKOUT.into();
+    }
+    for e in &mut r.timeline {
+        e.event = BREAKOUT.into();
+        e.message = BREAKOUT.into();
+        e.step = Some(BREAKOUT.into());
+    }
+    let md = render(&r, Format::Md, None).unwrap();
+
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(
+        lines.len(),
+        clean.lines().count(),
+        "data added lines:\n{md}"
+    );
+    let rows = |s: &str| s.lines().filter(|l| l.starts_with('|')).count();
+    assert_eq!(rows(&md), rows(&clean), "table rows added or lost");
+    let quotes = |s: &str| s.lines().filter(|l| l.starts_with('>')).count();
+    assert_eq!(
+        quotes(&md),
+        quotes(&clean),
+        "a quote that the template did not open"
+    );
+    for l in &lines {
+        let t = l.trim_start();
+        assert!(
+            !t.starts_with("# ALL GOOD") && !t.starts_with("ALL GOOD"),
+            "a fake heading: {l}"
+        );
+        assert!(
+            !t.starts_with("- item") && !t.starts_with("1. one"),
+            "a list: {l}"
+        );
+        assert!(!l.starts_with("    "), "an indented code block: {l}");
+        // The only headings are the template's own.
+        assert!(
+            !l.starts_with('#') || l.starts_with("## firedrill: ") || l.starts_with("### "),
+            "a heading from data: {l}"
+        );
+    }
+    assert!(!md.contains("<b>"), "HTML from data");
+    assert!(!md.contains('\r'));
+    insta::assert_snapshot!("report_md_breakout", md);
+}

@@ -4,7 +4,9 @@
 //! The schema is what editors validate against, so it must describe every field
 //! and agree with the loader: the fault kinds, probe kinds and top-level keys it
 //! lists are compared with the ones the loader names in its own error messages.
-//! `docs/scenario-reference.md` must equal `firedrill schema --format markdown`.
+//! `docs/scenario-reference.md` must equal `firedrill schema --format markdown`, the
+//! shipped `firedrill.schema.json` must equal `firedrill schema`, and every shipped
+//! scenario's `$schema` comment must point at that file.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,6 +16,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_firedrill");
 const REFERENCE: &str = "docs/scenario-reference.md";
+const SHIPPED_SCHEMA: &str = "firedrill.schema.json";
 
 fn firedrill(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -271,6 +274,63 @@ fn committed_reference_is_current() {
         committed == generated,
         "{REFERENCE} is out of date; regenerate it with\n  cargo run -q -- schema --format markdown > {REFERENCE}"
     );
+}
+
+/// The schema shipped at the repository's root (what the scenarios' `$schema`
+/// comments point editors at) is exactly what the generator prints today.
+#[test]
+fn shipped_schema_is_current() {
+    let (code, generated, err) = firedrill(&["schema"]);
+    assert_eq!(code, 0, "{err}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_SCHEMA);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{SHIPPED_SCHEMA} is missing or out of date; regenerate it with\n  cargo run -q -- schema > {SHIPPED_SCHEMA}"
+    );
+}
+
+/// Every YAML file under `dir`, recursively.
+fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Each shipped scenario names the schema in a `yaml-language-server: $schema=`
+/// comment, and that path (relative to the scenario) is the shipped schema: it used to
+/// point at a file that did not exist.
+#[test]
+fn shipped_scenarios_point_at_the_shipped_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = root.join(SHIPPED_SCHEMA);
+    let mut files = Vec::new();
+    yaml_files(&root.join("scenarios"), &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let reference = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("# yaml-language-server: $schema="))
+            .unwrap_or_else(|| panic!("{} has no `$schema` comment", f.display()));
+        let target = f.parent().unwrap().join(reference.trim());
+        assert!(
+            target.is_file(),
+            "{}: $schema={reference} does not exist",
+            f.display()
+        );
+        assert_eq!(
+            target.canonicalize().unwrap(),
+            shipped.canonicalize().unwrap(),
+            "{}: $schema={reference} is not {SHIPPED_SCHEMA}",
+            f.display()
+        );
+    }
 }
 
 /// The reference documents every type and every field of the schema, and tells

@@ -5,7 +5,8 @@
 //! service on 127.0.0.1 answering `/health`, `/stats` and `/api/send` (a WeCom-style
 //! `{"errcode":0}`). When the worker dies, the supervisor restarts it after a fixed
 //! back-off: a deliberately common weakness (no standby, requests fail during the
-//! restart) that the quickstart drill exposes.
+//! restart) that the quickstart drill exposes. A worker that cannot listen (the port
+//! is taken) stops the whole demo with a non-zero exit and says why.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -91,6 +92,14 @@ fn supervise(
     };
     while !stop.load(Ordering::SeqCst) {
         match child.try_wait() {
+            Ok(Some(status)) if status.code() == Some(i32::from(CANNOT_LISTEN)) => {
+                eprintln!("supervisor: the worker cannot listen on 127.0.0.1:{port}; stopping");
+                let _ = std::fs::remove_file(pidfile);
+                if let Some(p) = sup_pidfile {
+                    let _ = std::fs::remove_file(p);
+                }
+                return ExitCode::FAILURE;
+            }
             Ok(Some(status)) => {
                 eprintln!(
                     "supervisor: worker exited ({status}); restarting in {} ms",
@@ -138,15 +147,24 @@ extern "C" fn on_signal(_: i32) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Exit code of a worker that cannot listen on its port. Restarting it would fail the
+/// same way, so the supervisor stops too, with a non-zero code, instead of looping.
+const CANNOT_LISTEN: u8 = 3;
+
 /// The worker: a tiny HTTP/1.1 service (one thread per connection, `Connection: close`).
 fn worker(port: u16) -> ExitCode {
     let listener = match TcpListener::bind(("127.0.0.1", port)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("worker: cannot listen on 127.0.0.1:{port}: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(CANNOT_LISTEN);
         }
     };
+    // Scripts wait for this line (scripts/quickstart.sh) before running a drill.
+    eprintln!(
+        "worker: listening on 127.0.0.1:{port} (pid {})",
+        std::process::id()
+    );
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)

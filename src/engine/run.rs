@@ -512,7 +512,7 @@ impl Engine {
             recovery_ms,
             recovery_steps_ok,
         });
-        tl.event(
+        tl.event_unprinted(
             Phase::Report,
             "run_finished",
             None,
@@ -561,6 +561,7 @@ impl Engine {
             improvements: Vec::new(),
             ledger: self.ledger_path().display().to_string(),
         };
+        crate::report::round_timings(&mut record);
         record.improvements = crate::report::improvements::derive(&record);
         crate::report::redact(&mut record, &drill.vars.secret_values());
         record

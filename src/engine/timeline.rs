@@ -29,10 +29,25 @@ impl Timeline {
 
     /// Records an event; also logs it and, on a terminal, prints a progress line.
     pub fn event(&self, phase: Phase, event: &str, step: Option<&str>, message: impl Into<String>) {
-        let message = message.into();
+        self.push(phase, event, step, message.into(), self.progress);
+    }
+
+    /// Records and logs an event without a progress line: for the run's outcome, which
+    /// the command prints itself, once, with the exit code and where the reports are.
+    pub fn event_unprinted(
+        &self,
+        phase: Phase,
+        event: &str,
+        step: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        self.push(phase, event, step, message.into(), false);
+    }
+
+    fn push(&self, phase: Phase, event: &str, step: Option<&str>, message: String, print: bool) {
         let t_ms = self.now_ms();
         tracing::info!(phase = phase.as_str(), event, step, t_ms, "{message}");
-        if self.progress {
+        if print {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(
                 err,

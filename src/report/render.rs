@@ -5,14 +5,14 @@
 //! model ([`view::View`]) computed in Rust from the [`RunRecord`], plus a few helpers
 //! (`dur`, `secs`, `pct`, `cls`, `tx`/`tw` for the SVG timeline, `cell` in Markdown).
 //! Escaping is per format: HTML/XML-safe for HTML and JUnit (control characters that
-//! XML forbids are replaced), `& < >` for Markdown; templates never use `{{{ }}}` on
-//! run data.
+//! XML forbids are replaced); for Markdown, data is shown literally and never leaves
+//! its line (see [`escape_md`]); templates never use `{{{ }}}` on run data.
 
 mod chart;
 mod junit;
 mod view;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
@@ -81,13 +81,7 @@ pub fn render(
     });
     register_helpers(&mut hb, scale, format);
     hb.register_template_string(name, &source)
-        .map_err(|e| ReportError::Template {
-            name: shown.clone(),
-            message: match e.pos() {
-                Some((line, col)) => format!("line {line}, column {col}: {}", e.reason()),
-                None => e.reason().to_string(),
-            },
-        })?;
+        .map_err(|e| syntax_error(&shown, &e))?;
     hb.render(name, &view).map_err(|e| {
         let reason = match e.reason() {
             RenderErrorReason::MissingVariable(Some(path)) => {
@@ -103,6 +97,27 @@ pub fn render(
             },
         }
     })
+}
+
+/// Parses every template a run will render (overrides from `template_dir` included),
+/// so that a missing directory or a broken template is found before a drill, not after.
+pub fn check_templates(template_dir: Option<&Path>) -> Result<(), ReportError> {
+    for format in [Format::Html, Format::Md, Format::Junit] {
+        let name = format.template_name().expect("templated format");
+        let (source, shown) = template_source(format, name, template_dir)?;
+        handlebars::Template::compile(&source).map_err(|e| syntax_error(&shown, &e))?;
+    }
+    Ok(())
+}
+
+fn syntax_error(shown: &str, e: &handlebars::TemplateError) -> ReportError {
+    ReportError::Template {
+        name: shown.to_string(),
+        message: match e.pos() {
+            Some((line, col)) => format!("line {line}, column {col}: {}", e.reason()),
+            None => e.reason().to_string(),
+        },
+    }
 }
 
 /// The template text and how to name it in errors: the override file if
@@ -140,33 +155,6 @@ fn template_source(
     Ok((builtin.to_string(), format!("built-in {name}")))
 }
 
-/// Writes report.html, report.md, journal.json and junit.xml into `dir`.
-pub fn write_reports(
-    record: &RunRecord,
-    dir: &Path,
-    template_dir: Option<&Path>,
-) -> Result<Vec<PathBuf>, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (name, f) in [
-        ("journal.json", Format::Json),
-        ("report.html", Format::Html),
-        ("report.md", Format::Md),
-        ("junit.xml", Format::Junit),
-    ] {
-        let p = dir.join(name);
-        std::fs::write(&p, render(record, f, template_dir)?).map_err(|source| ReportError::Io {
-            path: p.display().to_string(),
-            source,
-        })?;
-        out.push(p);
-    }
-    Ok(out)
-}
-
 // ── formatting shared with the improvement rules ─────────────────────────────
 
 /// Escapes for HTML and XML alike (handlebars' default set), and replaces the control
@@ -190,21 +178,62 @@ pub(crate) fn escape_markup(s: &str) -> String {
     out
 }
 
-/// Markdown: run data is shown literally. HTML and code-span delimiters become
-/// character references (a reference inside a code span would show as typed, so
-/// data never opens one); emphasis, link and strike-through punctuation and the
-/// backslash are backslash-escaped, `_` only where it could start emphasis (not
-/// inside a word, so `step_started` stays readable).
+/// Markdown: run data is shown literally, and stays on the line and in the block the
+/// template put it in. HTML and code-span delimiters become character references (a
+/// reference inside a code span would show as typed, so data never opens one);
+/// emphasis, link, strike-through and table punctuation and the backslash are
+/// backslash-escaped, `_` only where it could start emphasis (not inside a word, so
+/// `step_started` stays readable). Line breaks become `<br>` (the only break that
+/// neither ends a table row nor starts a new block: a step name with
+/// `"\n\n# ALL GOOD"` must not become a heading in a CI summary), and what would open
+/// a block at the start of a line (`#`, `-`, `+`, `=`, `1.`, indentation) is escaped.
 pub(crate) fn escape_md(s: &str) -> String {
-    let chars: Vec<char> = s.chars().collect();
+    let s = s.replace("\r\n", "\n").replace('\r', "\n");
+    let chars: Vec<char> = s.trim_end_matches('\n').chars().collect();
     let mut out = String::with_capacity(s.len());
-    for (i, &c) in chars.iter().enumerate() {
+    // Leading whitespace would indent the line into a code block: its first character
+    // becomes a reference, so the line starts with text.
+    let mut start = 0;
+    match chars.first() {
+        Some(' ') => {
+            out.push_str("&#32;");
+            start = 1;
+        }
+        Some('\t') => {
+            out.push_str("&#9;");
+            start = 1;
+        }
+        _ => {}
+    }
+    // Block markers at the start: ATX heading, setext underline, list item or
+    // thematic break (`-`/`+` only before a blank or another `-`, so `-1` and `+5 ms`
+    // stay as typed), ordered list item (digits then `.` or `)` then a blank: `1.2 s`
+    // stays as typed).
+    let blank_at = |j: usize| chars.get(j).is_none_or(|c| c.is_whitespace());
+    match chars.get(start) {
+        Some('#' | '=') => out.push('\\'),
+        Some('-') if blank_at(start + 1) || chars.get(start + 1) == Some(&'-') => out.push('\\'),
+        Some('+') if blank_at(start + 1) => out.push('\\'),
+        _ => {}
+    }
+    let digits = chars[start..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let ordered = digits > 0
+        && matches!(chars.get(start + digits), Some('.' | ')'))
+        && blank_at(start + digits + 1);
+    for (i, &c) in chars.iter().enumerate().skip(start) {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '`' => out.push_str("&#96;"),
-            '\\' | '*' | '[' | ']' | '~' => {
+            '\\' | '*' | '[' | ']' | '~' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' | ')' if ordered && i == start + digits => {
                 out.push('\\');
                 out.push(c);
             }
@@ -215,7 +244,8 @@ pub(crate) fn escape_md(s: &str) -> String {
                 }
                 out.push('_');
             }
-            '\n' | '\t' => out.push(c),
+            '\n' => out.push_str("<br>"),
+            '\t' => out.push(c),
             c if c.is_control() => out.push('\u{FFFD}'),
             c => out.push(c),
         }
@@ -223,11 +253,11 @@ pub(crate) fn escape_md(s: &str) -> String {
     out
 }
 
-/// A Markdown table cell: [`escape_md`], plus `|` escaped and line breaks as `<br>`
-/// (the only way to break a line inside a GFM table cell).
+/// A Markdown table cell (the `cell` helper). [`escape_md`] already keeps data on one
+/// line and escapes `|`, so a cell is escaped text; the helper stays for templates
+/// that use it.
 pub(crate) fn md_cell(s: &str) -> String {
-    let s = escape_md(&s.replace("\r\n", "\n")).replace('|', "\\|");
-    s.trim_end_matches('\n').replace('\n', "<br>")
+    escape_md(s)
 }
 
 fn num(v: &Value) -> Option<f64> {
@@ -342,12 +372,24 @@ mod tests {
     #[test_case("`kill -0 1` > /dev/null", "&#96;kill -0 1&#96; &gt; /dev/null" ; "code spans never open")]
     #[test_case("*/5 [a](b) ~x~ C:\\d", "\\*/5 \\[a\\](b) \\~x\\~ C:\\\\d" ; "inline punctuation")]
     #[test_case("step_started _em_ $.a_b", "step_started \\_em\\_ $.a_b" ; "underscore only at word edges")]
+    #[test_case("a\n\n# b\r\nc\n", "a<br><br># b<br>c" ; "line breaks never end the line")]
+    #[test_case("# ALL GOOD", "\\# ALL GOOD" ; "heading at the start")]
+    #[test_case("- item", "\\- item" ; "bullet at the start")]
+    #[test_case("---", "\\---" ; "thematic break")]
+    #[test_case("+ x", "\\+ x" ; "plus bullet")]
+    #[test_case("=", "\\=" ; "setext underline")]
+    #[test_case("12. x", "12\\. x" ; "ordered item")]
+    #[test_case("3) x", "3\\) x" ; "ordered item with parenthesis")]
+    #[test_case("    code", "&#32;   code" ; "indentation")]
+    #[test_case("-1 ms, +5 ms, 1.2 s, a # b", "-1 ms, +5 ms, 1.2 s, a # b" ; "not block markers")]
+    #[test_case("> q", "&gt; q" ; "quote")]
     fn markdown(raw: &str, escaped: &str) {
         assert_eq!(escape_md(raw), escaped);
     }
 
     #[test_case("a|b", "a\\|b" ; "pipe")]
     #[test_case("one\r\ntwo\n", "one<br>two" ; "line breaks")]
+    #[test_case("one\rtwo", "one<br>two" ; "carriage return alone")]
     #[test_case("x\\|y", "x\\\\\\|y" ; "escaped pipe in data")]
     fn cells(raw: &str, escaped: &str) {
         assert_eq!(md_cell(raw), escaped);

@@ -252,12 +252,7 @@ fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<
 
 fn outcome_view(o: &Outcome) -> OutcomeView {
     OutcomeView {
-        label: match o.status {
-            Status::Passed => "PASSED",
-            Status::Failed => "FAILED",
-            Status::InjectionFailed => "INJECTION FAILED",
-            Status::RecoveryIncomplete => "RECOVERY INCOMPLETE",
-        },
+        label: o.status.label(),
         aborted: o.aborted.map(|a| match a {
             AbortReason::PrecheckFailed => "a precheck failed",
             AbortReason::CriticalFailure => "a critical verification failed",
