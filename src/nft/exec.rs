@@ -1,8 +1,9 @@
 //! Execution: running `nft` on a target, and the operations built on it.
 //!
-//! [`run_nft`] is the only function that starts `nft`, so a new kind of target
-//! only has to say there how that one program with its stdin reaches its host.
-//! On top of it: [`apply`] (one batch, one transaction),
+//! [`run_json`] is the only function that starts `nft`: every operation is a JSON
+//! document fed to `nft -j -f -` on the target (a batch to apply, a `list`
+//! command), so a new kind of target only has to say how that one program with its
+//! stdin reaches its host. On top of it: [`apply`] (one batch, one transaction),
 //! [`list_table`] (what the run table holds and how many packets its rules
 //! counted, as a [`TableView`]), and the idempotent deletions a revert needs
 //! ([`delete_objects`], [`delete_table_if_empty`], [`delete_table`]), which treat
@@ -45,8 +46,7 @@ fn strip_elem_nulls(v: &mut serde_json::Value) {
 
 /// Applies `batch` on `target` as one transaction (`nft -j -f -`).
 pub(crate) async fn apply(target: &Target, batch: Batch<'static>) -> Result<(), NftError> {
-    let doc = to_json(batch);
-    let out = run_nft(target, &["-j", "-f", "-"], Some(doc)).await?;
+    let out = run_json(target, to_json(batch)).await?;
     if out.status.success() {
         Ok(())
     } else {
@@ -54,7 +54,7 @@ pub(crate) async fn apply(target: &Target, batch: Batch<'static>) -> Result<(), 
     }
 }
 
-/// A run table as `nft -j list table` shows it: enough to know what is in it and
+/// A run table as `nft -j list table` (or its JSON `list` command) shows it: enough to know what is in it and
 /// how many packets its rules matched.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct TableView {
@@ -149,7 +149,12 @@ pub(crate) async fn list_table(
     target: &Target,
     table: &RunTable,
 ) -> Result<Option<TableView>, NftError> {
-    let out = run_nft(target, &["-j", "list", "table", "inet", table.name()], None).await?;
+    // The JSON form of `nft -j list table inet NAME`: same output, and every
+    // operation stays one document on nft's stdin.
+    let list = serde_json::json!({"nftables": [
+        {"list": {"table": {"family": "inet", "name": table.name()}}}
+    ]});
+    let out = run_json(target, list.to_string()).await?;
     if !out.status.success() {
         if no_such_object(&out) {
             return Ok(None);
@@ -256,21 +261,17 @@ fn nft_program() -> String {
     }
 }
 
-/// Runs `nft ARGS` on `target`, feeding `stdin`. Every target kind has an arm here:
-/// a new kind (SSH) must say how `nft` reaches its host.
-pub(crate) async fn run_nft(
-    target: &Target,
-    args: &[&str],
-    stdin: Option<String>,
-) -> Result<Output, NftError> {
+/// Runs `nft -j -f -` on `target` with the JSON document `doc` on its stdin: the
+/// one place that starts `nft`. Every target kind has an arm here: a new kind
+/// (SSH) must say how this one program with its stdin reaches its host.
+pub(crate) async fn run_json(target: &Target, doc: String) -> Result<Output, NftError> {
     let spawn_err = |source| NftError::Spawn {
         target: target.describe(),
         source,
     };
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     match target {
         Target::Local | Target::Netns { .. } => {
-            crate::target::netns::run_in(target, move || nft_blocking(&args, stdin))
+            crate::target::netns::run_in(target, move || nft_blocking(&doc))
                 .await
                 .map_err(spawn_err)?
                 .map_err(spawn_err)
@@ -278,19 +279,16 @@ pub(crate) async fn run_nft(
     }
 }
 
-fn nft_blocking(args: &[String], stdin: Option<String>) -> io::Result<Output> {
-    let mut cmd = Command::new(nft_program());
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+/// `nft -j -f -` in the calling thread's namespaces, fed `doc`.
+fn nft_blocking(doc: &str) -> io::Result<Output> {
+    let mut child = Command::new(nft_program())
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())?;
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(doc.as_bytes())?;
     }
     child.wait_with_output()
 }

@@ -29,7 +29,8 @@
 //!   [`Objects`] list an undo record keeps;
 //! - [`stmt`]: the statements rules are made of (matches, counters, limits,
 //!   verdicts);
-//! - [`exec`]: running `nft` on a target (one function starts it), and what is built on that: [`apply`], [`list_table`] and the
+//! - [`exec`]: running `nft` on a target ([`exec::run_json`], the only place that
+//!   starts it: `nft -j -f -` with a JSON document on its stdin), and what is built on that: [`apply`], [`list_table`] and the
 //!   idempotent deletions.
 //!
 //! Callers use everything through this module (`crate::nft::…`); the files are
