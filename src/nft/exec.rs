@@ -322,6 +322,7 @@ mod kernel_tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::nft::table::tests::{web_rule, with_sets};
     use crate::nft::*;
 
     struct Ns(String);
@@ -354,23 +355,14 @@ mod kernel_tests {
         let Some((_ns, target)) = netns("nft") else {
             return;
         };
-        let t = RunTable::for_run("20261128T112233Z1a2b").unwrap();
-        let mut b = Batch::new();
-        t.add_table(&mut b);
         let v4 = ["10.0.0.0/24".parse().unwrap(), "10.1.0.1".parse().unwrap()];
         let v6 = ["2001:db8::/32".parse().unwrap()];
-        t.add_address_set(
-            &mut b,
-            "f_a_v4",
-            AddrFamily::V4,
-            &v4,
-            Duration::from_secs(60),
-        );
-        t.add_address_set(
-            &mut b,
-            "f_a_v6",
-            AddrFamily::V6,
-            &v6,
+        let (t, mut b) = with_sets(
+            "20261128T112233Z1a2b",
+            &[
+                ("f_a_v4", AddrFamily::V4, &v4),
+                ("f_a_v6", AddrFamily::V6, &v6),
+            ],
             Duration::from_secs(60),
         );
         t.add_filter_chain(&mut b, "f_a_out", FilterHook::Output, PRIO_EARLY);
@@ -385,13 +377,7 @@ mod kernel_tests {
         t.add_rule(
             &mut b,
             "f_a_out",
-            vec![
-                addr_in_set(AddrFamily::V4, Side::Dst, "f_a_v4"),
-                l4proto_in(&["tcp", "udp"]),
-                port_in(Side::Dst, &[80, 443]),
-                counter(),
-                reject_icmpx(Unreachable::Port),
-            ],
+            web_rule("f_a_v4", &["tcp", "udp"], reject_icmpx(Unreachable::Port)),
             Some("firedrill test"),
         );
         t.add_rule(
@@ -456,14 +442,10 @@ mod kernel_tests {
         let Some((_ns, target)) = netns("ttl") else {
             return;
         };
-        let t = RunTable::for_run("ttltest").unwrap();
-        let mut b = Batch::new();
-        t.add_table(&mut b);
-        t.add_address_set(
-            &mut b,
-            "s",
-            AddrFamily::V4,
-            &["10.0.0.1".parse().unwrap()],
+        let one = ["10.0.0.1".parse().unwrap()];
+        let (t, b) = with_sets(
+            "ttltest",
+            &[("s", AddrFamily::V4, &one)],
             Duration::from_millis(900),
         );
         apply(&target, b).await.unwrap();

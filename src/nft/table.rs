@@ -421,10 +421,42 @@ pub(crate) fn ttl_secs(ttl: Duration) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::nft::exec::to_json;
     use crate::nft::stmt::reject_tcp_reset;
+
+    /// A batch adding run `run_id`'s table and address `sets` (name, family,
+    /// elements) whose elements expire after `ttl`.
+    pub(in crate::nft) fn with_sets(
+        run_id: &str,
+        sets: &[(&str, AddrFamily, &[IpNet])],
+        ttl: Duration,
+    ) -> (RunTable, Batch<'static>) {
+        let t = RunTable::for_run(run_id).unwrap();
+        let mut b = Batch::new();
+        t.add_table(&mut b);
+        for (name, fam, elems) in sets {
+            t.add_address_set(&mut b, name, *fam, elems, ttl);
+        }
+        (t, b)
+    }
+
+    /// A rule for IPv4 destinations in `set` on ports 80 and 443 of `protos`, with a
+    /// counter and `verdict`: the shape of a partition's rules.
+    pub(in crate::nft) fn web_rule(
+        set: &str,
+        protos: &[&str],
+        verdict: Statement<'static>,
+    ) -> Vec<Statement<'static>> {
+        vec![
+            addr_in_set(AddrFamily::V4, Side::Dst, set),
+            l4proto_in(protos),
+            port_in(Side::Dst, &[80, 443]),
+            counter(),
+            verdict,
+        ]
+    }
 
     #[test]
     fn run_ids_make_valid_table_names() {
@@ -477,28 +509,14 @@ mod tests {
 
     #[test]
     fn batch_json_has_the_table_set_elements_and_rule() {
-        let t = RunTable::for_run("r1").unwrap();
-        let mut b = Batch::new();
-        t.add_table(&mut b);
         let nets = ["10.0.0.0/24".parse().unwrap(), "10.1.0.1".parse().unwrap()];
-        t.add_address_set(
-            &mut b,
-            "f_x_v4",
-            AddrFamily::V4,
-            &nets,
-            Duration::from_secs(30),
-        );
+        let sets = [("f_x_v4", AddrFamily::V4, &nets[..])];
+        let (t, mut b) = with_sets("r1", &sets, Duration::from_secs(30));
         t.add_filter_chain(&mut b, "f_x_out", FilterHook::Output, PRIO_EARLY);
         t.add_rule(
             &mut b,
             "f_x_out",
-            vec![
-                addr_in_set(AddrFamily::V4, Side::Dst, "f_x_v4"),
-                l4proto_in(&["tcp"]),
-                port_in(Side::Dst, &[80, 443]),
-                counter(),
-                reject_tcp_reset(),
-            ],
+            web_rule("f_x_v4", &["tcp"], reject_tcp_reset()),
             None,
         );
         let doc: serde_json::Value = serde_json::from_str(&to_json(b)).unwrap();
