@@ -49,7 +49,7 @@ use table::{MAX_RUN_ID, TABLE_PREFIX};
 pub(crate) use addr::{AddrFamily, IpNet, normalize};
 #[cfg(test)]
 pub(crate) use exec::to_json;
-pub(crate) use exec::{apply, delete_objects, delete_table_if_empty, list_table};
+pub(crate) use exec::{TableView, apply, delete_objects, delete_table_if_empty, list_table};
 pub(crate) use stmt::{
     Side, Statement, Unreachable, addr_in_set, counter, ct_state_new, drop, icmp_unreachable, jump,
     l4proto_in, limit_over, port_in, redirect_to, reject_icmpx, reject_tcp_reset, ret, tcp_rst,

@@ -8,6 +8,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::duration::HumanDuration;
 use crate::nft::{self, AddrFamily, Side, Statement, Unreachable};
 
 /// Which transport protocol a network fault applies to.
@@ -115,4 +116,18 @@ pub(crate) fn selector(
         v.push(nft::port_in(side, ports));
     }
     v
+}
+
+/// Default `verify_timeout`: how long a fault keeps trying to observe its effect.
+pub(crate) fn default_verify() -> HumanDuration {
+    HumanDuration::from_millis(2000)
+}
+
+/// ` port(s) 80,443` for a description, or nothing when `ports` is empty.
+pub(crate) fn ports_note(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    format!(" port(s) {}", list.join(","))
 }
