@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::target::Target;
+// The network kinds' validate/describe/prepare/apply are their shared skeleton's.
+use network::NetworkFault;
 
 /// The fault kinds, selected by `kind:`; the parameters are under `with:`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

@@ -7,18 +7,23 @@
 //! counts what it blocks, so the effect is proven from the kernel's side as well as
 //! by a TCP connect from the target that now fails (refused for `reject`, no answer
 //! for `drop`).
+//!
+//! Only that is here: resolving `to:`, the undo record, applying the batch, the
+//! verdict's frame and the revert are the shared skeleton in [`super::network`].
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nftables::batch::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::network::{self, Action, Direction, Outcome, Protocol, Undo};
-use super::{Effect, FaultCtx, FaultError, ms_since};
+use super::network::{
+    self, Action, Dests, Direction, Group, Measured, NetworkFault, Outcome, Placed, ProbePoint,
+    Protocol, Undo,
+};
+use super::{FaultCtx, FaultError};
 use crate::duration::HumanDuration;
-use crate::nft::{self, AddrFamily, FilterHook, Objects, PRIO_EARLY, Side};
-use crate::target::Target;
+use crate::nft::{self, AddrFamily, FilterHook, PRIO_EARLY, RunTable, Side};
 
 /// Parameters of `network_partition`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -39,32 +44,31 @@ pub struct NetworkPartition {
     #[serde(default)]
     pub action: Action,
     /// How long to keep trying to observe the effect before declaring the fault not effective.
-    #[serde(default = "default_verify")]
+    #[serde(default = "network::default_verify")]
     pub verify_timeout: HumanDuration,
 }
 
-fn default_verify() -> HumanDuration {
-    HumanDuration::from_millis(2000)
+impl NetworkPartition {
+    /// The base chains: `output` for egress (destination addresses and ports),
+    /// `input` for ingress (source addresses and ports).
+    fn hooks(&self, prefix: &str) -> Vec<(String, FilterHook, Side)> {
+        let mut hooks = Vec::new();
+        if self.direction.egress() {
+            hooks.push((format!("{prefix}_out"), FilterHook::Output, Side::Dst));
+        }
+        if self.direction.ingress() {
+            hooks.push((format!("{prefix}_in"), FilterHook::Input, Side::Src));
+        }
+        hooks
+    }
 }
 
-impl NetworkPartition {
-    pub(crate) fn validate(&self, target: &Target) -> Vec<(String, String)> {
-        network::validate_common(&self.to, &self.ports, self.protocol, target)
+impl NetworkFault for NetworkPartition {
+    fn dests(&self) -> Dests<'_> {
+        Dests::new(&self.to, &self.ports, self.protocol)
     }
 
-    pub(crate) fn describe(&self) -> String {
-        let ports = if self.ports.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " port(s) {}",
-                self.ports
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        };
+    fn describe(&self) -> String {
         let expect = match (self.action, self.direction) {
             (Action::Reject, Direction::Egress | Direction::Both) => "connections refused at once",
             _ => "connections time out",
@@ -84,63 +88,25 @@ impl NetworkPartition {
             Direction::Both => "to and from",
         };
         format!(
-            "{} {proto} traffic {prep} {}{ports}; expected {expect}",
+            "{} {proto} traffic {prep} {}{}; expected {expect}",
             self.action.name(),
-            self.to.join(", ")
+            self.to.join(", "),
+            network::ports_note(&self.ports)
         )
     }
 
-    /// Resolves destinations, names the chains and sets, and observes the probe
-    /// point once. Nothing is changed on the target.
-    pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
-        let resolved = network::resolve(&self.to, &self.ports, ctx.target).await?;
-        let prefix = nft::object_prefix(ctx.step);
-        let mut objects = Objects::default();
-        if self.direction.egress() {
-            objects.chains.push(format!("{prefix}_out"));
-        }
-        if self.direction.ingress() {
-            objects.chains.push(format!("{prefix}_in"));
-        }
-        for g in network::groups(&prefix, &resolved) {
-            objects
-                .sets
-                .extend(g.sets.into_iter().map(|(_, name, _)| name));
-        }
-        let probe = network::probe_point(ctx.target, &resolved, self.protocol).await?;
-        Undo::new(ctx, objects, resolved, probe)
+    fn chains(&self, prefix: &str) -> Vec<String> {
+        self.hooks(prefix).into_iter().map(|(c, _, _)| c).collect()
     }
 
-    /// The whole fault as one batch: table, sets with ttl'd elements, chains, rules.
-    fn batch(
-        &self,
-        undo: &Undo,
-        prefix: &str,
-        ttl: Duration,
-    ) -> Result<Batch<'static>, FaultError> {
-        let table = undo.run_table()?;
-        let mut b = Batch::new();
-        table.add_table(&mut b);
-        let groups = network::groups(prefix, &undo.resolved);
-        for g in &groups {
-            for (fam, set, nets) in &g.sets {
-                table.add_address_set(&mut b, set, *fam, nets, ttl);
-            }
-        }
-        let mut hooks = Vec::new();
-        if self.direction.egress() {
-            hooks.push((format!("{prefix}_out"), FilterHook::Output, Side::Dst));
-        }
-        if self.direction.ingress() {
-            hooks.push((format!("{prefix}_in"), FilterHook::Input, Side::Src));
-        }
+    fn add_rules(&self, table: &RunTable, b: &mut Batch<'static>, prefix: &str, groups: &[Group]) {
         // Which rules: with `reject`, each protocol gets the refusal that fits it.
         let protos: Vec<Protocol> = match (self.protocol, self.action) {
             (Protocol::All, Action::Reject) => vec![Protocol::Tcp, Protocol::Udp, Protocol::All],
             (p, _) => vec![p],
         };
-        for (chain, hook, side) in &hooks {
-            table.add_filter_chain(&mut b, chain, *hook, PRIO_EARLY);
+        for (chain, hook, side) in &self.hooks(prefix) {
+            table.add_filter_chain(b, chain, *hook, PRIO_EARLY);
             if self.action == Action::Reject && self.direction == Direction::Both {
                 // Our own refusals travel between the same two parties: a reset
                 // or ICMP error answering a blocked packet would be blocked by the
@@ -156,15 +122,10 @@ impl NetworkPartition {
                     }
                 }
                 for stmts in exempt {
-                    table.add_rule(
-                        &mut b,
-                        chain,
-                        stmts,
-                        Some("firedrill: let refusals through"),
-                    );
+                    table.add_rule(b, chain, stmts, Some("firedrill: let refusals through"));
                 }
             }
-            for g in &groups {
+            for g in groups {
                 for (fam, set, _) in &g.sets {
                     for proto in &protos {
                         // With ports, "all" means TCP and UDP, both already covered.
@@ -174,65 +135,38 @@ impl NetworkPartition {
                         let mut stmts = network::selector(*fam, *side, set, *proto, &g.ports);
                         stmts.push(nft::counter());
                         stmts.push(network::verdict(self.action, *proto));
-                        table.add_rule(&mut b, chain, stmts, None);
+                        table.add_rule(b, chain, stmts, None);
                     }
                 }
             }
         }
-        Ok(b)
     }
 
-    pub(crate) async fn apply(
+    fn unprobed(&self, undo: &Undo, placed: &Placed) -> (bool, String) {
+        let Placed { present, elems } = placed;
+        let ok = *present == undo.objects && *elems > 0;
+        let measured = if ok {
+            format!(
+                "rules in place ({} chain(s), {elems} address element(s) expiring in {} s); traffic not probed: no TCP port among the destinations",
+                present.chains.len(),
+                undo.ttl_s
+            )
+        } else {
+            format!("rules missing after apply: found {present:?}, {elems} element(s)")
+        };
+        (ok, measured)
+    }
+
+    /// Connects until the endpoint stops answering, and checks that our rules
+    /// counted the attempts.
+    async fn measure(
         &self,
         ctx: &FaultCtx<'_>,
         undo: &Undo,
-    ) -> Result<Effect, FaultError> {
-        let batch = self.batch(undo, &nft::object_prefix(ctx.step), ctx.ttl)?;
-        nft::apply(ctx.target, batch)
-            .await
-            .map_err(|e| FaultError::System(e.to_string()))?;
-        let applied_ms = ms_since(ctx.started);
-        let table = undo.run_table()?;
-        let mut details = serde_json::json!({
-            "table": undo.table,
-            "chains": undo.objects.chains,
-            "sets": undo.objects.sets,
-            "resolved": undo.addresses(),
-            "ttl_s": undo.ttl_s,
-            "rules_applied_ms": applied_ms,
-        });
-
-        let Some(p) = &undo.probe else {
-            // No TCP endpoint to try: prove that the rules and addresses are in place.
-            let view = nft::list_table(ctx.target, &table)
-                .await
-                .map_err(|e| FaultError::System(e.to_string()))?
-                .unwrap_or_default();
-            let present = undo.objects.present_in(&view);
-            let elems: usize = view
-                .sets
-                .iter()
-                .filter(|s| undo.objects.sets.contains(&s.name))
-                .map(|s| s.elems)
-                .sum();
-            let ok = present == undo.objects && elems > 0;
-            return Ok(Effect {
-                declared: self.describe(),
-                measured: if ok {
-                    format!(
-                        "rules in place ({} chain(s), {elems} address element(s) expiring in {} s); traffic not probed: no TCP port among the destinations",
-                        present.chains.len(),
-                        undo.ttl_s
-                    )
-                } else {
-                    format!("rules missing after apply: found {present:?}, {elems} element(s)")
-                },
-                as_declared: ok,
-                effective_after_ms: ok.then(|| ms_since(ctx.started)),
-                details,
-            });
-        };
-
+        p: &ProbePoint,
+        _prefix: &str,
+        table: &RunTable,
+    ) -> Result<Measured, FaultError> {
         // Expected outcome of a connect from the target: refused when our egress
         // rule rejects the SYN; otherwise the handshake never completes.
         let expected = if self.action == Action::Reject && self.direction.egress() {
@@ -251,10 +185,8 @@ impl NetworkPartition {
         )
         .await?;
         let blocked_at_ms = (at - ctx.started).as_secs_f64() * 1000.0;
-        let matched = nft::list_table(ctx.target, &table)
+        let matched = network::counters(ctx, table)
             .await
-            .ok()
-            .flatten()
             .map(|v| v.packets_in(&undo.objects.chains))
             .unwrap_or(0);
         let blocked = outcome != Outcome::Connected;
@@ -288,20 +220,16 @@ impl NetworkPartition {
                 p.before.describe()
             )
         };
-        details["probe"] = serde_json::json!({
-            "address": p.address,
-            "before": p.before,
-            "after": outcome,
-            "expected": expected,
-            "attempts": attempts,
-        });
-        details["matched_packets"] = matched.into();
-        Ok(Effect {
-            declared: self.describe(),
-            measured,
+        Ok(Measured {
             as_declared,
+            measured,
             effective_after_ms: as_declared.then_some(blocked_at_ms),
-            details,
+            probe: serde_json::json!({
+                "after": outcome,
+                "expected": expected,
+                "attempts": attempts,
+            }),
+            details: serde_json::json!({ "matched_packets": matched }),
         })
     }
 }
@@ -310,17 +238,12 @@ impl NetworkPartition {
 mod tests {
     use super::*;
     use crate::fault::FaultSpec;
-
-    fn spec(yaml: &str) -> NetworkPartition {
-        match serde_yaml::from_str::<FaultSpec>(yaml).unwrap() {
-            FaultSpec::NetworkPartition(p) => p,
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::target::Target;
 
     #[test]
     fn defaults_and_unknown_fields() {
-        let p = spec("kind: network_partition\nwith: { to: [10.0.0.1] }");
+        let p: NetworkPartition =
+            network::spec("kind: network_partition\nwith: { to: [10.0.0.1] }");
         assert_eq!(p.direction, Direction::Both);
         assert_eq!(p.action, Action::Drop);
         assert_eq!(p.protocol, Protocol::All);
@@ -346,7 +269,7 @@ mod tests {
 
     #[test]
     fn describe_says_what_to_expect() {
-        let p = spec(
+        let p: NetworkPartition = network::spec(
             "kind: network_partition\nwith: { to: [api:443], direction: egress, action: reject }",
         );
         assert_eq!(
@@ -355,24 +278,10 @@ mod tests {
         );
     }
 
-    fn rules(p: &NetworkPartition, resolved: Vec<network::Resolved>) -> Vec<serde_json::Value> {
-        let undo = Undo {
-            target: Target::Local,
-            table: "firedrill_r1".into(),
-            objects: Objects {
-                chains: vec!["f_s_123456_out".into(), "f_s_123456_in".into()],
-                sets: vec![],
-            },
-            resolved,
-            probe: None,
-            ttl_s: 5,
-        };
-        let doc: serde_json::Value = serde_json::from_str(&nft::to_json(
-            p.batch(&undo, "f_s_123456", Duration::from_secs(5))
-                .unwrap(),
-        ))
-        .unwrap();
-        doc["nftables"]
+    /// The rules of the partition written in `yaml` once `to` resolved to `resolved`.
+    fn rules(yaml: &str, resolved: network::Resolved) -> Vec<serde_json::Value> {
+        let p: NetworkPartition = network::spec(yaml);
+        network::batch_json(&p, vec![resolved], "f_s_123456")["nftables"]
             .as_array()
             .unwrap()
             .iter()
@@ -382,16 +291,9 @@ mod tests {
 
     #[test]
     fn reject_gets_a_refusal_per_protocol() {
-        let p = spec(
-            "kind: network_partition\nwith: { to: [10.0.0.1], direction: both, action: reject }",
-        );
         let r = rules(
-            &p,
-            vec![network::Resolved {
-                to: "10.0.0.1".into(),
-                addresses: vec!["10.0.0.1".parse().unwrap()],
-                ports: vec![],
-            }],
+            "kind: network_partition\nwith: { to: [10.0.0.1], direction: both, action: reject }",
+            network::Resolved::of("10.0.0.1", &["10.0.0.1"], &[]),
         );
         // Per chain: refusals pass (tcp reset, icmp unreachable), then tcp reset,
         // udp port-unreachable, anything else host-unreachable; out and in.
@@ -411,14 +313,9 @@ mod tests {
 
     #[test]
     fn ports_become_a_transport_port_match() {
-        let p = spec("kind: network_partition\nwith: { to: ['10.0.0.1:8080'], direction: egress }");
         let r = rules(
-            &p,
-            vec![network::Resolved {
-                to: "10.0.0.1:8080".into(),
-                addresses: vec!["10.0.0.1".parse().unwrap()],
-                ports: vec![8080],
-            }],
+            "kind: network_partition\nwith: { to: ['10.0.0.1:8080'], direction: egress }",
+            network::Resolved::of("10.0.0.1:8080", &["10.0.0.1"], &[8080]),
         );
         assert_eq!(r.len(), 1);
         let e = r[0]["expr"].as_array().unwrap();

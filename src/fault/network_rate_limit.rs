@@ -9,6 +9,9 @@
 //! total, as an upstream's would be. The addresses sit in sets whose elements expire
 //! with the ttl, like a partition's. The effect is measured by connecting until the
 //! first connection is turned away, confirmed by the `limit` rule's counter.
+//!
+//! Only that is here: resolving `to:`, the undo record, applying the batch, the
+//! verdict's frame and the revert are the shared skeleton in [`super::network`].
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +19,12 @@ use nftables::batch::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::network::{self, Action, Outcome, Protocol, Undo};
-use super::{Effect, FaultCtx, FaultError, ms_since};
+use super::network::{
+    self, Action, Dests, Group, Measured, NetworkFault, Outcome, Placed, ProbePoint, Protocol, Undo,
+};
+use super::{FaultCtx, FaultError};
 use crate::duration::HumanDuration;
-use crate::nft::{self, FilterHook, Objects, PRIO_AFTER_CONNTRACK, Side};
+use crate::nft::{self, FilterHook, PRIO_AFTER_CONNTRACK, RunTable, Side};
 use crate::target::Target;
 
 /// Parameters of `network_rate_limit`.
@@ -46,7 +51,7 @@ pub struct NetworkRateLimit {
     #[serde(default)]
     pub action: Action,
     /// How long to keep trying to observe the limit before declaring the fault not effective.
-    #[serde(default = "default_verify")]
+    #[serde(default = "network::default_verify")]
     pub verify_timeout: HumanDuration,
 }
 
@@ -69,15 +74,39 @@ fn default_burst() -> u32 {
     5
 }
 
-fn default_verify() -> HumanDuration {
-    HumanDuration::from_millis(2000)
-}
-
 /// At most this many connects are made to observe the limit.
 const MAX_PROBES: u32 = 200;
 
 impl NetworkRateLimit {
-    pub(crate) fn validate(&self, target: &Target) -> Vec<(String, String)> {
+    /// `reject` of more than one protocol needs a chain choosing the refusal.
+    fn rejects_several(&self) -> bool {
+        self.action == Action::Reject && self.protocol == Protocol::All
+    }
+}
+
+impl NetworkFault for NetworkRateLimit {
+    fn dests(&self) -> Dests<'_> {
+        Dests::new(&self.to, &self.ports, self.protocol)
+    }
+
+    fn describe(&self) -> String {
+        let what = match self.unit {
+            RateUnit::Connections => "new connections",
+            RateUnit::Packets => "packets",
+        };
+        format!(
+            "cap {} {what} to {}{} at {}/s (burst {}); excess {}ped",
+            self.protocol.name(),
+            self.to.join(", "),
+            network::ports_note(&self.ports),
+            self.per_second,
+            self.burst,
+            self.action.name()
+        )
+    }
+
+    /// The shared checks, and a rate and a burst that let something through.
+    fn validate(&self, target: &Target) -> Vec<(String, String)> {
         let mut errs = network::validate_common(&self.to, &self.ports, self.protocol, target);
         if self.per_second == 0 {
             errs.push((
@@ -91,81 +120,21 @@ impl NetworkRateLimit {
         errs
     }
 
-    pub(crate) fn describe(&self) -> String {
-        let what = match self.unit {
-            RateUnit::Connections => "new connections",
-            RateUnit::Packets => "packets",
-        };
-        let ports = if self.ports.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " port(s) {}",
-                self.ports
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        };
-        format!(
-            "cap {} {what} to {}{ports} at {}/s (burst {}); excess {}ped",
-            self.protocol.name(),
-            self.to.join(", "),
-            self.per_second,
-            self.burst,
-            match self.action {
-                Action::Drop => "drop",
-                Action::Reject => "reject",
-            }
-        )
-    }
-
-    pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
-        let resolved = network::resolve(&self.to, &self.ports, ctx.target).await?;
-        let prefix = nft::object_prefix(ctx.step);
-        let mut objects = Objects {
-            chains: vec![format!("{prefix}_out"), format!("{prefix}_lim")],
-            sets: Vec::new(),
-        };
+    fn chains(&self, prefix: &str) -> Vec<String> {
+        let mut chains = vec![format!("{prefix}_out"), format!("{prefix}_lim")];
         if self.rejects_several() {
-            objects.chains.push(format!("{prefix}_rej"));
+            chains.push(format!("{prefix}_rej"));
         }
-        for g in network::groups(&prefix, &resolved) {
-            objects
-                .sets
-                .extend(g.sets.into_iter().map(|(_, name, _)| name));
-        }
-        let probe = network::probe_point(ctx.target, &resolved, self.protocol).await?;
-        Undo::new(ctx, objects, resolved, probe)
+        chains
     }
 
-    /// `reject` of more than one protocol needs a chain choosing the refusal.
-    fn rejects_several(&self) -> bool {
-        self.action == Action::Reject && self.protocol == Protocol::All
-    }
-
-    fn batch(
-        &self,
-        undo: &Undo,
-        prefix: &str,
-        ttl: Duration,
-    ) -> Result<Batch<'static>, FaultError> {
-        let table = undo.run_table()?;
+    fn add_rules(&self, table: &RunTable, b: &mut Batch<'static>, prefix: &str, groups: &[Group]) {
         let out = format!("{prefix}_out");
         let lim = format!("{prefix}_lim");
         let rej = format!("{prefix}_rej");
-        let mut b = Batch::new();
-        table.add_table(&mut b);
-        let groups = network::groups(prefix, &undo.resolved);
-        for g in &groups {
-            for (fam, set, nets) in &g.sets {
-                table.add_address_set(&mut b, set, *fam, nets, ttl);
-            }
-        }
         // Jump targets first: a rule cannot jump to a chain that does not exist yet.
         if self.rejects_several() {
-            table.add_regular_chain(&mut b, &rej);
+            table.add_regular_chain(b, &rej);
             for proto in [Protocol::Tcp, Protocol::Udp, Protocol::All] {
                 let mut stmts = match proto {
                     Protocol::Tcp => vec![nft::l4proto_in(&["tcp"])],
@@ -173,17 +142,17 @@ impl NetworkRateLimit {
                     _ => vec![],
                 };
                 stmts.push(network::verdict(Action::Reject, proto));
-                table.add_rule(&mut b, &rej, stmts, None);
+                table.add_rule(b, &rej, stmts, None);
             }
         }
-        table.add_regular_chain(&mut b, &lim);
+        table.add_regular_chain(b, &lim);
         let last = if self.rejects_several() {
             nft::jump(&rej)
         } else {
             network::verdict(self.action, self.protocol)
         };
         table.add_rule(
-            &mut b,
+            b,
             &lim,
             vec![
                 nft::limit_over(self.per_second, self.burst),
@@ -192,8 +161,8 @@ impl NetworkRateLimit {
             ],
             Some("firedrill rate limit: over the rate"),
         );
-        table.add_filter_chain(&mut b, &out, FilterHook::Output, PRIO_AFTER_CONNTRACK);
-        for g in &groups {
+        table.add_filter_chain(b, &out, FilterHook::Output, PRIO_AFTER_CONNTRACK);
+        for g in groups {
             for (fam, set, _) in &g.sets {
                 let mut stmts = network::selector(*fam, Side::Dst, set, self.protocol, &g.ports);
                 if self.unit == RateUnit::Connections {
@@ -201,55 +170,35 @@ impl NetworkRateLimit {
                 }
                 stmts.push(nft::counter());
                 stmts.push(nft::jump(&lim));
-                table.add_rule(&mut b, &out, stmts, None);
+                table.add_rule(b, &out, stmts, None);
             }
         }
-        Ok(b)
     }
 
-    pub(crate) async fn apply(
+    fn param_details(&self) -> serde_json::Value {
+        serde_json::json!({ "per_second": self.per_second, "burst": self.burst })
+    }
+
+    fn unprobed(&self, undo: &Undo, placed: &Placed) -> (bool, String) {
+        let ok = placed.present == undo.objects;
+        let measured = if ok {
+            "limit rules in place; not probed: no TCP port among the destinations"
+        } else {
+            "limit rules missing after apply"
+        };
+        (ok, measured.into())
+    }
+
+    /// Connects until the first connection is turned away (a burst's worth plus a
+    /// margin, bounded in count and time), confirmed by the `limit` rule's counter.
+    async fn measure(
         &self,
         ctx: &FaultCtx<'_>,
-        undo: &Undo,
-    ) -> Result<Effect, FaultError> {
-        let prefix = nft::object_prefix(ctx.step);
-        let batch = self.batch(undo, &prefix, ctx.ttl)?;
-        nft::apply(ctx.target, batch)
-            .await
-            .map_err(|e| FaultError::System(e.to_string()))?;
-        let applied_ms = ms_since(ctx.started);
-        let table = undo.run_table()?;
-        let mut details = serde_json::json!({
-            "table": undo.table,
-            "chains": undo.objects.chains,
-            "sets": undo.objects.sets,
-            "resolved": undo.addresses(),
-            "ttl_s": undo.ttl_s,
-            "per_second": self.per_second,
-            "burst": self.burst,
-            "rules_applied_ms": applied_ms,
-        });
-        let Some(p) = &undo.probe else {
-            let view = nft::list_table(ctx.target, &table)
-                .await
-                .map_err(|e| FaultError::System(e.to_string()))?
-                .unwrap_or_default();
-            let ok = undo.objects.present_in(&view) == undo.objects;
-            return Ok(Effect {
-                declared: self.describe(),
-                measured: if ok {
-                    "limit rules in place; not probed: no TCP port among the destinations".into()
-                } else {
-                    "limit rules missing after apply".into()
-                },
-                as_declared: ok,
-                effective_after_ms: ok.then(|| ms_since(ctx.started)),
-                details,
-            });
-        };
-
-        // Connect until the first connection is turned away (a burst's worth plus a
-        // margin, bounded in count and time).
+        _undo: &Undo,
+        p: &ProbePoint,
+        prefix: &str,
+        table: &RunTable,
+    ) -> Result<Measured, FaultError> {
         let attempt = p.attempt_timeout().min(Duration::from_millis(100));
         let max = (self.burst + 20).min(MAX_PROBES);
         let deadline = Instant::now() + self.verify_timeout.0;
@@ -271,7 +220,7 @@ impl NetworkRateLimit {
         })
         .await
         .map_err(|e| FaultError::System(e.to_string()))?;
-        let view = nft::list_table(ctx.target, &table).await.ok().flatten();
+        let view = network::counters(ctx, table).await;
         let lim = format!("{prefix}_lim");
         let limited = view
             .as_ref()
@@ -292,22 +241,17 @@ impl NetworkRateLimit {
                 p.address
             ),
         };
-        details["probe"] = serde_json::json!({
-            "address": p.address,
-            "before": p.before,
-            "accepted": accepted,
-            "turned_away": turned_away.map(|(o, _)| o),
-        });
-        details["limited_packets"] = limited.into();
-        details["counted_packets"] = seen.into();
-        Ok(Effect {
-            declared: self.describe(),
-            measured,
+        Ok(Measured {
             as_declared,
+            measured,
             effective_after_ms: turned_away
                 .filter(|_| as_declared)
                 .map(|(_, at)| (at - ctx.started).as_secs_f64() * 1000.0),
-            details,
+            probe: serde_json::json!({
+                "accepted": accepted,
+                "turned_away": turned_away.map(|(o, _)| o),
+            }),
+            details: serde_json::json!({ "limited_packets": limited, "counted_packets": seen }),
         })
     }
 }
@@ -317,16 +261,11 @@ mod tests {
     use super::*;
     use crate::fault::FaultSpec;
 
-    fn spec(yaml: &str) -> NetworkRateLimit {
-        match serde_yaml::from_str::<FaultSpec>(yaml).unwrap() {
-            FaultSpec::NetworkRateLimit(p) => p,
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
     fn defaults_and_validation() {
-        let r = spec("kind: network_rate_limit\nwith: { to: ['10.0.0.1:80'], per_second: 20 }");
+        let r: NetworkRateLimit = network::spec(
+            "kind: network_rate_limit\nwith: { to: ['10.0.0.1:80'], per_second: 20 }",
+        );
         assert_eq!(
             (r.protocol, r.unit, r.burst),
             (Protocol::Tcp, RateUnit::Connections, 5)
@@ -354,25 +293,11 @@ mod tests {
 
     #[test]
     fn one_limit_shared_by_every_destination() {
-        let r = spec(
+        let r: NetworkRateLimit = network::spec(
             "kind: network_rate_limit\nwith: { to: ['10.0.0.1', '::1'], ports: [80], per_second: 20, action: reject, protocol: all }",
         );
-        let undo = Undo {
-            target: Target::Local,
-            table: "firedrill_r1".into(),
-            objects: Objects::default(),
-            resolved: vec![network::Resolved {
-                to: "x".into(),
-                addresses: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
-                ports: vec![80],
-            }],
-            probe: None,
-            ttl_s: 5,
-        };
-        let doc: serde_json::Value = serde_json::from_str(&nft::to_json(
-            r.batch(&undo, "f_r", Duration::from_secs(5)).unwrap(),
-        ))
-        .unwrap();
+        let resolved = vec![network::Resolved::of("x", &["10.0.0.1", "::1"], &[80])];
+        let doc = network::batch_json(&r, resolved, "f_r");
         let limits = doc.to_string().matches("\"limit\"").count();
         assert_eq!(limits, 1, "{doc}");
         let rules: Vec<&serde_json::Value> = doc["nftables"]
