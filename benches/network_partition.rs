@@ -17,7 +17,7 @@
 
 // Shared with the tests; the bench uses only part of it.
 #[allow(dead_code)]
-#[path = "../tests/common/netns.rs"]
+#[path = "../tests/integration/common/netns.rs"]
 mod netns;
 
 use std::net::{SocketAddr, TcpStream};
