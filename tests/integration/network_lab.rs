@@ -28,8 +28,7 @@ impl Drop for Down {
 
 #[test]
 fn lab_script_and_network_partition_drill() {
-    if let Some(why) = common::netns::skip_reason() {
-        eprintln!("skipped: {why}");
+    if !common::netns::available("lab_script_and_network_partition_drill") {
         return;
     }
     let prefix = format!("fdl{}", std::process::id());

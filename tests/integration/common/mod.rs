@@ -4,6 +4,8 @@
 
 /// The two-namespace lab of the network fault tests.
 pub mod netns;
+/// Skipping what cannot run here, and failing instead when `CI` is set.
+pub mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

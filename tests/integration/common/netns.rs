@@ -58,6 +58,13 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// True when the lab can be built here. Otherwise prints why and returns false (the
+/// test returns without running), or, when `CI` is set, panics: a CI run must never
+/// pass by skipping the tests that need root.
+pub fn available(test: &str) -> bool {
+    super::skip::can_run(test, skip_reason())
+}
+
 /// What one connect attempt from a namespace saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conn {
@@ -79,10 +86,9 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the lab, or prints why it cannot and returns `None` (the test then
-    /// passes without running: only unprivileged machines skip; CI runs as root).
+    /// returns without running); when `CI` is set it panics instead (see [`available`]).
     pub fn new(test: &str) -> Option<Lab> {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipped {test}: {why}");
+        if !available(test) {
             return None;
         }
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
