@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::{self, API_IP, Lab, fault, run_id};
+use common::faults::{fault, run_id};
+use common::netns::{self, API_IP, Lab};
 use firedrill::engine::Runtime;
 use firedrill::fault::{FaultCtx, RevertCtx};
 use tokio_util::sync::CancellationToken;

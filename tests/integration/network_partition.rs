@@ -7,7 +7,8 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::netns::{API_IP, API_IP2, Conn, Lab, fault, inject, revert, run_id};
+use common::faults::{fault, inject, inject_ok, revert, run_id};
+use common::netns::{API_IP, API_IP2, Conn, Lab};
 use firedrill::engine::Runtime;
 
 const PORT: u16 = 8080;
@@ -101,16 +102,7 @@ async fn both_directions_with_reject_fail_fast() {
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['{API_IP}'], direction: both, action: reject }}"
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "both",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "both", &rt).await;
     // No port given: nothing to connect to, so the rules themselves are checked.
     assert!(effect.as_declared, "{effect:?}");
     assert!(effect.measured.contains("rules in place"), "{effect:?}");
@@ -150,16 +142,7 @@ async fn ingress_only_drops_the_answers() {
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['{API_IP}:{PORT}'], direction: ingress, action: reject }}"
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "in",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "in", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     assert_eq!(effect.details["probe"]["after"], "no_answer", "{effect:?}");
     assert_eq!(lab.connect(&lab.client, api(PORT), quick()), Conn::NoAnswer);
@@ -172,16 +155,7 @@ async fn ingress_only_drops_the_answers() {
         "kind: network_partition\nwith: {{ to: ['{}'], direction: ingress, action: drop }}",
         common::netns::CLIENT_IP
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.api_target(),
-        &run_id(),
-        "in api",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.api_target(), "in api", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     assert_eq!(lab.connect(&lab.client, api(PORT), quick()), Conn::NoAnswer);
     revert(&undo).await.unwrap();
@@ -200,16 +174,7 @@ async fn cidrs_cover_exactly_their_networks() {
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['10.77.0.0/24', '{API_IP}'], ports: [{PORT}], protocol: tcp, direction: egress, action: reject }}"
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "cidr",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "cidr", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     assert_eq!(lab.connect(&lab.client, api(PORT), quick()), Conn::Refused);
     assert!(lab.http_ok(&lab.client, SocketAddr::new(API_IP2.into(), PORT)));
@@ -235,16 +200,7 @@ async fn udp_reject_and_drop() {
             "kind: network_partition\nwith: {{ to: ['{}'], protocol: udp, direction: ingress, action: {action} }}",
             common::netns::CLIENT_IP
         ));
-        let (undo, effect) = inject(
-            &spec,
-            &lab.api_target(),
-            &run_id(),
-            "udp",
-            Duration::from_secs(60),
-            &rt,
-        )
-        .await
-        .unwrap();
+        let (undo, effect) = inject_ok(&spec, &lab.api_target(), "udp", &rt).await;
         assert!(effect.as_declared, "{effect:?}");
         assert_eq!(
             lab.udp_echo(&lab.client, echo, quick()),
@@ -258,16 +214,7 @@ async fn udp_reject_and_drop() {
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['{echo}'], protocol: udp, direction: egress, action: drop }}"
     ));
-    let (undo, _) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "udp out",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, _) = inject_ok(&spec, &lab.client_target(), "udp out", &rt).await;
     assert_eq!(lab.udp_echo(&lab.client, echo, quick()), Conn::Other);
     revert(&undo).await.unwrap();
     assert_eq!(lab.udp_echo(&lab.client, echo, quick()), Conn::Connected);
@@ -287,16 +234,7 @@ async fn foreign_table_is_byte_identical_afterwards() {
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['{API_IP}:{PORT}'], action: drop }}"
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "foreign",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "foreign", &rt).await;
     // The foreign table accepts the api's traffic; our drop still stands.
     assert!(effect.as_declared, "{effect:?}");
     assert_eq!(lab.connect(&lab.client, api(PORT), quick()), Conn::NoAnswer);
@@ -356,16 +294,7 @@ async fn host_names_resolve_and_are_recorded() {
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['localhost:{PORT}'], direction: egress, action: reject }}"
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "by name",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "by name", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     let resolved = &effect.details["resolved"][0];
     assert_eq!(resolved["to"], format!("localhost:{PORT}"));
@@ -469,16 +398,7 @@ async fn revert_after_the_namespace_is_gone_succeeds() {
         name: extra.clone(),
     };
     let spec = fault("kind: network_partition\nwith: { to: ['10.1.2.3'] }");
-    let (undo, effect) = inject(
-        &spec,
-        &target,
-        &run_id(),
-        "gone",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &target, "gone", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     assert!(
         std::process::Command::new("ip")

@@ -7,7 +7,8 @@ use crate::common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::netns::{API_IP, Conn, Lab, fault, inject, revert, run_id};
+use common::faults::{fault, inject_ok, revert};
+use common::netns::{API_IP, Conn, Lab};
 use firedrill::engine::Runtime;
 
 const PORT: u16 = 8080;
@@ -30,16 +31,7 @@ async fn accepted_connection_rate_is_within_20_percent_of_the_limit() {
     let spec = fault(&format!(
         "kind: network_rate_limit\nwith: {{ to: ['{API_IP}:{PORT}'], per_second: {RATE}, burst: {BURST}, action: reject }}"
     ));
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "limit",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "limit", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     assert!(
         effect.details["limited_packets"].as_u64().unwrap() > 0,
@@ -96,16 +88,7 @@ async fn packet_limit_with_drop_is_measured_and_reverted() {
         "kind: network_rate_limit\nwith: {{ to: ['10.77.0.0/24'], ports: [{PORT}], unit: packets, per_second: 5, burst: 3, action: drop }}"
     ));
     // A CIDR has no host to probe: the rules themselves are checked.
-    let (undo, effect) = inject(
-        &spec,
-        &lab.client_target(),
-        &run_id(),
-        "pkts",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&spec, &lab.client_target(), "pkts", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     // 20 quick connects: only about burst + rate get their packets through.
     let ok = lab.in_ns(&lab.client, || {

@@ -13,9 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::netns::{API_IP, Lab, inject, run_id};
+use common::faults::{inject_ok, revert, revert_with};
+use common::netns::{API_IP, Lab};
 use firedrill::engine::Runtime;
-use firedrill::fault::{FaultSpec, RevertCtx, Undo};
+use firedrill::fault::{FaultSpec, Undo};
 
 const PORT: u16 = 8080;
 
@@ -75,16 +76,7 @@ async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
     let f = spec(&format!(
         "kind: http_fault\nwith: {{ intercept: ['{API_IP}:{PORT}'], rules: [ {{ match: {{ path: / }}, action: wecom_busy }} ] }}"
     ));
-    let (undo, effect) = inject(
-        &f,
-        &lab.client_target(),
-        &run_id(),
-        "busy api",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&f, &lab.client_target(), "busy api", &rt).await;
     assert!(effect.as_declared, "{effect:?}");
     let port = proxy_port(&undo);
     assert!(port_open(&lab, &client, port));
@@ -97,13 +89,7 @@ async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
         assert!(body.contains(r#""errcode":-1"#), "{body}");
     }
 
-    let r = undo
-        .revert(&RevertCtx {
-            runtime: Some(&rt),
-            hurry: false,
-        })
-        .await
-        .unwrap();
+    let r = revert_with(&undo, &rt).await.unwrap();
     assert_eq!(r.details["stats"]["http"]["requests"], 3, "{r:?}");
     // Only the redirected clients and the effect checks' direct dials: a dial of the
     // proxy's own port must not make it connect to itself (it did once, in a loop).
@@ -115,12 +101,7 @@ async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
     assert!(!port_open(&lab, &client, port), "proxy port still open");
     lab.assert_rulesets_unchanged();
     // Idempotent, as `firedrill recover` would replay it.
-    undo.revert(&RevertCtx {
-        runtime: None,
-        hurry: false,
-    })
-    .await
-    .unwrap();
+    revert(&undo).await.unwrap();
     lab.assert_rulesets_unchanged();
 }
 
@@ -135,16 +116,7 @@ async fn latency_is_added_to_an_unchanged_client_and_measured() {
     let f = spec(&format!(
         "kind: latency\nwith: {{ intercept: ['{API_IP}:{PORT}'], delay: 80ms }}"
     ));
-    let (undo, effect) = inject(
-        &f,
-        &lab.client_target(),
-        &run_id(),
-        "slow api",
-        Duration::from_secs(60),
-        &rt,
-    )
-    .await
-    .unwrap();
+    let (undo, effect) = inject_ok(&f, &lab.client_target(), "slow api", &rt).await;
     // Declared vs measured: the probe went through the redirect and directly.
     assert!(effect.as_declared, "{effect:?}");
     assert_eq!(effect.details["proxied_ms"].as_array().unwrap().len(), 5);
@@ -152,12 +124,7 @@ async fn latency_is_added_to_an_unchanged_client_and_measured() {
     assert!(r.unwrap().ends_with("ok"));
     assert!(took >= Duration::from_millis(80), "{took:?}");
     let port = proxy_port(&undo);
-    undo.revert(&RevertCtx {
-        runtime: Some(&rt),
-        hurry: false,
-    })
-    .await
-    .unwrap();
+    revert_with(&undo, &rt).await.unwrap();
     let (r, took) = get(&lab, &client, api());
     assert!(r.unwrap().ends_with("ok"));
     assert!(took < Duration::from_millis(60), "{took:?}");

@@ -2,6 +2,8 @@
 //! temp directories, and checks that nothing was left behind.
 #![allow(dead_code)]
 
+/// Driving a fault through the library: inject, revert.
+pub mod faults;
 /// The two-namespace lab of the network fault tests.
 pub mod netns;
 /// Skipping what cannot run here, and failing instead when `CI` is set.

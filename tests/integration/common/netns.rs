@@ -24,10 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use firedrill::engine::Runtime;
-use firedrill::fault::{Effect, FaultCtx, FaultError, FaultSpec, RevertCtx, Reverted, Undo};
 use firedrill::target::Target;
-use tokio_util::sync::CancellationToken;
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const API_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -421,50 +418,4 @@ fn run_with_stdin(cmd: &mut Command, input: &str) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A fault parsed from `kind: ...\nwith: ...` YAML.
-pub fn fault(yaml: &str) -> FaultSpec {
-    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
-}
-
-/// A run id unique to this test.
-pub fn run_id() -> String {
-    format!(
-        "t{}x{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// prepare + apply through the library, as the engine does (minus the ledger).
-pub async fn inject(
-    spec: &FaultSpec,
-    target: &Target,
-    run_id: &str,
-    step: &str,
-    ttl: Duration,
-    runtime: &Runtime,
-) -> Result<(Undo, Effect), FaultError> {
-    let ctx = FaultCtx {
-        run_id,
-        step,
-        target,
-        ttl,
-        started: Instant::now(),
-        cancel: CancellationToken::new(),
-        runtime,
-    };
-    let undo = spec.prepare(&ctx).await?;
-    let effect = spec.apply(&ctx, &undo).await?;
-    Ok((undo, effect))
-}
-
-/// Reverts as `firedrill recover` would (no runtime).
-pub async fn revert(undo: &Undo) -> Result<Reverted, FaultError> {
-    undo.revert(&RevertCtx {
-        runtime: None,
-        hurry: false,
-    })
-    .await
 }

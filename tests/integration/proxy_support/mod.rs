@@ -8,21 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::faults;
+pub use crate::common::free_port;
 use firedrill::engine::Runtime;
-use firedrill::fault::{Effect, FaultCtx, FaultSpec, RevertCtx, Reverted, Undo};
+use firedrill::fault::{Effect, FaultSpec, Reverted, Undo};
 use firedrill::target::Target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A minimal keep-alive HTTP/1.1 server. `GET /stream` answers with 5 chunks sent
 /// 20 ms apart (chunked encoding); everything else gets `{"errcode":0,...}`.
@@ -198,19 +191,10 @@ pub struct Injected {
     pub effect: Effect,
 }
 
+/// Injects with a runtime of its own, as one step of the engine would.
 pub async fn inject(spec: &FaultSpec, target: &Target) -> Injected {
     let runtime = Runtime::default();
-    let ctx = FaultCtx {
-        run_id: "t",
-        step: "proxy",
-        target,
-        ttl: Duration::from_secs(60),
-        started: Instant::now(),
-        cancel: CancellationToken::new(),
-        runtime: &runtime,
-    };
-    let undo = spec.prepare(&ctx).await.expect("prepare");
-    let effect = spec.apply(&ctx, &undo).await.expect("apply");
+    let (undo, effect) = faults::inject_ok(spec, target, "proxy", &runtime).await;
     Injected {
         runtime,
         undo,
@@ -220,22 +204,11 @@ pub async fn inject(spec: &FaultSpec, target: &Target) -> Injected {
 
 impl Injected {
     pub async fn revert(&self) -> Reverted {
-        let r = self
-            .undo
-            .revert(&RevertCtx {
-                runtime: Some(&self.runtime),
-                hurry: false,
-            })
+        let r = faults::revert_with(&self.undo, &self.runtime)
             .await
             .expect("revert");
         // Idempotent: a second revert (as `firedrill recover` would do) succeeds too.
-        self.undo
-            .revert(&RevertCtx {
-                runtime: None,
-                hurry: false,
-            })
-            .await
-            .expect("second revert");
+        faults::revert(&self.undo).await.expect("second revert");
         r
     }
 }
