@@ -17,7 +17,7 @@
 
 // Shared with the tests (the lab and what it builds on); the bench uses only part of it,
 // and builds their `#[cfg(test)]` modules without a test harness to use them.
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
 
