@@ -15,10 +15,11 @@
 //! Run as root: `cargo bench --bench network_partition` (or add `--profile dev` to
 //! reuse the debug build: the timed work is the kernel and `nft`, not our code).
 
-// Shared with the tests; the bench uses only part of it.
-#[allow(dead_code)]
-#[path = "../tests/common/netns.rs"]
-mod netns;
+// Shared with the tests (the lab and what it builds on); the bench uses only part of it,
+// and builds their `#[cfg(test)]` modules without a test harness to use them.
+#[allow(unused_imports)]
+#[path = "../tests/integration/common/mod.rs"]
+mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -26,9 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::faults::{fault, run_id};
+use common::netns::{self, API_IP, Lab};
 use firedrill::fault::{FaultCtx, RevertCtx};
 use firedrill::rt::Runtime;
-use netns::{API_IP, Lab, fault, run_id};
 use tokio_util::sync::CancellationToken;
 
 const PORT: u16 = 8080;

@@ -1,0 +1,857 @@
+//! End-to-end drills through the real binary: the quickstart, signals, SIGKILL +
+//! `recover`, the dead-man timer, guards, critical failures, caps and locks.
+//! Every test checks afterwards that its processes are as before (nothing frozen,
+//! no dead-man watcher left) and that the ledger holds nothing pending.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use firedrill::model::{AbortReason, Phase, Status, StepStatus};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Held by the tests whose drills lock in the machine-wide default lock directory:
+/// they all lock `local` there, so one at a time.
+static DEFAULT_LOCK_DIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn default_lock_dir_for_this_test() -> std::sync::MutexGuard<'static, ()> {
+    DEFAULT_LOCK_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn no_deadman(run_id: &str) -> bool {
+    pids_matching(&format!("__deadman --tag {run_id}")).is_empty()
+}
+
+#[test]
+fn quickstart_end_to_end() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 1500);
+    let worker_before = demo.worker_pid();
+    let state = dir.path().join("state");
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .args(["run", "scenarios/quickstart.yaml", "--run-id", "qs1"])
+        .arg("--var")
+        .arg(format!("port={}", demo.port))
+        .arg("--var")
+        .arg(format!("pidfile={}", demo.pidfile.display()))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let rdir = report_dir(&reports);
+    for f in ["report.html", "report.md", "journal.json", "junit.xml"] {
+        let meta = std::fs::metadata(rdir.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
+        assert!(meta.len() > 0, "{f} is empty");
+    }
+    let junit = std::fs::read_to_string(rdir.join("junit.xml")).unwrap();
+    roxmltree::Document::parse(&junit).expect("junit.xml is well-formed XML");
+
+    let j = journal(&reports);
+    assert_eq!(j.outcome.status, Status::Passed);
+    assert_eq!(j.run_id, "qs1");
+    assert_eq!(j.scenario.sha256.len(), 64);
+    // The killed worker really died, and the supervisor started a new one.
+    let fault = j.steps.iter().find(|s| s.phase == Phase::Fault).unwrap();
+    let effect = fault.fault.as_ref().unwrap().effect.as_ref().unwrap();
+    assert!(effect.as_declared);
+    assert_eq!(effect.details["pids"], serde_json::json!([worker_before]));
+    assert!(
+        proc_stat(worker_before).is_none_or(|(s, _)| s == 'Z'),
+        "killed worker still alive"
+    );
+    assert_ne!(demo.worker_pid(), worker_before);
+    // The non-critical check reveals the restart gap; the critical ones hold.
+    let nc = j
+        .steps
+        .iter()
+        .find(|s| s.name == "answers within 1 s of the kill")
+        .unwrap();
+    assert_eq!(nc.status, StepStatus::Failed);
+    assert!(!nc.critical);
+    let restarted = j
+        .steps
+        .iter()
+        .find(|s| s.name == "worker restarted by its supervisor")
+        .unwrap();
+    assert_eq!(restarted.status, StepStatus::Passed);
+    assert!(restarted.first_held_ms.unwrap() > 100.0);
+    assert!(j.objectives.recovery_ms.is_some());
+    // The ledger ends with everything reverted.
+    assert_eq!(pending_in_ledger(&state, "qs1"), 0);
+    // Timeline has wall-clock and monotonic times, in order.
+    assert!(j.timeline.windows(2).all(|w| w[0].t_ms <= w[1].t_ms));
+    assert!(j.timeline.iter().all(|e| e.at.ends_with('Z')));
+}
+
+#[test]
+fn sigint_mid_drill_recovers_and_exits_1() {
+    let dir = tmp();
+    let marker = Marker::spawn("sigint");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let state = dir.path().join("state");
+    let reports = dir.path().join("reports");
+    let mut engine = spawn_drill(&scen, "sigint1", &state, &reports);
+    assert!(
+        wait_until(Duration::from_secs(10), || marker.state() == 'T'),
+        "fault never took effect"
+    );
+    unsafe {
+        libc::kill(engine.id() as i32, libc::SIGINT);
+    }
+    let code = wait_exit(&mut engine, Duration::from_secs(15));
+    assert_eq!(code, Some(1));
+    assert_ne!(marker.state(), 'T', "marker still frozen after SIGINT");
+    assert!(no_deadman("sigint1"));
+    assert_eq!(pending_in_ledger(&state, "sigint1"), 0);
+    let j = journal(&reports);
+    assert_eq!(j.outcome.aborted, Some(AbortReason::Signal));
+    let revert = j
+        .steps
+        .iter()
+        .find_map(|s| s.fault.as_ref()?.revert.clone())
+        .unwrap();
+    assert!(revert.ok);
+}
+
+#[test]
+fn sigkill_then_recover_all_thaws_the_frozen_process() {
+    let dir = tmp();
+    let marker = Marker::spawn("sigkill");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "10m")).unwrap();
+    let state = dir.path().join("state");
+    let mut engine = spawn_drill(&scen, "sigkill1", &state, &dir.path().join("reports"));
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        marker.state(),
+        'T',
+        "nothing should thaw it before recover (ttl is 10m)"
+    );
+    assert!(
+        !no_deadman("sigkill1"),
+        "the dead-man watcher must outlive the engine"
+    );
+    assert_eq!(pending_in_ledger(&state, "sigkill1"), 1);
+
+    let stdout = recover_all(&state);
+    assert!(stdout.contains("reverted freeze marker"), "{stdout}");
+    assert!(wait_until(Duration::from_secs(2), || marker.state() != 'T'));
+    assert!(wait_until(Duration::from_secs(2), || no_deadman(
+        "sigkill1"
+    )));
+    assert_eq!(pending_in_ledger(&state, "sigkill1"), 0);
+    // Idempotent: a second recover finds nothing.
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to recover"));
+}
+
+#[test]
+fn deadman_thaws_after_ttl_without_recover() {
+    let dir = tmp();
+    let marker = Marker::spawn("deadman");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "2s")).unwrap();
+    let state = dir.path().join("state");
+    let mut engine = spawn_drill(&scen, "deadman1", &state, &dir.path().join("reports"));
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let frozen_at = Instant::now();
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(4), || marker.state() != 'T'),
+        "ttl did not thaw the process"
+    );
+    let thawed_after = frozen_at.elapsed();
+    assert!(
+        thawed_after < Duration::from_secs(3) + Duration::from_millis(500),
+        "{thawed_after:?}"
+    );
+    assert!(wait_until(Duration::from_secs(2), || no_deadman(
+        "deadman1"
+    )));
+    // recover is still safe (idempotent) and clears the ledger.
+    let out = firedrill()
+        .args(["recover", "--run", "deadman1", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(pending_in_ledger(&state, "deadman1"), 0);
+}
+
+#[test]
+fn guard_breach_aborts_and_recovers() {
+    let dir = tmp();
+    let marker = Marker::spawn("guard");
+    let flag = dir.path().join("flag");
+    std::fs::write(&flag, "ok\n").unwrap();
+    let guards = format!(
+        "guards:\n  - name: flag ok\n    probe: {{ command: {{ run: \"grep -q ok {}\" }} }}\n    interval: 100ms\n",
+        flag.display()
+    );
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, &guards, "5m")).unwrap();
+    let state = dir.path().join("state");
+    let reports = dir.path().join("reports");
+    let mut engine = spawn_drill(&scen, "guard1", &state, &reports);
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&flag, "bad\n").unwrap();
+    let code = wait_exit(&mut engine, Duration::from_secs(15));
+    assert_eq!(code, Some(1));
+    assert_ne!(marker.state(), 'T');
+    assert!(no_deadman("guard1"));
+    let j = journal(&reports);
+    assert_eq!(j.outcome.aborted, Some(AbortReason::GuardBreached));
+    assert!(j.guards[0].breached);
+    assert!(j.guards[0].polls >= 2);
+    assert_eq!(pending_in_ledger(&state, "guard1"), 0);
+}
+
+#[test]
+fn critical_failure_skips_the_rest_and_recovers() {
+    let dir = tmp();
+    let marker = Marker::spawn("critical");
+    let closed = free_port();
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(
+        &scen,
+        format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: critical-test }}
+faults:
+  - name: freeze marker
+    kind: process_kill
+    with: {{ pattern: "^{tag} ", signal: STOP }}
+verifications:
+  - name: service answers
+    probe: {{ tcp: {{ address: "127.0.0.1:{closed}", timeout: 500ms }} }}
+  - name: never reached
+    probe: {{ command: {{ run: "true" }} }}
+"#,
+            tag = marker.tag
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let out = drill_cmd(&scen, "crit1", &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(marker.state(), 'T');
+    let j = journal(&reports);
+    assert_eq!(j.outcome.aborted, Some(AbortReason::CriticalFailure));
+    let skipped = j.steps.iter().find(|s| s.name == "never reached").unwrap();
+    assert_eq!(skipped.status, StepStatus::Skipped);
+    assert!(no_deadman("crit1"));
+}
+
+#[test]
+fn failed_precheck_injects_nothing() {
+    let dir = tmp();
+    let marker = Marker::spawn("precheck");
+    let closed = free_port();
+    let extra = format!(
+        "prechecks:\n  - name: up\n    probe: {{ tcp: {{ address: \"127.0.0.1:{closed}\", timeout: 300ms }} }}\n    retries: 1\n    interval: 50ms\n"
+    );
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
+    let state = dir.path().join("state");
+    let reports = dir.path().join("reports");
+    let out = drill_cmd(&scen, "pre1", &state, &reports).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_ne!(marker.state(), 'T');
+    let entries = firedrill::engine::ledger::read(&state.join("runs/pre1/ledger.jsonl")).unwrap();
+    assert!(
+        !entries
+            .iter()
+            .any(|e| matches!(e, firedrill::engine::ledger::Entry::Inject { .. })),
+        "a fault was recorded although the precheck failed"
+    );
+    let j = journal(&reports);
+    assert_eq!(j.outcome.aborted, Some(AbortReason::PrecheckFailed));
+    let pre = j.steps.iter().find(|s| s.name == "up").unwrap();
+    assert_eq!(pre.attempts, 2);
+}
+
+#[test]
+fn max_duration_caps_the_drill() {
+    let dir = tmp();
+    let marker = Marker::spawn("cap");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(
+        &scen,
+        stop_scenario(&marker, "objectives: { max_duration: 1500ms }", "5m"),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let start = Instant::now();
+    let out = drill_cmd(&scen, "cap1", &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_ne!(marker.state(), 'T');
+    assert_eq!(
+        journal(&reports).outcome.aborted,
+        Some(AbortReason::MaxDuration)
+    );
+}
+
+#[test]
+fn unmatched_process_is_an_injection_failure() {
+    let dir = tmp();
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(
+        &scen,
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: { name: nomatch }
+faults:
+  - name: kill nothing
+    kind: process_kill
+    with: { pattern: "^no-such-process-anywhere-42 " }
+"#,
+    )
+    .unwrap();
+    let out = drill_cmd(
+        &scen,
+        "nomatch1",
+        &dir.path().join("state"),
+        &dir.path().join("reports"),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let j = journal(&dir.path().join("reports"));
+    assert_eq!(j.outcome.status, Status::InjectionFailed);
+}
+
+#[test]
+fn a_second_drill_on_the_same_target_is_refused() {
+    let dir = tmp();
+    let marker = Marker::spawn("lock");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let state = dir.path().join("state");
+    let locks = dir.path().join("locks");
+    let mut first = drill_cmd(&scen, "lockA", &state, &dir.path().join("reports"))
+        .env("FIREDRILL_LOCK_DIR", &locks)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let out = drill_cmd(&scen, "lockB", &state, &dir.path().join("reports-b"))
+        .arg("--lock-dir")
+        .arg(&locks)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("in use by another drill") && stderr.contains("lockA"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("reports-b").exists());
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(wait_exit(&mut first, Duration::from_secs(15)), Some(1));
+    assert_ne!(marker.state(), 'T');
+    assert!(no_deadman("lockA"));
+}
+
+#[test]
+fn plan_and_dry_run_have_no_side_effects() {
+    let dir = tmp();
+    let marker = Marker::spawn("plan");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let reports = dir.path().join("reports").display().to_string();
+    for args in [
+        vec!["plan"],
+        vec!["run", "--dry-run", "--report-dir", &reports],
+    ] {
+        let out = firedrill()
+            .args(&args)
+            .arg(&scen)
+            .env("FIREDRILL_STATE_DIR", dir.path().join("state"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("freeze marker") && stdout.contains("SIGSTOP"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("revert every injected fault"), "{stdout}");
+    }
+    assert_ne!(marker.state(), 'T');
+    assert!(!dir.path().join("state").exists());
+    assert!(!dir.path().join("reports").exists());
+}
+
+#[test]
+fn level_ceiling_skips_harsher_faults() {
+    let dir = tmp();
+    let marker = Marker::spawn("level");
+    let scen = dir.path().join("s.yaml");
+    let text = stop_scenario(&marker, "", "5m")
+        .replace("    ttl: 5m", "    ttl: 5m\n    level: full")
+        .replace("for: 60s", "for: 200ms");
+    std::fs::write(&scen, text).unwrap();
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .arg("run")
+        .arg(&scen)
+        .args(["--level", "smoke", "--run-id", "lvl1", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(marker.state(), 'T');
+    let j = journal(&reports);
+    let f = j.steps.iter().find(|s| s.phase == Phase::Fault).unwrap();
+    assert_eq!(f.status, StepStatus::Skipped);
+    assert!(f.detail.contains("above --level smoke"), "{}", f.detail);
+}
+
+#[test]
+fn a_panicking_engine_still_reverts() {
+    let dir = tmp();
+    let marker = Marker::spawn("panic");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let state = dir.path().join("state");
+    let out = drill_cmd(&scen, "panic1", &state, &dir.path().join("reports"))
+        .env("FIREDRILL_DEBUG_PANIC_AFTER", "freeze marker")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("reverting every fault of run panic1"),
+        "{stderr}"
+    );
+    assert_ne!(marker.state(), 'T', "a panic left the process frozen");
+    assert!(no_deadman("panic1"));
+    assert_eq!(pending_in_ledger(&state, "panic1"), 0);
+}
+
+#[test]
+fn secrets_never_reach_reports_or_logs() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 300);
+    let marker = Marker::spawn("secret");
+    let secret = format!("s3cr3t-{}-corpsecret", std::process::id());
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(
+        &scen,
+        format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: secret-test }}
+vars:
+  port: {port}
+  key: {{ env: FD_TEST_BOT_KEY, secret: true }}
+prechecks:
+  - name: health with key
+    probe: {{ http: {{ url: "http://127.0.0.1:{{{{port}}}}/health?key={{{{key}}}}", headers: {{ X-Key: "{{{{key}}}}" }} }} }}
+faults:
+  - name: freeze marker {{{{key}}}}
+    kind: process_kill
+    with: {{ pattern: "^{tag} ", signal: STOP }}
+verifications:
+  - name: bot key {{{{key}}}} is not echoed
+    probe: {{ command: {{ run: "echo {{{{key}}}}; exit 3" }} }}
+    critical: false
+"#,
+            port = demo.port,
+            tag = marker.tag
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let out = drill_cmd(&scen, "secret1", &dir.path().join("state"), &reports)
+        .arg("-v")
+        .env("FD_TEST_BOT_KEY", &secret)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("***"),
+        "the secret should appear redacted in the logs"
+    );
+    assert!(
+        !stderr.contains(&secret) && !stdout.contains(&secret),
+        "secret leaked to the terminal"
+    );
+    for f in ["report.html", "report.md", "journal.json", "junit.xml"] {
+        let text = std::fs::read_to_string(report_dir(&reports).join(f)).unwrap();
+        assert!(!text.contains(&secret), "secret leaked into {f}");
+    }
+    let j = journal(&reports);
+    assert_eq!(j.vars["key"], "***");
+    assert_ne!(marker.state(), 'T');
+}
+
+#[test]
+fn second_signal_skips_waits_but_still_reverts() {
+    let dir = tmp();
+    let marker = Marker::spawn("hurry");
+    let flag = dir.path().join("flag");
+    std::fs::write(&flag, "ok\n").unwrap();
+    // After recovery the steady-state re-check would wait up to 2 × rto = 60 s for
+    // this precheck (the test breaks it); the second signal must cut that short.
+    let extra = format!(
+        "objectives: {{ rto: 30s }}\nprechecks:\n  - name: flag ok\n    probe: {{ command: {{ run: \"grep -q ok {}\" }} }}\n",
+        flag.display()
+    );
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
+    let reports = dir.path().join("reports");
+    let mut engine = spawn_drill(&scen, "hurry1", &dir.path().join("state"), &reports);
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    std::fs::write(&flag, "bad\n").unwrap();
+    unsafe {
+        libc::kill(engine.id() as i32, libc::SIGINT);
+    }
+    // Recovery reverts, then sits in the steady-state re-check.
+    assert!(
+        wait_until(Duration::from_secs(5), || marker.state() != 'T'),
+        "first signal did not revert"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        engine.try_wait().unwrap().is_none(),
+        "engine should still be waiting for steady state"
+    );
+    let t = Instant::now();
+    unsafe {
+        libc::kill(engine.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(wait_exit(&mut engine, Duration::from_secs(10)), Some(1));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "second signal did not skip the wait: {:?}",
+        t.elapsed()
+    );
+    let j = journal(&reports);
+    let steady = j
+        .steps
+        .iter()
+        .find(|s| s.phase == Phase::SteadyState)
+        .unwrap();
+    assert_eq!(steady.status, StepStatus::Failed);
+    assert!(
+        j.steps
+            .iter()
+            .find_map(|s| s.fault.as_ref()?.revert.as_ref())
+            .unwrap()
+            .ok
+    );
+}
+
+#[test]
+fn reused_run_id_is_refused_and_nothing_is_injected() {
+    let dir = tmp();
+    let marker = Marker::spawn("reuse");
+    let scen = dir.path().join("s.yaml");
+    // A short drill, and a short ttl so that the old behaviour cannot leave a watcher.
+    std::fs::write(
+        &scen,
+        stop_scenario(&marker, "", "5s").replace("for: 60s", "for: 300ms"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let first = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_ne!(marker.state(), 'T');
+
+    let second = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports-2"))
+        .output()
+        .unwrap();
+    let frozen = marker.state() == 'T';
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(!frozen, "the refused run left the process frozen");
+    let ledger = state.join("runs/reuse1/ledger.jsonl");
+    assert!(
+        stderr.contains("`reuse1`") && stderr.contains(&ledger.display().to_string()),
+        "the refusal must name the run id and its ledger: {stderr}"
+    );
+    assert!(stderr.contains("nothing was injected"), "{stderr}");
+    assert!(!dir.path().join("reports-2").exists());
+    // The first run's ledger is untouched: one run, one Started entry.
+    let entries = firedrill::engine::ledger::read(&ledger).unwrap();
+    let started = entries
+        .iter()
+        .filter(|e| matches!(e, firedrill::engine::ledger::Entry::Started { .. }))
+        .count();
+    assert_eq!(started, 1);
+    assert_eq!(pending_in_ledger(&state, "reuse1"), 0);
+}
+
+/// A ledger line for a SIGSTOP undo record of `pid`, as the engine writes it.
+fn stop_record(seq: u64, step: &str, pid: u32) -> String {
+    let (_, start) = proc_stat(pid).unwrap();
+    format!(
+        r#"{{"op":"inject","seq":{seq},"step":"{step}","target":{{"type":"local"}},"undo":{{"kind":"process_kill","signal":"STOP","processes":[{{"pid":{pid},"start_time":{start},"comm":"sleep"}}],"deadman_tag":null}},"at":"2026-01-01T00:00:00.000Z"}}"#
+    )
+}
+
+#[test]
+fn recover_reverts_around_a_corrupt_line_and_drops_a_torn_one() {
+    let dir = tmp();
+    let a = Marker::spawn("torn-a");
+    let b = Marker::spawn("torn-b");
+    // The engine that wrote this ledger is dead: a child that has exited.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let state = dir.path().join("state");
+    let run_dir = state.join("runs/torn1");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let started = format!(
+        r#"{{"op":"started","run_id":"torn1","scenario":"t","pid":{dead_pid},"pid_start":1,"at":"2026-01-01T00:00:00.000Z"}}"#
+    );
+    let corrupt = r#"{"op":"inject","seq":2,"step":"half a rec"#;
+    let torn = r#"{"op":"reverted","seq":3,"at":"2026-01"#;
+    let lines = [
+        started,
+        stop_record(1, "freeze a", a.pid()),
+        corrupt.to_string(),
+        stop_record(3, "freeze b", b.pid()),
+    ];
+    let text = format!("{}\n{torn}", lines.join("\n"));
+    let corrupt_offset = lines[0].len() + 1 + lines[1].len() + 1;
+    let ledger = run_dir.join("ledger.jsonl");
+    std::fs::write(&ledger, &text).unwrap();
+    for m in [&a, &b] {
+        unsafe {
+            libc::kill(m.pid() as i32, libc::SIGSTOP);
+        }
+        assert!(wait_until(Duration::from_secs(2), || m.state() == 'T'));
+    }
+
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every record that can be read is reverted ...
+    assert_ne!(a.state(), 'T', "{stdout}\n{stderr}");
+    assert_ne!(b.state(), 'T', "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("reverted freeze a") && stdout.contains("reverted freeze b"),
+        "{stdout}"
+    );
+    // ... the unreadable one is named by file, line and byte offset ...
+    assert!(
+        stdout.contains(&format!("{}:3 (byte {corrupt_offset})", ledger.display())),
+        "{stdout}"
+    );
+    // ... and the exit code says something may be left behind, and why.
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("1 ledger record(s) could not be read"),
+        "{stderr}"
+    );
+    // The torn last line was cut off, and the log says so with its size.
+    assert!(
+        stderr.contains(&format!("dropped a torn last line ({} bytes)", torn.len())),
+        "{stderr}"
+    );
+    let after = std::fs::read_to_string(&ledger).unwrap();
+    assert!(after.ends_with('\n'), "{after}");
+    assert!(!after.contains(torn), "{after}");
+    assert!(after.starts_with(&text[..text.len() - torn.len()]));
+    // A second recover has nothing left to revert; the corrupt line is still reported.
+    let again = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(4), "{stdout}");
+    assert!(!stdout.contains("reverted"), "{stdout}");
+    assert!(stdout.contains("(byte "), "{stdout}");
+}
+
+#[test]
+fn drills_with_different_state_dirs_share_the_default_target_lock() {
+    let _default = default_lock_dir_for_this_test();
+    let dir = tmp();
+    let marker = Marker::spawn("lockdirs");
+    let long = dir.path().join("long.yaml");
+    std::fs::write(&long, stop_scenario(&marker, "", "5m")).unwrap();
+    // Were the second drill let in, it would freeze, verify briefly, and thaw the
+    // process in the middle of the first drill's verification.
+    let short = dir.path().join("short.yaml");
+    std::fs::write(
+        &short,
+        stop_scenario(&marker, "", "5m").replace("for: 60s", "for: 200ms"),
+    )
+    .unwrap();
+    // The machine-wide default lock directory, as two operators would use it (root
+    // and non-root have different default state dirs).
+    let mut first = drill_cmd(
+        &long,
+        "dirsA",
+        &dir.path().join("state-a"),
+        &dir.path().join("reports-a"),
+    )
+    .env_remove("FIREDRILL_LOCK_DIR")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let out = drill_cmd(
+        &short,
+        "dirsB",
+        &dir.path().join("state-b"),
+        &dir.path().join("reports-b"),
+    )
+    .env_remove("FIREDRILL_LOCK_DIR")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    std::thread::sleep(Duration::from_millis(300));
+    let still_frozen = marker.state() == 'T';
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let first_code = wait_exit(&mut first, Duration::from_secs(15));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("in use by another drill") && stderr.contains("dirsA"),
+        "{stderr}"
+    );
+    assert!(
+        still_frozen,
+        "the refused drill thawed the first drill's freeze"
+    );
+    assert!(!dir.path().join("reports-b").exists());
+    assert_eq!(first_code, Some(1));
+    assert_ne!(marker.state(), 'T');
+    assert!(no_deadman("dirsA"));
+}
+
+#[test]
+fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var("CI").is_err(), "this test needs root in CI");
+        eprintln!("skipped: needs root (to run the second drill as another user)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _default = default_lock_dir_for_this_test();
+    let dir = tmp();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody_home = dir.path().join("nobody");
+    std::fs::create_dir(&nobody_home).unwrap();
+    std::fs::set_permissions(&nobody_home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = Marker::spawn("rootlock");
+    let scen = dir.path().join("s.yaml");
+    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    std::fs::set_permissions(&scen, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut first = drill_cmd(
+        &scen,
+        "rootA",
+        &dir.path().join("state"),
+        &dir.path().join("reports"),
+    )
+    .env_remove("FIREDRILL_LOCK_DIR")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    // Everything at its default, as an unprivileged operator would run it.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_firedrill"))
+        .arg("run")
+        .arg(&scen)
+        .arg("--report-dir")
+        .arg(nobody_home.join("reports"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &nobody_home)
+        .env("FIREDRILL_EXE", env!("CARGO_BIN_EXE_firedrill"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let still_frozen = marker.state() == 'T';
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGTERM);
+    }
+    let first_code = wait_exit(&mut first, Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("in use by another drill") && stderr.contains("rootA"),
+        "{stderr}"
+    );
+    assert!(still_frozen);
+    assert_eq!(first_code, Some(1));
+    assert_ne!(marker.state(), 'T');
+}
