@@ -90,9 +90,17 @@ async fn uniform_jitter_stays_within_its_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probability_zero_leaves_traffic_alone_and_one_hits_every_response() {
     let up = Upstream::start().await;
-    for (p, check) in [
-        (0.0, (|a: f64| a < 5.0) as fn(f64) -> bool),
-        (1.0, |a: f64| (19.0..30.0).contains(&a)),
+    // Every response must be left alone (p=0) or delayed (p=1): those bounds are exact
+    // (a delay is never shorter than declared; no delay adds no 5 ms). How much later
+    // a delayed response arrives on a loaded machine is statistical, so the upper
+    // bound is on the median, not on every sample (one 35 ms sample failed CI).
+    for (p, check, median_ok) in [
+        (
+            0.0,
+            (|a: f64| a < 5.0) as fn(f64) -> bool,
+            (|m: f64| m < 5.0) as fn(f64) -> bool,
+        ),
+        (1.0, |a: f64| a >= 19.0, |m: f64| (19.0..30.0).contains(&m)),
     ] {
         let port = free_port();
         let f = spec(
@@ -105,6 +113,10 @@ async fn probability_zero_leaves_traffic_alone_and_one_hits_every_response() {
         let proxy = format!("127.0.0.1:{port}").parse().unwrap();
         let added = added_ms(&up, proxy, 25).await;
         assert!(added.iter().all(|a| check(*a)), "p={p}: {added:?}");
+        let mut sorted = added.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        assert!(median_ok(median), "p={p}: median {median} of {added:?}");
         let r = inj.revert().await;
         let delayed = r.details["stats"]["chunks_delayed"].as_u64().unwrap();
         if p == 0.0 {
