@@ -3,50 +3,34 @@
 //! Every problem is reported as a [`Diagnostic`] with `file:line:column`, the dotted
 //! field path, what was found and what was expected. Validation collects all the
 //! problems it can find in one pass, so an author fixes a file in one go.
+//!
+//! This file holds the entry points and the flow, step by step; each step lives in
+//! its own module:
+//! - [`limits`]: what is refused before any parser runs (size, type, nesting);
+//! - [`substitute`]: vars, their values and their substitution;
+//! - [`decode`]: typed decoding, one section and one step at a time;
+//! - [`validate`]: the checks across fields, targets and fault parameters;
+//! - [`diagnostics`]: where a problem is placed and how it is worded.
 
 mod decode;
+mod diagnostics;
 mod limits;
+mod substitute;
+mod validate;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
-use super::span::SpanIndex;
-use super::vars::{self, Resolved, VarValue};
-use super::{API_VERSION, FaultStep, Scenario};
+use super::span::{Pos, SpanIndex};
+use super::vars::{self, Resolved};
+use super::{FaultStep, Scenario};
 use crate::fault::FaultSpec;
 use crate::target::Target;
-use decode::Parsed;
-
-/// One problem in a scenario file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    /// Dotted path of the field (`faults[0].with.signal`); empty for the whole document.
-    pub path: String,
-    /// What was found and what was expected.
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "(document)"
-        } else {
-            &self.path
-        };
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, path, self.message
-        )
-    }
-}
+pub use diagnostics::Diagnostic;
+use diagnostics::Diags;
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -130,33 +114,31 @@ pub fn load_str(
     }
     // Before any YAML parser: both are slow on deep nesting.
     if let Some(deep) = limits::too_deep(text) {
-        return Err(LoadError::Invalid(vec![Diagnostic {
+        return Err(refused_at(
             file,
-            line: deep.pos.line,
-            column: deep.pos.column,
-            path: deep.section,
-            message: format!(
+            deep.pos,
+            deep.section,
+            format!(
                 "found collections nested {} levels deep, expected at most {}",
                 deep.depth,
                 limits::MAX_DEPTH
             ),
-        }]));
+        ));
     }
     let index = SpanIndex::build(text);
     // Before serde_yaml and substitution, which would each copy the key into the
     // path of every node under it.
     if let Some(long) = index.long_key() {
-        return Err(LoadError::Invalid(vec![Diagnostic {
+        return Err(refused_at(
             file,
-            line: long.pos.line,
-            column: long.pos.column,
-            path: long.parent.clone(),
-            message: format!(
+            long.pos,
+            long.parent.clone(),
+            format!(
                 "found a key of {} characters, expected at most {}",
                 long.chars,
                 super::span::MAX_KEY_CHARS
             ),
-        }]));
+        ));
     }
     let diag = Diags {
         file: &file,
@@ -180,8 +162,8 @@ pub fn load_str(
     // 1. Variables, before anything else: every other field may use them. Each var
     // on its own, so one bad definition does not hide the others.
     let mut errors = Vec::new();
-    let (declared, var_names) = decode_vars(doc.get("vars"), &diag, &mut errors);
-    let resolved = resolve_vars(&declared, &var_names, overrides, &diag, &mut errors);
+    let (declared, var_names) = substitute::decode_vars(doc.get("vars"), &diag, &mut errors);
+    let resolved = substitute::resolve_vars(&declared, &var_names, overrides, &diag, &mut errors);
     // From here on every message is masked with the secret values; the few made
     // while resolving them are masked now.
     let redactor = crate::secrets::Redactor::new(resolved.secret_values());
@@ -192,111 +174,28 @@ pub fn load_str(
         secrets: Some(&redactor),
         ..diag
     };
-    if let Some(d) = expansion_beyond_limit(text, &resolved, &diag) {
+    if let Some(d) = substitute::expansion_beyond_limit(text, &resolved, &diag) {
         // Substituting would build the oversized text: stop here.
         errors.push(d);
         return Err(invalid(errors));
     }
 
     // 2. Substitute everywhere except in `vars:` itself.
-    let mut unresolved = Vec::new();
-    if let Value::Mapping(m) = &mut doc {
-        for (k, v) in m.iter_mut() {
-            let key = k.as_str().unwrap_or_default().to_string();
-            if key != "vars" {
-                vars::substitute(v, &resolved, &key, &mut unresolved);
-            }
-        }
-    }
-    // A field still holding a `{{placeholder}}` is not what the author meant: its
-    // other problems (not a duration, not a URL) would be noise.
-    let tainted: HashSet<String> = unresolved.iter().map(|u| u.path.clone()).collect();
-    // The same name twice in one string is one mistake to fix.
-    unresolved.dedup_by(|a, b| a.path == b.path && a.name == b.name);
-    let known = resolved
-        .values
-        .keys()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    for u in &unresolved {
-        // A declared var without a value (bad definition, unset environment
-        // variable) is reported at its definition.
-        if var_names.contains(&u.name) {
-            continue;
-        }
-        errors.push(diag.placeholder_at(
-            &u.path,
-            &u.name,
-            format!(
-                "found `{{{{{}}}}}`, expected one of the declared vars ({})",
-                u.name,
-                if known.is_empty() {
-                    "none declared"
-                } else {
-                    &known
-                }
-            ),
-        ));
-    }
+    let tainted = substitute::substitute(&mut doc, &resolved, &var_names, &diag, &mut errors);
 
     // 3. Typed deserialization; unknown keys are errors. It goes through JSON because
     // serde_yaml 0.9 decodes enums only from YAML tags (`!http`), not from the
     // one-key maps scenarios are written in (`probe: { http: ... }`).
-    let json_doc = to_json(&doc);
+    let json_doc = decode::to_json(&doc);
     let mut checks = Vec::new();
     let parsed = decode::scenario(&json_doc, &diag, &mut checks);
 
-    // 4. Fault parameters, into the closed enum of kinds.
-    let mut faults = Vec::new();
-    let targets = resolve_targets(&parsed, &diag, &mut checks);
-    for (i, step) in parsed.faults.iter().enumerate() {
-        let Some(step) = step else { continue };
-        let base = format!("faults[{i}]");
-        let with = if step.with.is_null() {
-            Value::Mapping(Mapping::new())
-        } else {
-            step.with.clone()
-        };
-        let m = serde_json::json!({ "kind": step.kind, "with": to_json(&with) });
-        let spec = decode::Decoder {
-            diag: &diag,
-            errors: &mut checks,
-        }
-        .one::<FaultSpec>(&m, &base);
-        if !targets.names.contains(&step.target) {
-            checks.push(undefined_target(
-                &diag,
-                &format!("{base}.target"),
-                &step.target,
-                &targets,
-            ));
-            continue;
-        }
-        // A target whose definition is broken was reported there.
-        let (Some(spec), Some(target)) = (spec, targets.resolved.get(&step.target).cloned()) else {
-            continue;
-        };
-        for (p, msg) in spec.validate(&target) {
-            // The whole `with:` block (e.g. conflicting fields) is reported at
-            // its key, a single parameter at its value.
-            let path = join(&base, &p);
-            checks.push(if p == "with" {
-                diag.at(&path, tidy(&msg))
-            } else {
-                diag.value_at(&path, tidy(&msg))
-            });
-        }
-        faults.push(ResolvedFault {
-            index: i,
-            step: step.clone(),
-            spec,
-            target,
-        });
-    }
+    // 4. Fault parameters, into the closed enum of kinds, against their targets.
+    let targets = validate::resolve_targets(&parsed, &diag, &mut checks);
+    let faults = validate::resolve_faults(&parsed, &targets, &diag, &mut checks);
 
     // 5. Cross-field validation, on whatever decoded.
-    validate(&parsed, &targets, &diag, &mut checks);
+    validate::validate(&parsed, &targets, &diag, &mut checks);
     checks.retain(|d| !tainted.contains(&d.path));
     errors.extend(checks);
     if !errors.is_empty() {
@@ -321,878 +220,23 @@ pub fn load_str(
 }
 
 /// Every problem, in file order, each once.
-fn invalid(mut errors: Vec<Diagnostic>) -> LoadError {
-    errors.sort_by(|a, b| (a.line, a.column, &a.path).cmp(&(b.line, b.column, &b.path)));
-    errors.dedup();
-    LoadError::Invalid(errors)
+fn invalid(errors: Vec<Diagnostic>) -> LoadError {
+    LoadError::Invalid(diagnostics::in_file_order(errors))
 }
 
-/// `vars:`, one definition at a time. Returns the definitions that decoded and the
-/// names of all of them (a name whose definition is broken is still declared).
-fn decode_vars(
-    section: Option<&Value>,
-    diag: &Diags<'_>,
-    errors: &mut Vec<Diagnostic>,
-) -> (BTreeMap<String, VarValue>, BTreeSet<String>) {
-    let mut declared = BTreeMap::new();
-    let mut names = BTreeSet::new();
-    match section {
-        None | Some(Value::Null) => {}
-        Some(Value::Mapping(m)) => {
-            for (k, v) in m {
-                let name = key_text(k);
-                names.insert(name.clone());
-                match serde_path_to_error::deserialize::<_, VarValue>(v.clone()) {
-                    Ok(value) => {
-                        declared.insert(name, value);
-                    }
-                    Err(e) => errors.push(diag.serde(&format!("vars.{name}"), &e)),
-                }
-            }
-        }
-        Some(other) => {
-            if let Err(e) =
-                serde_path_to_error::deserialize::<_, BTreeMap<String, VarValue>>(other.clone())
-            {
-                errors.push(diag.serde("vars", &e));
-            }
-        }
-    }
-    (declared, names)
-}
-
-/// A placeholder repeated with a long value (a `--var` may be 128 KiB) would make
-/// the text the parsers see many times the file's size. Counted on the raw text,
-/// before anything is built.
-fn expansion_beyond_limit(text: &str, resolved: &Resolved, diag: &Diags<'_>) -> Option<Diagnostic> {
-    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else {
-            break;
-        };
-        let name = rest[start + 2..start + 2 + len].trim();
-        if let Some((k, _)) = resolved.values.get_key_value(name) {
-            *uses.entry(k.as_str()).or_default() += 1;
-        }
-        rest = &rest[start + 4 + len..];
-    }
-    let growth = |(name, n): (&&str, &usize)| resolved.values[*name].len().saturating_mul(*n);
-    let total = uses
-        .iter()
-        .map(growth)
-        .fold(text.len(), usize::saturating_add);
-    if total <= limits::MAX_EXPANDED_BYTES {
-        return None;
-    }
-    let (name, n) = uses.iter().max_by_key(|u| growth(*u))?;
-    Some(diag.at(
-        &format!("vars.{name}"),
-        format!(
-            "found var `{name}` ({} bytes) used {n} times, making about {total} bytes of text, expected at most {} bytes after substitution",
-            resolved.values[*name].len(),
-            limits::MAX_EXPANDED_BYTES
-        ),
-    ))
-}
-
-/// The JSON equivalent of a YAML value, for deserializing the typed scenario.
-///
-/// One-key maps stay one-key maps, which is how serde's externally tagged enums read
-/// from JSON; a YAML tag (`!http { ... }`) becomes the same one-key map, so both
-/// spellings work. Non-string keys become their text; numbers that JSON cannot hold
-/// (`.nan`, `.inf`) become strings, so the type error names what was written.
-fn to_json(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                J::from(u)
-            } else if let Some(i) = n.as_i64() {
-                J::from(i)
-            } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or_else(|| J::String(n.to_string()), J::Number)
-            }
-        }
-        Value::String(s) => J::String(s.clone()),
-        Value::Sequence(seq) => J::Array(seq.iter().map(to_json).collect()),
-        Value::Mapping(m) => J::Object(m.iter().map(|(k, v)| (key_text(k), to_json(v))).collect()),
-        Value::Tagged(t) => {
-            let tag = t.tag.to_string();
-            let mut o = serde_json::Map::new();
-            o.insert(tag.trim_start_matches('!').to_string(), to_json(&t.value));
-            J::Object(o)
-        }
-    }
-}
-
-fn key_text(k: &Value) -> String {
-    match k {
-        Value::String(s) => s.clone(),
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
-}
-
-/// `json: { path: …, eqq: 1 }` fails as "did not match any variant" of the untagged
-/// one-or-many; decode it again as what it was meant to be, to report the real
-/// problem (here: the unknown field `eqq`) at its place.
-///
-/// `item` is what was decoded, found at dotted path `base`.
-fn refine_untagged(
-    item: &serde_json::Value,
-    base: &str,
-    e: &serde_path_to_error::Error<serde_json::Error>,
-    diag: &Diags<'_>,
-) -> Diagnostic {
-    use crate::probe::expect::JsonCheck;
-    let general = diag.serde(base, e);
-    let rel = e.path().to_string();
-    let path = if rel == "." {
-        base.to_string()
-    } else {
-        join(base, &rel)
-    };
-    if !e.inner().to_string().contains("untagged enum OneOrMany") || !path.ends_with(".json") {
-        return general;
-    }
-    let again = match json_at(item, &rel) {
-        Some(v @ serde_json::Value::Array(_)) => {
-            serde_path_to_error::deserialize::<_, Vec<JsonCheck>>(v.clone()).err()
-        }
-        Some(v) => serde_path_to_error::deserialize::<_, JsonCheck>(v.clone()).err(),
-        None => None,
-    };
-    match again {
-        Some(inner) => diag.serde(&path, &inner),
-        None => general,
-    }
-}
-
-/// The value at a dotted path (`prechecks[0].expect.json`) of a JSON document.
-fn json_at<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
-    let mut v = doc;
-    for part in path.split('.') {
-        let (key, indexes) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            v = v.get(key)?;
-        }
-        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
-            v = v.get(idx.trim_end_matches(']').parse::<usize>().ok()?)?;
-        }
-    }
-    Some(v)
+/// Input refused at `pos` before serde_yaml ran (there is no [`Diags`] yet).
+fn refused_at(file: String, pos: Pos, path: String, message: String) -> LoadError {
+    LoadError::Invalid(vec![Diagnostic {
+        file,
+        line: pos.line,
+        column: pos.column,
+        path,
+        message,
+    }])
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn join(base: &str, rel: &str) -> String {
-    match (base.is_empty(), rel.is_empty()) {
-        (_, true) => base.to_string(),
-        (true, false) => rel.to_string(),
-        (false, false) if rel.starts_with('[') => format!("{base}{rel}"),
-        _ => format!("{base}.{rel}"),
-    }
-}
-
-/// serde_yaml appends " at line L column C" to some messages; we print positions ourselves.
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
-}
-
-/// Splits `prefix` + "`name`" + rest into (name, rest).
-fn backticked<'m>(msg: &'m str, prefix: &str) -> Option<(&'m str, &'m str)> {
-    let rest = msg.strip_prefix(prefix)?;
-    let end = rest.find('`')?;
-    Some((&rest[..end], &rest[end + 1..]))
-}
-
-/// Turns serde's words into a scenario author's: `found …, expected …`.
-fn reword_serde(msg: &str) -> String {
-    // Durations (crate::duration) say "`10` has no unit; expected e.g. ...".
-    if let Some((value, rest)) = backticked(msg, "`") {
-        if let Some(example) = rest.strip_prefix(" has no unit; expected e.g. ") {
-            return format!(
-                "found `{value}` without a unit, expected a duration such as {example}"
-            );
-        }
-        if let Some(why) = rest.strip_prefix(" is not a duration (")
-            && let Some((why, example)) = why.split_once("); expected e.g. ")
-        {
-            return format!("found `{value}`, expected a duration such as {example} ({why})");
-        }
-    }
-    if msg == "an empty duration" {
-        return "found an empty duration, expected a duration such as `500ms`, `5s`, `2m`".into();
-    }
-    if msg.ends_with("map, expected map with a single key") {
-        // serde_json's words for an enum written as a map with 0 or 2+ keys.
-        return "found a map without exactly one key, expected a map with a single key (the kind)"
-            .into();
-    }
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = msg.strip_prefix(prefix) {
-            let (found, expected) = rest
-                .split_once(", expected ")
-                .unwrap_or((rest, "another value"));
-            return format!(
-                "found {}, expected {}",
-                found_words(found),
-                expected_words(expected)
-            );
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("invalid length ")
-        && let Some((n, expected)) = rest.split_once(", expected ")
-    {
-        return format!("found {n} items, expected {expected}");
-    }
-    if let Some(name) = msg.strip_prefix("data did not match any variant of untagged enum ") {
-        return format!(
-            "found a value of the wrong shape, expected {}",
-            untagged_words(name)
-        );
-    }
-    msg.to_string()
-}
-
-/// serde's `Unexpected` (`string "x"`, `integer `5``, `map`) in plain words.
-fn found_words(found: &str) -> String {
-    match found {
-        "map" => "a map".into(),
-        "sequence" => "a list".into(),
-        "unit value" | "null" => "an empty value".into(),
-        f => {
-            for (serde, ours) in [
-                ("string ", "the string "),
-                ("integer ", "the number "),
-                ("floating point ", "the number "),
-                ("boolean ", "the boolean "),
-            ] {
-                if let Some(v) = f.strip_prefix(serde) {
-                    return format!("{ours}{v}");
-                }
-            }
-            f.to_string()
-        }
-    }
-}
-
-/// serde's `expected` (`u32`, `a sequence`, `struct Metadata`) in plain words.
-fn expected_words(expected: &str) -> String {
-    match expected {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".into(),
-        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
-        "f32" | "f64" => "a number".into(),
-        "a sequence" => "a list".into(),
-        "a borrowed string" => "a string".into(),
-        e => match e.strip_prefix("struct ") {
-            Some(name) => format!("a map ({name})"),
-            None => match e.strip_prefix("enum ") {
-                Some(name) => format!("one of the {name} forms"),
-                None => e.to_string(),
-            },
-        },
-    }
-}
-
-fn untagged_words(name: &str) -> String {
-    match name {
-        n if n.starts_with("OneOrMany") => {
-            "a map or a list of maps (see `firedrill schema`)".into()
-        }
-        n => format!("one of the {n} forms (see `firedrill schema`)"),
-    }
-}
-
-/// Validation messages from fault and probe kinds, made one line: the `regex`
-/// crate explains a bad pattern over four lines with a caret under the culprit.
-fn tidy(msg: &str) -> String {
-    if !msg.contains('\n') {
-        return msg.to_string();
-    }
-    if let Some(i) = msg.find("regex parse error:") {
-        let lines: Vec<&str> = msg[i..].lines().collect();
-        let pattern = lines.get(1).map(|l| l.trim()).unwrap_or_default();
-        let caret = lines
-            .get(2)
-            .and_then(|l| {
-                let pat_indent = lines[1].len() - lines[1].trim_start().len();
-                l.find('^').map(|c| c.saturating_sub(pat_indent) + 1)
-            })
-            .unwrap_or(0);
-        let why = lines
-            .iter()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .unwrap_or("cannot be parsed");
-        return format!(
-            "found `{pattern}`, expected a regular expression ({why} at character {caret})"
-        );
-    }
-    msg.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-struct Diags<'a> {
-    file: &'a str,
-    index: &'a SpanIndex,
-    text: &'a str,
-    /// Secret var values, masked in every message once vars are resolved: a value
-    /// echoed by a message (`found `…``) may have come from one.
-    secrets: Option<&'a crate::secrets::Redactor>,
-}
-
-impl Diags<'_> {
-    fn make(&self, path: &str, pos: Option<super::span::Pos>, message: String) -> Diagnostic {
-        let pos = pos.unwrap_or(super::span::Pos { line: 1, column: 1 });
-        Diagnostic {
-            file: self.file.to_string(),
-            line: pos.line,
-            column: pos.column,
-            path: path.to_string(),
-            message: match self.secrets {
-                Some(r) => r.redact(&message).into_owned(),
-                None => message,
-            },
-        }
-    }
-    /// At the key of `path` (where "this field" starts).
-    fn at(&self, path: &str, message: String) -> Diagnostic {
-        self.make(path, self.index.locate(path), message)
-    }
-    /// At the value of `path` (where "this value" starts).
-    fn value_at(&self, path: &str, message: String) -> Diagnostic {
-        self.make(path, self.index.locate_value(path), message)
-    }
-    /// At the `{{name}}` inside the string value of `path` when it can be found on
-    /// the value's line, else at the value.
-    fn placeholder_at(&self, path: &str, name: &str, message: String) -> Diagnostic {
-        let mut pos = self.index.locate_value(path);
-        if let Some(p) = &mut pos {
-            let line = self.text.lines().nth(p.line - 1).unwrap_or_default();
-            let from: String = line.chars().skip(p.column - 1).collect();
-            let found = from.match_indices("{{").find(|(i, _)| {
-                let rest = &from[i + 2..];
-                rest.trim_start().starts_with(name)
-                    && rest.trim_start()[name.len()..]
-                        .trim_start()
-                        .starts_with("}}")
-            });
-            if let Some((i, _)) = found {
-                p.column += from[..i].chars().count();
-            }
-        }
-        self.make(path, pos, message)
-    }
-
-    /// A YAML syntax error. The parser's position is where it gave up, which for a
-    /// quote left open is many lines after the mistake, so an open quote before that
-    /// position is reported instead; a duplicate key is reported at its second use.
-    fn yaml(&self, e: &serde_yaml::Error) -> Diagnostic {
-        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let at = super::span::Pos { line, column };
-        let full = e.to_string();
-        if full.contains("more than one document") {
-            // serde_yaml gives no position; the second document starts at a `---`
-            // after some content.
-            let mut content = false;
-            for (n, l) in self.text.lines().enumerate() {
-                if l.starts_with("---") && content {
-                    return self.make(
-                        "",
-                        Some(super::span::Pos {
-                            line: n + 1,
-                            column: 1,
-                        }),
-                        "found a second YAML document (`---`), expected one scenario per file"
-                            .into(),
-                    );
-                }
-                let t = l.trim();
-                content |= !t.is_empty() && !t.starts_with('#') && !t.starts_with("---");
-            }
-        }
-        if full.contains("duplicate entry with key")
-            && let Some(d) = self.index.duplicate_keys().first()
-        {
-            let key = d.path.rsplit('.').next().unwrap_or(&d.path);
-            return self.make(
-                    &d.path,
-                    Some(d.again),
-                    format!(
-                        "found `{key}` a second time in the same map (first at line {} column {}), expected each key once",
-                        d.first.line, d.first.column
-                    ),
-                );
-        }
-        if let Some(q) = self.index.unclosed_quotes().iter().rev().find(|q| **q < at) {
-            let quote = self
-                .text
-                .lines()
-                .nth(q.line - 1)
-                .and_then(|l| l.chars().nth(q.column - 1))
-                .unwrap_or('"');
-            let mut path = self.index.path_before(*q).unwrap_or_default().to_string();
-            // The parser may stop before it reports the key of the string; take it
-            // from the text (`  pattern: "...`).
-            let before: String = self
-                .text
-                .lines()
-                .nth(q.line - 1)
-                .unwrap_or_default()
-                .chars()
-                .take(q.column - 1)
-                .collect();
-            let last = before.rsplit(['{', ',', '[']).next().unwrap_or_default();
-            if let Some(key) = last.trim().trim_start_matches("- ").strip_suffix(':') {
-                let key = key.trim();
-                if !key.is_empty() && !key.contains(' ') && !path.ends_with(key) {
-                    path = join(&path, key);
-                }
-            }
-            return self.make(
-                &path,
-                Some(*q),
-                format!(
-                    "found a string opened with {quote} that is not closed on its line (the YAML parser ran on to line {line}), expected a closing {quote} on line {}",
-                    q.line
-                ),
-            );
-        }
-        // "PROBLEM at line L column C, CONTEXT at line L2 column C2"
-        let problem = strip_location(&full);
-        let context = full
-            .split_once(", ")
-            .map(|(_, c)| c.to_string())
-            .filter(|c| c.starts_with("while "));
-        let context_pos = context.as_deref().and_then(|c| {
-            let rest = &c[c.find(" at line ")? + " at line ".len()..];
-            let (l, rest) = rest.split_once(" column ")?;
-            Some(super::span::Pos {
-                line: l.trim().parse().ok()?,
-                column: rest.trim().parse().ok()?,
-            })
-        });
-        // The event parser stops a token or two before the error, so the last keys
-        // are missing from the index; the text before the error line parses further.
-        let before: Vec<&str> = self.text.lines().take(line.saturating_sub(1)).collect();
-        let prefix = SpanIndex::build(&before.join("\n"));
-        let path = context_pos
-            .and_then(|p| prefix.path_at(p).or_else(|| self.index.path_at(p)))
-            .or_else(|| prefix.path_before(at))
-            .or_else(|| self.index.path_before(at))
-            .unwrap_or_default()
-            .to_string();
-        let context = context
-            .map(|c| format!(" {}", c.replace(" at line ", " that starts at line ")))
-            .unwrap_or_default();
-        let line_text = self
-            .text
-            .lines()
-            .nth(line.saturating_sub(1))
-            .unwrap_or_default();
-        let indent: &str = &line_text[..line_text.len() - line_text.trim_start().len()];
-        let expected = if indent.contains('\t') {
-            "spaces for indentation (YAML does not allow tabs)"
-        } else if [
-            "did not find expected key",
-            "mapping values are not allowed",
-            "block sequence entries are not allowed",
-            "did not find expected '-'",
-        ]
-        .iter()
-        .any(|p| problem.contains(p))
-        {
-            "the keys of one mapping at one indentation"
-        } else if problem.contains("end of stream") || problem.contains("did not find expected") {
-            "every quote and bracket closed"
-        } else {
-            "well-formed YAML"
-        };
-        self.make(
-            &path,
-            Some(at),
-            format!("found invalid YAML ({problem}{context}), expected {expected}"),
-        )
-    }
-
-    /// A serde error with its path, prefixed by `base`.
-    fn serde<E: fmt::Display>(&self, base: &str, e: &serde_path_to_error::Error<E>) -> Diagnostic {
-        let inner = strip_location(&e.inner().to_string());
-        let rel = e.path().to_string();
-        let path = if rel == "." {
-            base.to_string()
-        } else {
-            join(base, &rel)
-        };
-        if let Some((field, rest)) = backticked(&inner, "unknown field `") {
-            // serde_path_to_error already ends the path with the unknown key; point
-            // at the key itself, not at its value.
-            let path = if path == field || path.ends_with(&format!(".{field}")) {
-                path
-            } else {
-                join(&path, field)
-            };
-            let expected = match rest.find("expected ") {
-                Some(i) => rest[i + "expected ".len()..].to_string(),
-                None => "no fields here".into(),
-            };
-            return self.at(
-                &path,
-                format!("found unknown field `{field}`, expected {expected}"),
-            );
-        }
-        if let Some((field, _)) = backticked(&inner, "missing field `") {
-            // The field is not in the file: point at the map that lacks it.
-            return self.make(
-                &join(&path, field),
-                self.index.locate(&path),
-                format!("found no `{field}`, expected this required field"),
-            );
-        }
-        if let Some((variant, rest)) = backticked(&inner, "unknown variant `") {
-            let expected = rest
-                .trim_start_matches(", ")
-                .trim_start_matches("expected ");
-            let message = format!("found `{variant}`, expected {expected}");
-            // `probe: { htp: {...} }`: the kind is the key of a one-key map.
-            let key_path = join(&path, variant);
-            if self.index.locate(&key_path) != self.index.locate(&path) {
-                return self.at(&key_path, message);
-            }
-            return self.value_at(&path, message);
-        }
-        self.value_at(&path, reword_serde(&inner))
-    }
-}
-
-/// Values of the vars that decoded, with the `--var` overrides of declared names
-/// (`names` holds every declared name, including those whose definition is broken).
-fn resolve_vars(
-    declared: &BTreeMap<String, VarValue>,
-    names: &BTreeSet<String>,
-    overrides: &[(String, String)],
-    diag: &Diags<'_>,
-    errors: &mut Vec<Diagnostic>,
-) -> Resolved {
-    let mut r = Resolved::default();
-    for (name, v) in declared {
-        if !vars::is_var_name(name) {
-            errors.push(diag.at(
-                &format!("vars.{name}"),
-                format!("found var name `{name}`, expected letters, digits, `_` or `-`, starting with a letter or `_` (other names cannot be used as `{{{{name}}}}`)"),
-            ));
-        }
-        match v {
-            VarValue::Literal(s) => {
-                r.values.insert(name.clone(), s.clone());
-            }
-            VarValue::Env(e) => {
-                match std::env::var(&e.env).ok().or_else(|| e.default.clone()) {
-                    Some(val) => {
-                        r.values.insert(name.clone(), val);
-                    }
-                    None => errors.push(diag.value_at(
-                        &format!("vars.{name}.env"),
-                        format!(
-                            "found environment variable `{}` unset and no `default`, expected it to be set (or a `default:` for `{name}`)",
-                            e.env
-                        ),
-                    )),
-                }
-                r.secret.insert(name.clone(), e.secret);
-            }
-        }
-    }
-    for (k, v) in overrides {
-        if !names.contains(k) {
-            let known = names
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            // The value is not shown: it may be a secret. The position is where the
-            // variable would have to be declared.
-            errors.push(diag.at(
-                "vars",
-                format!(
-                    "found `--var {k}=…` on the command line, expected one of the vars declared here ({})",
-                    if known.is_empty() { "none declared" } else { &known }
-                ),
-            ));
-            continue;
-        }
-        r.values.insert(k.clone(), v.clone());
-    }
-    r
-}
-
-/// The targets a scenario may name.
-struct Targets {
-    /// Every name that may be used: `local` and each one defined, even where its
-    /// definition is broken (that is reported at the definition, not at each use).
-    names: BTreeSet<String>,
-    /// The definitions that decoded, `local` included.
-    resolved: BTreeMap<String, Target>,
-}
-
-fn resolve_targets(parsed: &Parsed, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) -> Targets {
-    let mut targets = Targets {
-        names: BTreeSet::from(["local".to_string()]),
-        resolved: BTreeMap::from([("local".to_string(), Target::Local)]),
-    };
-    for (name, spec) in &parsed.targets {
-        if name == "local" {
-            errors.push(diag.at(
-                "targets.local",
-                "found a definition of `local`, expected another name: `local` is built in".into(),
-            ));
-            continue;
-        }
-        targets.names.insert(name.clone());
-        if let Some(spec) = spec {
-            for (p, msg) in spec.validate() {
-                errors.push(diag.value_at(&format!("targets.{name}.{p}"), msg));
-            }
-            targets
-                .resolved
-                .insert(name.clone(), Target::from_spec(spec));
-        }
-    }
-    targets
-}
-
-fn undefined_target(diag: &Diags<'_>, path: &str, name: &str, targets: &Targets) -> Diagnostic {
-    let known = targets
-        .names
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    diag.value_at(
-        path,
-        format!("found target `{name}`, expected one of the defined targets ({known})"),
-    )
-}
-
-/// Items of a section that decoded, with their position in the file's list.
-fn decoded<T>(items: &[Option<T>]) -> impl Iterator<Item = (usize, &T)> {
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
-}
-
-/// Checks across fields, on whatever decoded (a step that did not decode was
-/// reported already and is skipped here).
-fn validate(scenario: &Parsed, targets: &Targets, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) {
-    if let Some(api_version) = &scenario.api_version
-        && api_version != API_VERSION
-    {
-        errors.push(diag.value_at(
-            "apiVersion",
-            format!("found `{api_version}`, expected `{API_VERSION}`"),
-        ));
-    }
-    if let Some(metadata) = &scenario.metadata {
-        let name = &metadata.name;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            errors.push(diag.value_at(
-                "metadata.name",
-                format!("found `{name}`, expected a non-empty name of letters, digits, `-`, `_` or `.` (it names report directories)"),
-            ));
-        }
-    }
-    if scenario.faults_written && scenario.faults.is_empty() {
-        errors.push(diag.value_at(
-            "faults",
-            "found an empty fault list, expected at least one fault".into(),
-        ));
-    }
-    if let Some(objectives) = &scenario.objectives {
-        if let Some(rto) = objectives.rto
-            && rto.0.is_zero()
-        {
-            errors.push(diag.value_at(
-                "objectives.rto",
-                "found `0s`, expected a positive duration".into(),
-            ));
-        }
-        if objectives.max_duration.0.is_zero() {
-            errors.push(diag.value_at(
-                "objectives.max_duration",
-                "found `0s`, expected a positive duration".into(),
-            ));
-        }
-    }
-
-    unique_names(
-        "prechecks",
-        decoded(&scenario.prechecks).map(|(i, c)| (i, c.name.as_str())),
-        diag,
-        errors,
-    );
-    unique_names(
-        "verifications",
-        decoded(&scenario.verifications).map(|(i, c)| (i, c.name.as_str())),
-        diag,
-        errors,
-    );
-    unique_names(
-        "guards",
-        decoded(&scenario.guards).map(|(i, c)| (i, c.name.as_str())),
-        diag,
-        errors,
-    );
-    unique_names(
-        "faults",
-        decoded(&scenario.faults).map(|(i, c)| (i, c.name.as_str())),
-        diag,
-        errors,
-    );
-    unique_names(
-        "recovery",
-        decoded(&scenario.recovery).map(|(i, c)| (i, c.name.as_str())),
-        diag,
-        errors,
-    );
-
-    for (section, checks) in [
-        ("prechecks", &scenario.prechecks),
-        ("verifications", &scenario.verifications),
-    ] {
-        for (i, c) in decoded(checks) {
-            let base = format!("{section}[{i}]");
-            if c.within.is_some() && c.hold_for.is_some() {
-                errors.push(diag.at(
-                    &format!("{base}.for"),
-                    "found both `within` and `for`, expected one of them: `within` waits until it holds, `for` requires it to hold throughout".into(),
-                ));
-            }
-            if c.interval.0.is_zero() {
-                errors.push(diag.value_at(
-                    &format!("{base}.interval"),
-                    "found `0s`, expected a positive poll interval".into(),
-                ));
-            }
-            probe_checks(&base, &c.probe, &c.expect, targets, diag, errors);
-        }
-    }
-    unique_names(
-        "traffic",
-        decoded(&scenario.traffic).map(|(i, t)| (i, t.name.as_str())),
-        diag,
-        errors,
-    );
-    for (i, t) in decoded(&scenario.traffic) {
-        for (p, msg) in t.validate() {
-            errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
-        }
-    }
-    for (i, g) in decoded(&scenario.guards) {
-        let base = format!("guards[{i}]");
-        if g.breach_after == 0 {
-            errors.push(diag.value_at(
-                &format!("{base}.breach_after"),
-                "found 0, expected at least 1".into(),
-            ));
-        }
-        if g.interval.0.is_zero() {
-            errors.push(diag.value_at(
-                &format!("{base}.interval"),
-                "found `0s`, expected a positive poll interval".into(),
-            ));
-        }
-        probe_checks(&base, &g.probe, &g.expect, targets, diag, errors);
-    }
-    for (i, r) in decoded(&scenario.recovery) {
-        if !targets.names.contains(&r.command.target) {
-            errors.push(undefined_target(
-                diag,
-                &format!("recovery[{i}].command.target"),
-                &r.command.target,
-                targets,
-            ));
-        }
-        if r.command.run.trim().is_empty() {
-            errors.push(diag.value_at(
-                &format!("recovery[{i}].command.run"),
-                "found an empty command, expected a shell command line".into(),
-            ));
-        }
-    }
-}
-
-fn probe_checks(
-    base: &str,
-    probe: &crate::probe::ProbeSpec,
-    expect: &crate::probe::Expect,
-    targets: &Targets,
-    diag: &Diags<'_>,
-    errors: &mut Vec<Diagnostic>,
-) {
-    let pbase = format!("{base}.probe.{}", probe.kind());
-    if let Some(t) = probe.target()
-        && !targets.names.contains(t)
-    {
-        errors.push(undefined_target(
-            diag,
-            &format!("{pbase}.target"),
-            t,
-            targets,
-        ));
-    }
-    for (p, msg) in probe.validate() {
-        errors.push(diag.value_at(&join(&pbase, &p), tidy(&msg)));
-    }
-    for (p, msg) in expect.validate() {
-        errors.push(diag.value_at(&join(&format!("{base}.expect"), &p), tidy(&msg)));
-    }
-}
-
-/// `names` are (position in the section, name) of the steps that decoded.
-fn unique_names<'a>(
-    section: &str,
-    names: impl Iterator<Item = (usize, &'a str)>,
-    diag: &Diags<'_>,
-    errors: &mut Vec<Diagnostic>,
-) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in names {
-        if let Some(first) = seen.get(n) {
-            let first_pos = diag.index.locate_value(&format!("{section}[{first}].name"));
-            errors.push(diag.value_at(
-                &format!("{section}[{i}].name"),
-                format!(
-                    "found duplicate name `{n}` (first used at line {}), expected step names to be unique within `{section}`",
-                    first_pos.map_or(0, |p| p.line)
-                ),
-            ));
-        } else {
-            seen.insert(n, i);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1507,32 +551,5 @@ faults:
             one(&text),
             "18:11: faults[0].ttl: found `{{ttl}}`, expected one of the declared vars (port)"
         );
-    }
-
-    #[test]
-    fn durations_are_reworded() {
-        assert_eq!(
-            reword_serde("`10` has no unit; expected e.g. `500ms`, `5s`, `2m`"),
-            "found `10` without a unit, expected a duration such as `500ms`, `5s`, `2m`"
-        );
-        assert_eq!(
-            reword_serde("invalid type: sequence, expected struct Metadata"),
-            "found a list, expected a map (Metadata)"
-        );
-    }
-
-    #[test]
-    fn json_bridge_keeps_numbers_and_stringifies_keys() {
-        let v: Value = serde_yaml::from_str(
-            "{1: a, true: b, n: -3, f: 0.5, big: 18446744073709551615, nan: .nan}",
-        )
-        .unwrap();
-        let j = to_json(&v);
-        assert_eq!(j["1"], "a");
-        assert_eq!(j["true"], "b");
-        assert_eq!(j["n"], -3);
-        assert_eq!(j["f"], 0.5);
-        assert_eq!(j["big"], u64::MAX);
-        assert_eq!(j["nan"], ".nan");
     }
 }
