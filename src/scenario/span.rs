@@ -301,6 +301,17 @@ impl Builder {
     }
 }
 
+/// One step of a line scanner inside a string opened with quote `q`, at `chars[i]`:
+/// where the scan goes on and whether the string closes here. An escape (`\"`) or a
+/// doubled single quote (`''`) is stepped over whole, so it closes nothing.
+pub(super) fn in_string(q: char, chars: &[char], i: usize) -> (usize, bool) {
+    match (q, chars[i]) {
+        ('"', '\\') => (i + 2, false),
+        ('\'', '\'') if chars.get(i + 1) == Some(&'\'') => (i + 2, false),
+        (q, c) => (i + 1, c == q),
+    }
+}
+
 /// Quoted strings that do not close on the line they open on.
 ///
 /// This is a line scanner, not a YAML parser: when a quote is left open the parser
@@ -319,16 +330,12 @@ fn unclosed_quotes(text: &str) -> Vec<Pos> {
         while i < chars.len() {
             let c = chars[i];
             if let Some(q) = open {
-                match (q, c) {
-                    ('"', '\\') => i += 1,
-                    ('\'', '\'') if chars.get(i + 1) == Some(&'\'') => i += 1,
-                    _ if c == q => {
-                        open = None;
-                        prev = Some(c);
-                    }
-                    _ => {}
+                let (next, closed) = in_string(q, &chars, i);
+                if closed {
+                    open = None;
+                    prev = Some(q);
                 }
-                i += 1;
+                i = next;
                 continue;
             }
             match c {
@@ -343,16 +350,12 @@ fn unclosed_quotes(text: &str) -> Vec<Pos> {
                     let mut j = i + 1;
                     let mut closed = false;
                     while j < chars.len() {
-                        match (c, chars[j]) {
-                            ('"', '\\') => j += 1,
-                            ('\'', '\'') if chars.get(j + 1) == Some(&'\'') => j += 1,
-                            (q, x) if x == q => {
-                                closed = true;
-                                break;
-                            }
-                            _ => {}
+                        let (next, end) = in_string(c, &chars, j);
+                        if end {
+                            closed = true;
+                            break;
                         }
-                        j += 1;
+                        j = next;
                     }
                     if closed {
                         open = None;

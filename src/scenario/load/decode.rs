@@ -6,14 +6,18 @@
 //! that fails is decoded again without the field that failed, until it decodes or
 //! the failure cannot be cut out (a missing required field). Every problem found on
 //! the way is reported; what did decode goes on to the semantic checks.
+//!
+//! Decoding goes through JSON (see [`to_json`]), so the YAML-to-JSON bridge lives
+//! here too, with the second look at an untagged enum that failed as a whole.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value as J;
+use serde_yaml::Value;
 
-use super::{Diagnostic, Diags, backticked, join, refine_untagged, strip_location};
+use super::diagnostics::{Diagnostic, Diags, backticked, join, strip_location};
 use crate::probe::traffic::TrafficStep;
 use crate::scenario::{
     Check, FaultStep, Guard, Metadata, Objectives, RecoveryStep, Scenario, ScenarioKind,
@@ -304,6 +308,107 @@ fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
+/// The JSON equivalent of a YAML value, for deserializing the typed scenario.
+///
+/// One-key maps stay one-key maps, which is how serde's externally tagged enums read
+/// from JSON; a YAML tag (`!http { ... }`) becomes the same one-key map, so both
+/// spellings work. Non-string keys become their text; numbers that JSON cannot hold
+/// (`.nan`, `.inf`) become strings, so the type error names what was written.
+pub(super) fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                J::from(u)
+            } else if let Some(i) = n.as_i64() {
+                J::from(i)
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(|| J::String(n.to_string()), J::Number)
+            }
+        }
+        Value::String(s) => J::String(s.clone()),
+        Value::Sequence(seq) => J::Array(seq.iter().map(to_json).collect()),
+        Value::Mapping(m) => J::Object(m.iter().map(|(k, v)| (key_text(k), to_json(v))).collect()),
+        Value::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let mut o = serde_json::Map::new();
+            o.insert(tag.trim_start_matches('!').to_string(), to_json(&t.value));
+            J::Object(o)
+        }
+    }
+}
+
+/// The text of a map key, whatever its YAML type.
+pub(super) fn key_text(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// `json: { path: …, eqq: 1 }` fails as "did not match any variant" of the untagged
+/// one-or-many; decode it again as what it was meant to be, to report the real
+/// problem (here: the unknown field `eqq`) at its place.
+///
+/// `item` is what was decoded, found at dotted path `base`.
+fn refine_untagged(
+    item: &serde_json::Value,
+    base: &str,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    diag: &Diags<'_>,
+) -> Diagnostic {
+    use crate::probe::expect::JsonCheck;
+    let general = diag.serde(base, e);
+    let rel = e.path().to_string();
+    let path = if rel == "." {
+        base.to_string()
+    } else {
+        join(base, &rel)
+    };
+    if !e.inner().to_string().contains("untagged enum OneOrMany") || !path.ends_with(".json") {
+        return general;
+    }
+    let again = match json_at(item, &rel) {
+        Some(v @ serde_json::Value::Array(_)) => {
+            serde_path_to_error::deserialize::<_, Vec<JsonCheck>>(v.clone()).err()
+        }
+        Some(v) => serde_path_to_error::deserialize::<_, JsonCheck>(v.clone()).err(),
+        None => None,
+    };
+    match again {
+        Some(inner) => diag.serde(&path, &inner),
+        None => general,
+    }
+}
+
+/// The value at a dotted path (`prechecks[0].expect.json`) of a JSON document.
+fn json_at<'v>(doc: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let mut v = doc;
+    for part in path.split('.') {
+        let (key, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            v = v.get(key)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            v = v.get(idx.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +431,20 @@ mod tests {
         assert!(!remove_at(&mut v, "a.b[0]"));
         assert!(!remove_at(&mut v, "a.nope.c"));
         assert!(!remove_at(&mut v, "a.b[1].c"));
+    }
+
+    #[test]
+    fn json_bridge_keeps_numbers_and_stringifies_keys() {
+        let v: Value = serde_yaml::from_str(
+            "{1: a, true: b, n: -3, f: 0.5, big: 18446744073709551615, nan: .nan}",
+        )
+        .unwrap();
+        let j = to_json(&v);
+        assert_eq!(j["1"], "a");
+        assert_eq!(j["true"], "b");
+        assert_eq!(j["n"], -3);
+        assert_eq!(j["f"], 0.5);
+        assert_eq!(j["big"], u64::MAX);
+        assert_eq!(j["nan"], ".nan");
     }
 }

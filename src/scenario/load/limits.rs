@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::scenario::span::Pos;
+use crate::scenario::span::{self, Pos};
 
 /// Largest scenario file accepted. The shipped scenarios are about 2 KiB.
 pub(super) const MAX_BYTES: usize = 1 << 20;
@@ -188,16 +188,12 @@ pub(super) fn too_deep(text: &str) -> Option<TooDeep> {
         while i < chars.len() {
             let c = chars[i];
             if let Some(q) = quote {
-                match (q, c) {
-                    ('"', '\\') => i += 1,
-                    ('\'', '\'') if chars.get(i + 1) == Some(&'\'') => i += 1,
-                    _ if c == q => {
-                        quote = None;
-                        value_start = false;
-                    }
-                    _ => {}
+                let (next, closed) = span::in_string(q, &chars, i);
+                if closed {
+                    quote = None;
+                    value_start = false;
                 }
-                i += 1;
+                i = next;
                 continue;
             }
             match c {

@@ -1,0 +1,355 @@
+//! Validation: the checks that span fields, run on whatever decoded.
+//!
+//! serde checks each field on its own (see [`super::decode`]); what needs more than
+//! one field lives here: that every target a step names is defined, that step names
+//! are unique within a section, that durations are positive, the probe and
+//! expectation checks, and each fault's parameters against the target it acts on.
+//! A step that did not decode was reported already and is skipped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_yaml::{Mapping, Value};
+
+use super::ResolvedFault;
+use super::decode::{self, Parsed, to_json};
+use super::diagnostics::{Diagnostic, Diags, declared_list, join, tidy};
+use crate::fault::FaultSpec;
+use crate::scenario::API_VERSION;
+use crate::target::Target;
+
+/// The targets a scenario may name.
+pub(super) struct Targets {
+    /// Every name that may be used: `local` and each one defined, even where its
+    /// definition is broken (that is reported at the definition, not at each use).
+    pub(super) names: BTreeSet<String>,
+    /// The definitions that decoded, `local` included.
+    pub(super) resolved: BTreeMap<String, Target>,
+}
+
+/// Every target the scenario defines, `local` included; a broken definition is
+/// reported and its name still counts as defined.
+pub(super) fn resolve_targets(
+    parsed: &Parsed,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> Targets {
+    let mut targets = Targets {
+        names: BTreeSet::from(["local".to_string()]),
+        resolved: BTreeMap::from([("local".to_string(), Target::Local)]),
+    };
+    for (name, spec) in &parsed.targets {
+        if name == "local" {
+            errors.push(diag.at(
+                "targets.local",
+                "found a definition of `local`, expected another name: `local` is built in".into(),
+            ));
+            continue;
+        }
+        targets.names.insert(name.clone());
+        if let Some(spec) = spec {
+            for (p, msg) in spec.validate() {
+                errors.push(diag.value_at(&format!("targets.{name}.{p}"), msg));
+            }
+            targets
+                .resolved
+                .insert(name.clone(), Target::from_spec(spec));
+        }
+    }
+    targets
+}
+
+/// A use of a target that is not defined, naming those that are.
+fn undefined_target(diag: &Diags<'_>, path: &str, name: &str, targets: &Targets) -> Diagnostic {
+    // Never empty: `local` is always defined.
+    let known = declared_list(&targets.names);
+    diag.value_at(
+        path,
+        format!("found target `{name}`, expected one of the defined targets ({known})"),
+    )
+}
+
+/// Items of a section that decoded, with their position in the file's list.
+fn decoded<T>(items: &[Option<T>]) -> impl Iterator<Item = (usize, &T)> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
+}
+
+/// Each fault step's parameters, decoded into the closed enum of kinds and checked
+/// against the target the step names. A step that did not decode, or whose target
+/// is undefined or broken, is left out: its problem was reported.
+pub(super) fn resolve_faults(
+    parsed: &Parsed,
+    targets: &Targets,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<ResolvedFault> {
+    let mut faults = Vec::new();
+    for (i, step) in decoded(&parsed.faults) {
+        let base = format!("faults[{i}]");
+        let with = if step.with.is_null() {
+            Value::Mapping(Mapping::new())
+        } else {
+            step.with.clone()
+        };
+        let m = serde_json::json!({ "kind": step.kind, "with": to_json(&with) });
+        let spec = decode::Decoder { diag, errors }.one::<FaultSpec>(&m, &base);
+        if !targets.names.contains(&step.target) {
+            errors.push(undefined_target(
+                diag,
+                &format!("{base}.target"),
+                &step.target,
+                targets,
+            ));
+            continue;
+        }
+        // A target whose definition is broken was reported there.
+        let (Some(spec), Some(target)) = (spec, targets.resolved.get(&step.target).cloned()) else {
+            continue;
+        };
+        for (p, msg) in spec.validate(&target) {
+            // The whole `with:` block (e.g. conflicting fields) is reported at
+            // its key, a single parameter at its value.
+            let path = join(&base, &p);
+            errors.push(if p == "with" {
+                diag.at(&path, tidy(&msg))
+            } else {
+                diag.value_at(&path, tidy(&msg))
+            });
+        }
+        faults.push(ResolvedFault {
+            index: i,
+            step: step.clone(),
+            spec,
+            target,
+        });
+    }
+    faults
+}
+
+/// Checks across fields, on whatever decoded (a step that did not decode was
+/// reported already and is skipped here).
+pub(super) fn validate(
+    scenario: &Parsed,
+    targets: &Targets,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if let Some(api_version) = &scenario.api_version
+        && api_version != API_VERSION
+    {
+        errors.push(diag.value_at(
+            "apiVersion",
+            format!("found `{api_version}`, expected `{API_VERSION}`"),
+        ));
+    }
+    if let Some(metadata) = &scenario.metadata {
+        let name = &metadata.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(diag.value_at(
+                "metadata.name",
+                format!("found `{name}`, expected a non-empty name of letters, digits, `-`, `_` or `.` (it names report directories)"),
+            ));
+        }
+    }
+    if scenario.faults_written && scenario.faults.is_empty() {
+        errors.push(diag.value_at(
+            "faults",
+            "found an empty fault list, expected at least one fault".into(),
+        ));
+    }
+    if let Some(objectives) = &scenario.objectives {
+        if let Some(rto) = objectives.rto {
+            positive(rto.0, "objectives.rto", "duration", diag, errors);
+        }
+        positive(
+            objectives.max_duration.0,
+            "objectives.max_duration",
+            "duration",
+            diag,
+            errors,
+        );
+    }
+
+    for (section, names) in [
+        (
+            "prechecks",
+            step_names(&scenario.prechecks, |c| c.name.as_str()),
+        ),
+        (
+            "verifications",
+            step_names(&scenario.verifications, |c| c.name.as_str()),
+        ),
+        ("guards", step_names(&scenario.guards, |g| g.name.as_str())),
+        (
+            "traffic",
+            step_names(&scenario.traffic, |t| t.name.as_str()),
+        ),
+        ("faults", step_names(&scenario.faults, |f| f.name.as_str())),
+        (
+            "recovery",
+            step_names(&scenario.recovery, |r| r.name.as_str()),
+        ),
+    ] {
+        unique_names(section, names.into_iter(), diag, errors);
+    }
+
+    for (section, checks) in [
+        ("prechecks", &scenario.prechecks),
+        ("verifications", &scenario.verifications),
+    ] {
+        for (i, c) in decoded(checks) {
+            let base = format!("{section}[{i}]");
+            if c.within.is_some() && c.hold_for.is_some() {
+                errors.push(diag.at(
+                    &format!("{base}.for"),
+                    "found both `within` and `for`, expected one of them: `within` waits until it holds, `for` requires it to hold throughout".into(),
+                ));
+            }
+            polled(
+                &base,
+                c.interval.0,
+                &c.probe,
+                &c.expect,
+                targets,
+                diag,
+                errors,
+            );
+        }
+    }
+    for (i, t) in decoded(&scenario.traffic) {
+        for (p, msg) in t.validate() {
+            errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
+        }
+    }
+    for (i, g) in decoded(&scenario.guards) {
+        let base = format!("guards[{i}]");
+        if g.breach_after == 0 {
+            errors.push(diag.value_at(
+                &format!("{base}.breach_after"),
+                "found 0, expected at least 1".into(),
+            ));
+        }
+        polled(
+            &base,
+            g.interval.0,
+            &g.probe,
+            &g.expect,
+            targets,
+            diag,
+            errors,
+        );
+    }
+    for (i, r) in decoded(&scenario.recovery) {
+        if !targets.names.contains(&r.command.target) {
+            errors.push(undefined_target(
+                diag,
+                &format!("recovery[{i}].command.target"),
+                &r.command.target,
+                targets,
+            ));
+        }
+        if r.command.run.trim().is_empty() {
+            errors.push(diag.value_at(
+                &format!("recovery[{i}].command.run"),
+                "found an empty command, expected a shell command line".into(),
+            ));
+        }
+    }
+}
+
+/// A zero duration at `path`, where `what` (a duration, a poll interval) must be
+/// positive.
+fn positive(
+    d: std::time::Duration,
+    path: &str,
+    what: &str,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if d.is_zero() {
+        errors.push(diag.value_at(path, format!("found `0s`, expected a positive {what}")));
+    }
+}
+
+/// (position in the section, name) of each step that decoded.
+fn step_names<T>(items: &[Option<T>], name: fn(&T) -> &str) -> Vec<(usize, &str)> {
+    decoded(items).map(|(i, t)| (i, name(t))).collect()
+}
+
+/// What checks and guards share: a positive poll interval and a valid probe.
+fn polled(
+    base: &str,
+    interval: std::time::Duration,
+    probe: &crate::probe::ProbeSpec,
+    expect: &crate::probe::Expect,
+    targets: &Targets,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    positive(
+        interval,
+        &format!("{base}.interval"),
+        "poll interval",
+        diag,
+        errors,
+    );
+    probe_checks(base, probe, expect, targets, diag, errors);
+}
+
+/// A probe's target defined, its own checks and those of its expectation.
+fn probe_checks(
+    base: &str,
+    probe: &crate::probe::ProbeSpec,
+    expect: &crate::probe::Expect,
+    targets: &Targets,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let pbase = format!("{base}.probe.{}", probe.kind());
+    if let Some(t) = probe.target()
+        && !targets.names.contains(t)
+    {
+        errors.push(undefined_target(
+            diag,
+            &format!("{pbase}.target"),
+            t,
+            targets,
+        ));
+    }
+    for (p, msg) in probe.validate() {
+        errors.push(diag.value_at(&join(&pbase, &p), tidy(&msg)));
+    }
+    for (p, msg) in expect.validate() {
+        errors.push(diag.value_at(&join(&format!("{base}.expect"), &p), tidy(&msg)));
+    }
+}
+
+/// `names` are (position in the section, name) of the steps that decoded.
+fn unique_names<'a>(
+    section: &str,
+    names: impl Iterator<Item = (usize, &'a str)>,
+    diag: &Diags<'_>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in names {
+        if let Some(first) = seen.get(n) {
+            let first_pos = diag.index.locate_value(&format!("{section}[{first}].name"));
+            errors.push(diag.value_at(
+                &format!("{section}[{i}].name"),
+                format!(
+                    "found duplicate name `{n}` (first used at line {}), expected step names to be unique within `{section}`",
+                    first_pos.map_or(0, |p| p.line)
+                ),
+            ));
+        } else {
+            seen.insert(n, i);
+        }
+    }
+}
