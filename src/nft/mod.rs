@@ -40,6 +40,7 @@ mod addr;
 mod exec;
 mod stmt;
 mod table;
+mod view;
 
 use std::borrow::Cow;
 use std::io;
@@ -49,7 +50,7 @@ use table::{MAX_RUN_ID, TABLE_PREFIX};
 pub(crate) use addr::{AddrFamily, IpNet, normalize};
 #[cfg(test)]
 pub(crate) use exec::to_json;
-pub(crate) use exec::{TableView, apply, delete_objects, delete_table_if_empty, list_table};
+pub(crate) use exec::{apply, delete_objects, delete_table_if_empty, list_table};
 pub(crate) use stmt::{
     Side, Statement, Unreachable, addr_in_set, counter, ct_state_new, drop, icmp_unreachable, jump,
     l4proto_in, limit_over, port_in, redirect_to, reject_icmpx, reject_tcp_reset, ret, tcp_rst,
@@ -58,6 +59,7 @@ pub(crate) use table::{
     FilterHook, NatHook, Objects, PRIO_AFTER_CONNTRACK, PRIO_EARLY, RunTable, object_prefix,
     table_name, ttl_secs,
 };
+pub(crate) use view::TableView;
 
 /// Why talking to nftables failed.
 #[derive(Debug, thiserror::Error)]

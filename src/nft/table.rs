@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::addr::{AddrFamily, IpNet, net_expr, normalize};
-use super::exec::TableView;
 use super::stmt::{Side, Statement, addr_in_set, counter, l4proto_in, port_in, redirect_to};
+use super::view::TableView;
 use super::{NftError, s};
 
 /// Every table firedrill creates is named `firedrill_<run id>`.

@@ -66,7 +66,7 @@ pub struct ProbeCtx<'a> {
     pub http: &'a reqwest::Client,
     /// The drill's vars: shell commands get the secrets they refer to from here, in
     /// their environment (see `scenario::vars`).
-    pub vars: &'a crate::scenario::Resolved,
+    pub vars: &'a crate::scenario::vars::Resolved,
 }
 
 impl ProbeSpec {

@@ -159,7 +159,7 @@ mod tests {
         targets.insert("ns".to_string(), Target::Netns { name: name.clone() });
         crate::install_crypto_provider();
         let http = reqwest::Client::new();
-        let vars = crate::scenario::Resolved::default();
+        let vars = crate::scenario::vars::Resolved::default();
         let ctx = ProbeCtx {
             targets: &targets,
             http: &http,

@@ -9,7 +9,7 @@
 mod load;
 mod schema;
 mod span;
-mod vars;
+pub(crate) mod vars;
 
 use std::collections::BTreeMap;
 
