@@ -158,23 +158,17 @@ impl From<crate::probe::traffic::TrafficVerdict> for StepRecord {
     /// A traffic entry is recorded as a verification step.
     fn from(v: crate::probe::traffic::TrafficVerdict) -> Self {
         StepRecord {
-            phase: Phase::Verification,
-            name: v.name,
             status: match v.passed {
                 None => StepStatus::Skipped,
                 Some(true) => StepStatus::Passed,
                 Some(false) => StepStatus::Failed,
             },
             critical: v.critical,
-            started_ms: v.started_ms,
             duration_ms: v.duration_ms,
-            description: v.description,
             attempts: v.requests,
-            first_held_ms: None,
-            within_ms: None,
             detail: v.detail,
-            fault: None,
             metrics: v.metrics,
+            ..StepRecord::new(Phase::Verification, v.name, v.description, v.started_ms)
         }
     }
 }
@@ -235,6 +229,35 @@ pub struct StepRecord {
     /// Probe figures (e.g. traffic percentiles per phase).
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+}
+
+impl StepRecord {
+    /// A step of `phase` that started at `started_ms`, before anything about it is
+    /// known: skipped, critical, no attempts, nothing measured. Callers set what they
+    /// measured with struct update syntax (`StepRecord { status, ..StepRecord::new(..) }`),
+    /// so every record names only what differs from "did not run".
+    pub(crate) fn new(
+        phase: Phase,
+        name: impl Into<String>,
+        description: impl Into<String>,
+        started_ms: f64,
+    ) -> Self {
+        StepRecord {
+            phase,
+            name: name.into(),
+            status: StepStatus::Skipped,
+            critical: true,
+            started_ms,
+            duration_ms: 0.0,
+            description: description.into(),
+            attempts: 0,
+            first_held_ms: None,
+            within_ms: None,
+            detail: String::new(),
+            fault: None,
+            metrics: BTreeMap::new(),
+        }
+    }
 }
 
 /// A fault step's specifics: declared next to measured, and how it was reverted.

@@ -342,11 +342,12 @@ pub fn all_ledgers(state_dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::fault::process_kill::{ProcRef, Signal, Undo as PkUndo};
 
-    fn undo(pid: u32) -> Undo {
+    /// An undo record to put in a test ledger: SIGSTOP of `pid` on this host.
+    pub(in crate::engine) fn undo(pid: u32) -> Undo {
         Undo::ProcessKill(PkUndo {
             target: Target::Local,
             signal: Signal::Stop,

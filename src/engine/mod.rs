@@ -11,10 +11,17 @@
 //! Aborting (signal, guard breach, critical failure, max_duration, injection error)
 //! cancels the forward steps only; recovery always runs to the end. A second signal
 //! sets `hurry`, which skips recovery's waits but never its reverts.
+//!
+//! `run.rs` holds [`Engine::run`], one method per phase in the order above;
+//! `guards.rs` the guards, `abort.rs` the abort switch, `outcome.rs` the outcome's
+//! order of precedence (a pure function), `check.rs` the timing rules of assertions.
 
+mod abort;
 pub(crate) mod check;
+mod guards;
 pub mod ledger;
 pub(crate) mod lock;
+mod outcome;
 pub mod plan;
 pub mod recover;
 mod run;

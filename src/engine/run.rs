@@ -1,23 +1,31 @@
 //! One drill run, from lock to report model.
+//!
+//! [`Engine::run`] reads as the lifecycle: one method per phase, in order, sharing a
+//! [`RunState`]. Guards live in `guards.rs`, the abort switch in `abort.rs`, and the
+//! outcome's order of precedence is the pure function in `outcome.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
 
+use super::abort::Abort;
 use super::check::run_check;
+use super::guards::Guards;
 use super::ledger::{self, Entry, Ledger, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
+use super::outcome::{Verdict, decide, revert_gaps};
 use super::timeline::Timeline;
 use super::{Control, RunOptions};
 use crate::fault::{FaultCtx, RevertCtx};
 use crate::model::*;
 use crate::probe::ProbeCtx;
+use crate::probe::traffic::Section;
 use crate::rt::Runtime;
 use crate::rt::sleep_or_cancel;
-use crate::scenario::{Check, Drill};
+use crate::scenario::{Check, Drill, ResolvedFault};
 
 /// Why a run could not even start (nothing was injected).
 #[derive(Debug, thiserror::Error)]
@@ -55,23 +63,62 @@ pub struct Engine {
     _locks: TargetLocks,
 }
 
-/// Shared state of the forward phases.
-struct Abort {
-    token: CancellationToken,
-    reason: Mutex<Option<(AbortReason, String)>>,
+/// What the phases of one run share, filled in as they go.
+struct RunState {
+    /// Every step so far, in the order they ran.
+    steps: Vec<StepRecord>,
+    /// Stops the forward phases; says why.
+    abort: Arc<Abort>,
+    /// Trips `abort` on a signal or at `objectives.max_duration`.
+    watcher: JoinHandle<()>,
+    /// Started with the first fault, stopped when recovery starts.
+    guards: Guards,
+    /// The `traffic:` loads, from after the prechecks to after the steady state.
+    traffic: Section,
+    /// Where each injected fault's step is in `steps`, by ledger sequence number:
+    /// its revert is recorded there.
+    injected: BTreeMap<u64, usize>,
+    /// A fault could not be injected.
+    injection_failed: bool,
 }
 
-impl Abort {
-    fn trip(&self, reason: AbortReason, why: String) {
-        let mut r = self.reason.lock().unwrap();
-        if r.is_none() {
-            *r = Some((reason, why));
+impl RunState {
+    fn new(drill: &Drill, control: &Control) -> Self {
+        let abort = Abort::new();
+        RunState {
+            steps: Vec::new(),
+            watcher: abort.watch(
+                control.abort.clone(),
+                drill.scenario.objectives.max_duration.0,
+            ),
+            abort,
+            guards: Guards::default(),
+            traffic: Section::not_started(&drill.scenario.traffic),
+            injected: BTreeMap::new(),
+            injection_failed: false,
         }
-        self.token.cancel();
     }
-    fn get(&self) -> Option<(AbortReason, String)> {
-        self.reason.lock().unwrap().clone()
-    }
+}
+
+/// What recovery found.
+struct Recovered {
+    /// When recovery started: the recovery time is measured from here.
+    started: Instant,
+    started_ms: f64,
+    /// What each guard saw until recovery stopped it.
+    guards: Vec<GuardRecord>,
+    /// Every revert attempted succeeded.
+    reverts_ok: bool,
+    /// Every recovery step passed.
+    steps_ok: bool,
+}
+
+/// What the steady-state re-check found.
+struct Steady {
+    /// The prechecks hold again (or there was nothing to re-check).
+    ok: bool,
+    /// From recovery start until they did; None when not measured.
+    recovery_ms: Option<f64>,
 }
 
 pub(crate) fn http_client() -> Result<reqwest::Client, EngineError> {
@@ -160,121 +207,80 @@ impl Engine {
     /// Runs the drill to the end. Never returns before recovery has run.
     pub async fn run(self, control: Control) -> RunRecord {
         let started_at = now_rfc3339();
-        let drill = self.drill.clone();
-        let sc = &drill.scenario;
-        let tl = self.timeline.clone();
-        let abort = Arc::new(Abort {
-            token: CancellationToken::new(),
-            reason: Mutex::new(None),
-        });
-        let probe_ctx = ProbeCtx {
-            targets: &drill.targets,
-            http: &self.http,
-            vars: &drill.vars,
-        };
-        let mut steps: Vec<StepRecord> = Vec::new();
+        let mut run = RunState::new(&self.drill, &control);
+        self.announce();
+        self.prechecks(&mut run).await;
+        self.start_traffic(&mut run).await;
+        self.inject(&mut run).await;
+        self.verify(&mut run).await;
+        let recovered = self.recover(&mut run, &control).await;
+        let steady = self.steady_state(&mut run, &recovered, &control).await;
+        self.finish(&mut run, &control).await;
+        self.outcome(run, recovered, steady, started_at)
+    }
 
-        // Outside signals and the drill's own cap both abort the forward phases.
-        let watcher = {
-            let abort = abort.clone();
-            let ext = control.abort.clone();
-            let cap = sc.objectives.max_duration.0;
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = ext.cancelled() => abort.trip(AbortReason::Signal, "interrupted by signal".into()),
-                    _ = tokio::time::sleep(cap) => abort.trip(AbortReason::MaxDuration,
-                        format!("objectives.max_duration ({}) reached", humantime::format_duration(cap))),
-                    _ = abort.token.cancelled() => {}
-                }
-            })
-        };
-
-        tl.event(
+    /// Setup: names the drill, the run and its ledger on the timeline.
+    fn announce(&self) {
+        self.timeline.event(
             Phase::Setup,
             "run_started",
             None,
             format!(
                 "drill `{}` run {} (level {}, ledger {})",
-                sc.metadata.name,
+                self.drill.scenario.metadata.name,
                 self.run_id,
                 self.opts.level,
                 self.ledger_path().display()
             ),
         );
+    }
 
-        // ── prechecks ────────────────────────────────────────────────────────────
+    /// Prechecks, in order: the first that fails aborts the drill before any fault.
+    async fn prechecks(&self, run: &mut RunState) {
         self.runtime.set_phase(Phase::Precheck);
-        for c in &sc.prechecks {
-            if abort.token.is_cancelled() {
-                steps.push(skipped(
-                    Phase::Precheck,
-                    &c.name,
-                    &c.probe.describe(),
-                    true,
-                    "drill aborted",
-                    &tl,
-                ));
-                continue;
-            }
-            let rec = self
-                .check_step(Phase::Precheck, c, true, &probe_ctx, &abort.token)
-                .await;
-            if rec.status != StepStatus::Passed {
-                abort.trip(
+        for c in &self.drill.scenario.prechecks {
+            let rec = self.check_step(Phase::Precheck, c, true, &run.abort).await;
+            if rec.status != StepStatus::Passed && !run.abort.is_tripped() {
+                run.abort.trip(
                     AbortReason::PrecheckFailed,
                     format!("precheck `{}` failed: {}", c.name, rec.detail),
                 );
             }
-            steps.push(rec);
+            run.steps.push(rec);
         }
+    }
 
-        // ── traffic: continuous load, from here to after the steady-state re-check ──
-        let traffic = if abort.token.is_cancelled() {
-            crate::probe::traffic::Section::not_started(&sc.traffic)
-        } else {
-            crate::probe::traffic::Section::start(
-                &sc.traffic,
-                &self.runtime,
-                &self.http,
-                sc.objectives.max_duration.0,
-                tl.now_ms(),
-                &abort.token,
-            )
-            .await
-        };
+    /// Starts the `traffic:` loads once the prechecks passed; they run until after
+    /// the steady-state re-check.
+    async fn start_traffic(&self, run: &mut RunState) {
+        if run.abort.is_tripped() {
+            return;
+        }
+        let sc = &self.drill.scenario;
+        run.traffic = Section::start(
+            &sc.traffic,
+            &self.runtime,
+            &self.http,
+            sc.objectives.max_duration.0,
+            self.timeline.now_ms(),
+            run.abort.token(),
+        )
+        .await;
+    }
 
-        // ── faults ───────────────────────────────────────────────────────────────
+    /// Faults, in order, up to `--level`: each one's undo record is on disk before it
+    /// takes effect, the guards start with the first, and `ramp_up` lets each settle
+    /// before the next. One that cannot be injected aborts the drill.
+    async fn inject(&self, run: &mut RunState) {
         self.runtime.set_phase(Phase::Fault);
-        let guard_stop = CancellationToken::new();
-        let mut guard_tasks = Vec::new();
-        let mut fault_step_index: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut injection_failed = false;
-        for f in &drill.faults {
-            let ttl = f.step.ttl.unwrap_or(sc.objectives.max_duration).0;
-            let mut rec = StepRecord {
-                phase: Phase::Fault,
-                name: f.step.name.clone(),
-                status: StepStatus::Skipped,
-                critical: true,
-                started_ms: tl.now_ms(),
-                duration_ms: 0.0,
-                description: f.spec.describe(),
-                attempts: 0,
-                first_held_ms: None,
-                within_ms: None,
-                detail: String::new(),
-                fault: Some(FaultRecord {
-                    kind: f.spec.kind().into(),
-                    target: f.target.describe(),
-                    level: f.step.level,
-                    ttl_ms: ttl.as_secs_f64() * 1000.0,
-                    ledger_seq: None,
-                    reversible: None,
-                    effect: None,
-                    revert: None,
-                }),
-                metrics: BTreeMap::new(),
-            };
+        let tl = &self.timeline;
+        for f in &self.drill.faults {
+            let ttl = f
+                .step
+                .ttl
+                .unwrap_or(self.drill.scenario.objectives.max_duration)
+                .0;
+            let mut rec = fault_record(f, ttl, tl.now_ms());
             if f.step.level > self.opts.level {
                 rec.detail = format!(
                     "level {} is above --level {}",
@@ -286,102 +292,18 @@ impl Engine {
                     Some(&f.step.name),
                     format!("{}: skipped ({})", f.step.name, rec.detail),
                 );
-                steps.push(rec);
+                run.steps.push(rec);
                 continue;
             }
-            if abort.token.is_cancelled() {
+            if run.abort.is_tripped() {
                 rec.detail = "drill aborted before this step".into();
-                steps.push(rec);
+                run.steps.push(rec);
                 continue;
             }
-            let started = Instant::now();
-            tl.event(
-                Phase::Fault,
-                "step_started",
-                Some(&f.step.name),
-                format!("{}: {}", f.step.name, rec.description),
-            );
-            let ctx = FaultCtx {
-                run_id: &self.run_id,
-                step: &f.step.name,
-                target: &f.target,
-                ttl,
-                started,
-                cancel: abort.token.clone(),
-                runtime: &self.runtime,
-            };
-            rec.attempts = 1;
-            let outcome: Result<(), String> = async {
-                let undo = f
-                    .spec
-                    .prepare(&ctx)
-                    .await
-                    .map_err(|e| format!("cannot prepare: {e}"))?;
-                // The promise: the undo record is on disk before anything takes effect.
-                let seq = self
-                    .ledger
-                    .lock()
-                    .unwrap()
-                    .record_inject(&f.step.name, &f.target, &undo)
-                    .map_err(|e| {
-                        format!("cannot write the undo record, fault NOT injected: {e}")
-                    })?;
-                rec.fault.as_mut().unwrap().ledger_seq = Some(seq);
-                rec.fault.as_mut().unwrap().reversible = Some(undo.is_reversible());
-                fault_step_index.insert(seq, steps.len());
-                if guard_tasks.is_empty() {
-                    guard_tasks = self.start_guards(&guard_stop, &abort);
-                }
-                let effect = f.spec.apply(&ctx, &undo).await.map_err(|e| e.to_string())?;
-                // Test hook (debug builds only): prove that a panicking engine still reverts.
-                #[cfg(debug_assertions)]
-                if std::env::var("FIREDRILL_DEBUG_PANIC_AFTER").is_ok_and(|s| s == f.step.name) {
-                    panic!(
-                        "FIREDRILL_DEBUG_PANIC_AFTER: panicking after `{}` took effect",
-                        f.step.name
-                    );
-                }
-                let ok = effect.as_declared;
-                let msg = format!(
-                    "{}: {} (declared: {})",
-                    f.step.name, effect.measured, effect.declared
-                );
-                rec.detail = effect.measured.clone();
-                rec.fault.as_mut().unwrap().effect = Some(effect);
-                if ok {
-                    tl.event(Phase::Fault, "fault_effective", Some(&f.step.name), msg);
-                    Ok(())
-                } else {
-                    Err(format!("measured effect differs from declared: {msg}"))
-                }
-            }
-            .await;
-            rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            match outcome {
-                Ok(()) => rec.status = StepStatus::Passed,
-                Err(e) => {
-                    rec.status = StepStatus::Error;
-                    if rec.detail.is_empty() {
-                        rec.detail = e.clone();
-                    } else {
-                        rec.detail = format!("{}; {e}", rec.detail);
-                    }
-                    tl.event(
-                        Phase::Fault,
-                        "fault_failed",
-                        Some(&f.step.name),
-                        format!("{}: {e}", f.step.name),
-                    );
-                    injection_failed = true;
-                    abort.trip(
-                        AbortReason::InjectionFailed,
-                        format!("fault `{}` could not be injected: {e}", f.step.name),
-                    );
-                }
-            }
-            steps.push(rec);
+            self.fault_step(f, ttl, &mut rec, run).await;
+            run.steps.push(rec);
             if let Some(r) = f.step.ramp_up
-                && !abort.token.is_cancelled()
+                && !run.abort.is_tripped()
             {
                 tl.event(
                     Phase::Fault,
@@ -389,323 +311,171 @@ impl Engine {
                     Some(&f.step.name),
                     format!("{}: settling for {r}", f.step.name),
                 );
-                sleep_or_cancel(r.0, &abort.token).await;
+                sleep_or_cancel(r.0, run.abort.token()).await;
             }
         }
+    }
 
-        // ── verifications ────────────────────────────────────────────────────────
-        self.runtime.set_phase(Phase::Verification);
-        for c in &sc.verifications {
-            if abort.token.is_cancelled() {
-                steps.push(skipped(
-                    Phase::Verification,
-                    &c.name,
-                    &c.probe.describe(),
-                    c.critical,
-                    "drill aborted",
-                    &tl,
-                ));
-                continue;
+    /// Injects one fault and records how it went on `rec`; a fault that cannot be
+    /// injected, or whose measured effect differs from the declared one, aborts the
+    /// drill.
+    async fn fault_step(
+        &self,
+        f: &ResolvedFault,
+        ttl: Duration,
+        rec: &mut StepRecord,
+        run: &mut RunState,
+    ) {
+        let tl = &self.timeline;
+        let started = Instant::now();
+        tl.event(
+            Phase::Fault,
+            "step_started",
+            Some(&f.step.name),
+            format!("{}: {}", f.step.name, rec.description),
+        );
+        rec.attempts = 1;
+        let outcome = self.inject_fault(f, ttl, started, rec, run).await;
+        rec.duration_ms = ms(started.elapsed());
+        match outcome {
+            Ok(()) => rec.status = StepStatus::Passed,
+            Err(e) => {
+                rec.status = StepStatus::Error;
+                if rec.detail.is_empty() {
+                    rec.detail = e.clone();
+                } else {
+                    rec.detail = format!("{}; {e}", rec.detail);
+                }
+                tl.event(
+                    Phase::Fault,
+                    "fault_failed",
+                    Some(&f.step.name),
+                    format!("{}: {e}", f.step.name),
+                );
+                run.injection_failed = true;
+                run.abort.trip(
+                    AbortReason::InjectionFailed,
+                    format!("fault `{}` could not be injected: {e}", f.step.name),
+                );
             }
+        }
+    }
+
+    /// One fault: prepare, write the undo record, start the guards, apply, and check
+    /// the measured effect against the declared one. Fills in `rec` as it goes.
+    async fn inject_fault(
+        &self,
+        f: &ResolvedFault,
+        ttl: Duration,
+        started: Instant,
+        rec: &mut StepRecord,
+        run: &mut RunState,
+    ) -> Result<(), String> {
+        let ctx = FaultCtx {
+            run_id: &self.run_id,
+            step: &f.step.name,
+            target: &f.target,
+            ttl,
+            started,
+            cancel: run.abort.token().clone(),
+            runtime: &self.runtime,
+        };
+        let undo = f
+            .spec
+            .prepare(&ctx)
+            .await
+            .map_err(|e| format!("cannot prepare: {e}"))?;
+        // The promise: the undo record is on disk before anything takes effect.
+        let seq = self
+            .ledger
+            .lock()
+            .unwrap()
+            .record_inject(&f.step.name, &f.target, &undo)
+            .map_err(|e| format!("cannot write the undo record, fault NOT injected: {e}"))?;
+        let fault = rec.fault.as_mut().unwrap();
+        fault.ledger_seq = Some(seq);
+        fault.reversible = Some(undo.is_reversible());
+        run.injected.insert(seq, run.steps.len());
+        run.guards
+            .start(&self.drill, &self.http, &self.timeline, &run.abort);
+        let effect = f.spec.apply(&ctx, &undo).await.map_err(|e| e.to_string())?;
+        // Test hook (debug builds only): prove that a panicking engine still reverts.
+        #[cfg(debug_assertions)]
+        if std::env::var("FIREDRILL_DEBUG_PANIC_AFTER").is_ok_and(|s| s == f.step.name) {
+            panic!(
+                "FIREDRILL_DEBUG_PANIC_AFTER: panicking after `{}` took effect",
+                f.step.name
+            );
+        }
+        let ok = effect.as_declared;
+        let msg = format!(
+            "{}: {} (declared: {})",
+            f.step.name, effect.measured, effect.declared
+        );
+        rec.detail = effect.measured.clone();
+        rec.fault.as_mut().unwrap().effect = Some(effect);
+        if ok {
+            self.timeline
+                .event(Phase::Fault, "fault_effective", Some(&f.step.name), msg);
+            Ok(())
+        } else {
+            Err(format!("measured effect differs from declared: {msg}"))
+        }
+    }
+
+    /// Verifications, in order: a critical one that fails aborts the rest.
+    async fn verify(&self, run: &mut RunState) {
+        self.runtime.set_phase(Phase::Verification);
+        for c in &self.drill.scenario.verifications {
             let rec = self
-                .check_step(Phase::Verification, c, c.critical, &probe_ctx, &abort.token)
+                .check_step(Phase::Verification, c, c.critical, &run.abort)
                 .await;
-            if rec.status != StepStatus::Passed && c.critical && !abort.token.is_cancelled() {
-                abort.trip(
+            if rec.status != StepStatus::Passed && c.critical && !run.abort.is_tripped() {
+                run.abort.trip(
                     AbortReason::CriticalFailure,
                     format!("critical verification `{}` failed: {}", c.name, rec.detail),
                 );
             }
-            steps.push(rec);
+            run.steps.push(rec);
         }
+    }
 
-        // ── recovery: always ─────────────────────────────────────────────────────
+    /// Recovery, always: the guards stop, every fault the ledger holds as injected
+    /// is reverted newest first, then the scenario's recovery steps run.
+    async fn recover(&self, run: &mut RunState, control: &Control) -> Recovered {
         self.runtime.set_phase(Phase::Recovery);
-        let recovery_start = Instant::now();
-        let recovery_start_ms = tl.now_ms();
-        tl.event(
+        let started = Instant::now();
+        let started_ms = self.timeline.now_ms();
+        self.timeline.event(
             Phase::Recovery,
             "recovery_started",
             None,
-            match abort.get() {
+            match run.abort.get() {
                 Some((_, why)) => format!("recovering ({why})"),
                 None => "recovering".to_string(),
             },
         );
-        guard_stop.cancel();
-        let mut guards = Vec::new();
-        for t in guard_tasks {
-            if let Ok(g) = t.await {
-                guards.push(g);
-            }
+        let guards = run.guards.stop().await;
+        let reverts_ok = self.revert_all(run, control).await;
+        let mut steps_ok = true;
+        for r in &self.drill.scenario.recovery {
+            let rec = self.recovery_step(r, control).await;
+            steps_ok &= rec.status == StepStatus::Passed;
+            run.steps.push(rec);
         }
-        let revert_ok = self
-            .revert_all(&mut steps, &fault_step_index, &control)
-            .await;
-        let mut recovery_steps_ok = true;
-        for r in &sc.recovery {
-            let rec = self.recovery_step(r, &control).await;
-            recovery_steps_ok &= rec.status == StepStatus::Passed;
-            steps.push(rec);
-        }
-
-        // ── steady state: prechecks hold again? ──────────────────────────────────
-        self.runtime.set_phase(Phase::SteadyState);
-        let injected_any = !fault_step_index.is_empty();
-        let mut recovery_ms = None;
-        let mut steady_ok = true;
-        if injected_any && !sc.prechecks.is_empty() {
-            let (ok, rec, ms) = self
-                .steady_state(
-                    &sc.prechecks,
-                    &probe_ctx,
-                    recovery_start,
-                    recovery_start_ms,
-                    &control,
-                )
-                .await;
-            steady_ok = ok;
-            recovery_ms = ms;
-            steps.push(rec);
-        }
-        steps.extend(
-            traffic
-                .finish(&control.hurry)
-                .await
-                .into_iter()
-                .map(StepRecord::from),
-        );
-        watcher.abort();
-        {
-            let mut l = self.ledger.lock().unwrap();
-            let _ = l.append(&Entry::Finished { at: now_rfc3339() });
-        }
-        self.runtime.reap().await;
-
-        // ── outcome: the loudest failure wins ────────────────────────────────────
-        self.runtime.set_phase(Phase::Report);
-        let rto_ms = sc.objectives.rto.map(|d| d.0.as_secs_f64() * 1000.0);
-        let rto_met = match (rto_ms, recovery_ms) {
-            (Some(r), Some(m)) => Some(m <= r),
-            _ => None,
-        };
-        let critical_failed = steps.iter().any(|s| {
-            s.critical
-                && matches!(s.phase, Phase::Precheck | Phase::Verification)
-                && s.status == StepStatus::Failed
-        });
-        let guard_breached = guards.iter().any(|g| g.breached);
-        let aborted = abort.get();
-        // The ledger, not the engine's memory, says whether everything was reverted.
-        let revert_gaps = match ledger::scan(&self.ledger_path()) {
-            Ok(scan) => revert_gaps(&scan),
-            Err(e) => vec![format!("cannot read the ledger: {e}")],
-        };
-        let (status, reason) = decide(&Verdict {
-            revert_ok,
-            revert_gaps: &revert_gaps,
-            injection_failed,
-            aborted: aborted.as_ref(),
-            critical_failed: critical_failed || guard_breached,
-            steady_ok,
-            rto_ms,
-            recovery_ms,
-            recovery_steps_ok,
-        });
-        tl.event_unprinted(
-            Phase::Report,
-            "run_finished",
-            None,
-            format!("{status:?}: {reason}"),
-        );
-
-        let mut record = RunRecord {
-            journal_version: JOURNAL_VERSION,
-            tool: ToolInfo {
-                name: "firedrill".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-            run_id: self.run_id.clone(),
-            scenario: ScenarioInfo {
-                name: sc.metadata.name.clone(),
-                description: sc.metadata.description.clone(),
-                owner: sc.metadata.owner.clone(),
-                file: drill.file.display().to_string(),
-                sha256: drill.sha256.clone(),
-                labels: sc.metadata.labels.clone(),
-            },
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            operator: operator(),
-            level: self.opts.level,
-            vars: drill.vars.redacted(),
-            started_at,
-            finished_at: now_rfc3339(),
-            duration_ms: tl.now_ms(),
-            outcome: Outcome {
-                status,
-                exit_code: status.exit_code(),
-                reason,
-                aborted: aborted.map(|a| a.0),
-            },
-            objectives: ObjectivesRecord {
-                rto_ms,
-                max_duration_ms: sc.objectives.max_duration.0.as_secs_f64() * 1000.0,
-                recovery_ms,
-                rto_met,
-            },
-            timeline: tl.events(),
-            steps,
-            guards,
-            improvements: Vec::new(),
-            ledger: self.ledger_path().display().to_string(),
-        };
-        crate::report::round_timings(&mut record);
-        record.improvements = crate::report::improvements::derive(&record);
-        crate::report::redact(&mut record, &drill.vars.secret_values());
-        record
-    }
-
-    async fn check_step(
-        &self,
-        phase: Phase,
-        c: &Check,
-        critical: bool,
-        ctx: &ProbeCtx<'_>,
-        cancel: &CancellationToken,
-    ) -> StepRecord {
-        let tl = &self.timeline;
-        let started_ms = tl.now_ms();
-        tl.event(
-            phase,
-            "step_started",
-            Some(&c.name),
-            format!("{}: {}", c.name, c.probe.describe()),
-        );
-        let out = run_check(c, ctx, cancel).await;
-        let status = if out.ok {
-            StepStatus::Passed
-        } else if out.interrupted {
-            StepStatus::Skipped
-        } else {
-            StepStatus::Failed
-        };
-        let word = match status {
-            StepStatus::Passed => "passed",
-            StepStatus::Skipped => "interrupted",
-            _ if critical => "FAILED",
-            _ => "failed (non-critical)",
-        };
-        tl.event(
-            phase,
-            "step_finished",
-            Some(&c.name),
-            format!(
-                "{}: {word} after {} attempt(s): {}",
-                c.name, out.attempts, out.detail
-            ),
-        );
-        StepRecord {
-            phase,
-            name: c.name.clone(),
-            status,
-            critical,
+        Recovered {
+            started,
             started_ms,
-            duration_ms: out.duration.as_secs_f64() * 1000.0,
-            description: describe_check(c),
-            attempts: out.attempts,
-            first_held_ms: out.first_held.map(|d| d.as_secs_f64() * 1000.0),
-            within_ms: c.within.map(|w| ms(w.0)),
-            detail: out.detail,
-            fault: None,
-            metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
+            guards,
+            reverts_ok,
+            steps_ok,
         }
-    }
-
-    fn start_guards(
-        &self,
-        stop: &CancellationToken,
-        abort: &Arc<Abort>,
-    ) -> Vec<tokio::task::JoinHandle<GuardRecord>> {
-        let drill = self.drill.clone();
-        (0..drill.scenario.guards.len())
-            .map(|i| {
-                let drill = drill.clone();
-                let stop = stop.clone();
-                let abort = abort.clone();
-                let tl = self.timeline.clone();
-                let http = self.http.clone();
-                tokio::spawn(async move {
-                    let g = &drill.scenario.guards[i];
-                    let ctx = ProbeCtx {
-                        targets: &drill.targets,
-                        http: &http,
-                        vars: &drill.vars,
-                    };
-                    let mut rec = GuardRecord {
-                        name: g.name.clone(),
-                        description: g.probe.describe(),
-                        polls: 0,
-                        failures: 0,
-                        breached: false,
-                        breached_ms: None,
-                        detail: String::new(),
-                    };
-                    let mut consecutive = 0;
-                    tl.event(
-                        Phase::Fault,
-                        "guard_started",
-                        Some(&g.name),
-                        format!("guard `{}` watching {}", g.name, rec.description),
-                    );
-                    loop {
-                        let obs = tokio::select! {
-                            o = g.probe.observe(&ctx) => o,
-                            _ = stop.cancelled() => break,
-                        };
-                        let v = g.expect.evaluate(&obs);
-                        rec.polls += 1;
-                        rec.detail = v.detail.clone();
-                        if v.ok {
-                            consecutive = 0;
-                        } else {
-                            rec.failures += 1;
-                            consecutive += 1;
-                            if consecutive >= g.breach_after {
-                                rec.breached = true;
-                                rec.breached_ms = Some(tl.now_ms());
-                                tl.event(
-                                    Phase::Fault,
-                                    "guard_breached",
-                                    Some(&g.name),
-                                    format!("guard `{}` breached: {}", g.name, v.detail),
-                                );
-                                abort.trip(
-                                    AbortReason::GuardBreached,
-                                    format!("guard `{}` breached: {}", g.name, v.detail),
-                                );
-                                break;
-                            }
-                        }
-                        if !sleep_or_cancel(g.interval.0, &stop).await {
-                            break;
-                        }
-                    }
-                    rec
-                })
-            })
-            .collect()
     }
 
     /// Reverts every fault of this run that the ledger holds as not reverted, newest
-    /// first. Returns false if any revert failed.
-    async fn revert_all(
-        &self,
-        steps: &mut [StepRecord],
-        index: &BTreeMap<u64, usize>,
-        control: &Control,
-    ) -> bool {
+    /// first, and records each revert on its fault's step. Returns false if any
+    /// revert failed.
+    async fn revert_all(&self, run: &mut RunState, control: &Control) -> bool {
         let path = self.ledger_path();
         let scan = match ledger::scan(&path) {
             Ok(s) => s,
@@ -727,66 +497,70 @@ impl Engine {
             self.timeline
                 .event(Phase::Recovery, "revert_failed", None, e.to_string());
         }
-        let pending = ledger::pending(&scan.entries);
-        for p in pending {
-            let started_ms = self.timeline.now_ms();
-            let t = Instant::now();
-            let ctx = RevertCtx {
-                runtime: Some(&self.runtime),
-                hurry: control.hurry.is_cancelled(),
-            };
-            let result = p.undo.revert(&ctx).await;
-            let rec = match result {
-                Ok(r) => {
-                    let _ = self.ledger.lock().unwrap().append(&Entry::Reverted {
-                        seq: p.seq,
-                        at: now_rfc3339(),
-                    });
-                    self.timeline.event(
-                        Phase::Recovery,
-                        "fault_reverted",
-                        Some(&p.step),
-                        format!("{}: reverted: {}", p.step, r.measured),
-                    );
-                    RevertRecord {
-                        ok: true,
-                        started_ms,
-                        duration_ms: ms(t.elapsed()),
-                        result: Some(r),
-                        error: None,
-                    }
-                }
-                Err(e) => {
-                    all_ok = false;
-                    let _ = self.ledger.lock().unwrap().append(&Entry::RevertFailed {
-                        seq: p.seq,
-                        error: e.to_string(),
-                        at: now_rfc3339(),
-                    });
-                    self.timeline.event(
-                        Phase::Recovery,
-                        "revert_failed",
-                        Some(&p.step),
-                        format!("{}: REVERT FAILED: {e}", p.step),
-                    );
-                    RevertRecord {
-                        ok: false,
-                        started_ms,
-                        duration_ms: ms(t.elapsed()),
-                        result: None,
-                        error: Some(e.to_string()),
-                    }
-                }
-            };
-            if let Some(fr) = index
+        for p in ledger::pending(&scan.entries) {
+            let rec = self.revert(&p, control).await;
+            all_ok &= rec.ok;
+            if let Some(fr) = run
+                .injected
                 .get(&p.seq)
-                .and_then(|i| steps.get_mut(*i))
+                .and_then(|i| run.steps.get_mut(*i))
                 .and_then(|s| s.fault.as_mut())
             {
                 fr.revert = Some(rec);
             }
         }
         all_ok
+    }
+
+    /// Reverts one fault and records in the ledger whether it worked.
+    async fn revert(&self, p: &ledger::Pending, control: &Control) -> RevertRecord {
+        let started_ms = self.timeline.now_ms();
+        let t = Instant::now();
+        let ctx = RevertCtx {
+            runtime: Some(&self.runtime),
+            hurry: control.hurry.is_cancelled(),
+        };
+        match p.undo.revert(&ctx).await {
+            Ok(r) => {
+                let _ = self.ledger.lock().unwrap().append(&Entry::Reverted {
+                    seq: p.seq,
+                    at: now_rfc3339(),
+                });
+                self.timeline.event(
+                    Phase::Recovery,
+                    "fault_reverted",
+                    Some(&p.step),
+                    format!("{}: reverted: {}", p.step, r.measured),
+                );
+                RevertRecord {
+                    ok: true,
+                    started_ms,
+                    duration_ms: ms(t.elapsed()),
+                    result: Some(r),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                let _ = self.ledger.lock().unwrap().append(&Entry::RevertFailed {
+                    seq: p.seq,
+                    error: e.to_string(),
+                    at: now_rfc3339(),
+                });
+                self.timeline.event(
+                    Phase::Recovery,
+                    "revert_failed",
+                    Some(&p.step),
+                    format!("{}: REVERT FAILED: {e}", p.step),
+                );
+                RevertRecord {
+                    ok: false,
+                    started_ms,
+                    duration_ms: ms(t.elapsed()),
+                    result: None,
+                    error: Some(e.to_string()),
+                }
+            }
+        }
     }
 
     async fn recovery_step(
@@ -844,37 +618,40 @@ impl Engine {
             format!("{}: {:?}: {detail}", r.name, status),
         );
         StepRecord {
-            phase: Phase::Recovery,
-            name: r.name.clone(),
             status,
-            critical: true,
-            started_ms,
             duration_ms: ms(t.elapsed()),
-            description: format!("`{}` on {}", r.command.run, r.command.target),
             attempts: 1,
-            first_held_ms: None,
-            within_ms: None,
             detail,
-            fault: None,
-            metrics: BTreeMap::new(),
+            ..StepRecord::new(
+                Phase::Recovery,
+                &r.name,
+                format!("`{}` on {}", r.command.run, r.command.target),
+                started_ms,
+            )
         }
     }
 
-    /// Polls every precheck (once each, every 250 ms) until all hold: the recovery time.
+    /// Steady state: once any fault was injected, polls every precheck until all
+    /// hold again. The time from recovery start until they do is the recovery time.
     async fn steady_state(
         &self,
-        checks: &[Check],
-        ctx: &ProbeCtx<'_>,
-        recovery_start: Instant,
-        recovery_start_ms: f64,
+        run: &mut RunState,
+        recovered: &Recovered,
         control: &Control,
-    ) -> (bool, StepRecord, Option<f64>) {
+    ) -> Steady {
+        self.runtime.set_phase(Phase::SteadyState);
+        let checks = &self.drill.scenario.prechecks;
+        if run.injected.is_empty() || checks.is_empty() {
+            return Steady {
+                ok: true,
+                recovery_ms: None,
+            };
+        }
         let tl = &self.timeline;
         let sc = &self.drill.scenario;
         let budget = sc.objectives.rto.map_or(Duration::from_secs(30), |r| {
             (r.0 * 2).max(Duration::from_secs(5))
         });
-        let deadline = Instant::now() + budget;
         tl.event(
             Phase::SteadyState,
             "step_started",
@@ -885,36 +662,8 @@ impl Engine {
                 humantime::format_duration(budget)
             ),
         );
-        let mut attempts = 0;
-        let (ok, detail) = loop {
-            attempts += 1;
-            let mut failing = Vec::new();
-            for c in checks {
-                let obs = c.probe.observe(ctx).await;
-                let v = c.expect.evaluate(&obs);
-                if !v.ok {
-                    failing.push(format!("{}: {}", c.name, v.detail));
-                }
-            }
-            if failing.is_empty() {
-                break (true, "all prechecks hold again".to_string());
-            }
-            if Instant::now() >= deadline || control.hurry.is_cancelled() {
-                break (
-                    false,
-                    format!(
-                        "still failing after {}: {}",
-                        humantime::format_duration(budget),
-                        failing.join("; ")
-                    ),
-                );
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = control.hurry.cancelled() => {}
-            }
-        };
-        let recovery_ms = ok.then(|| ms(recovery_start.elapsed()));
+        let (ok, attempts, detail) = self.until_prechecks_hold(budget, control).await;
+        let recovery_ms = ok.then(|| ms(recovered.started.elapsed()));
         let msg = match recovery_ms {
             Some(m) => format!("steady state: restored {m:.0} ms after recovery started"),
             None => format!("steady state: NOT restored: {detail}"),
@@ -925,120 +674,284 @@ impl Engine {
             Some("steady state"),
             msg,
         );
-        let rec = StepRecord {
-            phase: Phase::SteadyState,
-            name: "steady state".into(),
+        run.steps.push(StepRecord {
             status: if ok {
                 StepStatus::Passed
             } else {
                 StepStatus::Failed
             },
-            critical: true,
-            started_ms: recovery_start_ms,
-            duration_ms: ms(recovery_start.elapsed()),
-            description: "prechecks re-run until they all hold; measures the recovery time".into(),
+            duration_ms: ms(recovered.started.elapsed()),
             attempts,
             first_held_ms: recovery_ms,
-            within_ms: None,
             detail,
-            fault: None,
-            metrics: BTreeMap::new(),
-        };
-        (ok, rec, recovery_ms)
+            ..StepRecord::new(
+                Phase::SteadyState,
+                "steady state",
+                "prechecks re-run until they all hold; measures the recovery time",
+                recovered.started_ms,
+            )
+        });
+        Steady { ok, recovery_ms }
     }
-}
 
-/// What the outcome of a run is decided from.
-struct Verdict<'a> {
-    /// Every revert attempted by this run succeeded.
-    revert_ok: bool,
-    /// What the ledger holds as injected and not reverted (or cannot read).
-    revert_gaps: &'a [String],
-    injection_failed: bool,
-    aborted: Option<&'a (AbortReason, String)>,
-    /// A critical precheck or verification failed, or a guard was breached.
-    critical_failed: bool,
-    steady_ok: bool,
-    rto_ms: Option<f64>,
-    recovery_ms: Option<f64>,
-    recovery_steps_ok: bool,
-}
+    /// Polls every precheck (once each, every 250 ms) until all hold, `budget` has
+    /// passed or the operator hurries. Returns whether they held, the number of
+    /// rounds and why.
+    async fn until_prechecks_hold(
+        &self,
+        budget: Duration,
+        control: &Control,
+    ) -> (bool, u32, String) {
+        let ctx = self.probe_ctx();
+        let deadline = Instant::now() + budget;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut failing = Vec::new();
+            for c in &self.drill.scenario.prechecks {
+                let obs = c.probe.observe(&ctx).await;
+                let v = c.expect.evaluate(&obs);
+                if !v.ok {
+                    failing.push(format!("{}: {}", c.name, v.detail));
+                }
+            }
+            if failing.is_empty() {
+                return (true, attempts, "all prechecks hold again".to_string());
+            }
+            if Instant::now() >= deadline || control.hurry.is_cancelled() {
+                let why = format!(
+                    "still failing after {}: {}",
+                    humantime::format_duration(budget),
+                    failing.join("; ")
+                );
+                return (false, attempts, why);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = control.hurry.cancelled() => {}
+            }
+        }
+    }
 
-/// The run's status and why: the loudest failure wins, and "something may be left
-/// behind" is the loudest of all.
-fn decide(v: &Verdict) -> (Status, String) {
-    if !v.revert_ok {
-        return (
-            Status::RecoveryIncomplete,
-            "a fault could not be reverted: something may be left behind; run `firedrill recover`"
-                .to_string(),
+    /// The run is over: the traffic loads are judged, the watcher stops, the ledger
+    /// is closed and every helper process reaped.
+    async fn finish(&self, run: &mut RunState, control: &Control) {
+        // Judging consumes the section; an empty one takes its place.
+        let traffic = std::mem::replace(&mut run.traffic, Section::not_started(&[]));
+        run.steps.extend(
+            traffic
+                .finish(&control.hurry)
+                .await
+                .into_iter()
+                .map(StepRecord::from),
         );
+        run.watcher.abort();
+        {
+            let mut l = self.ledger.lock().unwrap();
+            let _ = l.append(&Entry::Finished { at: now_rfc3339() });
+        }
+        self.runtime.reap().await;
     }
-    if !v.revert_gaps.is_empty() {
-        return (
-            Status::RecoveryIncomplete,
+
+    /// The outcome: the loudest failure wins (see [`decide`]); the ledger, not the
+    /// engine's memory, says whether everything was reverted. Returns the run model,
+    /// improvements derived and secrets redacted.
+    fn outcome(
+        &self,
+        run: RunState,
+        recovered: Recovered,
+        steady: Steady,
+        started_at: String,
+    ) -> RunRecord {
+        self.runtime.set_phase(Phase::Report);
+        let sc = &self.drill.scenario;
+        let rto_ms = sc.objectives.rto.map(|d| ms(d.0));
+        let critical_failed = run.steps.iter().any(|s| {
+            s.critical
+                && matches!(s.phase, Phase::Precheck | Phase::Verification)
+                && s.status == StepStatus::Failed
+        });
+        let guard_breached = recovered.guards.iter().any(|g| g.breached);
+        let aborted = run.abort.get();
+        let revert_gaps = match ledger::scan(&self.ledger_path()) {
+            Ok(scan) => revert_gaps(&scan),
+            Err(e) => vec![format!("cannot read the ledger: {e}")],
+        };
+        let (status, reason) = decide(&Verdict {
+            revert_ok: recovered.reverts_ok,
+            revert_gaps: &revert_gaps,
+            injection_failed: run.injection_failed,
+            aborted: aborted.as_ref(),
+            critical_failed: critical_failed || guard_breached,
+            steady_ok: steady.ok,
+            rto_ms,
+            recovery_ms: steady.recovery_ms,
+            recovery_steps_ok: recovered.steps_ok,
+        });
+        self.timeline.event_unprinted(
+            Phase::Report,
+            "run_finished",
+            None,
+            format!("{status:?}: {reason}"),
+        );
+        let outcome = Outcome {
+            status,
+            exit_code: status.exit_code(),
+            reason,
+            aborted: aborted.map(|a| a.0),
+        };
+        let objectives = ObjectivesRecord {
+            rto_ms,
+            max_duration_ms: ms(sc.objectives.max_duration.0),
+            recovery_ms: steady.recovery_ms,
+            rto_met: match (rto_ms, steady.recovery_ms) {
+                (Some(r), Some(m)) => Some(m <= r),
+                _ => None,
+            },
+        };
+        self.record(started_at, outcome, objectives, run.steps, recovered.guards)
+    }
+
+    /// The run model, with improvements derived and secrets redacted.
+    fn record(
+        &self,
+        started_at: String,
+        outcome: Outcome,
+        objectives: ObjectivesRecord,
+        steps: Vec<StepRecord>,
+        guards: Vec<GuardRecord>,
+    ) -> RunRecord {
+        let drill = &self.drill;
+        let meta = &drill.scenario.metadata;
+        let mut record = RunRecord {
+            journal_version: JOURNAL_VERSION,
+            tool: ToolInfo {
+                name: "firedrill".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            run_id: self.run_id.clone(),
+            scenario: ScenarioInfo {
+                name: meta.name.clone(),
+                description: meta.description.clone(),
+                owner: meta.owner.clone(),
+                file: drill.file.display().to_string(),
+                sha256: drill.sha256.clone(),
+                labels: meta.labels.clone(),
+            },
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            operator: operator(),
+            level: self.opts.level,
+            vars: drill.vars.redacted(),
+            started_at,
+            finished_at: now_rfc3339(),
+            duration_ms: self.timeline.now_ms(),
+            outcome,
+            objectives,
+            timeline: self.timeline.events(),
+            steps,
+            guards,
+            improvements: Vec::new(),
+            ledger: self.ledger_path().display().to_string(),
+        };
+        crate::report::round_timings(&mut record);
+        record.improvements = crate::report::improvements::derive(&record);
+        crate::report::redact(&mut record, &drill.vars.secret_values());
+        record
+    }
+
+    fn probe_ctx(&self) -> ProbeCtx<'_> {
+        ProbeCtx {
+            targets: &self.drill.targets,
+            http: &self.http,
+            vars: &self.drill.vars,
+        }
+    }
+
+    /// One precheck or verification with its timing rule; skipped once the drill
+    /// is aborted.
+    async fn check_step(
+        &self,
+        phase: Phase,
+        c: &Check,
+        critical: bool,
+        abort: &Abort,
+    ) -> StepRecord {
+        let tl = &self.timeline;
+        if abort.is_tripped() {
+            return skipped(
+                phase,
+                &c.name,
+                &c.probe.describe(),
+                critical,
+                "drill aborted",
+                tl,
+            );
+        }
+        let started_ms = tl.now_ms();
+        tl.event(
+            phase,
+            "step_started",
+            Some(&c.name),
+            format!("{}: {}", c.name, c.probe.describe()),
+        );
+        let out = run_check(c, &self.probe_ctx(), abort.token()).await;
+        let status = if out.ok {
+            StepStatus::Passed
+        } else if out.interrupted {
+            StepStatus::Skipped
+        } else {
+            StepStatus::Failed
+        };
+        let word = match status {
+            StepStatus::Passed => "passed",
+            StepStatus::Skipped => "interrupted",
+            _ if critical => "FAILED",
+            _ => "failed (non-critical)",
+        };
+        tl.event(
+            phase,
+            "step_finished",
+            Some(&c.name),
             format!(
-                "the ledger holds faults with no revert recorded: {}; something may be left behind; run `firedrill recover`",
-                v.revert_gaps.join("; ")
+                "{}: {word} after {} attempt(s): {}",
+                c.name, out.attempts, out.detail
             ),
         );
+        StepRecord {
+            status,
+            critical,
+            duration_ms: ms(out.duration),
+            attempts: out.attempts,
+            first_held_ms: out.first_held.map(ms),
+            within_ms: c.within.map(|w| ms(w.0)),
+            detail: out.detail,
+            metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
+            ..StepRecord::new(phase, &c.name, describe_check(c), started_ms)
+        }
     }
-    if v.injection_failed {
-        return (
-            Status::InjectionFailed,
-            v.aborted
-                .map(|a| a.1.clone())
-                .unwrap_or_else(|| "a fault could not be injected".into()),
-        );
-    }
-    if let Some((AbortReason::Signal | AbortReason::MaxDuration, why)) = v.aborted {
-        return (Status::Failed, format!("aborted: {why}"));
-    }
-    if v.critical_failed {
-        return (
-            Status::Failed,
-            v.aborted
-                .map(|a| a.1.clone())
-                .unwrap_or_else(|| "a critical assertion failed".into()),
-        );
-    }
-    if !v.steady_ok {
-        return (
-            Status::Failed,
-            "steady state did not return after recovery".into(),
-        );
-    }
-    if let (Some(rto), Some(took)) = (v.rto_ms, v.recovery_ms)
-        && took > rto
-    {
-        return (
-            Status::Failed,
-            format!("recovery took {took:.0} ms, above the RTO of {rto:.0} ms"),
-        );
-    }
-    if !v.recovery_steps_ok {
-        return (Status::Failed, "a recovery step failed".into());
-    }
-    (
-        Status::Passed,
-        "every critical assertion held and every fault was reverted".into(),
-    )
-}
-
-/// Every inject record of a ledger without a recorded revert, and every line that
-/// cannot be read (it may be one). Empty when the ledger proves all was reverted.
-fn revert_gaps(scan: &ledger::Scan) -> Vec<String> {
-    let mut gaps: Vec<String> = ledger::pending(&scan.entries)
-        .iter()
-        .rev()
-        .map(|p| format!("`{}` (record {})", p.step, p.seq))
-        .collect();
-    gaps.extend(scan.unreadable.iter().map(|e| e.to_string()));
-    gaps
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A fault step before it runs: declared, not injected.
+fn fault_record(f: &ResolvedFault, ttl: Duration, started_ms: f64) -> StepRecord {
+    StepRecord {
+        fault: Some(FaultRecord {
+            kind: f.spec.kind().into(),
+            target: f.target.describe(),
+            level: f.step.level,
+            ttl_ms: ms(ttl),
+            ledger_seq: None,
+            reversible: None,
+            effect: None,
+            revert: None,
+        }),
+        ..StepRecord::new(Phase::Fault, &f.step.name, f.spec.describe(), started_ms)
+    }
 }
 
 fn describe_check(c: &Check) -> String {
@@ -1066,19 +979,9 @@ fn skipped(
         format!("{name}: skipped ({why})"),
     );
     StepRecord {
-        phase,
-        name: name.into(),
-        status: StepStatus::Skipped,
         critical,
-        started_ms: tl.now_ms(),
-        duration_ms: 0.0,
-        description: desc.into(),
-        attempts: 0,
-        first_held_ms: None,
-        within_ms: None,
         detail: why.into(),
-        fault: None,
-        metrics: BTreeMap::new(),
+        ..StepRecord::new(phase, name, desc, tl.now_ms())
     }
 }
 
@@ -1091,106 +994,4 @@ fn operator() -> String {
         }
     }
     format!("uid {}", nix::unistd::getuid())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fault::Undo;
-    use crate::fault::process_kill::{ProcRef, Signal, Undo as PkUndo};
-    use crate::target::Target;
-
-    fn stop(pid: u32) -> Undo {
-        Undo::ProcessKill(PkUndo {
-            signal: Signal::Stop,
-            processes: vec![ProcRef {
-                pid,
-                start_time: 1,
-                comm: "x".into(),
-            }],
-            deadman_tag: None,
-            target: Target::Local,
-            source: None,
-        })
-    }
-
-    fn passing(gaps: &[String]) -> Verdict<'_> {
-        Verdict {
-            revert_ok: true,
-            revert_gaps: gaps,
-            injection_failed: false,
-            aborted: None,
-            critical_failed: false,
-            steady_ok: true,
-            rto_ms: None,
-            recovery_ms: None,
-            recovery_steps_ok: true,
-        }
-    }
-
-    fn gaps_of(l: &Ledger) -> Vec<String> {
-        revert_gaps(&ledger::scan(l.path()).unwrap())
-    }
-
-    #[test]
-    fn a_run_whose_ledger_proves_every_revert_passes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::create(dir.path(), "r1").unwrap();
-        let a = l.record_inject("a", &Target::Local, &stop(1)).unwrap();
-        l.append(&Entry::Reverted {
-            seq: a,
-            at: now_rfc3339(),
-        })
-        .unwrap();
-        let gaps = gaps_of(&l);
-        assert!(gaps.is_empty(), "{gaps:?}");
-        let (status, _) = decide(&passing(&gaps));
-        assert_eq!(status, Status::Passed);
-        assert_eq!(status.exit_code(), 0);
-    }
-
-    #[test]
-    fn an_inject_without_a_recorded_revert_is_recovery_incomplete() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::create(dir.path(), "r1").unwrap();
-        let a = l.record_inject("a", &Target::Local, &stop(1)).unwrap();
-        l.record_inject("freeze db", &Target::Local, &stop(2))
-            .unwrap();
-        l.append(&Entry::Reverted {
-            seq: a,
-            at: now_rfc3339(),
-        })
-        .unwrap();
-        let gaps = gaps_of(&l);
-        assert_eq!(gaps, ["`freeze db` (record 2)"]);
-        // Even when every revert the engine attempted succeeded and all else held.
-        let (status, reason) = decide(&passing(&gaps));
-        assert_eq!(status, Status::RecoveryIncomplete);
-        assert_eq!(status.exit_code(), 4);
-        assert!(reason.contains("`freeze db` (record 2)"), "{reason}");
-        // And it wins over every other failure.
-        let aborted = (AbortReason::InjectionFailed, "x".to_string());
-        let v = Verdict {
-            injection_failed: true,
-            critical_failed: true,
-            steady_ok: false,
-            aborted: Some(&aborted),
-            ..passing(&gaps)
-        };
-        assert_eq!(decide(&v).0, Status::RecoveryIncomplete);
-    }
-
-    #[test]
-    fn an_unreadable_ledger_line_is_recovery_incomplete() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::create(dir.path(), "r1").unwrap();
-        std::fs::write(l.path(), "{\"op\":\"inject\",\"seq\":1\n").unwrap();
-        let gaps = gaps_of(&l);
-        assert_eq!(gaps.len(), 1);
-        assert!(
-            gaps[0].contains(":1 (byte 0): unreadable record"),
-            "{gaps:?}"
-        );
-        assert_eq!(decide(&passing(&gaps)).0, Status::RecoveryIncomplete);
-    }
 }

@@ -1,0 +1,230 @@
+//! The outcome of a run: its status and the one sentence that says why, as a pure
+//! function of what the phases found. The loudest failure wins, and "something may
+//! be left behind" is the loudest of all.
+
+use super::ledger;
+use crate::model::{AbortReason, Status};
+
+/// What the outcome of a run is decided from.
+pub(super) struct Verdict<'a> {
+    /// Every revert attempted by this run succeeded.
+    pub(super) revert_ok: bool,
+    /// What the ledger holds as injected and not reverted (or cannot read).
+    pub(super) revert_gaps: &'a [String],
+    /// A fault could not be injected.
+    pub(super) injection_failed: bool,
+    /// Why the forward phases stopped early, if they did.
+    pub(super) aborted: Option<&'a (AbortReason, String)>,
+    /// A critical precheck or verification failed, or a guard was breached.
+    pub(super) critical_failed: bool,
+    /// The prechecks held again after recovery (or there was nothing to re-check).
+    pub(super) steady_ok: bool,
+    /// The declared RTO, ms.
+    pub(super) rto_ms: Option<f64>,
+    /// The measured recovery time, ms.
+    pub(super) recovery_ms: Option<f64>,
+    /// Every recovery step passed.
+    pub(super) recovery_steps_ok: bool,
+}
+
+/// The run's status and why: the loudest failure wins, and "something may be left
+/// behind" is the loudest of all.
+pub(super) fn decide(v: &Verdict) -> (Status, String) {
+    const LEFT_BEHIND: &str = "something may be left behind; run `firedrill recover`";
+    // The abort's own words when it was this failure that stopped the drill.
+    let abort_or = |fallback: &str| v.aborted.map_or_else(|| fallback.into(), |a| a.1.clone());
+    if !v.revert_ok {
+        (
+            Status::RecoveryIncomplete,
+            format!("a fault could not be reverted: {LEFT_BEHIND}"),
+        )
+    } else if !v.revert_gaps.is_empty() {
+        (
+            Status::RecoveryIncomplete,
+            format!(
+                "the ledger holds faults with no revert recorded: {}; {LEFT_BEHIND}",
+                v.revert_gaps.join("; ")
+            ),
+        )
+    } else if v.injection_failed {
+        (
+            Status::InjectionFailed,
+            abort_or("a fault could not be injected"),
+        )
+    } else if let Some((AbortReason::Signal | AbortReason::MaxDuration, why)) = v.aborted {
+        (Status::Failed, format!("aborted: {why}"))
+    } else if v.critical_failed {
+        (Status::Failed, abort_or("a critical assertion failed"))
+    } else if !v.steady_ok {
+        (
+            Status::Failed,
+            "steady state did not return after recovery".into(),
+        )
+    } else if let (Some(rto), Some(took)) = (v.rto_ms, v.recovery_ms)
+        && took > rto
+    {
+        (
+            Status::Failed,
+            format!("recovery took {took:.0} ms, above the RTO of {rto:.0} ms"),
+        )
+    } else if !v.recovery_steps_ok {
+        (Status::Failed, "a recovery step failed".into())
+    } else {
+        (
+            Status::Passed,
+            "every critical assertion held and every fault was reverted".into(),
+        )
+    }
+}
+
+/// Every inject record of a ledger without a recorded revert, and every line that
+/// cannot be read (it may be one). Empty when the ledger proves all was reverted.
+pub(super) fn revert_gaps(scan: &ledger::Scan) -> Vec<String> {
+    let mut gaps: Vec<String> = ledger::pending(&scan.entries)
+        .iter()
+        .rev()
+        .map(|p| format!("`{}` (record {})", p.step, p.seq))
+        .collect();
+    gaps.extend(scan.unreadable.iter().map(|e| e.to_string()));
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ledger::tests::undo as stop;
+    use crate::engine::ledger::{Entry, Ledger, now_rfc3339};
+    use crate::target::Target;
+
+    fn passing(gaps: &[String]) -> Verdict<'_> {
+        Verdict {
+            revert_ok: true,
+            revert_gaps: gaps,
+            injection_failed: false,
+            aborted: None,
+            critical_failed: false,
+            steady_ok: true,
+            rto_ms: None,
+            recovery_ms: None,
+            recovery_steps_ok: true,
+        }
+    }
+
+    fn gaps_of(l: &Ledger) -> Vec<String> {
+        revert_gaps(&ledger::scan(l.path()).unwrap())
+    }
+
+    #[test]
+    fn a_run_whose_ledger_proves_every_revert_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        let a = l.record_inject("a", &Target::Local, &stop(1)).unwrap();
+        l.append(&Entry::Reverted {
+            seq: a,
+            at: now_rfc3339(),
+        })
+        .unwrap();
+        let gaps = gaps_of(&l);
+        assert!(gaps.is_empty(), "{gaps:?}");
+        let (status, _) = decide(&passing(&gaps));
+        assert_eq!(status, Status::Passed);
+        assert_eq!(status.exit_code(), 0);
+    }
+
+    #[test]
+    fn an_inject_without_a_recorded_revert_is_recovery_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path(), "r1").unwrap();
+        let a = l.record_inject("a", &Target::Local, &stop(1)).unwrap();
+        l.record_inject("freeze db", &Target::Local, &stop(2))
+            .unwrap();
+        l.append(&Entry::Reverted {
+            seq: a,
+            at: now_rfc3339(),
+        })
+        .unwrap();
+        let gaps = gaps_of(&l);
+        assert_eq!(gaps, ["`freeze db` (record 2)"]);
+        // Even when every revert the engine attempted succeeded and all else held.
+        let (status, reason) = decide(&passing(&gaps));
+        assert_eq!(status, Status::RecoveryIncomplete);
+        assert_eq!(status.exit_code(), 4);
+        assert!(reason.contains("`freeze db` (record 2)"), "{reason}");
+        // And it wins over every other failure.
+        let aborted = (AbortReason::InjectionFailed, "x".to_string());
+        let v = Verdict {
+            injection_failed: true,
+            critical_failed: true,
+            steady_ok: false,
+            aborted: Some(&aborted),
+            ..passing(&gaps)
+        };
+        assert_eq!(decide(&v).0, Status::RecoveryIncomplete);
+    }
+
+    #[test]
+    fn an_unreadable_ledger_line_is_recovery_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::create(dir.path(), "r1").unwrap();
+        std::fs::write(l.path(), "{\"op\":\"inject\",\"seq\":1\n").unwrap();
+        let gaps = gaps_of(&l);
+        assert_eq!(gaps.len(), 1);
+        assert!(
+            gaps[0].contains(":1 (byte 0): unreadable record"),
+            "{gaps:?}"
+        );
+        assert_eq!(decide(&passing(&gaps)).0, Status::RecoveryIncomplete);
+    }
+
+    #[test]
+    fn the_loudest_failure_wins() {
+        let signal = (AbortReason::Signal, "interrupted by signal".to_string());
+        let critical = (
+            AbortReason::CriticalFailure,
+            "critical verification `sms` failed".to_string(),
+        );
+        let mut v = Verdict {
+            revert_ok: false,
+            injection_failed: true,
+            aborted: Some(&signal),
+            critical_failed: true,
+            steady_ok: false,
+            rto_ms: Some(1000.0),
+            recovery_ms: Some(1500.0),
+            recovery_steps_ok: false,
+            ..passing(&[])
+        };
+        // Each failure is mended in turn, and the next loudest one speaks.
+        let said = |v: &Verdict, status: Status, reason: &str| {
+            let (s, r) = decide(v);
+            assert_eq!(s, status, "{r}");
+            assert!(r.starts_with(reason), "{r:?} should start with {reason:?}");
+        };
+        said(
+            &v,
+            Status::RecoveryIncomplete,
+            "a fault could not be reverted",
+        );
+        v.revert_ok = true;
+        said(&v, Status::InjectionFailed, "interrupted by signal");
+        v.injection_failed = false;
+        said(&v, Status::Failed, "aborted: interrupted by signal");
+        // An abort for a failed assertion is not "aborted": the assertion speaks.
+        v.aborted = Some(&critical);
+        said(&v, Status::Failed, "critical verification `sms` failed");
+        v.aborted = None;
+        said(&v, Status::Failed, "a critical assertion failed");
+        v.critical_failed = false;
+        said(&v, Status::Failed, "steady state did not return");
+        v.steady_ok = true;
+        said(
+            &v,
+            Status::Failed,
+            "recovery took 1500 ms, above the RTO of 1000 ms",
+        );
+        v.recovery_ms = Some(1000.0);
+        said(&v, Status::Failed, "a recovery step failed");
+        v.recovery_steps_ok = true;
+        said(&v, Status::Passed, "every critical assertion held");
+    }
+}
