@@ -70,7 +70,10 @@ impl TcpProbe {
 async fn connect(target: &Target, host: &str, port: u16, timeout: Duration) -> Result<(), String> {
     let timed_out = || format!("timed out after {}", HumanDuration(timeout));
     let attempt = async {
-        let addrs = target.resolve(host, port).await.map_err(|e| e.to_string())?;
+        let addrs = target
+            .resolve(host, port)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut last = format!("`{host}` resolved to no address");
         for a in addrs {
             match target.connect_tcp(a, None, None).await {

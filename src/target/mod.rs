@@ -255,6 +255,15 @@ impl Target {
         }
     }
 
+    /// Whether this process can make sockets in the target's network itself (the
+    /// target shares this host's kernel): what the in-engine proxy and
+    /// [`Target::in_network`] need.
+    pub fn sockets_here(&self) -> bool {
+        match self {
+            Target::Local | Target::Netns { .. } => true,
+        }
+    }
+
     /// Whether the target is known to be gone for good (a deleted namespace), and
     /// with it everything a fault left there: reverts then have nothing to undo.
     pub fn is_gone(&self) -> bool {
@@ -376,6 +385,11 @@ impl Target {
     /// Resolves `host` (a name or an IP literal) as the target would: the
     /// resolver's queries leave from the target's network.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, TargetError> {
+        // A literal needs no resolver (and no trip into the target).
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
         let r = match self {
             Target::Local => local::resolve(host, port).await,
             Target::Netns { name } => netns::resolve(name, host, port).await,

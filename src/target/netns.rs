@@ -163,11 +163,10 @@ mod tests {
     #[tokio::test]
     async fn local_runs_in_this_namespace() {
         let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let there = Target::Local.in_network(|| {
-            std::fs::read_link("/proc/thread-self/ns/net").unwrap()
-        })
-        .await
-        .unwrap();
+        let there = Target::Local
+            .in_network(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+            .await
+            .unwrap();
         assert_eq!(mine, there);
     }
 

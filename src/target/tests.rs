@@ -61,7 +61,11 @@ async fn stdin_env_and_exit_code(t: &Target) {
         .await
         .unwrap();
     assert_eq!(text(&out.stdout), "from stdin|from env");
-    assert_eq!(out.code, Some(3), "a failing program is an output, not an error");
+    assert_eq!(
+        out.code,
+        Some(3),
+        "a failing program is an output, not an error"
+    );
     assert!(!out.success());
 }
 
@@ -171,7 +175,10 @@ async fn connect_tcp_and_resolve_on_local() {
     let a = t.resolve("127.0.0.1", 80).await.unwrap();
     assert_eq!(a, vec![SocketAddr::from(([127, 0, 0, 1], 80))]);
     let a = t.resolve("localhost", 80).await.unwrap();
-    assert!(a.iter().all(|a| a.ip().is_loopback() && a.port() == 80), "{a:?}");
+    assert!(
+        a.iter().all(|a| a.ip().is_loopback() && a.port() == 80),
+        "{a:?}"
+    );
     let e = t.resolve("no-such-host.invalid", 80).await.unwrap_err();
     assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
 }
@@ -215,7 +222,10 @@ async fn connect_tcp_resolve_and_listen_on_netns_stay_inside_it() {
     drop(l);
 
     let a = t.resolve("localhost", 9).await.unwrap();
-    assert!(a.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{a:?}");
+    assert!(
+        a.iter().all(|a| a.ip().is_loopback() && a.port() == 9),
+        "{a:?}"
+    );
     assert!(!t.is_gone());
     let name = ns.0.clone();
     drop(ns);
