@@ -181,6 +181,12 @@ pub enum TargetError {
     },
     #[error("cannot enter {target}: {source}")]
     Enter { target: String, source: io::Error },
+    #[error("cannot listen on {addr} on {target}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        target: String,
+        source: io::Error,
+    },
     #[error("cannot resolve `{host}` on {target}: {source}")]
     Resolve {
         host: String,
@@ -208,6 +214,7 @@ impl TargetError {
             TargetError::Spawn { source, .. }
             | TargetError::Io { source, .. }
             | TargetError::Enter { source, .. }
+            | TargetError::Listen { source, .. }
             | TargetError::Resolve { source, .. }
             | TargetError::Connect { source, .. } => source.kind(),
             TargetError::TimedOut { .. } | TargetError::ConnectTimedOut { .. } => {
@@ -446,8 +453,8 @@ impl Target {
     pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<std::net::TcpListener, TargetError> {
         self.in_network(move || listen_blocking(addr))
             .await?
-            .map_err(|source| TargetError::Io {
-                program: format!("listen on {addr}"),
+            .map_err(|source| TargetError::Listen {
+                addr,
                 target: self.describe(),
                 source,
             })

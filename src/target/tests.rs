@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
+
 use super::*;
 
 /// A namespace with its loopback up, deleted on drop.
@@ -118,12 +120,44 @@ async fn timeout_kills(t: &Target) {
     assert!(gone(), "the timed-out program {pid} still runs");
 }
 
+/// A helper started with `spawn` talks through its pipes and dies with its handle.
+async fn spawned_helper(t: &Target) {
+    use tokio::io::AsyncReadExt;
+    let mut child = t
+        .spawn(
+            &Cmd::new("sh")
+                .args(["-c", "read line; echo \"got $line\"; exec sleep 30"])
+                .stdin(""),
+        )
+        .await
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(b"ping\n").await.unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), out.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"got ping\n");
+    drop(child);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let alive =
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(), "the helper {pid} outlived its handle");
+}
+
 #[tokio::test]
 async fn run_on_local() {
     let t = Target::Local;
     stdin_env_and_exit_code(&t).await;
     arguments_are_literal(&t).await;
     timeout_kills(&t).await;
+    spawned_helper(&t).await;
     let e = t
         .run(&Cmd::new("firedrill-no-such-program"))
         .await
@@ -141,6 +175,7 @@ async fn run_on_netns_runs_inside_it() {
     stdin_env_and_exit_code(&t).await;
     arguments_are_literal(&t).await;
     timeout_kills(&t).await;
+    spawned_helper(&t).await;
     // The program's network namespace is the target's, not ours.
     let out = t
         .run(&Cmd::new("readlink").arg("/proc/self/ns/net"))
