@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 
 use common::netns::{API_IP, Lab};
 use firedrill::probe::{Observation, ProbeCtx, ProbeSpec};
@@ -42,29 +41,28 @@ async fn observe(yaml: &str, targets: &BTreeMap<String, Target>) -> Observation 
     spec.observe(&ctx).await
 }
 
-/// A port on which nothing listens on this host's 127.0.0.1 (bound, then released).
-fn port_free_here() -> u16 {
-    common::free_port()
-}
-
-fn targets(lab: &Lab) -> BTreeMap<String, Target> {
-    BTreeMap::from([
+/// The lab with an HTTP server on the client namespace's own 127.0.0.1, on a port
+/// on which nothing listens on this host (bound here, then released); the targets
+/// `local` and `client`.
+fn lab_serving(test: &str) -> Option<(Lab, u16, BTreeMap<String, Target>)> {
+    let mut lab = lab(test)?;
+    let port = common::free_port();
+    let client = lab.client.clone();
+    lab.serve_http(&client, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    let targets = BTreeMap::from([
         ("local".to_string(), Target::Local),
         ("client".to_string(), lab.client_target()),
-    ])
+    ]);
+    Some((lab, port, targets))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_probe_with_a_netns_target_requests_from_inside_it() {
-    let Some(mut lab) = lab("http_probe_target") else {
+    let Some((mut lab, port, t)) = lab_serving("http_probe_target") else {
         return;
     };
-    let port = port_free_here();
-    let client = lab.client.clone();
-    lab.serve_http(&client, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     let api = lab.api.clone();
     lab.serve_http(&api, SocketAddr::from((API_IP, port)));
-    let t = targets(&lab);
 
     // The namespace's own loopback: only a request made inside it gets an answer.
     let inside = observe(
@@ -98,13 +96,9 @@ async fn http_probe_with_a_netns_target_requests_from_inside_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_probe_with_a_netns_target_loads_from_inside_it() {
-    let Some(mut lab) = lab("traffic_probe_target") else {
+    let Some((_lab, port, t)) = lab_serving("traffic_probe_target") else {
         return;
     };
-    let port = port_free_here();
-    let client = lab.client.clone();
-    lab.serve_http(&client, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-    let t = targets(&lab);
     let load = |target: &str| {
         format!(
             "traffic: {{ url: 'http://127.0.0.1:{port}/', rate: 20, duration: 1s, timeout: 1s{target} }}"
@@ -149,12 +143,7 @@ faults:
 "#,
     )
     .unwrap();
-    let out = common::firedrill()
-        .arg("validate")
-        .arg(&scen)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::run_output(&["validate", scen.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for (at, path, name) in [

@@ -318,14 +318,8 @@ async fn probe_pair(
 
 fn time_first_byte(addr: SocketAddr, mark: Option<u32>, req: &str) -> std::io::Result<f64> {
     use std::io::{Read, Write};
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    if let Some(m) = mark {
-        sock.set_mark(m)?;
-    }
+    // Made on the thread that entered the target's network (see `probe_pair`).
+    let sock = crate::target::tcp_socket(addr, mark)?;
     sock.set_tcp_nodelay(true)?;
     sock.connect_timeout(&addr.into(), Duration::from_secs(5))?;
     let mut s: std::net::TcpStream = sock.into();

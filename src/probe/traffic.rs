@@ -40,6 +40,9 @@ pub const MAX_RATE: f64 = 2000.0;
 pub struct TrafficProbe {
     /// Absolute `http://` or `https://` URL.
     pub url: String,
+    /// Send the load from inside this target (a `netns` target, for example): its connections and name lookups are the target's. Defaults to this host.
+    #[serde(default)]
+    pub target: Option<String>,
     /// HTTP method.
     #[serde(default = "get")]
     pub method: String,
@@ -63,9 +66,6 @@ pub struct TrafficProbe {
     /// Requests open at once, at most; beyond it, due requests wait (their wait counts in their latency).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: u32,
-    /// Send the load from inside this target (a `netns` target, for example): its connections and name lookups are the target's. Defaults to this host.
-    #[serde(default)]
-    pub target: Option<String>,
 }
 
 fn get() -> String {

@@ -12,7 +12,8 @@ use super::*;
 struct Ns(String);
 
 impl Ns {
-    fn new(test: &str) -> Option<Ns> {
+    /// The namespace and its target, or `None` after printing why not.
+    fn new(test: &str) -> Option<(Ns, Target)> {
         if !nix::unistd::geteuid().is_root() {
             assert!(std::env::var_os("CI").is_none(), "{test} needs root in CI");
             eprintln!("skipped {test}: needs root to create a network namespace");
@@ -28,15 +29,9 @@ impl Ns {
                 .is_ok_and(|s| s.success())
         };
         assert!(ok(&["netns", "add", &name]), "ip netns add {name}");
-        let ns = Ns(name);
-        assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
-        Some(ns)
-    }
-
-    fn target(&self) -> Target {
-        Target::Netns {
-            name: self.0.clone(),
-        }
+        let ns = Ns(name.clone());
+        assert!(ok(&["-n", &name, "link", "set", "lo", "up"]));
+        Some((ns, Target::Netns { name }))
     }
 }
 
@@ -168,10 +163,9 @@ async fn run_on_local() {
 
 #[tokio::test]
 async fn run_on_netns_runs_inside_it() {
-    let Some(ns) = Ns::new("run_on_netns_runs_inside_it") else {
+    let Some((ns, t)) = Ns::new("run_on_netns_runs_inside_it") else {
         return;
     };
-    let t = ns.target();
     stdin_env_and_exit_code(&t).await;
     arguments_are_literal(&t).await;
     timeout_kills(&t).await;
@@ -220,10 +214,9 @@ async fn connect_tcp_and_resolve_on_local() {
 
 #[tokio::test]
 async fn connect_tcp_resolve_and_listen_on_netns_stay_inside_it() {
-    let Some(ns) = Ns::new("connect_tcp_on_netns") else {
+    let Some((ns, t)) = Ns::new("connect_tcp_on_netns") else {
         return;
     };
-    let t = ns.target();
     // A port free on this host, listened on only inside the namespace.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
