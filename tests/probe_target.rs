@@ -161,3 +161,74 @@ faults:
     }
     assert_eq!(stderr.matches("found target").count(), 3, "{stderr}");
 }
+
+/// Through the binary: a precheck and a scenario `traffic:` entry, both from the
+/// namespace, reach the server on its own loopback in every phase of the drill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_prechecks_and_loads_from_a_netns_target() {
+    let Some((lab, port, _)) = lab_serving("drill_probe_target") else {
+        return;
+    };
+    let marker = common::Marker::spawn("probetarget");
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: probes-from-a-namespace }}
+objectives: {{ max_duration: 1m }}
+targets:
+  client: {{ netns: {client} }}
+prechecks:
+  - name: served inside the namespace
+    probe: {{ http: {{ url: "http://127.0.0.1:{port}/", target: client, timeout: 2s }} }}
+    expect: {{ status: 200, body_contains: ok }}
+faults:
+  - name: freeze marker
+    kind: process_kill
+    with: {{ pattern: "^{tag} ", signal: STOP }}
+    ttl: 1m
+traffic:
+  - name: load from the namespace
+    probe: {{ url: "http://127.0.0.1:{port}/", rate: 20, timeout: 1s, target: client }}
+    before: 1s
+    after: 1s
+    expect:
+      before: {{ metrics: {{ success_rate: {{ ge: 1.0 }} }} }}
+      after: {{ metrics: {{ success_rate: {{ ge: 1.0 }} }} }}
+"#,
+        client = lab.client,
+        tag = marker.tag
+    );
+    let scen = state.path().join("s.yaml");
+    std::fs::write(&scen, yaml).unwrap();
+    let reports = state.path().join("reports");
+    let out = common::run_cmd(&scen, &state.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    let rec = common::journal(&reports);
+    let step = |name: &str| rec.steps.iter().find(|s| s.name == name).unwrap();
+    let pre = step("served inside the namespace");
+    assert_eq!(
+        pre.status,
+        firedrill::model::StepStatus::Passed,
+        "{}",
+        pre.detail
+    );
+    let load = step("load from the namespace");
+    assert_eq!(
+        load.status,
+        firedrill::model::StepStatus::Passed,
+        "{}",
+        load.detail
+    );
+    assert!(load.metrics["before.count"] >= 10.0, "{:?}", load.metrics);
+    assert!(load.metrics["after.count"] >= 10.0, "{:?}", load.metrics);
+    assert_eq!(rec.outcome.status, firedrill::model::Status::Passed);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
