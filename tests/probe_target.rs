@@ -207,21 +207,18 @@ traffic:
         .output()
         .unwrap();
     let rec = common::journal(&reports);
-    let step = |name: &str| rec.steps.iter().find(|s| s.name == name).unwrap();
-    let pre = step("served inside the namespace");
-    assert_eq!(
-        pre.status,
-        firedrill::model::StepStatus::Passed,
-        "{}",
-        pre.detail
-    );
-    let load = step("load from the namespace");
-    assert_eq!(
-        load.status,
-        firedrill::model::StepStatus::Passed,
-        "{}",
-        load.detail
-    );
+    let passed = |name: &str| {
+        let s = rec.steps.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            s.status,
+            firedrill::model::StepStatus::Passed,
+            "{name}: {}",
+            s.detail
+        );
+        s
+    };
+    passed("served inside the namespace");
+    let load = passed("load from the namespace");
     assert!(load.metrics["before.count"] >= 10.0, "{:?}", load.metrics);
     assert!(load.metrics["after.count"] >= 10.0, "{:?}", load.metrics);
     assert_eq!(rec.outcome.status, firedrill::model::Status::Passed);
