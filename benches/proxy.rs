@@ -418,10 +418,17 @@ fn proxy() {
         let cfg = Config {
             upstream: Upstream::Addr(up),
             behaviour: Behaviour::Tcp { up: None, down },
-            netns: None,
+            network: firedrill::target::Target::Local,
             mark: None,
         };
-        let p = Proxy::start(firedrill::proxy::bind(listen, None).await.unwrap(), cfg).unwrap();
+        let p = Proxy::start(
+            firedrill::target::Target::Local
+                .listen_tcp(listen)
+                .await
+                .unwrap(),
+            cfg,
+        )
+        .unwrap();
         std::future::pending::<()>().await;
         drop(p);
     });

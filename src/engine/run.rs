@@ -122,12 +122,7 @@ struct Steady {
 }
 
 pub(crate) fn http_client() -> Result<reqwest::Client, EngineError> {
-    crate::install_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .user_agent(concat!("firedrill/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| EngineError::Http(e.to_string()))
+    crate::probe::http::client().map_err(|e| EngineError::Http(e.to_string()))
 }
 
 /// A ledger under a freshly generated run id. Ids carry the pid and 32 random bits,
@@ -260,7 +255,7 @@ impl Engine {
         run.traffic = Section::start(
             &sc.traffic,
             &self.runtime,
-            &self.http,
+            &self.probe_ctx(),
             sc.objectives.max_duration.0,
             self.timeline.now_ms(),
             run.abort.token(),
@@ -583,11 +578,11 @@ impl Engine {
             .get(&r.command.target)
             .cloned()
             .unwrap_or(crate::target::Target::Local);
-        let mut cmd = target.shell(&r.command.run);
         // Secrets travel in the environment, never on the command line (`ps`).
-        cmd.envs(self.drill.vars.env_for(&r.command.run))
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+        let cmd = crate::target::Cmd::new("sh")
+            .args(["-c", &r.command.run])
+            .envs(self.drill.vars.env_for(&r.command.run))
+            .timeout(r.command.timeout.0);
         let _ = control; // recovery steps are not waits: a hurried recovery still runs them
         let tail = |b: &[u8]| {
             String::from_utf8_lossy(b)
@@ -596,20 +591,20 @@ impl Engine {
                 .unwrap_or("")
                 .to_string()
         };
-        let (status, detail) = match tokio::time::timeout(r.command.timeout.0, cmd.output()).await {
-            Ok(Ok(out)) if out.status.success() => (
+        let (status, detail) = match target.run(&cmd).await {
+            Ok(out) if out.success() => (
                 StepStatus::Passed,
                 format!("exit 0 {}", tail(&out.stdout)).trim().to_string(),
             ),
-            Ok(Ok(out)) => (
+            Ok(out) => (
                 StepStatus::Failed,
-                format!("exit {:?}: {}", out.status.code(), tail(&out.stderr)),
+                format!("exit {:?}: {}", out.code, tail(&out.stderr)),
             ),
-            Ok(Err(e)) => (StepStatus::Error, format!("cannot run: {e}")),
-            Err(_) => (
+            Err(crate::target::TargetError::TimedOut { .. }) => (
                 StepStatus::Failed,
                 format!("timed out after {} (killed)", r.command.timeout),
             ),
+            Err(e) => (StepStatus::Error, format!("cannot run: {e}")),
         };
         tl.event(
             Phase::Recovery,

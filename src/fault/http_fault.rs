@@ -88,31 +88,28 @@ impl HttpFault {
             .start(ctx, undo, Behaviour::Http(faults.clone()))
             .await?;
         // Declared = the proxy answers on its port and can reach the upstream.
-        let ns = undo.netns().map(str::to_string);
-        let listening = crate::proxy::is_listening(addr, ns.as_deref()).await;
+        let on = &undo.target;
+        let listening = super::proxy_placement::is_listening(addr, on).await;
         let upstream_ok = match (&undo.upstream, &undo.redirect) {
             (Some(u), _) => {
-                let u = u.clone();
-                tokio::time::timeout(Duration::from_secs(5), async move {
-                    let a = tokio::net::lookup_host(u.as_str()).await?.next();
-                    match a {
-                        Some(a) => crate::proxy::connect(a, ns.as_deref(), None)
-                            .await
-                            .map(|_| ()),
-                        None => Err(std::io::Error::other("no address")),
-                    }
-                })
-                .await
-                .map_err(|_| "timed out".to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            }
-            (None, Some(r)) => {
-                let a = r.intercept[0];
-                crate::proxy::connect(a, ns.as_deref(), Some(MARK))
+                // Resolved and dialled as the proxy does, from its target.
+                let reach = async {
+                    let (host, port) = crate::target::host::parse_host_port(u)?;
+                    let a = on.resolve(&host, port).await.map_err(|e| e.to_string())?[0];
+                    on.connect_tcp(a, None, None)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                };
+                tokio::time::timeout(Duration::from_secs(5), reach)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .unwrap_or_else(|_| Err("timed out".to_string()))
             }
+            (None, Some(r)) => on
+                .connect_tcp(r.intercept[0], None, Some(MARK))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             (None, None) => Err("no upstream".into()),
         };
         let as_declared = listening && upstream_ok.is_ok();

@@ -209,7 +209,7 @@ impl Latency {
     ) -> Result<Effect, FaultError> {
         let addr = self.placement().start(ctx, undo, self.behaviour()).await?;
         let Some(path) = self.verify_path.clone() else {
-            let listening = crate::proxy::is_listening(addr, undo.netns()).await;
+            let listening = super::proxy_placement::is_listening(addr, &undo.target).await;
             return Ok(Effect {
                 declared: self.describe(),
                 measured: format!(
@@ -278,10 +278,10 @@ async fn probe_pair(
     const N: usize = 5;
     let (direct_addr, host, mark) = match (&undo.upstream, &undo.redirect) {
         (Some(u), _) => {
-            let a = tokio::net::lookup_host(u.as_str())
-                .await?
-                .next()
-                .ok_or_else(|| std::io::Error::other(format!("{u} resolves to no address")))?;
+            // Resolved as the proxy resolves it: on the record's target.
+            let (h, port) = crate::target::host::parse_host_port(u)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let a = undo.target.resolve(&h, port).await?[0];
             (a, u.clone(), None)
         }
         // Transparent: the client dials the intercepted address; our direct probe
@@ -313,19 +313,13 @@ async fn probe_pair(
     };
     // A thread of its own (in the record's target's namespace when there is one):
     // the measurement blocks on sockets for up to a few hundred ms.
-    crate::target::netns::run_in(&undo.target, run).await?
+    undo.target.in_network(run).await?
 }
 
 fn time_first_byte(addr: SocketAddr, mark: Option<u32>, req: &str) -> std::io::Result<f64> {
     use std::io::{Read, Write};
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    if let Some(m) = mark {
-        sock.set_mark(m)?;
-    }
+    // Made on the thread that entered the target's network (see `probe_pair`).
+    let sock = crate::target::tcp_socket(addr, mark)?;
     sock.set_tcp_nodelay(true)?;
     sock.connect_timeout(&addr.into(), Duration::from_secs(5))?;
     let mut s: std::net::TcpStream = sock.into();

@@ -204,22 +204,24 @@ impl NetworkFault for NetworkRateLimit {
         let deadline = Instant::now() + self.verify_timeout.0;
         let cancel = ctx.cancel.clone();
         let address = p.address;
-        let (accepted, turned_away) = crate::target::netns::run_in(ctx.target, move || {
-            let mut accepted = 0u32;
-            for _ in 0..max {
-                let at = Instant::now();
-                match network::connect_once(address, attempt) {
-                    Outcome::Connected => accepted += 1,
-                    o => return (accepted, Some((o, at))),
+        let (accepted, turned_away) = ctx
+            .target
+            .in_network(move || {
+                let mut accepted = 0u32;
+                for _ in 0..max {
+                    let at = Instant::now();
+                    match network::connect_once(address, attempt) {
+                        Outcome::Connected => accepted += 1,
+                        o => return (accepted, Some((o, at))),
+                    }
+                    if Instant::now() >= deadline || cancel.is_cancelled() {
+                        break;
+                    }
                 }
-                if Instant::now() >= deadline || cancel.is_cancelled() {
-                    break;
-                }
-            }
-            (accepted, None)
-        })
-        .await
-        .map_err(|e| FaultError::System(e.to_string()))?;
+                (accepted, None)
+            })
+            .await
+            .map_err(|e| FaultError::System(e.to_string()))?;
         let view = network::counters(ctx, table).await;
         let lim = format!("{prefix}_lim");
         let limited = view

@@ -159,7 +159,6 @@ impl Placement {
     /// Resolves the undo record. The only effect is choosing a free port for a
     /// transparent proxy (bound and released at once).
     pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<ProxyUndo, FaultError> {
-        let netns = netns_of(ctx.target);
         let key = format!("proxy:{}:{}", ctx.run_id, ctx.step);
         if !self.is_transparent() {
             let listen: SocketAddr = self
@@ -178,8 +177,11 @@ impl Placement {
         }
         // All addresses of the target: `redirect` in the output hook sends local
         // connections to 127.0.0.1, in prerouting to the incoming interface's address.
-        let free = crate::proxy::bind("0.0.0.0:0".parse().unwrap(), netns)
+        let free = ctx
+            .target
+            .listen_tcp("0.0.0.0:0".parse().unwrap())
             .await
+            .map_err(std::io::Error::from)
             .and_then(|l| l.local_addr())
             .map_err(|e| FaultError::System(format!("cannot pick a port for the proxy: {e}")))?;
         let targets: Vec<SocketAddr> = self
@@ -214,21 +216,18 @@ impl Placement {
     ) -> Result<SocketAddr, FaultError> {
         // Everything from here on acts on the record's target: what the ledger holds is
         // what was done.
-        let netns = undo.netns();
-        let listener = crate::proxy::bind(undo.listen, netns).await.map_err(|e| {
-            FaultError::System(format!(
-                "cannot listen on {} on {}: {e}",
-                undo.listen,
-                undo.target.describe()
-            ))
-        })?;
+        let listener = undo
+            .target
+            .listen_tcp(undo.listen)
+            .await
+            .map_err(|e| FaultError::System(format!("cannot start the proxy: {e}")))?;
         let cfg = Config {
             upstream: match &undo.upstream {
                 Some(u) => Upstream::Addr(u.clone()),
                 None => Upstream::OriginalDst,
             },
             behaviour,
-            netns: netns.map(str::to_string),
+            network: undo.target.clone(),
             mark: undo.redirect.as_ref().map(|_| MARK),
         };
         let proxy = Proxy::start(listener, cfg)
@@ -295,10 +294,7 @@ impl ProxyUndo {
             },
             None => None,
         };
-        let netns = self.netns();
-        if let Some(n) = netns
-            && !crate::target::netns::netns_path(n).exists()
-        {
+        if self.target.is_gone() {
             // The namespace is gone, and every socket in it with it.
             return Ok((stats, start.elapsed().as_secs_f64() * 1000.0));
         }
@@ -306,7 +302,7 @@ impl ProxyUndo {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let open = crate::proxy::is_listening(addr, netns).await;
+        let open = is_listening(addr, &self.target).await;
         if open {
             return Err(FaultError::NotEffective(format!(
                 "{} on {} still accepts connections after the proxy was stopped{}",
@@ -323,35 +319,26 @@ impl ProxyUndo {
     }
 }
 
-impl ProxyUndo {
-    /// The namespace the proxy's sockets live in (`None`: this host's).
-    pub fn netns(&self) -> Option<&str> {
-        netns_of(&self.target)
-    }
+/// Whether something accepts TCP connections on `addr` on target `on` (500 ms).
+pub(crate) async fn is_listening(addr: SocketAddr, on: &Target) -> bool {
+    on.connect_tcp(addr, Some(std::time::Duration::from_millis(500)), None)
+        .await
+        .is_ok()
 }
 
-/// The namespace a proxy on `t` opens its sockets in (the proxy runs inside the
-/// engine). No wildcard arm: a new target kind must decide here, and must never
-/// fall back to this host by default.
-fn netns_of(t: &Target) -> Option<&str> {
-    match t {
-        Target::Netns { name } => Some(name),
-        Target::Local => None,
-    }
-}
-
-#[allow(unreachable_patterns)]
+/// The proxy runs inside the engine: its target must be one whose sockets this
+/// process can make.
 fn target_check(t: &Target) -> Vec<(String, String)> {
-    match t {
-        Target::Local | Target::Netns { .. } => Vec::new(),
-        other => vec![(
-            "target".into(),
-            format!(
-                "found target {}, expected `local` or a netns target: the proxy runs inside the engine",
-                other.describe()
-            ),
-        )],
+    if t.sockets_here() {
+        return Vec::new();
     }
+    vec![(
+        "target".into(),
+        format!(
+            "found target {}, expected `local` or a netns target: the proxy runs inside the engine",
+            t.describe()
+        ),
+    )]
 }
 
 fn valid_host_port(s: &str) -> bool {

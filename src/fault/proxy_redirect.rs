@@ -110,9 +110,7 @@ impl RedirectUndo {
 
     /// Removes the chains and sets (idempotent), and the run table if it is empty.
     pub(crate) async fn remove(&self) -> Result<(), FaultError> {
-        if let Target::Netns { name } = &self.target
-            && !crate::target::netns::netns_path(name).exists()
-        {
+        if self.target.is_gone() {
             return Ok(()); // the namespace took its rules with it
         }
         let table = self.run_table()?;

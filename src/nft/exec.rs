@@ -9,15 +9,14 @@
 //! ([`delete_objects`], [`delete_table_if_empty`], [`delete_table`]), which treat
 //! "already gone" as success.
 
-use std::io::{self, Write};
-use std::process::{Command, Output, Stdio};
+use std::io;
 
 use nftables::batch::Batch;
 
 use super::NftError;
 use super::table::{Objects, RunTable};
 use super::view::TableView;
-use crate::target::Target;
+use crate::target::{Cmd, Output, Target};
 
 /// The JSON document `nft -j -f -` reads for `batch`.
 pub(crate) fn to_json(batch: Batch<'static>) -> String {
@@ -48,7 +47,7 @@ fn strip_elem_nulls(v: &mut serde_json::Value) {
 /// Applies `batch` on `target` as one transaction (`nft -j -f -`).
 pub(crate) async fn apply(target: &Target, batch: Batch<'static>) -> Result<(), NftError> {
     let out = run_json(target, to_json(batch)).await?;
-    if out.status.success() {
+    if out.success() {
         Ok(())
     } else {
         Err(failed(target, "applying a batch", &out))
@@ -66,7 +65,7 @@ pub(crate) async fn list_table(
         {"list": {"table": {"family": "inet", "name": table.name()}}}
     ]});
     let out = run_json(target, list.to_string()).await?;
-    if !out.status.success() {
+    if !out.success() {
         if no_such_object(&out) {
             return Ok(None);
         }
@@ -148,7 +147,10 @@ fn failed(target: &Target, what: &str, out: &Output) -> NftError {
         target: target.describe(),
         what: what.to_string(),
         stderr: if stderr.is_empty() {
-            format!("exit status {}", out.status)
+            match out.code {
+                Some(c) => format!("exit status {c}"),
+                None => "ended by a signal".to_string(),
+            }
         } else {
             stderr.join(" | ")
         },
@@ -173,35 +175,15 @@ fn nft_program() -> String {
 }
 
 /// Runs `nft -j -f -` on `target` with the JSON document `doc` on its stdin: the
-/// one place that starts `nft`. Every target kind has an arm here: a new kind
-/// (SSH) must say how this one program with its stdin reaches its host.
+/// one place that starts `nft`, through the target interface, so that any target
+/// kind that can run a program with stdin (a namespace here, an SSH host later) can
+/// carry the run's table.
 pub(crate) async fn run_json(target: &Target, doc: String) -> Result<Output, NftError> {
-    let spawn_err = |source| NftError::Spawn {
+    let cmd = Cmd::new(nft_program()).args(["-j", "-f", "-"]).stdin(doc);
+    target.run(&cmd).await.map_err(|e| NftError::Spawn {
         target: target.describe(),
-        source,
-    };
-    match target {
-        Target::Local | Target::Netns { .. } => {
-            crate::target::netns::run_in(target, move || nft_blocking(&doc))
-                .await
-                .map_err(spawn_err)?
-                .map_err(spawn_err)
-        }
-    }
-}
-
-/// `nft -j -f -` in the calling thread's namespaces, fed `doc`.
-fn nft_blocking(doc: &str) -> io::Result<Output> {
-    let mut child = Command::new(nft_program())
-        .args(["-j", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(doc.as_bytes())?;
-    }
-    child.wait_with_output()
+        source: io::Error::new(e.kind(), e.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -230,6 +212,8 @@ mod tests {
 /// Against the real kernel, inside a namespace made for the test (root only).
 #[cfg(test)]
 mod kernel_tests {
+    use std::process::Command;
+
     use std::time::Duration;
 
     use super::*;

@@ -1,6 +1,5 @@
 //! `command` probe: run a shell command on a target and look at its exit code and output.
 
-use std::process::Stdio;
 use std::time::Instant;
 
 use schemars::JsonSchema;
@@ -8,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Observation, ProbeCtx, truncate_capture};
 use crate::duration::HumanDuration;
-use crate::target::Target;
+use crate::target::{Cmd, Target, TargetError};
 
 /// A shell command (`sh -c`) run on a target. `run` is a shell line by design: var
 /// values are pasted into it as text, secret ones as environment references.
@@ -47,29 +46,18 @@ impl CommandProbe {
 
     pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
         let target = ctx.targets.get(&self.target).unwrap_or(&Target::Local);
-        let mut cmd = target.shell(&self.run);
         // Secrets travel in the environment, never on the command line (`ps`).
-        cmd.envs(ctx.vars.env_for(&self.run))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let cmd = Cmd::new("sh")
+            .args(["-c", &self.run])
+            .envs(ctx.vars.env_for(&self.run))
+            .timeout(self.timeout.0);
         let start = Instant::now();
-        let out = match cmd.spawn() {
-            Ok(child) => tokio::time::timeout(self.timeout.0, child.wait_with_output()).await,
-            Err(e) => {
-                return Observation {
-                    latency: start.elapsed(),
-                    error: Some(format!("cannot start `sh` on {}: {e}", target.describe())),
-                    ..Default::default()
-                };
-            }
-        };
+        let out = target.run(&cmd).await;
         let latency = start.elapsed();
         match out {
-            Ok(Ok(out)) => Observation {
+            Ok(out) => Observation {
                 latency,
-                exit_code: out.status.code(),
+                exit_code: out.code,
                 stdout: Some(truncate_capture(
                     String::from_utf8_lossy(&out.stdout).into_owned(),
                 )),
@@ -78,14 +66,19 @@ impl CommandProbe {
                 )),
                 ..Default::default()
             },
-            Ok(Err(e)) => Observation {
-                latency,
-                error: Some(format!("command failed: {e}")),
-                ..Default::default()
-            },
-            Err(_) => Observation {
+            Err(TargetError::TimedOut { .. }) => Observation {
                 latency,
                 error: Some(format!("timed out after {} (killed)", self.timeout)),
+                ..Default::default()
+            },
+            Err(e @ TargetError::Spawn { .. }) => Observation {
+                latency,
+                error: Some(e.to_string()),
+                ..Default::default()
+            },
+            Err(e) => Observation {
+                latency,
+                error: Some(format!("command failed: {e}")),
                 ..Default::default()
             },
         }

@@ -1,13 +1,14 @@
 //! `http` probe: one HTTP request with reqwest.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Observation, ProbeCtx, truncate_capture};
 use crate::duration::HumanDuration;
+use crate::target::Target;
 
 /// An HTTP request.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -27,6 +28,9 @@ pub struct HttpProbe {
     /// Time after which the request counts as failed.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Send the request from inside this target (a `netns` target, for example): its connections and name lookups are the target's. Defaults to this host.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 fn get() -> String {
@@ -85,13 +89,46 @@ impl HttpProbe {
     }
 
     pub(crate) fn describe(&self) -> String {
-        format!("HTTP {} {}", self.method.to_uppercase(), self.url)
+        match &self.target {
+            Some(t) => format!("HTTP {} {} from {t}", self.method.to_uppercase(), self.url),
+            None => format!("HTTP {} {}", self.method.to_uppercase(), self.url),
+        }
     }
 
     pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
+        let (result, latency) = match self.target.as_deref() {
+            // This host: the engine's shared client and its connection pool.
+            None => self.send(ctx.http).await,
+            Some(name) => {
+                let p = self.clone();
+                let start = Instant::now();
+                let sent = match named_target(ctx, name) {
+                    Ok(t) => from_target(t, move |http| async move { p.send(&http).await }).await,
+                    Err(e) => Err(e),
+                };
+                sent.unwrap_or_else(|e| (Err(e), start.elapsed()))
+            }
+        };
+        match result {
+            Ok((status, body)) => Observation {
+                latency,
+                status: Some(status),
+                body: Some(truncate_capture(body)),
+                ..Default::default()
+            },
+            Err(error) => Observation {
+                latency,
+                error: Some(error),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Sends the request with `http`; the answer or the failure, and the round trip.
+    async fn send(&self, http: &reqwest::Client) -> (Result<(u16, String), String>, Duration) {
         let method = reqwest::Method::from_bytes(self.method.to_uppercase().as_bytes())
             .unwrap_or(reqwest::Method::GET);
-        let mut req = ctx.http.request(method, &self.url).timeout(self.timeout.0);
+        let mut req = http.request(method, &self.url).timeout(self.timeout.0);
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -106,21 +143,50 @@ impl HttpProbe {
             Ok::<_, reqwest::Error>((status, body))
         }
         .await;
-        let latency = start.elapsed();
-        match result {
-            Ok((status, body)) => Observation {
-                latency,
-                status: Some(status),
-                body: Some(truncate_capture(body)),
-                ..Default::default()
-            },
-            Err(e) => Observation {
-                latency,
-                error: Some(describe_reqwest_error(&e)),
-                ..Default::default()
-            },
-        }
+        (
+            result.map_err(|e| describe_reqwest_error(&e)),
+            start.elapsed(),
+        )
     }
+}
+
+/// An HTTP client as the engine uses them: no proxy from the environment (a drill
+/// measures the path it names), firedrill's user agent.
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("firedrill/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The target a probe names, owned (validation makes an undefined one impossible;
+/// a probe built another way fails instead of observing from elsewhere).
+pub(crate) fn named_target(ctx: &ProbeCtx<'_>, name: &str) -> Result<Target, String> {
+    ctx.targets
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("found target `{name}`, expected a defined target"))
+}
+
+/// Runs `job` with an HTTP client of its own on a thread in `target`'s network, so
+/// that its connections and name lookups are the target's. The engine's shared
+/// client cannot serve here: its pooled connections belong to this host.
+pub(crate) async fn from_target<T, F, Fut>(target: Target, job: F) -> Result<T, String>
+where
+    F: FnOnce(reqwest::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    target
+        .in_network_async(move || async move {
+            match client() {
+                Ok(http) => Ok(job(http).await),
+                Err(e) => Err(format!("cannot build an HTTP client: {e}")),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// reqwest's Display hides the cause ("error sending request"); the cause is what an

@@ -80,12 +80,13 @@ impl ProbeSpec {
         }
     }
 
-    /// The target this probe runs on, if it names one (must exist in `targets`).
+    /// The target this probe observes from, if it names one (must exist in `targets`).
     pub fn target(&self) -> Option<&str> {
         match self {
             ProbeSpec::Command(c) => Some(&c.target),
             ProbeSpec::Tcp(t) => t.target.as_deref(),
-            ProbeSpec::Http(_) | ProbeSpec::Traffic(_) => None,
+            ProbeSpec::Http(h) => h.target.as_deref(),
+            ProbeSpec::Traffic(t) => t.target.as_deref(),
         }
     }
 

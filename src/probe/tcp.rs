@@ -52,35 +52,9 @@ impl TcpProbe {
         let result = match crate::target::host::parse_host_port(&self.address) {
             // Validation refuses this; a probe built another way must not guess.
             Err(e) => Err(e),
-            Ok((host, port)) => match target {
-                Target::Local => {
-                    match tokio::time::timeout(
-                        self.timeout.0,
-                        tokio::net::TcpStream::connect((host.as_str(), port)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("timed out after {}", self.timeout)),
-                    }
-                }
-                // Inside a namespace the socket must be opened from a thread that
-                // entered it: no helper process, and no shell that could read the
-                // address as a command.
-                Target::Netns { .. } => {
-                    let timeout = self.timeout.0;
-                    let connect = crate::target::netns::run_in(target, move || {
-                        connect_blocking(&host, port, timeout)
-                    });
-                    // The resolver has no timeout of its own: bound the whole attempt.
-                    match tokio::time::timeout(self.timeout.0, connect).await {
-                        Ok(Ok(r)) => r,
-                        Ok(Err(e)) => Err(format!("cannot enter {}: {e}", target.describe())),
-                        Err(_) => Err(format!("timed out after {}", self.timeout)),
-                    }
-                }
-            },
+            // Resolved and connected from the target: no helper process, and no
+            // shell that could read the address as a command.
+            Ok((host, port)) => connect(target, &host, port, self.timeout.0).await,
         };
         Observation {
             latency: start.elapsed(),
@@ -90,30 +64,28 @@ impl TcpProbe {
     }
 }
 
-/// Resolves `host` and connects to each of its addresses in turn within `timeout`
-/// overall; the first connection wins.
-fn connect_blocking(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
-    use std::net::ToSocketAddrs;
-    let deadline = Instant::now() + timeout;
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-        .collect();
-    let mut last = format!("`{host}` resolved to no address");
-    for a in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("timed out after {}", HumanDuration(timeout)));
-        }
-        match std::net::TcpStream::connect_timeout(&a, left) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                last = format!("timed out after {}", HumanDuration(timeout));
+/// Resolves `host` on `target` and connects to each of its addresses in turn,
+/// within `timeout` overall (the resolver has no timeout of its own); the first
+/// connection wins.
+async fn connect(target: &Target, host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    let timed_out = || format!("timed out after {}", HumanDuration(timeout));
+    let attempt = async {
+        let addrs = target
+            .resolve(host, port)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut last = format!("`{host}` resolved to no address");
+        for a in addrs {
+            match target.connect_tcp(a, None, None).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
             }
-            Err(e) => last = e.to_string(),
         }
-    }
-    Err(last)
+        Err(last)
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 #[cfg(test)]

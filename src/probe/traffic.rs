@@ -40,6 +40,9 @@ pub const MAX_RATE: f64 = 2000.0;
 pub struct TrafficProbe {
     /// Absolute `http://` or `https://` URL.
     pub url: String,
+    /// Send the load from inside this target (a `netns` target, for example): its connections and name lookups are the target's. Defaults to this host.
+    #[serde(default)]
+    pub target: Option<String>,
     /// HTTP method.
     #[serde(default = "get")]
     pub method: String,
@@ -162,8 +165,13 @@ impl TrafficProbe {
     }
 
     pub(crate) fn describe(&self) -> String {
+        let from = self
+            .target
+            .as_deref()
+            .map(|t| format!(" from {t}"))
+            .unwrap_or_default();
         format!(
-            "{} req/s of HTTP {} {}",
+            "{} req/s of HTTP {} {}{from}",
             self.rate,
             self.method.to_uppercase(),
             self.url
@@ -174,61 +182,102 @@ impl TrafficProbe {
     pub(crate) async fn observe(&self, ctx: &ProbeCtx<'_>) -> Observation {
         let d = self.duration.map_or(DEFAULT_DURATION, |d| d.0);
         let start = Instant::now();
-        let samples = run_for(self, ctx.http, d).await;
-        let metrics = summarize(samples.iter());
+        let load = Load::start(
+            Arc::new(self.clone()),
+            ctx,
+            None,
+            d,
+            CancellationToken::new(),
+        );
+        let (samples, error) = match load.finish_after_cap().await {
+            Ok(s) => {
+                let e = s.is_empty().then(|| "no request was sent".to_string());
+                (s, e)
+            }
+            Err(e) => (Vec::new(), Some(e)),
+        };
         Observation {
             latency: start.elapsed(),
-            error: samples
-                .is_empty()
-                .then(|| "no request was sent".to_string()),
-            metrics,
+            error,
+            metrics: summarize(samples.iter()),
             ..Default::default()
         }
     }
 }
 
-/// Runs the load for `d` and returns every sample.
+/// Runs the load for `d` from this host and returns every sample.
 pub async fn run_for(p: &TrafficProbe, http: &reqwest::Client, d: Duration) -> Vec<Sample> {
-    let load = Load::start(
-        Arc::new(p.clone()),
-        http.clone(),
-        None,
-        d,
-        CancellationToken::new(),
-    );
-    // Runs until its cap; only the requests still in flight are awaited after it.
-    let mut s = load.task.await.unwrap_or_default();
-    s.sort_by_key(|x| x.due);
-    s
+    let p = Arc::new(TrafficProbe {
+        target: None,
+        ..p.clone()
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(schedule(p, http.clone(), None, d, stop.clone()));
+    let load = Load {
+        task: task_ok(task),
+        stop,
+    };
+    load.finish_after_cap().await.unwrap_or_default()
+}
+
+type LoadTask = tokio::task::JoinHandle<Result<Vec<Sample>, String>>;
+
+fn task_ok(t: tokio::task::JoinHandle<Vec<Sample>>) -> LoadTask {
+    tokio::spawn(async move { t.await.map_err(|e| format!("the load failed: {e}")) })
 }
 
 /// A running load.
 struct Load {
-    task: tokio::task::JoinHandle<Vec<Sample>>,
+    task: LoadTask,
     stop: CancellationToken,
 }
 
 impl Load {
     /// Starts the scheduler; it stops by itself after `cap`, or when `stop` fires.
+    /// With a `target`, the load runs on a thread in that target's network with an
+    /// HTTP client of its own; without one, on this runtime with the shared client.
     fn start(
         p: Arc<TrafficProbe>,
-        http: reqwest::Client,
+        ctx: &ProbeCtx<'_>,
         phase: Option<tokio::sync::watch::Receiver<Phase>>,
         cap: Duration,
         stop: CancellationToken,
     ) -> Load {
         let stop2 = stop.clone();
-        let task = tokio::spawn(async move { schedule(p, http, phase, cap, stop2).await });
+        let task = match p.target.clone() {
+            None => task_ok(tokio::spawn(schedule(
+                p,
+                ctx.http.clone(),
+                phase,
+                cap,
+                stop2,
+            ))),
+            Some(name) => match super::http::named_target(ctx, &name) {
+                Ok(target) => tokio::spawn(super::http::from_target(target, move |http| {
+                    schedule(p, http, phase, cap, stop2)
+                })),
+                Err(e) => tokio::spawn(async move { Err(e) }),
+            },
+        };
         Load { task, stop }
+    }
+
+    /// Waits for the load to reach its cap (only the requests still in flight are
+    /// awaited after it) and returns every sample in due order.
+    async fn finish_after_cap(self) -> Result<Vec<Sample>, String> {
+        let mut s = self
+            .task
+            .await
+            .map_err(|e| format!("the load failed: {e}"))??;
+        s.sort_by_key(|x| x.due);
+        Ok(s)
     }
 
     /// Stops scheduling, waits for the requests in flight (bounded by their
     /// timeout) and returns every sample in due order.
-    async fn finish(self) -> Vec<Sample> {
+    async fn finish(self) -> Result<Vec<Sample>, String> {
         self.stop.cancel();
-        let mut s = self.task.await.unwrap_or_default();
-        s.sort_by_key(|x| x.due);
-        s
+        self.finish_after_cap().await
     }
 }
 
@@ -435,7 +484,7 @@ impl Section {
     pub async fn start(
         steps: &[TrafficStep],
         runtime: &crate::rt::Runtime,
-        http: &reqwest::Client,
+        ctx: &ProbeCtx<'_>,
         cap: Duration,
         now_ms: f64,
         cancel: &CancellationToken,
@@ -447,7 +496,7 @@ impl Section {
             .map(|(i, s)| {
                 let load = Load::start(
                     Arc::new(s.probe.clone()),
-                    http.clone(),
+                    ctx,
                     Some(runtime.subscribe_phase()),
                     cap,
                     CancellationToken::new(),
@@ -507,8 +556,21 @@ impl Section {
         let mut out = Vec::new();
         for (i, t0, started_ms, load) in self.loads {
             let s = &self.steps[i];
-            let samples = load.finish().await;
-            out.push(judge(s, &samples, started_ms, t0.elapsed()));
+            match load.finish().await {
+                Ok(samples) => out.push(judge(s, &samples, started_ms, t0.elapsed())),
+                // No figure at all is a failed load, not a vacuously met one.
+                Err(e) => out.push(TrafficVerdict {
+                    name: s.name.clone(),
+                    critical: s.critical,
+                    description: format!("traffic: {}", s.probe.describe()),
+                    passed: Some(false),
+                    started_ms,
+                    duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                    requests: 0,
+                    detail: format!("the load could not run: {e}"),
+                    metrics: BTreeMap::new(),
+                }),
+            }
         }
         out
     }

@@ -16,8 +16,9 @@
 //! - [`profiles`]: the table of canned vendor error responses (WeCom errcodes, 429…);
 //! - [`timer`]: the deadline-precise sleep;
 //! - [`orig_dst`]: the original destination of a redirected connection (transparent
-//!   mode). Sockets inside a network namespace are made on a thread that entered it
-//!   ([`crate::target::netns::run_in`]): a socket keeps its namespace for life.
+//!   mode). The proxy's sockets live in its target's network: the caller binds the
+//!   listener there ([`Target::listen_tcp`]) and upstream connections are made
+//!   there ([`Target::connect_tcp`]); the proxy knows no target kind.
 //!
 //! Both sides get TCP_NODELAY: a proxy that lets Nagle hold small writes adds ~40 ms
 //! stalls to request/response traffic, which would be an unintended fault.
@@ -40,7 +41,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::target::Target;
-use crate::target::netns::run_in;
 
 pub use latency::Toxic;
 
@@ -76,9 +76,9 @@ pub enum Behaviour {
 pub struct Config {
     pub upstream: Upstream,
     pub behaviour: Behaviour,
-    /// Network namespace whose stack the upstream connections use (the listening
-    /// socket is created by the caller, in the same namespace).
-    pub netns: Option<String>,
+    /// The target whose network the upstream connections are made in (the caller
+    /// binds the listening socket there too, with [`Target::listen_tcp`]).
+    pub network: Target,
     /// SO_MARK on upstream connections, so the redirect rule can let the proxy's
     /// own traffic through instead of redirecting it back to the proxy.
     pub mark: Option<u32>,
@@ -269,10 +269,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let dest = match &cfg.upstream {
-        Upstream::Addr(a) => tokio::net::lookup_host(a.as_str())
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::other(format!("{a} resolves to no address")))?,
+        Upstream::Addr(a) => resolve_upstream(&cfg.network, a).await?,
         Upstream::OriginalDst => {
             let d = orig_dst::original_dst(&client)?;
             let to_me = d.port() == me.port() && (me.ip().is_unspecified() || d.ip() == me.ip());
@@ -286,11 +283,11 @@ async fn serve(
             d
         }
     };
-    let upstream = match connect(dest, cfg.netns.as_deref(), cfg.mark).await {
+    let upstream = match cfg.network.connect_tcp(dest, None, cfg.mark).await {
         Ok(u) => u,
         Err(e) => {
             stats.upstream_errors.fetch_add(1, Relaxed);
-            return Err(e);
+            return Err(e.into());
         }
     };
     upstream.set_nodelay(true)?;
@@ -333,63 +330,12 @@ where
     }
 }
 
-/// Connects to `dest`, from inside `netns` when given, with SO_MARK `mark`.
-pub(crate) async fn connect(
-    dest: SocketAddr,
-    netns: Option<&str>,
-    mark: Option<u32>,
-) -> std::io::Result<TcpStream> {
-    if netns.is_none() && mark.is_none() {
-        return TcpStream::connect(dest).await;
+/// The first address of upstream `host:port`, resolved as the proxy's target would.
+async fn resolve_upstream(on: &Target, a: &str) -> std::io::Result<SocketAddr> {
+    if let Ok(addr) = a.parse::<SocketAddr>() {
+        return Ok(addr);
     }
-    let domain = socket2::Domain::for_address(dest);
-    let make = move || socket2::Socket::new(domain, socket2::Type::STREAM, None);
-    let sock = match netns {
-        Some(ns) => run_in(&netns_target(ns), make).await??,
-        None => make()?,
-    };
-    if let Some(m) = mark {
-        sock.set_mark(m)?;
-    }
-    sock.set_nonblocking(true)?;
-    let std_stream: std::net::TcpStream = sock.into();
-    tokio::net::TcpSocket::from_std_stream(std_stream)
-        .connect(dest)
-        .await
-}
-
-/// The target whose network namespace is `name`.
-fn netns_target(name: &str) -> Target {
-    Target::Netns {
-        name: name.to_string(),
-    }
-}
-
-/// Binds a listening socket on `addr`, inside `netns` when given.
-pub async fn bind(addr: SocketAddr, netns: Option<&str>) -> std::io::Result<std::net::TcpListener> {
-    let make = move || -> std::io::Result<std::net::TcpListener> {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        sock.set_reuse_address(true)?;
-        sock.bind(&addr.into())?;
-        sock.listen(1024)?;
-        Ok(sock.into())
-    };
-    match netns {
-        Some(ns) => run_in(&netns_target(ns), make).await?,
-        None => make(),
-    }
-}
-
-/// Whether something accepts TCP connections on `addr` (inside `netns` when given).
-/// The connect attempt blocks for up to 500 ms, so it runs on a thread of its own.
-pub async fn is_listening(addr: SocketAddr, netns: Option<&str>) -> bool {
-    let probe = move || {
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)).is_ok()
-    };
-    let target = netns.map_or(Target::Local, netns_target);
-    run_in(&target, probe).await.unwrap_or(false)
+    let (host, port) = crate::target::host::parse_host_port(a)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    Ok(on.resolve(&host, port).await?[0])
 }

@@ -1,18 +1,36 @@
-//! Targets: where a fault acts and where a command runs.
+//! Targets: where a fault acts and where a probe observes from.
 //!
 //! `local` is this host and always exists. `netns` is a Linux network namespace on
 //! this host (`ip netns`), which is how the tests and the lab build several "hosts"
-//! on one machine. A target also knows the engine's own control path to it, so that
-//! network faults can refuse to cut it.
+//! on one machine. Faults and probes reach a target only through the methods of
+//! [`Target`]: run a program ([`Target::run`]), start a helper ([`Target::spawn`]),
+//! connect TCP from there ([`Target::connect_tcp`]), run socket code in its network
+//! ([`Target::in_network`]), resolve a name as it would ([`Target::resolve`]), and
+//! its control path and lock key. Nothing outside this module matches on the
+//! variants.
+//!
+//! Each kind lives in its own file ([`local`], [`netns`]); this file holds the enum
+//! (it is written into ledgers: `{"type":"local"}`, `{"type":"netns","name":…}`),
+//! the dispatch and the shared types. A new kind (SSH) is one new file, one variant
+//! of [`Target`] and of [`TargetSpec`], and the arms the compiler asks for in this
+//! file.
 
 pub(crate) mod cgroup;
 pub(crate) mod host;
+pub(crate) mod local;
 pub(crate) mod netns;
 
-use std::net::IpAddr;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::duration::HumanDuration;
 
 /// How to reach a target.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -45,6 +63,173 @@ pub enum Target {
     Netns { name: String },
 }
 
+/// A program to run on a target: never a shell unless the caller names one
+/// (`Cmd::new("sh").args(["-c", line])`); every argument reaches the program as is.
+#[derive(Clone, Debug, Default)]
+pub struct Cmd {
+    program: String,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    env: Vec<(String, String)>,
+    timeout: Option<Duration>,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Cmd {
+        Cmd {
+            program: program.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Bytes written to the program's standard input (otherwise it reads nothing).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Extra environment variables (secrets travel here, never in arguments: `ps`).
+    pub fn envs<I, K, V>(mut self, vars: I) -> Cmd
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// After this long, [`Target::run`] kills the program and fails.
+    pub fn timeout(mut self, d: Duration) -> Cmd {
+        self.timeout = Some(d);
+        self
+    }
+
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// The process to start, with piped output; stdin piped only when there is some.
+    fn to_command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.program);
+        c.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+}
+
+/// What a program run by [`Target::run`] left.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// Exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// From start to exit.
+    pub took: Duration,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Why a target could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot start `{program}` on {target}: {source}")]
+    Spawn {
+        program: String,
+        target: String,
+        source: io::Error,
+    },
+    #[error("`{program}` on {target} failed: {source}")]
+    Io {
+        program: String,
+        target: String,
+        source: io::Error,
+    },
+    #[error("`{program}` on {target} timed out after {after} (killed)")]
+    TimedOut {
+        program: String,
+        target: String,
+        after: HumanDuration,
+    },
+    #[error("cannot enter {target}: {source}")]
+    Enter { target: String, source: io::Error },
+    #[error("cannot listen on {addr} on {target}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        target: String,
+        source: io::Error,
+    },
+    #[error("cannot resolve `{host}` on {target}: {source}")]
+    Resolve {
+        host: String,
+        target: String,
+        source: io::Error,
+    },
+    #[error("cannot connect to {addr} from {target}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        target: String,
+        source: io::Error,
+    },
+    #[error("connecting to {addr} from {target} timed out after {after}")]
+    ConnectTimedOut {
+        addr: SocketAddr,
+        target: String,
+        after: HumanDuration,
+    },
+}
+
+impl TargetError {
+    /// The underlying I/O error kind, where there is one (`TimedOut` for timeouts).
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            TargetError::Spawn { source, .. }
+            | TargetError::Io { source, .. }
+            | TargetError::Enter { source, .. }
+            | TargetError::Listen { source, .. }
+            | TargetError::Resolve { source, .. }
+            | TargetError::Connect { source, .. } => source.kind(),
+            TargetError::TimedOut { .. } | TargetError::ConnectTimedOut { .. } => {
+                io::ErrorKind::TimedOut
+            }
+        }
+    }
+}
+
+impl From<TargetError> for io::Error {
+    fn from(e: TargetError) -> io::Error {
+        io::Error::new(e.kind(), e.to_string())
+    }
+}
+
 impl Target {
     pub fn from_spec(spec: &TargetSpec) -> Self {
         match spec {
@@ -55,47 +240,260 @@ impl Target {
     /// A short human description: `local`, `netns:app`.
     pub fn describe(&self) -> String {
         match self {
-            Target::Local => "local".into(),
-            Target::Netns { name } => format!("netns:{name}"),
+            Target::Local => local::describe(),
+            Target::Netns { name } => netns::describe(name),
         }
     }
 
     /// Key used for the per-target run lock: two drills on the same key are refused.
     pub fn lock_key(&self) -> String {
         match self {
-            Target::Local => "local".into(),
-            Target::Netns { name } => format!("netns-{name}"),
+            Target::Local => local::lock_key(),
+            Target::Netns { name } => netns::lock_key(name),
         }
-    }
-
-    /// A command that runs `program args…` on the target.
-    pub fn command(&self, program: &str, args: &[&str]) -> tokio::process::Command {
-        match self {
-            Target::Local => {
-                let mut c = tokio::process::Command::new(program);
-                c.args(args);
-                c
-            }
-            Target::Netns { name } => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", name, program]).args(args);
-                c
-            }
-        }
-    }
-
-    /// A command that runs a shell command line on the target. Only for fields that
-    /// are shell by design (`command.run`): never build `line` from other values.
-    pub fn shell(&self, line: &str) -> tokio::process::Command {
-        self.command("sh", &["-c", line])
     }
 
     /// Addresses the engine itself uses to reach the target. A network fault must not
-    /// cover any of them, or the engine would lose the ability to revert it. Local and
-    /// netns targets are driven through the kernel directly, so there are none.
+    /// cover any of them, or the engine would lose the ability to revert it.
     pub fn control_path(&self) -> Vec<IpAddr> {
         match self {
-            Target::Local | Target::Netns { .. } => Vec::new(),
+            Target::Local => local::control_path(),
+            Target::Netns { .. } => netns::control_path(),
         }
     }
+
+    /// Whether this process can make sockets in the target's network itself (the
+    /// target shares this host's kernel): what the in-engine proxy and
+    /// [`Target::in_network`] need.
+    pub fn sockets_here(&self) -> bool {
+        match self {
+            Target::Local | Target::Netns { .. } => true,
+        }
+    }
+
+    /// Whether the target is known to be gone for good (a deleted namespace), and
+    /// with it everything a fault left there: reverts then have nothing to undo.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            Target::Local => false,
+            Target::Netns { name } => netns::is_gone(name),
+        }
+    }
+
+    /// Starts `cmd` on the target: a long-running helper, killed when the handle is
+    /// dropped (`kill_on_drop`). Its stdout and stderr are piped; stdin is piped
+    /// when `cmd` has some, which the caller then writes.
+    pub async fn spawn(&self, cmd: &Cmd) -> Result<tokio::process::Child, TargetError> {
+        let mut c = cmd.to_command();
+        let spawned = match self {
+            Target::Local => local::spawn(&mut c),
+            Target::Netns { name } => netns::spawn(name, c).await,
+        };
+        spawned.map_err(|source| TargetError::Spawn {
+            program: cmd.program.clone(),
+            target: self.describe(),
+            source,
+        })
+    }
+
+    /// Runs `cmd` on the target to its end (or its timeout, then kills it) and
+    /// returns its exit code and output. A non-zero exit is an [`Output`], not an
+    /// error.
+    pub async fn run(&self, cmd: &Cmd) -> Result<Output, TargetError> {
+        let start = Instant::now();
+        let mut child = self.spawn(cmd).await?;
+        let io_err = |source| TargetError::Io {
+            program: cmd.program.clone(),
+            target: self.describe(),
+            source,
+        };
+        // Stdin is fed while the output is read: a program that writes before it has
+        // read everything must not block on a full pipe.
+        let feed = {
+            let pipe = child.stdin.take();
+            let bytes = cmd.stdin.clone();
+            async move {
+                if let (Some(mut pipe), Some(bytes)) = (pipe, bytes) {
+                    // A program that exits without reading all of it is its business.
+                    let _ = pipe.write_all(&bytes).await;
+                }
+            }
+        };
+        let wait = async {
+            let (_, out) = tokio::join!(feed, child.wait_with_output());
+            out
+        };
+        let out = match cmd.timeout {
+            Some(t) => match tokio::time::timeout(t, wait).await {
+                Ok(r) => r.map_err(io_err)?,
+                // Dropping the child (kill_on_drop) kills it; tokio reaps it.
+                Err(_) => {
+                    return Err(TargetError::TimedOut {
+                        program: cmd.program.clone(),
+                        target: self.describe(),
+                        after: HumanDuration(t),
+                    });
+                }
+            },
+            None => wait.await.map_err(io_err)?,
+        };
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+            took: start.elapsed(),
+        })
+    }
+
+    /// Runs blocking `f` on a fresh thread whose sockets live in the target's
+    /// network, and returns its result. Sockets opened there keep that network for
+    /// life and may be used from any thread; processes started there inherit it.
+    /// The thread is never reused: no other code runs in a network it did not ask
+    /// for.
+    pub async fn in_network<T, F>(&self, f: F) -> Result<T, TargetError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let r = match self {
+            Target::Local => local::in_network(f).await,
+            Target::Netns { name } => netns::in_network(name, f).await,
+        };
+        r.map_err(|source| TargetError::Enter {
+            target: self.describe(),
+            source,
+        })
+    }
+
+    /// Runs the async job `f` to its end on a fresh thread in the target's network,
+    /// with a single-threaded runtime of its own: every socket the job opens (an
+    /// HTTP client's connections, a resolver's queries) is the target's. Made on that
+    /// thread, the job need not be `Send`.
+    pub async fn in_network_async<T, F, Fut>(&self, f: F) -> Result<T, TargetError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let job = move || -> io::Result<T> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(f()))
+        };
+        self.in_network(job)
+            .await?
+            .map_err(|source| TargetError::Enter {
+                target: self.describe(),
+                source,
+            })
+    }
+
+    /// Resolves `host` (a name or an IP literal) as the target would: the
+    /// resolver's queries leave from the target's network.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, TargetError> {
+        // A literal needs no resolver (and no trip into the target).
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let r = match self {
+            Target::Local => local::resolve(host, port).await,
+            Target::Netns { name } => netns::resolve(name, host, port).await,
+        };
+        let err = |source| TargetError::Resolve {
+            host: host.to_string(),
+            target: self.describe(),
+            source,
+        };
+        let addrs = r.map_err(err)?;
+        if addrs.is_empty() {
+            return Err(err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "resolved to no address",
+            )));
+        }
+        Ok(addrs)
+    }
+
+    /// A TCP connection to `addr` whose socket lives in the target's network, with
+    /// SO_MARK `mark` when given (firewall rules may tell it apart by it), within
+    /// `timeout` when given.
+    pub async fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        mark: Option<u32>,
+    ) -> Result<tokio::net::TcpStream, TargetError> {
+        let connect = async {
+            match self {
+                Target::Local => local::connect_tcp(addr, mark).await,
+                Target::Netns { name } => netns::connect_tcp(name, addr, mark).await,
+            }
+        };
+        let r = match timeout {
+            Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| {
+                TargetError::ConnectTimedOut {
+                    addr,
+                    target: self.describe(),
+                    after: HumanDuration(t),
+                }
+            })?,
+            None => connect.await,
+        };
+        r.map_err(|source| TargetError::Connect {
+            addr,
+            target: self.describe(),
+            source,
+        })
+    }
+
+    /// A listening TCP socket on `addr` in the target's network (SO_REUSEADDR,
+    /// backlog 1024), not yet registered with a runtime.
+    pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<std::net::TcpListener, TargetError> {
+        self.in_network(move || listen_blocking(addr))
+            .await?
+            .map_err(|source| TargetError::Listen {
+                addr,
+                target: self.describe(),
+                source,
+            })
+    }
 }
+
+/// A TCP socket for `addr`'s family, with SO_MARK `mark`, made in the calling
+/// thread's network.
+pub(crate) fn tcp_socket(addr: SocketAddr, mark: Option<u32>) -> io::Result<socket2::Socket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if let Some(m) = mark {
+        sock.set_mark(m)?;
+    }
+    Ok(sock)
+}
+
+/// Connects a socket made by [`tcp_socket`] on the caller's runtime.
+pub(crate) async fn connect_socket(
+    sock: socket2::Socket,
+    addr: SocketAddr,
+) -> io::Result<tokio::net::TcpStream> {
+    sock.set_nonblocking(true)?;
+    let std_stream: std::net::TcpStream = sock.into();
+    tokio::net::TcpSocket::from_std_stream(std_stream)
+        .connect(addr)
+        .await
+}
+
+fn listen_blocking(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = tcp_socket(addr, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,18 +1,23 @@
-//! Running code inside a target's network namespace without starting a process.
+//! The `netns` target: a network namespace on this host (`ip netns`).
 //!
-//! `ip netns exec` costs a process start plus a mount-namespace setup (several ms,
-//! tens under load). Network faults need to act and to measure within a few ms, so
-//! they enter the namespace from a dedicated thread with `setns(2)` instead: sockets
-//! opened there live in the namespace (and stay usable from any thread), and child
-//! processes spawned there (e.g. `nft`) inherit it. The thread is never reused, so
-//! no other code ever runs in a namespace it did not ask for.
+//! Code enters the namespace from a dedicated thread with `setns(2)` rather than
+//! through `ip netns exec`, which costs a process start plus a mount-namespace setup
+//! (several ms, tens under load): network faults act and measure within a few ms.
+//! Sockets opened on that thread live in the namespace (and stay usable from any
+//! thread), and processes started from it inherit it. The thread is never reused,
+//! so no other code ever runs in a namespace it did not ask for.
+//!
+//! Processes started here see the namespace's network but this host's files:
+//! unlike `ip netns exec`, `/etc/netns/NAME/` is not bind-mounted over `/etc` and
+//! `/sys` is not remounted. Names resolve the same way for a probe's sockets, for
+//! [`resolve`] and for a command, with this host's `/etc/hosts` and resolver
+//! configuration, queried from inside the namespace.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
-
-use super::Target;
 
 /// Checks a network-namespace name. It becomes a path under `/run/netns` and an
 /// argument of `ip netns exec`, so it must be one path component of safe characters:
@@ -39,18 +44,73 @@ pub(crate) fn netns_path(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
 }
 
-/// Runs `f` on a fresh thread that lives in the network namespace of `target` (for
-/// `local`, this host's namespace) and returns its result. The caller awaits it
-/// without blocking a runtime worker.
-pub(crate) async fn run_in<T, F>(target: &Target, f: F) -> io::Result<T>
+pub(super) fn describe(name: &str) -> String {
+    format!("netns:{name}")
+}
+
+pub(super) fn lock_key(name: &str) -> String {
+    format!("netns-{name}")
+}
+
+/// Driven through the kernel of this host: no network path to protect.
+pub(super) fn control_path() -> Vec<IpAddr> {
+    Vec::new()
+}
+
+/// A namespace whose handle is gone took its sockets and rules with it.
+pub(super) fn is_gone(name: &str) -> bool {
+    !netns_path(name).exists()
+}
+
+pub(super) async fn in_network<T, F>(name: &str, f: F) -> io::Result<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let ns = match target {
-        Target::Local => None,
-        Target::Netns { name } => Some(open_netns(name)?),
-    };
+    on_thread(Some(open_netns(name)?), f).await
+}
+
+/// Started from a thread in the namespace, on the caller's runtime (which reaps it).
+pub(super) async fn spawn(
+    name: &str,
+    mut c: tokio::process::Command,
+) -> io::Result<tokio::process::Child> {
+    let rt = tokio::runtime::Handle::current();
+    in_network(name, move || {
+        let _in_rt = rt.enter();
+        c.spawn()
+    })
+    .await?
+}
+
+pub(super) async fn resolve(name: &str, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let host = host.to_string();
+    in_network(name, move || {
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+    })
+    .await?
+}
+
+/// The socket is made in the namespace, then connected on the caller's runtime.
+pub(super) async fn connect_tcp(
+    name: &str,
+    addr: SocketAddr,
+    mark: Option<u32>,
+) -> io::Result<tokio::net::TcpStream> {
+    let sock = in_network(name, move || super::tcp_socket(addr, mark)).await??;
+    super::connect_socket(sock, addr).await
+}
+
+/// Runs `f` on a fresh thread, inside namespace `ns` when given, and returns its
+/// result; the caller awaits it without blocking a runtime worker.
+pub(super) async fn on_thread<T, F>(ns: Option<std::fs::File>, f: F) -> io::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("firedrill-netns".into())
@@ -85,15 +145,15 @@ fn open_netns(name: &str) -> io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::Target;
 
     #[tokio::test]
     async fn local_runs_in_this_namespace() {
         let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let there = run_in(&Target::Local, || {
-            std::fs::read_link("/proc/thread-self/ns/net").unwrap()
-        })
-        .await
-        .unwrap();
+        let there = Target::Local
+            .in_network(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+            .await
+            .unwrap();
         assert_eq!(mine, there);
     }
 
@@ -123,7 +183,7 @@ mod tests {
         let t = Target::Netns {
             name: "../../proc/1/ns/net".into(),
         };
-        let e = run_in(&t, || ()).await.unwrap_err();
+        let e = t.in_network(|| ()).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
@@ -132,7 +192,7 @@ mod tests {
         let t = Target::Netns {
             name: "firedrill-no-such-ns".into(),
         };
-        let e = run_in(&t, || ()).await.unwrap_err();
+        let e = t.in_network(|| ()).await.unwrap_err();
         assert!(e.to_string().contains("ip netns add"), "{e}");
     }
 }

@@ -19,6 +19,7 @@ mod network_cli;
 mod network_lab;
 mod network_partition;
 mod network_rate_limit;
+mod probe_target;
 mod proxy_http_fault;
 mod proxy_latency;
 mod proxy_transparent;

@@ -114,13 +114,14 @@ pub(crate) async fn probe_point(
     let Some(address) = candidates.first().copied() else {
         return Ok(None);
     };
-    let (before, took) = crate::target::netns::run_in(target, move || {
-        let t = Instant::now();
-        let o = connect_once(address, Duration::from_millis(500));
-        (o, t.elapsed())
-    })
-    .await
-    .map_err(|e| FaultError::System(e.to_string()))?;
+    let (before, took) = target
+        .in_network(move || {
+            let t = Instant::now();
+            let o = connect_once(address, Duration::from_millis(500));
+            (o, t.elapsed())
+        })
+        .await
+        .map_err(|e| FaultError::System(e.to_string()))?;
     Ok(Some(ProbePoint {
         address,
         before,
@@ -139,20 +140,21 @@ pub(crate) async fn probe_until(
     cancel: CancellationToken,
     done: fn(Outcome) -> bool,
 ) -> Result<(Outcome, Instant, u32), FaultError> {
-    crate::target::netns::run_in(target, move || {
-        let mut attempts = 0;
-        loop {
-            let started = Instant::now();
-            let o = connect_once(address, attempt);
-            attempts += 1;
-            if done(o) || Instant::now() >= deadline || cancel.is_cancelled() {
-                return (o, started, attempts);
+    target
+        .in_network(move || {
+            let mut attempts = 0;
+            loop {
+                let started = Instant::now();
+                let o = connect_once(address, attempt);
+                attempts += 1;
+                if done(o) || Instant::now() >= deadline || cancel.is_cancelled() {
+                    return (o, started, attempts);
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    })
-    .await
-    .map_err(|e| FaultError::System(e.to_string()))
+        })
+        .await
+        .map_err(|e| FaultError::System(e.to_string()))
 }
 
 #[cfg(test)]

@@ -69,18 +69,17 @@ impl Undo {
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
         let table = self.run_table()?;
-        if let Target::Netns { name } = &self.target {
-            // A namespace that no longer exists took its rules with it; failing here
-            // forever would only make `recover` unable to ever finish.
-            if !crate::target::netns::netns_path(name).exists() {
-                return Ok(Reverted {
-                    measured: format!(
-                        "network namespace `{name}` no longer exists; its rules went with it"
-                    ),
-                    restored_after_ms: None,
-                    details: serde_json::json!({ "table": table.name(), "namespace_gone": true }),
-                });
-            }
+        // A target that no longer exists (a deleted namespace) took its rules with
+        // it; failing here forever would only make `recover` unable to ever finish.
+        if self.target.is_gone() {
+            return Ok(Reverted {
+                measured: format!(
+                    "{} no longer exists; its rules went with it",
+                    self.target.describe()
+                ),
+                restored_after_ms: None,
+                details: serde_json::json!({ "table": table.name(), "namespace_gone": true }),
+            });
         }
         let sys = |e: nft::NftError| FaultError::System(e.to_string());
         let deleted = nft::delete_objects(&self.target, &table, &self.objects)

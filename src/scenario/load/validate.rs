@@ -223,6 +223,12 @@ pub(super) fn validate(
         }
     }
     for (i, t) in decoded(&scenario.traffic) {
+        if let Some(name) = t.probe.target.as_deref()
+            && !targets.names.contains(name)
+        {
+            let path = format!("traffic[{i}].probe.target");
+            errors.push(undefined_target(diag, &path, name, targets));
+        }
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
         }
