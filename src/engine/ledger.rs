@@ -357,6 +357,7 @@ mod tests {
             }],
             deadman_tag: None,
             source: None,
+            cgroup: None,
         })
     }
 

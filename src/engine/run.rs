@@ -1111,6 +1111,7 @@ mod tests {
             deadman_tag: None,
             target: Target::Local,
             source: None,
+            cgroup: None,
         })
     }
 

@@ -232,7 +232,10 @@ pub(crate) fn tree_deepest_first(all: &[ProcInfo], roots: &[ProcInfo]) -> Vec<Pr
             seen.insert(p.pid);
         }
         for p in &frontier {
-            for c in all.iter().filter(|c| c.ppid == p.pid && !seen.contains(&c.pid)) {
+            for c in all
+                .iter()
+                .filter(|c| c.ppid == p.pid && !seen.contains(&c.pid))
+            {
                 // A child is younger than its parent; an older "child" is a recycled
                 // ppid that only looks related.
                 if c.start_time >= p.start_time {
@@ -267,7 +270,9 @@ mod tests {
 
     #[test]
     fn stat_counts_fields_from_the_last_paren() {
-        let s = parse_stat("42 (a) b (c)) S 7 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0").unwrap();
+        let s =
+            parse_stat("42 (a) b (c)) S 7 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0")
+                .unwrap();
         assert_eq!(s.comm, "a) b (c)");
         assert_eq!((s.state, s.ppid, s.start_time), ('S', 7, 12345));
         let me = read_stat(std::process::id()).unwrap();
