@@ -132,12 +132,14 @@ fn count_one_on_a_netns_target_hits_only_that_namespaces_process() {
             &format!("exec -a {tag} sleep 300"),
         ]))
     };
+    // Only the exec'd sleep has `TAG 300` (`ip` and `bash` carry `TAG sleep 300`).
+    let ready = format!("{tag} 300");
     let in_b = start_in(&b);
-    assert!(wait_until(Duration::from_secs(5), || pids_matching(&tag)
+    assert!(wait_until(Duration::from_secs(5), || pids_matching(&ready)
         .contains(&in_b.pid())));
     std::thread::sleep(Duration::from_millis(20)); // a later start time for A's
     let in_a = start_in(&a);
-    assert!(wait_until(Duration::from_secs(5), || pids_matching(&tag)
+    assert!(wait_until(Duration::from_secs(5), || pids_matching(&ready)
         .contains(&in_a.pid())));
 
     let spec = fault(&format!(
@@ -249,32 +251,18 @@ fn freeze_then_kill_engine(
     let dir = tempfile::tempdir().unwrap();
     let run_id = format!("pkdm{}x{}", std::process::id(), run_id());
     let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
-        format!(
-            r#"apiVersion: firedrill/v1
-kind: Scenario
-metadata: {{ name: freeze-all }}
-faults:
-  - name: freeze all
-    kind: process_kill
-    with: {with}
-    ttl: 2s
-verifications:
-  - name: hold on
-    probe: {{ command: {{ run: "true" }} }}
-    for: 60s
-    interval: 100ms
-"#
-        ),
-    )
-    .unwrap();
-    let mut engine = spawn_drill(
+    std::fs::write(&scen, hold_scenario(with, "", "2s")).unwrap();
+    let log = dir.path().join("engine.log");
+    let mut engine = drill_cmd(
         &scen,
         &run_id,
         &dir.path().join("state"),
         &dir.path().join("reports"),
-    );
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
     assert!(
         wait_until(Duration::from_secs(10), &frozen),
         "the drill did not freeze"
@@ -282,12 +270,17 @@ verifications:
     let frozen_at = Instant::now();
     engine.kill().unwrap();
     engine.wait().unwrap();
-    let watcher = pids_matching(&format!("__deadman --tag {run_id}"));
-    assert_eq!(watcher.len(), 1, "the watcher outlives the engine");
+    let watcher = pids_matching(&format!("__deadman --tag {run_id}-"));
+    assert_eq!(
+        watcher.len(),
+        1,
+        "the watcher outlives the engine; engine log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let ok = wait_until(Duration::from_secs(6), &thawed);
     let after = frozen_at.elapsed();
     assert!(wait_until(Duration::from_secs(2), || pids_matching(
-        &format!("__deadman --tag {run_id}")
+        &format!("__deadman --tag {run_id}-")
     )
     .is_empty()));
     ok.then_some(after)
@@ -306,18 +299,6 @@ fn tree_frozen_by_a_sigkilled_engine_is_thawed_by_the_deadman() {
     assert!(after < Duration::from_secs(5), "{after:?}");
     eprintln!("tree thawed {after:?} after the freeze (ttl 2s)");
     drop(g);
-}
-
-/// Where the cgroup2 hierarchy is mounted, from /proc/self/mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        left.split(' ').nth(4).map(PathBuf::from)
-    })
 }
 
 /// A cgroup the test made, holding two `sleep`s; on drop it is thawed, emptied
@@ -434,7 +415,7 @@ fn cgroup_stop_freezes_the_whole_cgroup_and_revert_thaws_it() {
         recorded.sort();
         let mut mine = pids_of(&cg);
         mine.sort();
-        assert_eq!(recorded, mine);
+        assert_eq!(recorded, mine, "{effect:?}");
         revert(&undo).await.unwrap();
         assert!(!cg.frozen(), "thawed by the revert");
         assert!(cg.procs.iter().all(|c| state(c.id()) != 'T'));

@@ -475,12 +475,11 @@ impl ProcessKill {
         let deadline = Instant::now() + self.verify_timeout.0;
         let mut remaining: Vec<&ProcRef> = undo.processes.iter().collect();
         let mut cg_state = None;
-        loop {
-            let done = match (&cg_dir, self.signal) {
+        settle(deadline, Some(&ctx.cancel), || {
+            match (&cg_dir, self.signal) {
                 (Some(dir), Signal::Stop | Signal::Kill) => {
-                    let ev = cgroup::events(dir).ok();
-                    cg_state = ev;
-                    ev.is_some_and(|e| match self.signal {
+                    cg_state = cgroup::events(dir).ok();
+                    cg_state.is_some_and(|e| match self.signal {
                         Signal::Stop => e.frozen,
                         _ => !e.populated,
                     })
@@ -494,12 +493,16 @@ impl ProcessKill {
                     });
                     remaining.is_empty()
                 }
-            };
-            if done || Instant::now() >= deadline || ctx.cancel.is_cancelled() {
-                break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await;
+        // A parent still running while its children were stopped may have forked a
+        // child the record does not hold: it runs, so the tree is not all frozen.
+        let unrecorded = if self.tree && self.signal == Signal::Stop {
+            born_since(ctx.target, &undo.processes)
+        } else {
+            Vec::new()
+        };
         let pids: Vec<u32> = undo.processes.iter().map(|p| p.pid).collect();
         let (as_declared, mut measured) = match (&undo.cgroup, &cg_dir, self.signal) {
             (Some(cg), Some(_), Signal::Stop) => {
@@ -546,6 +549,12 @@ impl ProcessKill {
                 (remaining.is_empty(), m)
             }
         };
+        let as_declared = as_declared && unrecorded.is_empty();
+        if !unrecorded.is_empty() {
+            measured = format!(
+                "{measured}; but descendants {unrecorded:?} were born after the selection and are not frozen"
+            );
+        }
         if let Some(src) = &undo.source {
             measured = format!("{measured} ({src})");
         }
@@ -614,23 +623,18 @@ impl Undo {
             )));
         }
         // Confirm: none of our processes is still in state T.
-        let deadline = Instant::now() + Duration::from_secs(if ctx.hurry { 0 } else { 2 });
-        loop {
-            let still: Vec<u32> = self
-                .processes
+        let still = || -> Vec<u32> {
+            self.processes
                 .iter()
                 .filter(|p| procs::state_of(p.pid, p.start_time) == Some('T'))
                 .map(|p| p.pid)
-                .collect();
-            if still.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(FaultError::NotEffective(format!(
-                    "pids {still:?} are still stopped after SIGCONT"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+                .collect()
+        };
+        if !settle(revert_deadline(ctx), None, || still().is_empty()).await {
+            return Err(FaultError::NotEffective(format!(
+                "pids {:?} are still stopped after SIGCONT",
+                still()
+            )));
         }
         Ok(Reverted {
             measured: format!("SIGCONT sent to pids {thawed:?}; none is stopped"),
@@ -663,18 +667,12 @@ impl Undo {
             });
         };
         result.map_err(|e| FaultError::System(format!("cannot thaw cgroup {cg}: {e}")))?;
-        let deadline = Instant::now() + Duration::from_secs(if ctx.hurry { 0 } else { 2 });
-        loop {
-            match cgroup::events(&dir) {
-                Ok(e) if e.frozen => {}
-                _ => break, // thawed, or removed meanwhile
-            }
-            if Instant::now() >= deadline {
-                return Err(FaultError::NotEffective(format!(
-                    "cgroup {cg} is still frozen after writing 0 to cgroup.freeze"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Thawed, or removed meanwhile.
+        let thawed = || !cgroup::events(&dir).is_ok_and(|e| e.frozen);
+        if !settle(revert_deadline(ctx), None, thawed).await {
+            return Err(FaultError::NotEffective(format!(
+                "cgroup {cg} is still frozen after writing 0 to cgroup.freeze"
+            )));
         }
         Ok(Reverted {
             measured: format!("cgroup {cg} thawed (cgroup.events frozen 0)"),
@@ -682,6 +680,51 @@ impl Undo {
             details: serde_json::json!({ "cgroup": cg }),
         })
     }
+}
+
+/// Polls `done` every 5 ms until it holds, `deadline` passes or `cancel` fires;
+/// returns whether it held.
+async fn settle(
+    deadline: Instant,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline || cancel.is_some_and(|c| c.is_cancelled()) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How long a revert waits to see its effect: 2 s, none on a second Ctrl-C.
+fn revert_deadline(ctx: &RevertCtx<'_>) -> Instant {
+    Instant::now() + Duration::from_secs(if ctx.hurry { 0 } else { 2 })
+}
+
+/// Descendants of the recorded processes that the record does not hold (born
+/// after the selection), still running.
+fn born_since(target: &Target, recorded: &[ProcRef]) -> Vec<u32> {
+    let Ok(all) = target.processes() else {
+        return Vec::new();
+    };
+    let known: Vec<ProcInfo> = all
+        .iter()
+        .filter(|p| {
+            recorded
+                .iter()
+                .any(|r| r.pid == p.pid && r.start_time == p.start_time)
+        })
+        .cloned()
+        .collect();
+    procs::tree_deepest_first(&all, &known)
+        .into_iter()
+        .filter(|p| !recorded.iter().any(|r| r.pid == p.pid) && p.state != 'T')
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// The pid in a pidfile: its first line, as PostgreSQL's `postmaster.pid`, nginx,

@@ -43,7 +43,12 @@ pub(crate) struct Stat {
     pub state: char,
     pub ppid: u32,
     pub start_time: u64,
+    /// Kernel flags (field 9); `PF_KTHREAD` marks a kernel thread.
+    pub flags: u32,
 }
+
+/// `PF_KTHREAD` of include/linux/sched.h.
+const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Parses `/proc/PID/stat`. The name is in parentheses and may itself contain spaces
 /// and parentheses, so fields are counted from the *last* `)`.
@@ -56,17 +61,20 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let close = text.rfind(')')?;
     let comm = text[open + 1..close].to_string();
     let rest: Vec<&str> = text.get(close + 2..)?.split(' ').collect();
-    // rest[0] is field 3 (state); field 4 is ppid; field 22 is starttime.
+    // rest[0] is field 3 (state); field 4 is ppid; field 9 flags; 22 starttime.
     Some(Stat {
         comm,
         state: rest.first()?.chars().next()?,
         ppid: rest.get(1)?.parse().ok()?,
+        flags: rest.get(6)?.parse().ok()?,
         start_time: rest.get(19)?.parse().ok()?,
     })
 }
 
 /// Every live user process of this host: zombies (already dead) and kernel threads
-/// (no command line) are left out. Processes that exit while the list is read are
+/// are left out. Kernel threads are told by their flag, not by an empty command
+/// line: a process in the middle of `execve` reads an empty one for a moment, and
+/// would be missed. Processes that exit while the list is read are
 /// simply missing from it.
 pub(crate) fn list() -> io::Result<Vec<ProcInfo>> {
     let mut out = Vec::new();
@@ -87,10 +95,10 @@ pub(crate) fn list() -> io::Result<Vec<ProcInfo>> {
 /// One process, or None when it is gone, a zombie or a kernel thread.
 pub(crate) fn info(pid: u32) -> Option<ProcInfo> {
     let s = read_stat(pid)?;
-    let cmdline = cmdline(pid);
-    if s.state == 'Z' || s.state == 'X' || cmdline.is_empty() {
+    if s.state == 'Z' || s.state == 'X' || s.flags & PF_KTHREAD != 0 {
         return None;
     }
+    let cmdline = cmdline(pid);
     Some(ProcInfo {
         pid,
         start_time: s.start_time,
@@ -275,6 +283,7 @@ mod tests {
                 .unwrap();
         assert_eq!(s.comm, "a) b (c)");
         assert_eq!((s.state, s.ppid, s.start_time), ('S', 7, 12345));
+        assert_eq!(s.flags, 4194560);
         let me = read_stat(std::process::id()).unwrap();
         assert!(me.start_time > 0);
     }
@@ -285,6 +294,10 @@ mod tests {
         let me = all.iter().find(|p| p.pid == std::process::id()).unwrap();
         assert_eq!(me.netns, netns_inode("/proc/self/ns/net"));
         assert!(!me.cmdline.is_empty());
+        // kthreadd (pid 2) is a kernel thread, when this pid namespace shows it.
+        if read_stat(2).is_some_and(|s| s.comm == "kthreadd") {
+            assert!(all.iter().all(|p| p.pid != 2));
+        }
     }
 
     fn p(pid: u32, ppid: u32, start: u64) -> ProcInfo {
