@@ -478,3 +478,49 @@ fn cgroup_frozen_by_a_sigkilled_engine_is_thawed_by_the_deadman() {
     eprintln!("cgroup thawed {after:?} after the freeze (ttl 2s)");
     drop(cg);
 }
+
+#[test]
+fn cgroup_term_signals_every_process_in_it() {
+    let Some(mut cg) = Cg::with_two_sleepers("cgroup_term_signals_every_process_in_it") else {
+        return;
+    };
+    let spec = fault(&format!(
+        "kind: process_kill\nwith: {{ cgroup: '{}', signal: TERM }}",
+        cg.name
+    ));
+    let rt = Runtime::default();
+    tokio().block_on(async {
+        let (undo, effect) = inject(
+            &spec,
+            &Target::Local,
+            &run_id(),
+            "term cg",
+            Duration::from_secs(30),
+            &rt,
+        )
+        .await
+        .unwrap();
+        assert!(effect.as_declared, "{effect:?}");
+        assert_eq!(
+            effect.details["signalled"].as_array().map(Vec::len),
+            Some(2),
+            "{effect:?}"
+        );
+        // Not reversible: the revert says so and does nothing.
+        assert!(
+            revert(&undo)
+                .await
+                .unwrap()
+                .measured
+                .contains("cannot be undone")
+        );
+    });
+    for c in &mut cg.procs {
+        let status = c.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15),
+            "{status:?}"
+        );
+    }
+}

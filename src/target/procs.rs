@@ -106,7 +106,7 @@ pub(crate) fn info(pid: u32) -> Option<ProcInfo> {
         comm: s.comm,
         cmdline,
         ppid: s.ppid,
-        netns: netns_inode(&format!("/proc/{pid}/ns/net")),
+        netns: netns_inode(format!("/proc/{pid}/ns/net")),
         cgroup: super::cgroup::cgroup_of(pid),
     })
 }
