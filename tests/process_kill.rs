@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{fault, inject, revert, run_id};
 use common::*;
-use firedrill::fault::Undo;
+use firedrill::fault::{Effect, FaultSpec, Undo};
 use firedrill::rt::Runtime;
 use firedrill::target::Target;
 
@@ -81,6 +81,15 @@ fn children(pid: u32) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// Injects `spec` on `target` (ttl 30 s) and asserts it took effect as declared.
+async fn hit(spec: &FaultSpec, target: &Target, step: &str, rt: &Runtime) -> (Undo, Effect) {
+    let (undo, effect) = inject(spec, target, &run_id(), step, Duration::from_secs(30), rt)
+        .await
+        .unwrap_or_else(|e| panic!("{step}: {e}"));
+    assert!(effect.as_declared, "{effect:?}");
+    (undo, effect)
 }
 
 fn tokio() -> tokio::runtime::Runtime {
@@ -154,17 +163,7 @@ fn count_one_on_a_netns_target_hits_only_that_namespaces_process() {
     );
     let rt = Runtime::default();
     tokio().block_on(async {
-        let (undo, effect) = inject(
-            &spec,
-            &target,
-            &run_id(),
-            "freeze A",
-            Duration::from_secs(30),
-            &rt,
-        )
-        .await
-        .unwrap();
-        assert!(effect.as_declared, "{effect:?}");
+        let (undo, effect) = hit(&spec, &target, "freeze A", &rt).await;
         assert_eq!(state(in_a.pid()), 'T', "A's process is frozen");
         assert_ne!(state(in_b.pid()), 'T', "B's process was hit: {effect:?}");
         match &undo {
@@ -208,17 +207,7 @@ fn tree_true_freezes_a_parent_and_both_children_and_revert_thaws_them() {
     let rt = Runtime::default();
     point_at_firedrill();
     tokio().block_on(async {
-        let (undo, effect) = inject(
-            &spec,
-            &Target::Local,
-            &run_id(),
-            "freeze tree",
-            Duration::from_secs(30),
-            &rt,
-        )
-        .await
-        .unwrap();
-        assert!(effect.as_declared, "{effect:?}");
+        let (undo, effect) = hit(&spec, &Target::Local, "freeze tree", &rt).await;
         let states: Vec<char> = all.iter().map(|p| state(*p)).collect();
         assert_eq!(states, ['T', 'T', 'T'], "pids {all:?}");
         // Recorded children first, the parent last (the STOP order).
@@ -394,17 +383,7 @@ fn cgroup_stop_freezes_the_whole_cgroup_and_revert_thaws_it() {
     point_at_firedrill();
     let rt = Runtime::default();
     tokio().block_on(async {
-        let (undo, effect) = inject(
-            &spec,
-            &Target::Local,
-            &run_id(),
-            "freeze cg",
-            Duration::from_secs(30),
-            &rt,
-        )
-        .await
-        .unwrap();
-        assert!(effect.as_declared, "{effect:?}");
+        let (undo, effect) = hit(&spec, &Target::Local, "freeze cg", &rt).await;
         assert!(cg.frozen(), "cgroup.events frozen 1");
         assert!(effect.measured.contains("frozen"), "{}", effect.measured);
         let Undo::ProcessKill(u) = &undo else {
@@ -426,39 +405,51 @@ fn cgroup_stop_freezes_the_whole_cgroup_and_revert_thaws_it() {
     });
 }
 
-#[test]
-fn cgroup_kill_empties_it() {
-    let Some(mut cg) = Cg::with_two_sleepers("cgroup_kill_empties_it") else {
-        return;
-    };
-    // The relative form.
+/// Injects `signal` on a cgroup of two sleepers (by its path relative to the mount)
+/// and returns the effect, the undo record and the signal each sleeper died of.
+fn end_a_cgroup(test: &str, signal: &str) -> Option<(Effect, Undo, Vec<Option<i32>>)> {
+    let mut cg = Cg::with_two_sleepers(test)?;
     let spec = fault(&format!(
-        "kind: process_kill\nwith: {{ cgroup: '{}', signal: KILL }}",
+        "kind: process_kill\nwith: {{ cgroup: '{}', signal: {signal} }}",
         cg.name
     ));
     let rt = Runtime::default();
-    tokio().block_on(async {
-        let (_undo, effect) = inject(
-            &spec,
-            &Target::Local,
-            &run_id(),
-            "kill cg",
-            Duration::from_secs(30),
-            &rt,
-        )
-        .await
-        .unwrap();
-        assert!(effect.as_declared, "{effect:?}");
-        assert!(!cg.populated(), "cgroup.events populated 0");
-    });
-    for c in &mut cg.procs {
-        let status = c.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "{status:?}"
-        );
+    let (undo, effect) = tokio().block_on(hit(&spec, &Target::Local, "end cg", &rt));
+    let died_of = cg
+        .procs
+        .iter_mut()
+        .map(|c| std::os::unix::process::ExitStatusExt::signal(&c.wait().unwrap()))
+        .collect();
+    assert!(!cg.populated(), "cgroup.events populated 0");
+    Some((effect, undo, died_of))
+}
+
+#[test]
+fn cgroup_kill_empties_it() {
+    if let Some((_, _, died_of)) = end_a_cgroup("cgroup_kill_empties_it", "KILL") {
+        assert_eq!(died_of, [Some(9), Some(9)]);
     }
+}
+
+#[test]
+fn cgroup_term_signals_every_process_in_it() {
+    let Some((effect, undo, died_of)) =
+        end_a_cgroup("cgroup_term_signals_every_process_in_it", "TERM")
+    else {
+        return;
+    };
+    assert_eq!(died_of, [Some(15), Some(15)]);
+    assert_eq!(
+        effect.details["signalled"].as_array().map(Vec::len),
+        Some(2),
+        "{effect:?}"
+    );
+    // Not reversible: the revert says so and does nothing.
+    let reverted = tokio().block_on(revert(&undo)).unwrap();
+    assert!(
+        reverted.measured.contains("cannot be undone"),
+        "{reverted:?}"
+    );
 }
 
 #[test]
@@ -477,50 +468,4 @@ fn cgroup_frozen_by_a_sigkilled_engine_is_thawed_by_the_deadman() {
     assert!(after < Duration::from_secs(5), "{after:?}");
     eprintln!("cgroup thawed {after:?} after the freeze (ttl 2s)");
     drop(cg);
-}
-
-#[test]
-fn cgroup_term_signals_every_process_in_it() {
-    let Some(mut cg) = Cg::with_two_sleepers("cgroup_term_signals_every_process_in_it") else {
-        return;
-    };
-    let spec = fault(&format!(
-        "kind: process_kill\nwith: {{ cgroup: '{}', signal: TERM }}",
-        cg.name
-    ));
-    let rt = Runtime::default();
-    tokio().block_on(async {
-        let (undo, effect) = inject(
-            &spec,
-            &Target::Local,
-            &run_id(),
-            "term cg",
-            Duration::from_secs(30),
-            &rt,
-        )
-        .await
-        .unwrap();
-        assert!(effect.as_declared, "{effect:?}");
-        assert_eq!(
-            effect.details["signalled"].as_array().map(Vec::len),
-            Some(2),
-            "{effect:?}"
-        );
-        // Not reversible: the revert says so and does nothing.
-        assert!(
-            revert(&undo)
-                .await
-                .unwrap()
-                .measured
-                .contains("cannot be undone")
-        );
-    });
-    for c in &mut cg.procs {
-        let status = c.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(15),
-            "{status:?}"
-        );
-    }
 }
