@@ -469,3 +469,27 @@ fn cgroup_frozen_by_a_sigkilled_engine_is_thawed_by_the_deadman() {
     eprintln!("cgroup thawed {after:?} after the freeze (ttl 2s)");
     drop(cg);
 }
+
+#[test]
+fn cgroup_frozen_by_a_sigkilled_engine_is_thawed_by_recover() {
+    let Some(cg) =
+        Cg::with_two_sleepers("cgroup_frozen_by_a_sigkilled_engine_is_thawed_by_recover")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let scen = dir.path().join("s.yaml");
+    let with = format!("{{ cgroup: '{}', signal: STOP }}", cg.name);
+    std::fs::write(&scen, hold_scenario(&with, "", "60s")).unwrap();
+    let run_id = format!("pkrec{}x{}", std::process::id(), run_id());
+    let mut engine = spawn_drill(&scen, &run_id, &state, &dir.path().join("reports"));
+    assert!(wait_until(Duration::from_secs(10), || cg.frozen()));
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    // A fresh process reverts from the ledger alone, long before the 60 s ttl.
+    let out = recover_all(&state);
+    assert!(!cg.frozen(), "{out}");
+    assert!(out.contains("thawed"), "{out}");
+    assert!(pids_matching(&format!("__deadman --tag {run_id}-")).is_empty());
+}
