@@ -207,7 +207,7 @@ fn tree_true_freezes_a_parent_and_both_children_and_revert_thaws_them() {
     let rt = Runtime::default();
     point_at_firedrill();
     tokio().block_on(async {
-        let (undo, effect) = hit(&spec, &Target::Local, "freeze tree", &rt).await;
+        let (undo, _effect) = hit(&spec, &Target::Local, "freeze tree", &rt).await;
         let states: Vec<char> = all.iter().map(|p| state(*p)).collect();
         assert_eq!(states, ['T', 'T', 'T'], "pids {all:?}");
         // Recorded children first, the parent last (the STOP order).
