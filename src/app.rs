@@ -107,6 +107,7 @@ pub fn main(cli: Cli) -> i32 {
             crate::fault::process_kill::deadman_main(
                 std::time::Duration::from_millis(a.ttl_ms),
                 &procs,
+                &a.thaw_cgroups,
             );
             EXIT_OK
         }

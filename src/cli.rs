@@ -174,6 +174,9 @@ pub struct DeadmanArgs {
     /// `pid:start_time` of a frozen process (repeatable).
     #[arg(long = "proc")]
     pub procs: Vec<String>,
+    /// Directory of a frozen cgroup2 cgroup to thaw (repeatable).
+    #[arg(long = "thaw-cgroup")]
+    pub thaw_cgroups: Vec<PathBuf>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

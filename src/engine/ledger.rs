@@ -358,6 +358,7 @@ pub(super) mod tests {
             }],
             deadman_tag: None,
             source: None,
+            cgroup: None,
         })
     }
 

@@ -55,7 +55,7 @@ fn live_engine(entries: &[Entry]) -> Option<u32> {
     entries.iter().rev().find_map(|e| match e {
         Entry::Started { pid, pid_start, .. }
             if *pid != std::process::id()
-                && crate::fault::process_kill::read_stat(*pid)
+                && crate::target::procs::read_stat(*pid)
                     .is_some_and(|s| s.start_time == *pid_start) =>
         {
             Some(*pid)

@@ -171,7 +171,7 @@ impl Engine {
             run_id: run_id.clone(),
             scenario: drill.scenario.metadata.name.clone(),
             pid: me,
-            pid_start: crate::fault::process_kill::read_stat(me).map_or(0, |s| s.start_time),
+            pid_start: crate::target::procs::read_stat(me).map_or(0, |s| s.start_time),
             at: now_rfc3339(),
         })?;
         Ok(Engine {

@@ -36,7 +36,7 @@ use network::NetworkFault;
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(tag = "kind", content = "with", rename_all = "snake_case")]
 pub enum FaultSpec {
-    /// Kill, terminate or freeze (`STOP`, undone by `CONT`) processes on this host.
+    /// Kill, terminate or freeze (`STOP`, undone by `CONT`) processes of the target, with their descendants or as a whole cgroup.
     ProcessKill(process_kill::ProcessKill),
     /// Delay traffic (fixed + jitter, per direction, per chunk or per HTTP request) through the built-in chaos proxy.
     Latency(latency::Latency),

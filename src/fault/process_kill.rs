@@ -1,25 +1,40 @@
-//! `process_kill`: send TERM, KILL or STOP to processes on this host (via `nix`).
+//! `process_kill`: send TERM, KILL or STOP to processes of a target, or freeze, kill
+//! or terminate a whole cgroup.
 //!
-//! Processes are chosen by pid, pidfile, exact name or a command-line regex, and are
-//! recorded with their start time so that a recycled pid is never signalled by a
-//! revert. `STOP` freezes a process; its undo is `CONT`, and a detached dead-man
-//! watcher (`firedrill __deadman`) thaws it after the ttl even if the engine dies,
-//! also with its whole cgroup (the watcher is moved out of it, see
+//! Processes are chosen by pid, pidfile, exact name or a command-line regex among
+//! the target's processes ([`Target::processes`]: on a `netns` target, only those in
+//! that namespace), optionally with all their descendants (`tree`), or as the whole
+//! content of a cgroup v2 directory (`cgroup`). They are recorded with their start
+//! time so that a recycled pid is never signalled by a revert ([`Target::signal`]).
+//! `STOP` freezes; its undo is `CONT` (or thawing the cgroup), and a detached
+//! dead-man watcher (`firedrill __deadman`) does the same after the ttl even if the
+//! engine dies, also with its whole cgroup (the watcher is moved out of it, see
 //! [`crate::target::cgroup`]).
+//!
+//! Order within a tree: `STOP` goes deepest first (every child before its parent)
+//! and `CONT` goes the other way (every parent before its children). Both keep one
+//! invariant at every instant: no running process has a stopped parent in the tree.
+//! So a worker never runs on behalf of a frozen master (answering a session,
+//! replicating), and never sees its parent unresponsive (a parent-death pipe, a
+//! heartbeat to the supervisor) and exits on its own. The price is that the parent
+//! briefly sees its children stopped, as it would with any `STOP` of a child.
+//! `TERM` and `KILL` go parents first, so a supervisor cannot replace a worker that
+//! was just killed.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal as NixSignal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal as NixSignal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Effect, FaultCtx, FaultError, RevertCtx, Reverted, ms_since};
 use crate::duration::HumanDuration;
-use crate::target::Target;
 use crate::target::cgroup::{self, Placement};
+use crate::target::{ProcInfo, Target, procs};
 
-/// Parameters of `process_kill`. Exactly one of `pid`, `pidfile`, `name`, `pattern`.
+/// Parameters of `process_kill`. Exactly one of `pid`, `pidfile`, `name`, `pattern`,
+/// `cgroup`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessKill {
@@ -35,6 +50,12 @@ pub struct ProcessKill {
     /// Select processes whose full command line matches this regular expression.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// Select every process of this cgroup v2 directory (and of the cgroups below it): a path relative to the cgroup2 mount (`system.slice/postgresql.service`) or an absolute path inside it (`/sys/fs/cgroup/system.slice/postgresql.service`). `STOP` freezes the cgroup (`cgroup.freeze`, thawed by the revert or the dead-man watcher), `KILL` kills it whole (`cgroup.kill`), `TERM` signals every process in it. Not with `tree`, `count` or `all`: a cgroup is hit whole.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Also hit every descendant of each selected process (a server's workers with its main process). `STOP` freezes children before their parents and the revert thaws parents before their children, so no worker ever runs under a frozen parent; `TERM` and `KILL` hit parents first, so a supervisor cannot replace a killed worker.
+    #[serde(default)]
+    pub tree: bool,
     /// How many of the matching processes to hit (oldest first). Ignored with `all`.
     #[serde(default = "one")]
     pub count: u32,
@@ -102,14 +123,26 @@ pub struct ProcRef {
     pub comm: String,
 }
 
+impl From<&ProcInfo> for ProcRef {
+    fn from(p: &ProcInfo) -> Self {
+        ProcRef {
+            pid: p.pid,
+            start_time: p.start_time,
+            comm: p.comm.clone(),
+        }
+    }
+}
+
 /// The undo record of `process_kill`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Undo {
     /// The target whose processes were signalled (records written before it was
-    /// recorded were all `local`, the only target process_kill accepts).
+    /// recorded were all `local`, the only target process_kill accepted then).
     #[serde(default = "local")]
     pub target: Target,
     pub signal: Signal,
+    /// The processes hit, in the order they are signalled (the revert goes the
+    /// other way). With `cgroup`, the processes the cgroup held when selected.
     pub processes: Vec<ProcRef>,
     /// Tag on the dead-man watcher's command line (STOP only), so any process can find and end it.
     pub deadman_tag: Option<String>,
@@ -117,6 +150,10 @@ pub struct Undo {
     /// so the record shows which line of a multi-line pidfile was trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The cgroup2 path (`/a/b`) hit whole, when `cgroup` selected it: the revert
+    /// thaws this cgroup rather than sending CONT to its processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 impl ProcessKill {
@@ -127,6 +164,7 @@ impl ProcessKill {
             self.pidfile.is_some(),
             self.name.is_some(),
             self.pattern.is_some(),
+            self.cgroup.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -134,7 +172,7 @@ impl ProcessKill {
         if selectors != 1 {
             errs.push((
                 "with".into(),
-                format!("found {selectors} process selectors, expected exactly one of pid, pidfile, name, pattern"),
+                format!("found {selectors} process selectors, expected exactly one of pid, pidfile, name, pattern, cgroup"),
             ));
         }
         if let Some(p) = &self.pattern
@@ -159,19 +197,45 @@ impl ProcessKill {
                     format!("found `{n}` ({} characters), expected at most 15: the kernel truncates process names; use `pattern` for longer names", n.len()),
                 ));
         }
-        if !matches!(target, Target::Local) {
-            errs.push((
-                "target".into(),
-                format!(
-                    "found target {}, expected `local`: process_kill acts on this host's processes",
-                    target.describe()
-                ),
-            ));
+        if let Some(c) = &self.cgroup {
+            if let Err(e) = cgroup::check_spec(c).and_then(|()| cgroup::check_inside_mount(c)) {
+                errs.push(("with.cgroup".into(), e));
+            }
+            if self.tree {
+                errs.push((
+                    "with.tree".into(),
+                    "found `tree: true` with `cgroup`, expected one of them: a cgroup is hit whole, children included".into(),
+                ));
+            }
+            if self.all || self.count != 1 {
+                errs.push((
+                    "with.count".into(),
+                    "found `count` or `all` with `cgroup`, expected neither: a cgroup is hit whole"
+                        .into(),
+                ));
+            }
+        }
+        // Every target kind of today lists its processes (no wildcard arm: a new
+        // kind has to say whether it can).
+        match target {
+            Target::Local | Target::Netns { .. } => {}
         }
         errs
     }
 
     pub(crate) fn describe(&self) -> String {
+        let effect = match self.signal {
+            Signal::Stop => "frozen until revert",
+            _ => "gone",
+        };
+        if let Some(c) = &self.cgroup {
+            let how = match self.signal {
+                Signal::Stop => "freeze (cgroup.freeze)".to_string(),
+                Signal::Kill => "SIGKILL (cgroup.kill)".to_string(),
+                Signal::Term => "SIGTERM to every process".to_string(),
+            };
+            return format!("{how} of cgroup {c}; expected {effect}");
+        }
         let who = if let Some(p) = self.pid {
             format!("pid {p}")
         } else if let Some(f) = &self.pidfile {
@@ -189,36 +253,67 @@ impl ProcessKill {
         } else {
             format!("{}", self.count)
         };
-        let effect = match self.signal {
-            Signal::Stop => "frozen until revert",
-            _ => "gone",
+        let tree = if self.tree {
+            " and all their descendants"
+        } else {
+            ""
         };
         format!(
-            "SIG{} to {how_many} of {who}; expected {effect}",
+            "SIG{} to {how_many} of {who}{tree}; expected {effect}",
             self.signal.name()
         )
     }
 
     pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
-        let (mut chosen, source) = self.select()?;
+        let deadman_tag = (self.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step));
+        if let Some(spec) = &self.cgroup {
+            let (cg, processes) = self.select_cgroup(spec, ctx.target)?;
+            return Ok(Undo {
+                target: ctx.target.clone(),
+                signal: self.signal,
+                processes,
+                deadman_tag,
+                source: None,
+                cgroup: Some(cg.path),
+            });
+        }
+        let (all, mut chosen, source) = self.select(ctx.target)?;
         chosen.sort_by_key(|p| (p.start_time, p.pid));
         if !self.all {
             chosen.truncate(self.count as usize);
         }
-        let deadman_tag = (self.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step));
+        if self.tree {
+            let protected = protected_pids();
+            chosen = procs::tree_deepest_first(&all, &chosen);
+            chosen.retain(|p| !protected.contains(&p.pid));
+            if self.signal != Signal::Stop {
+                chosen.reverse(); // parents first, see the module doc
+            }
+        }
         Ok(Undo {
             target: ctx.target.clone(),
             signal: self.signal,
-            processes: chosen,
+            processes: chosen.iter().map(ProcRef::from).collect(),
             deadman_tag,
             source,
+            cgroup: None,
         })
     }
 
-    /// The matching processes, and how the pid was found when a file said it.
-    fn select(&self) -> Result<(Vec<ProcRef>, Option<String>), FaultError> {
+    /// The target's processes, the matching ones, and how the pid was found when a
+    /// file said it.
+    #[allow(clippy::type_complexity)]
+    fn select(
+        &self,
+        target: &Target,
+    ) -> Result<(Vec<ProcInfo>, Vec<ProcInfo>, Option<String>), FaultError> {
         let protected = protected_pids();
-        let procs = list_processes();
+        let procs = target.processes().map_err(|e| {
+            FaultError::Precondition(format!(
+                "cannot list the processes of target {}: {e}",
+                target.describe()
+            ))
+        })?;
         let re = self
             .pattern
             .as_deref()
@@ -236,28 +331,83 @@ impl ProcessKill {
             }
             _ => (None, None),
         };
-        let matched: Vec<ProcRef> = procs
-            .into_iter()
+        let matched: Vec<ProcInfo> = procs
+            .iter()
             .filter(|p| !protected.contains(&p.pid))
             .filter(|p| match (&pid_wanted, &self.name, &re) {
                 (Some(want), _, _) => p.pid == *want,
                 (_, Some(n), _) => &p.comm == n,
-                (_, _, Some(re)) => re.is_match(&cmdline(p.pid)),
+                (_, _, Some(re)) => re.is_match(&p.cmdline),
                 _ => false,
             })
+            .cloned()
             .collect();
         if matched.is_empty() {
             let why = if pid_wanted.is_some_and(|p| protected.contains(&p)) {
                 " (it is the engine itself or one of its ancestors, which are never signalled)"
+                    .to_string()
+            } else if let Target::Netns { name } = target {
+                format!(" in network namespace `{name}`")
             } else {
-                ""
+                String::new()
             };
             return Err(FaultError::Precondition(format!(
                 "no running process matches: {}{why}",
                 self.describe()
             )));
         }
-        Ok((matched, source))
+        Ok((procs, matched, source))
+    }
+
+    /// The cgroup named by `spec` and the processes it holds. Refused when the engine
+    /// lives in it (freezing or killing it would end the drill and its revert) and,
+    /// on a `netns` target, when it holds a process outside that namespace.
+    fn select_cgroup(
+        &self,
+        spec: &str,
+        target: &Target,
+    ) -> Result<(cgroup::Cgroup, Vec<ProcRef>), FaultError> {
+        let cg = cgroup::resolve(spec).map_err(FaultError::Precondition)?;
+        if let Some(mine) = cgroup::cgroup_of(std::process::id())
+            && cgroup::contains(&cg.path, &mine)
+        {
+            return Err(FaultError::Precondition(format!(
+                "cgroup {} holds the engine itself (in {mine}); it is never frozen or killed",
+                cg.path
+            )));
+        }
+        let pids = cgroup::pids(&cg.dir).map_err(|e| {
+            FaultError::System(format!(
+                "cannot read the processes of cgroup {}: {e}",
+                cg.path
+            ))
+        })?;
+        let members: Vec<ProcInfo> = pids.iter().filter_map(|&p| procs::info(p)).collect();
+        if members.is_empty() {
+            return Err(FaultError::Precondition(format!(
+                "no running process matches: cgroup {} holds no process",
+                cg.path
+            )));
+        }
+        let on_target = target.processes().map_err(|e| {
+            FaultError::Precondition(format!(
+                "cannot list the processes of target {}: {e}",
+                target.describe()
+            ))
+        })?;
+        let outside: Vec<u32> = members
+            .iter()
+            .filter(|m| !on_target.iter().any(|t| t.pid == m.pid))
+            .map(|m| m.pid)
+            .collect();
+        if !outside.is_empty() {
+            return Err(FaultError::Precondition(format!(
+                "cgroup {} holds pids {outside:?}, which are not processes of target {}",
+                cg.path,
+                target.describe()
+            )));
+        }
+        Ok((cg, members.iter().map(ProcRef::from).collect()))
     }
 
     pub(crate) async fn apply(
@@ -265,53 +415,146 @@ impl ProcessKill {
         ctx: &FaultCtx<'_>,
         undo: &Undo,
     ) -> Result<Effect, FaultError> {
+        let cg_dir = match &undo.cgroup {
+            Some(path) => Some(cgroup::dir_of(path).ok_or_else(|| {
+                FaultError::Precondition(format!(
+                    "cgroup {path} is not on this host's cgroup2 mount"
+                ))
+            })?),
+            None => None,
+        };
         let deadman = match &undo.deadman_tag {
-            Some(tag) => Some(spawn_deadman(tag, ctx.ttl, &undo.processes, ctx.runtime)?),
+            Some(tag) => {
+                let (pid, placement) =
+                    spawn_deadman(tag, ctx.ttl, undo, cg_dir.as_deref(), ctx.runtime)?;
+                // A watcher inside the cgroup it must thaw would freeze with it.
+                if let (Some(cg), Some(home)) = (&undo.cgroup, placement.cgroup())
+                    && cgroup::contains(cg, home)
+                {
+                    end_deadman(tag, Some(ctx.runtime)).await;
+                    return Err(FaultError::Precondition(format!(
+                        "the dead-man watcher lives in {home}, inside cgroup {cg}; freezing it would freeze the watcher too"
+                    )));
+                }
+                Some((pid, placement))
+            }
             None => None,
         };
         let mut sent = Vec::new();
-        for p in &undo.processes {
-            if !same_process(p) {
-                continue; // exited between prepare and apply: nothing to signal
-            }
-            kill(Pid::from_raw(p.pid as i32), self.signal.nix()).map_err(|e| {
+        match (&cg_dir, self.signal) {
+            (Some(dir), Signal::Stop) => cgroup::set_frozen(dir, true).map_err(|e| {
+                FaultError::System(format!("cannot freeze cgroup {}: {e}", dir.display()))
+            })?,
+            (Some(dir), Signal::Kill) => cgroup::kill_all(dir).map_err(|e| {
                 FaultError::System(format!(
-                    "cannot send SIG{} to pid {}: {e}",
-                    self.signal.name(),
-                    p.pid
+                    "cannot kill cgroup {} through cgroup.kill (Linux 5.14 or later): {e}",
+                    dir.display()
                 ))
-            })?;
-            sent.push(p.pid);
+            })?,
+            _ => {
+                for p in &undo.processes {
+                    // false: exited between prepare and apply, nothing to signal.
+                    if ctx
+                        .target
+                        .signal(p.pid, p.start_time, self.signal.nix())
+                        .map_err(|e| {
+                            FaultError::System(format!(
+                                "cannot send SIG{} to pid {}: {e}",
+                                self.signal.name(),
+                                p.pid
+                            ))
+                        })?
+                    {
+                        sent.push(p.pid);
+                    }
+                }
+            }
         }
-        // Measure: every hit process must be gone (or stopped) within verify_timeout.
+        // Measure: every hit process gone (or stopped), or the cgroup frozen (or
+        // empty), within verify_timeout.
         let deadline = Instant::now() + self.verify_timeout.0;
         let mut remaining: Vec<&ProcRef> = undo.processes.iter().collect();
-        loop {
-            remaining.retain(|p| match self.signal {
-                Signal::Stop => same_process(p) && proc_state(p.pid) != Some('T'),
-                _ => alive(p),
-            });
-            if remaining.is_empty() || Instant::now() >= deadline || ctx.cancel.is_cancelled() {
-                break;
+        let mut cg_state = None;
+        settle(deadline, Some(&ctx.cancel), || {
+            match (&cg_dir, self.signal) {
+                (Some(dir), Signal::Stop | Signal::Kill) => {
+                    cg_state = cgroup::events(dir).ok();
+                    cg_state.is_some_and(|e| match self.signal {
+                        Signal::Stop => e.frozen,
+                        _ => !e.populated,
+                    })
+                }
+                _ => {
+                    remaining.retain(|p| match self.signal {
+                        Signal::Stop => {
+                            procs::state_of(p.pid, p.start_time).is_some_and(|s| s != 'T')
+                        }
+                        _ => procs::alive(p.pid, p.start_time),
+                    });
+                    remaining.is_empty()
+                }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await;
+        // A parent still running while its children were stopped may have forked a
+        // child the record does not hold: it runs, so the tree is not all frozen.
+        let unrecorded = if self.tree && self.signal == Signal::Stop {
+            born_since(ctx.target, &undo.processes)
+        } else {
+            Vec::new()
+        };
         let pids: Vec<u32> = undo.processes.iter().map(|p| p.pid).collect();
-        let as_declared = remaining.is_empty();
-        let verb = if self.signal == Signal::Stop {
-            "stopped"
-        } else {
-            "gone"
+        let (as_declared, mut measured) = match (&undo.cgroup, &cg_dir, self.signal) {
+            (Some(cg), Some(_), Signal::Stop) => {
+                let frozen = cg_state.is_some_and(|e| e.frozen);
+                let m = if frozen {
+                    format!(
+                        "cgroup {cg} frozen (cgroup.events frozen 1), {} process(es): pids {pids:?}",
+                        pids.len()
+                    )
+                } else {
+                    format!("cgroup {cg} still not frozen after {}", self.verify_timeout)
+                };
+                (frozen, m)
+            }
+            (Some(cg), Some(_), Signal::Kill) => {
+                let empty = cg_state.is_some_and(|e| !e.populated);
+                let m = if empty {
+                    format!(
+                        "cgroup {cg} killed and empty (cgroup.events populated 0); it held pids {pids:?}"
+                    )
+                } else {
+                    format!(
+                        "cgroup {cg} still holds processes after {}",
+                        self.verify_timeout
+                    )
+                };
+                (empty, m)
+            }
+            _ => {
+                let verb = if self.signal == Signal::Stop {
+                    "stopped"
+                } else {
+                    "gone"
+                };
+                let m = if remaining.is_empty() {
+                    format!("{} process(es) {verb}: pids {pids:?}", pids.len())
+                } else {
+                    let left: Vec<u32> = remaining.iter().map(|p| p.pid).collect();
+                    format!(
+                        "pids {left:?} still not {verb} after {}",
+                        self.verify_timeout
+                    )
+                };
+                (remaining.is_empty(), m)
+            }
         };
-        let mut measured = if as_declared {
-            format!("{} process(es) {verb}: pids {pids:?}", pids.len())
-        } else {
-            let left: Vec<u32> = remaining.iter().map(|p| p.pid).collect();
-            format!(
-                "pids {left:?} still not {verb} after {}",
-                self.verify_timeout
-            )
-        };
+        let as_declared = as_declared && unrecorded.is_empty();
+        if !unrecorded.is_empty() {
+            measured = format!(
+                "{measured}; but descendants {unrecorded:?} were born after the selection and are not frozen"
+            );
+        }
         if let Some(src) = &undo.source {
             measured = format!("{measured} ({src})");
         }
@@ -328,6 +571,7 @@ impl ProcessKill {
             effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
             details: serde_json::json!({ "signal": self.signal.name(), "pids": pids, "signalled": sent,
                 "processes": undo.processes,
+                "cgroup": undo.cgroup,
                 "deadman": deadman.as_ref().map(|(pid, p)| serde_json::json!({
                     "pid": pid,
                     "cgroup": p.cgroup(),
@@ -345,12 +589,6 @@ impl Undo {
 
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
-        // The recorded target decides where CONT goes. Both kinds share this host's
-        // pid namespace; a target on another host must send it there (no wildcard
-        // arm, so a new kind has to say).
-        match &self.target {
-            Target::Local | Target::Netns { .. } => {}
-        }
         if self.signal != Signal::Stop {
             return Ok(Reverted {
                 measured: format!(
@@ -361,15 +599,18 @@ impl Undo {
                 details: serde_json::Value::Null,
             });
         }
+        if let Some(cg) = &self.cgroup {
+            return self.thaw_cgroup(cg, ctx, start).await;
+        }
+        // CONT in the reverse order of STOP: parents before their children.
         let mut thawed = Vec::new();
         let mut errors = Vec::new();
-        for p in &self.processes {
-            if same_process(p) {
-                match kill(Pid::from_raw(p.pid as i32), NixSignal::SIGCONT) {
-                    Ok(()) => thawed.push(p.pid),
-                    Err(nix::errno::Errno::ESRCH) => {}
-                    Err(e) => errors.push(format!("pid {}: {e}", p.pid)),
-                }
+        for p in self.processes.iter().rev() {
+            // The recorded target sends it: a pid recycled since is never hit.
+            match self.target.signal(p.pid, p.start_time, NixSignal::SIGCONT) {
+                Ok(true) => thawed.push(p.pid),
+                Ok(false) => {}
+                Err(e) => errors.push(format!("pid {}: {e}", p.pid)),
             }
         }
         if let Some(tag) = &self.deadman_tag {
@@ -382,23 +623,18 @@ impl Undo {
             )));
         }
         // Confirm: none of our processes is still in state T.
-        let deadline = Instant::now() + Duration::from_secs(if ctx.hurry { 0 } else { 2 });
-        loop {
-            let still: Vec<u32> = self
-                .processes
+        let still = || -> Vec<u32> {
+            self.processes
                 .iter()
-                .filter(|p| same_process(p) && proc_state(p.pid) == Some('T'))
+                .filter(|p| procs::state_of(p.pid, p.start_time) == Some('T'))
                 .map(|p| p.pid)
-                .collect();
-            if still.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(FaultError::NotEffective(format!(
-                    "pids {still:?} are still stopped after SIGCONT"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+                .collect()
+        };
+        if !settle(revert_deadline(ctx), None, || still().is_empty()).await {
+            return Err(FaultError::NotEffective(format!(
+                "pids {:?} are still stopped after SIGCONT",
+                still()
+            )));
         }
         Ok(Reverted {
             measured: format!("SIGCONT sent to pids {thawed:?}; none is stopped"),
@@ -406,6 +642,89 @@ impl Undo {
             details: serde_json::json!({ "thawed": thawed }),
         })
     }
+
+    /// Thaws the frozen cgroup `cg` (idempotent: thawing a thawed cgroup changes
+    /// nothing, and a cgroup removed since has nothing left to thaw).
+    async fn thaw_cgroup(
+        &self,
+        cg: &str,
+        ctx: &RevertCtx<'_>,
+        start: Instant,
+    ) -> Result<Reverted, FaultError> {
+        let dir = cgroup::dir_of(cg).filter(|d| d.join("cgroup.freeze").exists());
+        let result = match &dir {
+            None => Ok(()),
+            Some(d) => cgroup::set_frozen(d, false),
+        };
+        if let Some(tag) = &self.deadman_tag {
+            end_deadman(tag, ctx.runtime).await;
+        }
+        let Some(dir) = dir else {
+            return Ok(Reverted {
+                measured: format!("cgroup {cg} no longer exists; nothing to thaw"),
+                restored_after_ms: Some(ms_since(start)),
+                details: serde_json::json!({ "cgroup": cg }),
+            });
+        };
+        result.map_err(|e| FaultError::System(format!("cannot thaw cgroup {cg}: {e}")))?;
+        // Thawed, or removed meanwhile.
+        let thawed = || !cgroup::events(&dir).is_ok_and(|e| e.frozen);
+        if !settle(revert_deadline(ctx), None, thawed).await {
+            return Err(FaultError::NotEffective(format!(
+                "cgroup {cg} is still frozen after writing 0 to cgroup.freeze"
+            )));
+        }
+        Ok(Reverted {
+            measured: format!("cgroup {cg} thawed (cgroup.events frozen 0)"),
+            restored_after_ms: Some(ms_since(start)),
+            details: serde_json::json!({ "cgroup": cg }),
+        })
+    }
+}
+
+/// Polls `done` every 5 ms until it holds, `deadline` passes or `cancel` fires;
+/// returns whether it held.
+async fn settle(
+    deadline: Instant,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline || cancel.is_some_and(|c| c.is_cancelled()) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How long a revert waits to see its effect: 2 s, none on a second Ctrl-C.
+fn revert_deadline(ctx: &RevertCtx<'_>) -> Instant {
+    Instant::now() + Duration::from_secs(if ctx.hurry { 0 } else { 2 })
+}
+
+/// Descendants of the recorded processes that the record does not hold (born
+/// after the selection), still running.
+fn born_since(target: &Target, recorded: &[ProcRef]) -> Vec<u32> {
+    let Ok(all) = target.processes() else {
+        return Vec::new();
+    };
+    let known: Vec<ProcInfo> = all
+        .iter()
+        .filter(|p| {
+            recorded
+                .iter()
+                .any(|r| r.pid == p.pid && r.start_time == p.start_time)
+        })
+        .cloned()
+        .collect();
+    procs::tree_deepest_first(&all, &known)
+        .into_iter()
+        .filter(|p| !recorded.iter().any(|r| r.pid == p.pid) && p.state != 'T')
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// The pid in a pidfile: its first line, as PostgreSQL's `postmaster.pid`, nginx,
@@ -444,7 +763,7 @@ fn deadman_tag(run_id: &str, step: &str) -> String {
 fn protected_pids() -> Vec<u32> {
     let mut out = vec![std::process::id()];
     let mut pid = std::process::id();
-    while let Some(ppid) = read_stat(pid).map(|s| s.ppid) {
+    while let Some(ppid) = procs::read_stat(pid).map(|s| s.ppid) {
         if ppid == 0 || out.contains(&ppid) {
             break;
         }
@@ -454,83 +773,17 @@ fn protected_pids() -> Vec<u32> {
     out
 }
 
-pub(crate) struct Stat {
-    pub comm: String,
-    pub state: char,
-    pub ppid: u32,
-    pub start_time: u64,
-}
-
-/// Parses `/proc/PID/stat`. The name is in parentheses and may itself contain spaces
-/// and parentheses, so fields are counted from the *last* `)`.
-pub(crate) fn read_stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let rest: Vec<&str> = text[close + 2..].split(' ').collect();
-    // rest[0] is field 3 (state); field 4 is ppid; field 22 is starttime.
-    Some(Stat {
-        comm,
-        state: rest.first()?.chars().next()?,
-        ppid: rest.get(1)?.parse().ok()?,
-        start_time: rest.get(19)?.parse().ok()?,
-    })
-}
-
-fn list_processes() -> Vec<ProcRef> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let s = read_stat(pid)?;
-            // Zombies are already dead; kernel threads have no command line.
-            (s.state != 'Z' && !cmdline(pid).is_empty()).then_some(ProcRef {
-                pid,
-                start_time: s.start_time,
-                comm: s.comm,
-            })
-        })
-        .collect()
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .replace('\0', " ")
-                .trim_end()
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    read_stat(pid).map(|s| s.state)
-}
-
-/// Same pid and same start time: the very process we selected.
-fn same_process(p: &ProcRef) -> bool {
-    read_stat(p.pid).is_some_and(|s| s.start_time == p.start_time)
-}
-
-/// Alive = the same process exists and is not a zombie (a zombie has exited; only its
-/// parent has not collected the status yet).
-fn alive(p: &ProcRef) -> bool {
-    read_stat(p.pid)
-        .is_some_and(|s| s.start_time == p.start_time && s.state != 'Z' && s.state != 'X')
-}
-
-/// Starts the dead-man watcher: a detached `firedrill __deadman` that sends CONT to
-/// the frozen processes when the ttl runs out, unless a revert ends it first.
+/// Starts the dead-man watcher: a detached `firedrill __deadman` that, when the ttl
+/// runs out unless a revert ends it first, thaws the frozen cgroup or sends CONT to
+/// the frozen processes (parents first: the reverse of the STOP order).
 /// Returns its pid and where it lives: outside the engine's cgroup where the machine
 /// allows it, so stopping the engine's unit or container does not end it too. It is
-/// moved before any process is frozen.
+/// moved before anything is frozen.
 fn spawn_deadman(
     tag: &str,
     ttl: Duration,
-    procs: &[ProcRef],
+    undo: &Undo,
+    cg_dir: Option<&std::path::Path>,
     runtime: &crate::rt::Runtime,
 ) -> Result<(u32, Placement), FaultError> {
     use std::os::unix::process::CommandExt;
@@ -545,8 +798,16 @@ fn spawn_deadman(
         .arg(tag)
         .arg("--ttl-ms")
         .arg(ttl.as_millis().to_string());
-    for p in procs {
-        cmd.arg("--proc").arg(format!("{}:{}", p.pid, p.start_time));
+    match cg_dir {
+        // The cgroup's processes were frozen, not SIGSTOPped: CONT is not theirs.
+        Some(dir) => {
+            cmd.arg("--thaw-cgroup").arg(dir);
+        }
+        None => {
+            for p in undo.processes.iter().rev() {
+                cmd.arg("--proc").arg(format!("{}:{}", p.pid, p.start_time));
+            }
+        }
     }
     // Its own session: Ctrl-C in the engine's terminal must not kill the watcher.
     cmd.process_group(0)
@@ -577,10 +838,10 @@ fn spawn_deadman(
 async fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
     let mut homes = Vec::new();
-    for p in list_processes() {
-        if cmdline(p.pid).contains(&needle) {
-            homes.extend(cgroup::cgroup_of(p.pid));
-            let _ = kill(Pid::from_raw(p.pid as i32), NixSignal::SIGKILL);
+    for p in procs::list().unwrap_or_default() {
+        if p.cmdline.contains(&needle) {
+            homes.extend(p.cgroup.clone());
+            let _ = procs::signal(p.pid, p.start_time, NixSignal::SIGKILL);
         }
     }
     if let Some(rt) = runtime {
@@ -593,13 +854,18 @@ async fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
     }
 }
 
-/// Body of `firedrill __deadman`: sleep for the ttl, then CONT every listed process
-/// that is still the same process and still stopped.
-pub fn deadman_main(ttl: Duration, procs: &[(u32, u64)]) {
+/// Body of `firedrill __deadman`: sleep for the ttl, then thaw every listed cgroup
+/// and CONT every listed process (in the order given) that is still the same
+/// process and still stopped.
+pub fn deadman_main(ttl: Duration, frozen: &[(u32, u64)], thaw_cgroups: &[PathBuf]) {
     std::thread::sleep(ttl);
-    for &(pid, start) in procs {
-        if read_stat(pid).is_some_and(|s| s.start_time == start && s.state == 'T') {
-            let _ = kill(Pid::from_raw(pid as i32), NixSignal::SIGCONT);
+    for dir in thaw_cgroups {
+        // Idempotent: 0 on a thawed cgroup changes nothing.
+        let _ = cgroup::set_frozen(dir, false);
+    }
+    for &(pid, start) in frozen {
+        if procs::state_of(pid, start) == Some('T') {
+            let _ = procs::signal(pid, start, NixSignal::SIGCONT);
         }
     }
 }
@@ -607,13 +873,6 @@ pub fn deadman_main(ttl: Duration, procs: &[(u32, u64)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_parses_names_with_spaces_and_parens() {
-        let me = read_stat(std::process::id()).unwrap();
-        assert!(me.start_time > 0);
-        assert!(matches!(me.state, 'R' | 'S'), "{}", me.state);
-    }
 
     #[test]
     fn protected_pids_include_self_and_parent() {
@@ -713,6 +972,7 @@ mod tests {
             processes: vec![],
             deadman_tag: Some("r1-x-0a0b0c0d0e0f".into()),
             source: None,
+            cgroup: Some("/fdtest/db".into()),
         };
         let v = serde_json::to_value(&undo).unwrap();
         assert_eq!(
@@ -736,6 +996,37 @@ mod tests {
         assert_eq!(f.validate(&Target::Local).len(), 1);
         let f: ProcessKill = serde_yaml::from_str("{ name: sleep }").unwrap();
         assert!(f.validate(&Target::Local).is_empty());
-        assert_eq!(f.validate(&Target::Netns { name: "x".into() }).len(), 1);
+        let f: ProcessKill = serde_yaml::from_str("{ cgroup: db.service, pid: 3 }").unwrap();
+        assert_eq!(f.validate(&Target::Local).len(), 1);
+    }
+
+    #[test]
+    fn process_kill_on_a_netns_target_validates() {
+        let f: ProcessKill = serde_yaml::from_str("{ name: sleep, tree: true }").unwrap();
+        assert!(f.validate(&Target::Netns { name: "x".into() }).is_empty());
+    }
+
+    #[test]
+    fn a_cgroup_is_hit_whole_and_stays_inside_the_hierarchy() {
+        let errs = |y: &str| {
+            serde_yaml::from_str::<ProcessKill>(y)
+                .unwrap()
+                .validate(&Target::Local)
+                .into_iter()
+                .map(|(path, msg)| format!("{path}: {msg}"))
+                .collect::<Vec<_>>()
+        };
+        assert!(errs("{ cgroup: system.slice/db.service, signal: STOP }").is_empty());
+        let e = errs("{ cgroup: ../../etc }");
+        assert!(
+            e.len() == 1 && e[0].starts_with("with.cgroup:") && e[0].contains(".."),
+            "{e:?}"
+        );
+        let e = errs("{ cgroup: /etc/x }");
+        assert!(e.len() == 1 && e[0].contains("cgroup2 mount"), "{e:?}");
+        let e = errs("{ cgroup: db, tree: true }");
+        assert!(e.len() == 1 && e[0].starts_with("with.tree:"), "{e:?}");
+        let e = errs("{ cgroup: db, all: true }");
+        assert!(e.len() == 1 && e[0].starts_with("with.count:"), "{e:?}");
     }
 }

@@ -13,6 +13,10 @@
 //! point is read from `/proc/self/mountinfo` rather than assumed. Where the move is
 //! not possible (no cgroup2 mount, the engine at the root of its cgroup tree, no
 //! permission), the helper stays where it was born and the caller is told why.
+//!
+//! `process_kill` with `cgroup:` also acts on a whole cgroup through the same
+//! hierarchy: [`resolve`] finds it, [`set_frozen`] freezes and thaws it
+//! (`cgroup.freeze`, confirmed by `cgroup.events`), [`kill_all`] writes `cgroup.kill`.
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +126,153 @@ pub(crate) fn remove_if_empty(cgroup: &str) {
     {
         let _ = std::fs::remove_dir(dir);
     }
+}
+
+/// A cgroup named by a scenario: its cgroup2 path (`/a/b`, as `/proc/PID/cgroup`
+/// shows it) and its directory under the cgroup2 mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cgroup {
+    pub path: String,
+    pub dir: PathBuf,
+}
+
+/// Static checks of a scenario's `cgroup:` value: a path relative to the cgroup2
+/// mount (`system.slice/db.service`) or an absolute one inside it
+/// (`/sys/fs/cgroup/system.slice/db.service`); never `..`, never the root cgroup
+/// (which can be neither frozen nor killed).
+pub(crate) fn check_spec(spec: &str) -> Result<(), String> {
+    let expected = "expected a cgroup2 directory: a path relative to the cgroup2 mount or an absolute path inside it";
+    if spec.trim_matches('/').is_empty() {
+        return Err(format!(
+            "found `{spec}`, {expected}, other than the root cgroup"
+        ));
+    }
+    if spec.contains('\0') || spec.contains('\n') {
+        return Err(format!(
+            "found a control character in `{}`, {expected}",
+            spec.escape_debug()
+        ));
+    }
+    if Path::new(spec).components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
+        return Err(format!(
+            "found `{spec}` with a `.` or `..` component, {expected}"
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute `cgroup:` value must lie inside this machine's cgroup2 mount (when
+/// it has one: a machine without cgroup2 is told at run time).
+pub(crate) fn check_inside_mount(spec: &str) -> Result<(), String> {
+    match cgroup2_mount(Path::new("/proc/self/mountinfo")) {
+        Some(m) if spec.starts_with('/') && !Path::new(spec).starts_with(&m.point) => Err(format!(
+            "found `{spec}`, expected a path inside the cgroup2 mount at {} or a path relative to it",
+            m.point.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The cgroup a scenario's `cgroup:` names, on this machine's cgroup2 mount (found
+/// in /proc/self/mountinfo: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
+/// hybrid machine). It must exist.
+pub(crate) fn resolve(spec: &str) -> Result<Cgroup, String> {
+    check_spec(spec)?;
+    let mount = cgroup2_mount(Path::new("/proc/self/mountinfo"))
+        .ok_or_else(|| "no cgroup2 hierarchy is mounted on this host".to_string())?;
+    let rel = if spec.starts_with('/') {
+        Path::new(spec)
+            .strip_prefix(&mount.point)
+            .map_err(|_| {
+                format!(
+                    "cgroup `{spec}` is not inside the cgroup2 mount at {}; give a path inside it or one relative to it",
+                    mount.point.display()
+                )
+            })?
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        spec.trim_end_matches('/').to_string()
+    };
+    if rel.is_empty() {
+        return Err(format!(
+            "found the root cgroup `{spec}`, which can be neither frozen nor killed"
+        ));
+    }
+    let dir = mount.point.join(&rel);
+    if !dir.join("cgroup.procs").exists() {
+        return Err(format!("cgroup {} does not exist", dir.display()));
+    }
+    let root = mount.root.trim_end_matches('/');
+    Ok(Cgroup {
+        path: format!("{root}/{rel}"),
+        dir,
+    })
+}
+
+/// The directory of cgroup2 path `path` on this machine, if the mount shows it.
+pub(crate) fn dir_of(path: &str) -> Option<PathBuf> {
+    cgroup2_mount(Path::new("/proc/self/mountinfo")).and_then(|m| m.under(path))
+}
+
+/// Whether cgroup2 path `inner` is `outer` or below it.
+pub(crate) fn contains(outer: &str, inner: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    inner == outer || outer.is_empty() || inner.starts_with(&format!("{outer}/"))
+}
+
+/// The pids of the processes in `dir` and in every cgroup below it (`cgroup.procs`
+/// lists only a cgroup's own members).
+pub(crate) fn pids(dir: &Path) -> std::io::Result<Vec<u32>> {
+    let mut out: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            // A child removed while reading is simply gone.
+            out.extend(pids(&e.path()).unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
+/// `cgroup.events`: whether the cgroup (or one below it) holds a process, and
+/// whether it is frozen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Events {
+    pub populated: bool,
+    pub frozen: bool,
+}
+
+pub(crate) fn events(dir: &Path) -> std::io::Result<Events> {
+    let text = std::fs::read_to_string(dir.join("cgroup.events"))?;
+    let flag = |key: &str| {
+        text.lines()
+            .any(|l| l.strip_prefix(key).is_some_and(|v| v.trim() == "1"))
+    };
+    Ok(Events {
+        populated: flag("populated "),
+        frozen: flag("frozen "),
+    })
+}
+
+/// Freezes (`true`) or thaws the cgroup through `cgroup.freeze`. The kernel freezes
+/// asynchronously: `cgroup.events` says `frozen 1` once every task is frozen.
+pub(crate) fn set_frozen(dir: &Path, frozen: bool) -> std::io::Result<()> {
+    std::fs::write(dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+}
+
+/// SIGKILLs every process of the cgroup and below it at once (`cgroup.kill`,
+/// Linux 5.14), which also catches processes forked while it acts.
+pub(crate) fn kill_all(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("cgroup.kill"), "1")
 }
 
 /// The cgroup2 path of process `pid`, as in `/proc/PID/cgroup` (`0::/a/b`).
@@ -260,5 +411,26 @@ mod tests {
         );
         assert_eq!(parse_proc_cgroup("0::/gone (deleted)\n"), None);
         assert_eq!(parse_proc_cgroup("1:name=systemd:/\n"), None);
+    }
+
+    #[test]
+    fn cgroup_specs_stay_inside_the_hierarchy() {
+        let cases = [
+            ("db.service", true),
+            ("system.slice/db.service", true),
+            ("/sys/fs/cgroup/a", true),
+            ("", false),
+            ("/", false),
+            ("../etc", false),
+            ("a/../../b", false),
+            ("/sys/fs/cgroup/../../etc", false),
+            ("./a", false),
+            ("a\nb", false),
+        ];
+        for (spec, ok) in cases {
+            assert_eq!(check_spec(spec).is_ok(), ok, "{spec:?}");
+        }
+        assert!(contains("/a", "/a") && contains("/a", "/a/b") && contains("/", "/x"));
+        assert!(!contains("/a", "/ab") && !contains("/a/b", "/a"));
     }
 }

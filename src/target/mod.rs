@@ -19,6 +19,9 @@ pub(crate) mod cgroup;
 pub(crate) mod host;
 pub(crate) mod local;
 pub(crate) mod netns;
+pub(crate) mod procs;
+
+pub use procs::ProcInfo;
 
 use std::future::Future;
 use std::io;
@@ -458,6 +461,33 @@ impl Target {
                 target: self.describe(),
                 source,
             })
+    }
+}
+
+/// Processes on a target: listing and signalling (see [`procs`]).
+impl Target {
+    /// The live user processes the target holds. `local` is the whole host; a `netns`
+    /// target holds the processes whose network namespace is its own (they share this
+    /// host's pid namespace, so their pids are this host's).
+    pub fn processes(&self) -> std::io::Result<Vec<ProcInfo>> {
+        let all = procs::list()?;
+        match self {
+            Target::Local => Ok(all),
+            Target::Netns { name } => procs::in_netns(all, name),
+        }
+    }
+
+    /// Sends `signal` to process `pid` of the target if it is still the process born
+    /// at `start_time`; false when it is gone or its pid was recycled (nothing sent).
+    pub fn signal(
+        &self,
+        pid: u32,
+        start_time: u64,
+        signal: nix::sys::signal::Signal,
+    ) -> std::io::Result<bool> {
+        match self {
+            Target::Local | Target::Netns { .. } => procs::signal(pid, start_time, signal),
+        }
     }
 }
 

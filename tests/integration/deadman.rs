@@ -109,19 +109,6 @@ fn deadman_tags_of_steps_db_dash_1_and_db_underscore_1_do_not_collide() {
     });
 }
 
-/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on a pure v2 machine,
-/// `/sys/fs/cgroup/unified` on a hybrid one), from /proc/self/mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        left.split(' ').nth(4).map(PathBuf::from)
-    })
-}
-
 /// The cgroup2 path of a process (`0::/a/b` in /proc/PID/cgroup).
 fn cgroup_of(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;

@@ -20,6 +20,7 @@ mod network_lab;
 mod network_partition;
 mod network_rate_limit;
 mod probe_target;
+mod process_kill;
 mod proxy_http_fault;
 mod proxy_latency;
 mod proxy_transparent;

@@ -306,7 +306,7 @@ faults:
         let text = GOOD.replace("{ name: relay }", "{ name: relay, sigal: KILL }");
         assert_eq!(
             one(&text),
-            "17:26: faults[0].with.sigal: found unknown field `sigal`, expected one of `pid`, `pidfile`, `name`, `pattern`, `count`, `all`, `signal`, `verify_timeout`"
+            "17:26: faults[0].with.sigal: found unknown field `sigal`, expected one of `pid`, `pidfile`, `name`, `pattern`, `cgroup`, `tree`, `count`, `all`, `signal`, `verify_timeout`"
         );
         let text = GOOD.replace("target: appns }", "target: appns, tries: 3 }");
         assert!(

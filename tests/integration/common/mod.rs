@@ -226,6 +226,16 @@ pub fn pending_in_ledger(state: &Path, run_id: &str) -> usize {
 /// A scenario with one STOP fault on the marker and a long `for` verification, so the
 /// engine sits with the fault active until something (signal, guard, cap) stops it.
 pub fn stop_scenario(marker: &Marker, extra_top: &str, ttl: &str) -> String {
+    hold_scenario(
+        &format!(r#"{{ pattern: "^{} ", signal: STOP }}"#, marker.tag),
+        extra_top,
+        ttl,
+    )
+}
+
+/// A scenario with one `process_kill` fault (`with` in YAML flow form) and a long
+/// `for` verification, so the engine sits with the fault active.
+pub fn hold_scenario(with: &str, extra_top: &str, ttl: &str) -> String {
     format!(
         r#"apiVersion: firedrill/v1
 kind: Scenario
@@ -234,16 +244,28 @@ metadata: {{ name: freeze-test }}
 faults:
   - name: freeze marker
     kind: process_kill
-    with: {{ pattern: "^{tag} ", signal: STOP }}
+    with: {with}
     ttl: {ttl}
 verifications:
   - name: hold on
     probe: {{ command: {{ run: "true" }} }}
     for: 60s
     interval: 100ms
-"#,
-        tag = marker.tag
+"#
     )
+}
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on a pure v2 machine,
+/// `/sys/fs/cgroup/unified` on a hybrid one), from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if right.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
 }
 
 /// `firedrill run SCENARIO --state-dir STATE --report-dir REPORTS`, no standard input.
