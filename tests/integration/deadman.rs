@@ -173,8 +173,7 @@ fn deadman_thaws_after_cgroup_kill_of_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     // The frozen process lives outside the engine's cgroup (in the test's own).
     let marker = Marker::spawn("cgkill");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "2s")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "2s"));
     let cg = TestCgroup::create(&root, &format!("fdtest-engine-{}", std::process::id()));
     // cgroup.kill exists in every cgroup but the root one (Linux >= 5.14).
     if !cg.0.join("cgroup.kill").exists() {

@@ -7,13 +7,12 @@ use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::netns::{API_IP, Conn, Lab};
 
 const PORT: u16 = 8080;
-const BIN: &str = env!("CARGO_BIN_EXE_firedrill");
 
 fn api() -> SocketAddr {
     SocketAddr::new(API_IP.into(), PORT)
@@ -93,13 +92,7 @@ fn run_through_the_binary_passes_and_journals_the_effect() {
     )
     .output()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_exit(&out, 0);
     let j = journal(&tmp.path().join("reports"));
     let step = j["steps"]
         .as_array()
@@ -184,10 +177,6 @@ fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
     assert!(lab.firedrill_tables(&lab.client).is_empty());
     lab.assert_rulesets_unchanged();
     // Recover is idempotent: nothing left to do.
-    let again = Command::new(BIN)
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
+    let again = common::recover_all_output(&state);
     assert_eq!(again.status.code(), Some(0));
 }

@@ -54,18 +54,12 @@ verifications:
 fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
     let dir = tmp();
     let marker = Marker::spawn("rerender");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, short_scenario(&marker, "")).unwrap();
+    let scen = write_scenario(dir.path(), &short_scenario(&marker, ""));
     let reports = dir.path().join("reports");
     let out = run_cmd(&scen, &dir.path().join("state"), &reports)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let rdir = report_dir(&reports);
     let journal = rdir.join("journal.json");
     for (format, file) in [
@@ -110,8 +104,7 @@ fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
 fn run_summary_prints_the_outcome_once_and_names_the_improvements() {
     let dir = tmp();
     let marker = Marker::spawn("summary");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, short_scenario(&marker, "")).unwrap();
+    let scen = write_scenario(dir.path(), &short_scenario(&marker, ""));
     let reports = dir.path().join("reports");
     let out = run_cmd(&scen, &dir.path().join("state"), &reports)
         .output()
@@ -248,8 +241,7 @@ fn assert_refused_before_injection(
 fn report_dir_that_is_a_file_is_refused_before_anything_is_injected() {
     let dir = tmp();
     let mut marker = Marker::spawn("reportfile");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, scenario_with_signal(&marker, "KILL", "")).unwrap();
+    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
     let reports = dir.path().join("reports");
     std::fs::write(&reports, "a file, not a directory").unwrap();
     let state = dir.path().join("state");
@@ -268,8 +260,7 @@ fn read_only_report_dir_is_refused_before_anything_is_injected() {
     fs.remount("ro");
     let dir = tmp();
     let mut marker = Marker::spawn("reportro");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, scenario_with_signal(&marker, "KILL", "")).unwrap();
+    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
     let state = dir.path().join("state");
     for reports in [fs.path.clone(), fs.path.join("reports")] {
         let out = run_cmd(&scen, &state, &reports).output().unwrap();
@@ -290,18 +281,16 @@ fn full_disk_after_the_check_exits_5_and_leaves_no_truncated_journal() {
     let dir = tmp();
     let marker = Marker::spawn("reportfull");
     let fill = fs.path.join("fill");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
-        short_scenario(
+    let scen = write_scenario(
+        dir.path(),
+        &short_scenario(
             &marker,
             &format!(
                 "  - name: fill the disk\n    critical: false\n    probe: {{ command: {{ run: \"dd if=/dev/zero of={} bs=4k 2>/dev/null; true\" }} }}\n",
                 fill.display()
             ),
         ),
-    )
-    .unwrap();
+    );
     let reports = fs.path.join("reports");
     let state = dir.path().join("state");
     let out = run_cmd(&scen, &state, &reports).output().unwrap();
@@ -337,8 +326,7 @@ fn full_disk_after_the_check_exits_5_and_leaves_no_truncated_journal() {
 fn broken_template_is_refused_before_anything_is_injected() {
     let dir = tmp();
     let mut marker = Marker::spawn("reporttpl");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, scenario_with_signal(&marker, "KILL", "")).unwrap();
+    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(templates.join("report.md.hbs"), "{{#if run}}\nunclosed\n").unwrap();

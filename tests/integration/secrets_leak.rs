@@ -141,8 +141,10 @@ fn secret_never_leaks_in_any_encoding() {
     let demo = Demo::start(dir.path(), 300);
     let marker = Marker::spawn("leak");
     let closed = free_port();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, leak_scenario(dir.path(), demo.port, closed, &marker)).unwrap();
+    let scen = write_scenario(
+        dir.path(),
+        &leak_scenario(dir.path(), demo.port, closed, &marker),
+    );
 
     // plan and dry run, text and JSON.
     for args in [

@@ -82,8 +82,7 @@ fn validate(scenario: &Path, vars: &[&str]) -> std::process::Output {
 #[test]
 fn tcp_host_with_shell_characters_fails_validation() {
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, tcp_scenario("app", "nothing")).unwrap();
+    let scen = write_scenario(dir.path(), &tcp_scenario("app", "nothing"));
     let touched = dir.path().join("x");
     let var = format!("host=127.0.0.1/1;touch {};#", touched.display());
     let out = validate(&scen, &[&var]);
@@ -100,12 +99,7 @@ fn tcp_host_with_shell_characters_fails_validation() {
     assert!(!touched.exists());
     // A well-formed host still validates.
     let out = validate(&scen, &["host=db-1.internal"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
 }
 
 #[test]
@@ -116,8 +110,7 @@ fn tcp_host_injection_from_a_netns_runs_nothing() {
     let ns = Ns::add("inj");
     let marker = Marker::spawn("tcpinj");
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, tcp_scenario(&ns.0, &marker.tag)).unwrap();
+    let scen = write_scenario(dir.path(), &tcp_scenario(&ns.0, &marker.tag));
     let touched = dir.path().join("x");
     let out = run_cmd(
         &scen,
@@ -137,8 +130,7 @@ fn tcp_host_injection_from_a_netns_runs_nothing() {
 #[test]
 fn netns_name_that_is_a_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, tcp_scenario("../../proc/1/ns/net", "nothing")).unwrap();
+    let scen = write_scenario(dir.path(), &tcp_scenario("../../proc/1/ns/net", "nothing"));
     for cmd in ["validate", "plan"] {
         let out = firedrill()
             .arg(cmd)
@@ -195,12 +187,7 @@ fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
         .args(["--level", "smoke"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
 
     // The refusing port fails the precheck (exit 1), with the kernel's reason.
     std::fs::write(&scen, netns_tcp_scenario(&lab.client, closed)).unwrap();
@@ -209,12 +196,7 @@ fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
         .args(["--level", "smoke"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     let j = journal(&reports);
     let pre = &j.steps[0];
     assert!(
