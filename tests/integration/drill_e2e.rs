@@ -345,8 +345,7 @@ fn a_second_drill_on_the_same_target_is_refused() {
         .arg(&locks)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let stderr = assert_exit(&out, 3);
     assert!(
         stderr.contains("in use by another drill") && stderr.contains("lockA"),
         "{stderr}"
@@ -374,13 +373,8 @@ fn plan_and_dry_run_have_no_side_effects() {
             .env("FIREDRILL_STATE_DIR", dir.path().join("state"))
             .output()
             .unwrap();
+        assert_exit(&out, 0);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert!(
             stdout.contains("freeze marker") && stdout.contains("SIGSTOP"),
             "{stdout}"
@@ -423,8 +417,7 @@ fn a_panicking_engine_still_reverts() {
         .env("FIREDRILL_DEBUG_PANIC_AFTER", "freeze marker")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = assert_exit(&out, 1);
     assert!(
         stderr.contains("reverting every fault of run panic1"),
         "{stderr}"
@@ -563,8 +556,7 @@ fn reused_run_id_is_refused_and_nothing_is_injected() {
         .output()
         .unwrap();
     let frozen = marker.state() == 'T';
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&second, 2);
     assert!(!frozen, "the refused run left the process frozen");
     let ledger = state.join("runs/reuse1/ledger.jsonl");
     assert!(
@@ -722,9 +714,10 @@ fn drills_with_different_state_dirs_share_the_default_target_lock() {
 
 #[test]
 fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var("CI").is_err(), "this test needs root in CI");
-        eprintln!("skipped: needs root (to run the second drill as another user)");
+    if !skip::can_run_as_root(
+        "a_non_root_drill_sees_the_lock_of_a_root_drill",
+        "to run the second drill as another user",
+    ) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

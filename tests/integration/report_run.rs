@@ -141,18 +141,10 @@ fn run_summary_prints_the_outcome_once_and_names_the_improvements() {
     }
 }
 
-/// Whether this test can mount file systems; prints why it skips otherwise. Under
-/// `CI` a skip is a failure: CI runs as root.
+/// Whether this test can mount file systems (root; CI runs as root, so under `CI` a
+/// skip is a failure).
 fn can_mount(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root (mount) and CI is set"
-    );
-    eprintln!("skipped {test}: needs root to mount a tmpfs");
-    false
+    skip::can_run_as_root(test, "to mount a tmpfs")
 }
 
 /// A small tmpfs mounted on a temp directory, unmounted on drop.
@@ -219,8 +211,7 @@ fn assert_refused_before_injection(
     state: &Path,
     reports: &Path,
 ) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&out, 2);
     assert!(
         marker.child.try_wait().unwrap().is_none() && marker.state() != 'T',
         "the fault's target was killed"
@@ -337,8 +328,7 @@ fn broken_template_is_refused_before_anything_is_injected() {
         .arg(&templates)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&out, 2);
     assert!(
         marker.child.try_wait().unwrap().is_none(),
         "the target was killed"

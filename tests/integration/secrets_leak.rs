@@ -250,8 +250,7 @@ faults:
                 .env(ENV, &secret)
                 .output()
                 .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            let stderr = assert_exit(&out, 2);
             assert!(stderr.contains(path), "{stderr}");
             assert!(stderr.contains("***"), "{stderr}");
             assert_no_leak(&format!("`{cmd}` errors"), &stderr, &secret);

@@ -12,19 +12,6 @@ use std::process::{Command, Stdio};
 use common::netns::{API_IP, Lab};
 use common::*;
 
-/// Root-only tests skip (with a reason) on unprivileged machines, but never in CI.
-fn root_or_skip(test: &str) -> bool {
-    if let Some(why) = common::netns::skip_reason() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test} cannot run in CI: {why}"
-        );
-        eprintln!("skipped {test}: {why}");
-        return false;
-    }
-    true
-}
-
 /// A namespace of its own for one test, deleted on drop.
 struct Ns(String);
 
@@ -86,8 +73,7 @@ fn tcp_host_with_shell_characters_fails_validation() {
     let touched = dir.path().join("x");
     let var = format!("host=127.0.0.1/1;touch {};#", touched.display());
     let out = validate(&scen, &[&var]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&out, 2);
     assert!(
         stderr.contains(&format!(
             "{}:11:30: prechecks[0].probe.tcp.address:",
@@ -104,7 +90,7 @@ fn tcp_host_with_shell_characters_fails_validation() {
 
 #[test]
 fn tcp_host_injection_from_a_netns_runs_nothing() {
-    if !root_or_skip("tcp_host_injection_from_a_netns_runs_nothing") {
+    if !common::netns::available("tcp_host_injection_from_a_netns_runs_nothing") {
         return;
     }
     let ns = Ns::add("inj");
@@ -121,8 +107,7 @@ fn tcp_host_injection_from_a_netns_runs_nothing() {
     .arg(format!("host=127.0.0.1/1;touch {};#", touched.display()))
     .output()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_exit(&out, 2);
     assert!(!touched.exists(), "the host reached a shell");
     assert_ne!(marker.state(), 'T');
 }
@@ -169,7 +154,7 @@ faults:
 
 #[test]
 fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
-    if !root_or_skip("tcp_probe_from_a_netns_to_a_refusing_port_fails") {
+    if !common::netns::available("tcp_probe_from_a_netns_to_a_refusing_port_fails") {
         return;
     }
     let mut lab = Lab::new("tcpnetns").expect("lab");

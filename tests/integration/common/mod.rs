@@ -300,16 +300,17 @@ pub fn write_scenario(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-/// Asserts that a finished command exited with `code`; a failure shows what the
-/// command printed.
-pub fn assert_exit(out: &Output, code: i32) {
+/// Asserts that a finished command exited with `code` (a failure shows what the
+/// command printed); its standard error, for the checks that follow.
+pub fn assert_exit(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
         Some(code),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "stdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
     );
+    stderr
 }
 
 /// `firedrill recover --all --state-dir STATE`, whatever it exits with.
