@@ -78,13 +78,11 @@ fn journal(reports: &Path) -> serde_json::Value {
 
 #[test]
 fn run_through_the_binary_passes_and_journals_the_effect() {
-    let Some(mut lab) = Lab::new("cli") else {
+    let Some(lab) = Lab::serving_api("cli", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("partition.yaml");
-    std::fs::write(&file, scenario(&lab.client, "1m", false)).unwrap();
+    let file = common::write_scenario(tmp.path(), &scenario(&lab.client, "1m", false));
     let out = common::run_cmd(
         &file,
         &tmp.path().join("state"),
@@ -126,13 +124,11 @@ fn run_through_the_binary_passes_and_journals_the_effect() {
 
 #[test]
 fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
-    let Some(mut lab) = Lab::new("sigkill") else {
+    let Some(mut lab) = Lab::serving_api("sigkill", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("partition.yaml");
-    std::fs::write(&file, scenario(&lab.client, "3s", true)).unwrap();
+    let file = common::write_scenario(tmp.path(), &scenario(&lab.client, "3s", true));
     let state = tmp.path().join("state");
     let pid = lab.spawn(
         common::run_cmd(&file, &state, &tmp.path().join("reports"))

@@ -68,12 +68,7 @@ fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
         ("html", "report.html"),
         ("junit", "junit.xml"),
     ] {
-        let again = firedrill()
-            .arg("report")
-            .arg(&journal)
-            .args(["--format", format])
-            .output()
-            .unwrap();
+        let again = report_cmd(&journal, format).output().unwrap();
         assert!(again.status.success());
         let written = std::fs::read_to_string(rdir.join(file)).unwrap();
         let rendered = String::from_utf8(again.stdout).unwrap();

@@ -313,6 +313,13 @@ pub fn assert_exit(out: &Output, code: i32) -> String {
     stderr
 }
 
+/// `firedrill report JOURNAL --format FORMAT`: a past run rendered again.
+pub fn report_cmd(journal: &Path, format: &str) -> Command {
+    let mut c = firedrill();
+    c.arg("report").arg(journal).args(["--format", format]);
+    c
+}
+
 /// `firedrill recover --all --state-dir STATE`, whatever it exits with.
 pub fn recover_all_output(state: &Path) -> Output {
     firedrill()
