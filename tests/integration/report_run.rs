@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -192,6 +192,15 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A drill (`s.yaml` in a new temp directory) whose fault would SIGKILL a marker of
+/// its own: a run refused before injection leaves the marker alive.
+fn kill_drill(tag: &str) -> (tempfile::TempDir, Marker, PathBuf) {
+    let dir = tmp();
+    let marker = Marker::spawn(tag);
+    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
+    (dir, marker, scen)
+}
+
 /// The run's state directory holds no ledger: nothing was recorded, so nothing was
 /// injected.
 fn no_ledger(state: &Path) -> bool {
@@ -225,9 +234,7 @@ fn assert_refused_before_injection(
 /// with exit 0.
 #[test]
 fn report_dir_that_is_a_file_is_refused_before_anything_is_injected() {
-    let dir = tmp();
-    let mut marker = Marker::spawn("reportfile");
-    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
+    let (dir, mut marker, scen) = kill_drill("reportfile");
     let reports = dir.path().join("reports");
     std::fs::write(&reports, "a file, not a directory").unwrap();
     let state = dir.path().join("state");
@@ -244,9 +251,7 @@ fn read_only_report_dir_is_refused_before_anything_is_injected() {
     }
     let fs = Tmpfs::mount("1m");
     fs.remount("ro");
-    let dir = tmp();
-    let mut marker = Marker::spawn("reportro");
-    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
+    let (dir, mut marker, scen) = kill_drill("reportro");
     let state = dir.path().join("state");
     for reports in [fs.path.clone(), fs.path.join("reports")] {
         let out = run_cmd(&scen, &state, &reports).output().unwrap();
@@ -310,9 +315,7 @@ fn full_disk_after_the_check_exits_5_and_leaves_no_truncated_journal() {
 /// after the drill; now it is refused before anything is injected.
 #[test]
 fn broken_template_is_refused_before_anything_is_injected() {
-    let dir = tmp();
-    let mut marker = Marker::spawn("reporttpl");
-    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
+    let (dir, mut marker, scen) = kill_drill("reporttpl");
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(templates.join("report.md.hbs"), "{{#if run}}\nunclosed\n").unwrap();

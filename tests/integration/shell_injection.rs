@@ -162,25 +162,23 @@ fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
     let closed = SocketAddr::new(API_IP.into(), 8081);
     lab.serve_http(&lab.api.clone(), open);
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
+    // `--level smoke` leaves the fault out.
+    let smoke_run = |address: SocketAddr, reports: &Path| {
+        let scen = write_scenario(dir.path(), &netns_tcp_scenario(&lab.client, address));
+        run_cmd(&scen, &dir.path().join("state"), reports)
+            .args(["--level", "smoke"])
+            .output()
+            .unwrap()
+    };
 
     // The open port is reachable only from inside the client namespace: passing
-    // proves the connect happened there. `--level smoke` leaves the fault out.
-    std::fs::write(&scen, netns_tcp_scenario(&lab.client, open)).unwrap();
-    let reports = dir.path().join("r1");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
-        .args(["--level", "smoke"])
-        .output()
-        .unwrap();
+    // proves the connect happened there.
+    let out = smoke_run(open, &dir.path().join("r1"));
     assert_exit(&out, 0);
 
     // The refusing port fails the precheck (exit 1), with the kernel's reason.
-    std::fs::write(&scen, netns_tcp_scenario(&lab.client, closed)).unwrap();
     let reports = dir.path().join("r2");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
-        .args(["--level", "smoke"])
-        .output()
-        .unwrap();
+    let out = smoke_run(closed, &reports);
     assert_exit(&out, 1);
     let j = journal(&reports);
     let pre = &j.steps[0];
