@@ -306,7 +306,7 @@ fn unmatched_process_is_an_injection_failure() {
     let dir = tmp();
     let scen = write_scenario(
         dir.path(),
-        &r#"apiVersion: firedrill/v1
+        r#"apiVersion: firedrill/v1
 kind: Scenario
 metadata: { name: nomatch }
 faults:

@@ -215,7 +215,7 @@ fn assert_refused_before_injection(
     state: &Path,
     reports: &Path,
 ) {
-    let stderr = assert_exit(&out, 2);
+    let stderr = assert_exit(out, 2);
     assert!(
         marker.child.try_wait().unwrap().is_none() && marker.state() != 'T',
         "the fault's target was killed"
