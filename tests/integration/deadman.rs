@@ -28,19 +28,6 @@ fn deadman_tag(undo: &Undo) -> String {
     }
 }
 
-/// Root-only tests skip with a reason on an unprivileged machine, never in CI.
-fn skip_unless_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("skipped {test}: needs root");
-    true
-}
-
 #[test]
 fn deadman_tags_of_steps_db_dash_1_and_db_underscore_1_do_not_collide() {
     // The library spawns the watcher from the `firedrill` binary. Set before this
@@ -148,7 +135,10 @@ impl Drop for TestCgroup {
 
 #[test]
 fn deadman_thaws_after_cgroup_kill_of_the_engine() {
-    if skip_unless_root("deadman_thaws_after_cgroup_kill_of_the_engine") {
+    if !skip::can_run_as_root(
+        "deadman_thaws_after_cgroup_kill_of_the_engine",
+        "to create a cgroup",
+    ) {
         return;
     }
     let Some(root) = cgroup2_mount() else {
@@ -160,8 +150,7 @@ fn deadman_thaws_after_cgroup_kill_of_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     // The frozen process lives outside the engine's cgroup (in the test's own).
     let marker = Marker::spawn("cgkill");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "2s")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "2s"));
     let cg = TestCgroup::create(&root, &format!("fdtest-engine-{}", std::process::id()));
     // cgroup.kill exists in every cgroup but the root one (Linux >= 5.14).
     if !cg.0.join("cgroup.kill").exists() {

@@ -47,13 +47,7 @@ fn quickstart_end_to_end() {
         .arg(&reports)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_exit(&out, 0);
 
     let rdir = report_dir(&reports);
     for f in ["report.html", "report.md", "journal.json", "junit.xml"] {
@@ -104,18 +98,12 @@ fn quickstart_end_to_end() {
 fn sigint_mid_drill_recovers_and_exits_1() {
     let dir = tmp();
     let marker = Marker::spawn("sigint");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "5m"));
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
     let mut engine = spawn_drill(&scen, "sigint1", &state, &reports);
-    assert!(
-        wait_until(Duration::from_secs(10), || marker.state() == 'T'),
-        "fault never took effect"
-    );
-    unsafe {
-        libc::kill(engine.id() as i32, libc::SIGINT);
-    }
+    assert!(marker.wait_frozen(), "fault never took effect");
+    send_signal(&engine, libc::SIGINT);
     let code = wait_exit(&mut engine, Duration::from_secs(15));
     assert_eq!(code, Some(1));
     assert_ne!(marker.state(), 'T', "marker still frozen after SIGINT");
@@ -135,11 +123,10 @@ fn sigint_mid_drill_recovers_and_exits_1() {
 fn sigkill_then_recover_all_thaws_the_frozen_process() {
     let dir = tmp();
     let marker = Marker::spawn("sigkill");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "10m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "10m"));
     let state = dir.path().join("state");
     let mut engine = spawn_drill(&scen, "sigkill1", &state, &dir.path().join("reports"));
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    assert!(marker.wait_frozen());
     engine.kill().unwrap();
     engine.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -162,11 +149,7 @@ fn sigkill_then_recover_all_thaws_the_frozen_process() {
     )));
     assert_eq!(pending_in_ledger(&state, "sigkill1"), 0);
     // Idempotent: a second recover finds nothing.
-    let out = firedrill()
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = recover_all_output(&state);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to recover"));
 }
@@ -175,11 +158,10 @@ fn sigkill_then_recover_all_thaws_the_frozen_process() {
 fn deadman_thaws_after_ttl_without_recover() {
     let dir = tmp();
     let marker = Marker::spawn("deadman");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "2s")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "2s"));
     let state = dir.path().join("state");
     let mut engine = spawn_drill(&scen, "deadman1", &state, &dir.path().join("reports"));
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    assert!(marker.wait_frozen());
     let frozen_at = Instant::now();
     engine.kill().unwrap();
     engine.wait().unwrap();
@@ -215,12 +197,11 @@ fn guard_breach_aborts_and_recovers() {
         "guards:\n  - name: flag ok\n    probe: {{ command: {{ run: \"grep -q ok {}\" }} }}\n    interval: 100ms\n",
         flag.display()
     );
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, &guards, "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, &guards, "5m"));
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
     let mut engine = spawn_drill(&scen, "guard1", &state, &reports);
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    assert!(marker.wait_frozen());
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&flag, "bad\n").unwrap();
     let code = wait_exit(&mut engine, Duration::from_secs(15));
@@ -239,10 +220,9 @@ fn critical_failure_skips_the_rest_and_recovers() {
     let dir = tmp();
     let marker = Marker::spawn("critical");
     let closed = free_port();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
-        format!(
+    let scen = write_scenario(
+        dir.path(),
+        &format!(
             r#"apiVersion: firedrill/v1
 kind: Scenario
 metadata: {{ name: critical-test }}
@@ -258,18 +238,12 @@ verifications:
 "#,
             tag = marker.tag
         ),
-    )
-    .unwrap();
+    );
     let reports = dir.path().join("reports");
     let out = drill_cmd(&scen, "crit1", &dir.path().join("state"), &reports)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     assert_ne!(marker.state(), 'T');
     let j = journal(&reports);
     assert_eq!(j.outcome.aborted, Some(AbortReason::CriticalFailure));
@@ -286,8 +260,7 @@ fn failed_precheck_injects_nothing() {
     let extra = format!(
         "prechecks:\n  - name: up\n    probe: {{ tcp: {{ address: \"127.0.0.1:{closed}\", timeout: 300ms }} }}\n    retries: 1\n    interval: 50ms\n"
     );
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, &extra, "5m"));
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
     let out = drill_cmd(&scen, "pre1", &state, &reports).output().unwrap();
@@ -310,12 +283,10 @@ fn failed_precheck_injects_nothing() {
 fn max_duration_caps_the_drill() {
     let dir = tmp();
     let marker = Marker::spawn("cap");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
-        stop_scenario(&marker, "objectives: { max_duration: 1500ms }", "5m"),
-    )
-    .unwrap();
+    let scen = write_scenario(
+        dir.path(),
+        &stop_scenario(&marker, "objectives: { max_duration: 1500ms }", "5m"),
+    );
     let reports = dir.path().join("reports");
     let start = Instant::now();
     let out = drill_cmd(&scen, "cap1", &dir.path().join("state"), &reports)
@@ -333,9 +304,8 @@ fn max_duration_caps_the_drill() {
 #[test]
 fn unmatched_process_is_an_injection_failure() {
     let dir = tmp();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
+    let scen = write_scenario(
+        dir.path(),
         r#"apiVersion: firedrill/v1
 kind: Scenario
 metadata: { name: nomatch }
@@ -344,8 +314,7 @@ faults:
     kind: process_kill
     with: { pattern: "^no-such-process-anywhere-42 " }
 "#,
-    )
-    .unwrap();
+    );
     let out = drill_cmd(
         &scen,
         "nomatch1",
@@ -363,32 +332,26 @@ faults:
 fn a_second_drill_on_the_same_target_is_refused() {
     let dir = tmp();
     let marker = Marker::spawn("lock");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "5m"));
     let state = dir.path().join("state");
     let locks = dir.path().join("locks");
-    let mut first = drill_cmd(&scen, "lockA", &state, &dir.path().join("reports"))
-        .env("FIREDRILL_LOCK_DIR", &locks)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let mut first = spawn_quiet(
+        drill_cmd(&scen, "lockA", &state, &dir.path().join("reports"))
+            .env("FIREDRILL_LOCK_DIR", &locks),
+    );
+    assert!(marker.wait_frozen());
     let out = drill_cmd(&scen, "lockB", &state, &dir.path().join("reports-b"))
         .arg("--lock-dir")
         .arg(&locks)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let stderr = assert_exit(&out, 3);
     assert!(
         stderr.contains("in use by another drill") && stderr.contains("lockA"),
         "{stderr}"
     );
     assert!(!dir.path().join("reports-b").exists());
-    unsafe {
-        libc::kill(first.id() as i32, libc::SIGTERM);
-    }
+    send_signal(&first, libc::SIGTERM);
     assert_eq!(wait_exit(&mut first, Duration::from_secs(15)), Some(1));
     assert_ne!(marker.state(), 'T');
     assert!(no_deadman("lockA"));
@@ -398,8 +361,7 @@ fn a_second_drill_on_the_same_target_is_refused() {
 fn plan_and_dry_run_have_no_side_effects() {
     let dir = tmp();
     let marker = Marker::spawn("plan");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "5m"));
     let reports = dir.path().join("reports").display().to_string();
     for args in [
         vec!["plan"],
@@ -411,13 +373,8 @@ fn plan_and_dry_run_have_no_side_effects() {
             .env("FIREDRILL_STATE_DIR", dir.path().join("state"))
             .output()
             .unwrap();
+        assert_exit(&out, 0);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         assert!(
             stdout.contains("freeze marker") && stdout.contains("SIGSTOP"),
             "{stdout}"
@@ -433,27 +390,16 @@ fn plan_and_dry_run_have_no_side_effects() {
 fn level_ceiling_skips_harsher_faults() {
     let dir = tmp();
     let marker = Marker::spawn("level");
-    let scen = dir.path().join("s.yaml");
     let text = stop_scenario(&marker, "", "5m")
         .replace("    ttl: 5m", "    ttl: 5m\n    level: full")
         .replace("for: 60s", "for: 200ms");
-    std::fs::write(&scen, text).unwrap();
+    let scen = write_scenario(dir.path(), &text);
     let reports = dir.path().join("reports");
-    let out = firedrill()
-        .arg("run")
-        .arg(&scen)
-        .args(["--level", "smoke", "--run-id", "lvl1", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .arg("--report-dir")
-        .arg(&reports)
+    let out = drill_cmd(&scen, "lvl1", &dir.path().join("state"), &reports)
+        .args(["--level", "smoke"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert_ne!(marker.state(), 'T');
     let j = journal(&reports);
     let f = j.steps.iter().find(|s| s.phase == Phase::Fault).unwrap();
@@ -465,15 +411,13 @@ fn level_ceiling_skips_harsher_faults() {
 fn a_panicking_engine_still_reverts() {
     let dir = tmp();
     let marker = Marker::spawn("panic");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "5m"));
     let state = dir.path().join("state");
     let out = drill_cmd(&scen, "panic1", &state, &dir.path().join("reports"))
         .env("FIREDRILL_DEBUG_PANIC_AFTER", "freeze marker")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = assert_exit(&out, 1);
     assert!(
         stderr.contains("reverting every fault of run panic1"),
         "{stderr}"
@@ -489,10 +433,9 @@ fn secrets_never_reach_reports_or_logs() {
     let demo = Demo::start(dir.path(), 300);
     let marker = Marker::spawn("secret");
     let secret = format!("s3cr3t-{}-corpsecret", std::process::id());
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
-        format!(
+    let scen = write_scenario(
+        dir.path(),
+        &format!(
             r#"apiVersion: firedrill/v1
 kind: Scenario
 metadata: {{ name: secret-test }}
@@ -514,8 +457,7 @@ verifications:
             port = demo.port,
             tag = marker.tag
         ),
-    )
-    .unwrap();
+    );
     let reports = dir.path().join("reports");
     let out = drill_cmd(&scen, "secret1", &dir.path().join("state"), &reports)
         .arg("-v")
@@ -554,15 +496,12 @@ fn second_signal_skips_waits_but_still_reverts() {
         "objectives: {{ rto: 30s }}\nprechecks:\n  - name: flag ok\n    probe: {{ command: {{ run: \"grep -q ok {}\" }} }}\n",
         flag.display()
     );
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, &extra, "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, &extra, "5m"));
     let reports = dir.path().join("reports");
     let mut engine = spawn_drill(&scen, "hurry1", &dir.path().join("state"), &reports);
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    assert!(marker.wait_frozen());
     std::fs::write(&flag, "bad\n").unwrap();
-    unsafe {
-        libc::kill(engine.id() as i32, libc::SIGINT);
-    }
+    send_signal(&engine, libc::SIGINT);
     // Recovery reverts, then sits in the steady-state re-check.
     assert!(
         wait_until(Duration::from_secs(5), || marker.state() != 'T'),
@@ -574,9 +513,7 @@ fn second_signal_skips_waits_but_still_reverts() {
         "engine should still be waiting for steady state"
     );
     let t = Instant::now();
-    unsafe {
-        libc::kill(engine.id() as i32, libc::SIGINT);
-    }
+    send_signal(&engine, libc::SIGINT);
     assert_eq!(wait_exit(&mut engine, Duration::from_secs(10)), Some(1));
     assert!(
         t.elapsed() < Duration::from_secs(3),
@@ -603,31 +540,23 @@ fn second_signal_skips_waits_but_still_reverts() {
 fn reused_run_id_is_refused_and_nothing_is_injected() {
     let dir = tmp();
     let marker = Marker::spawn("reuse");
-    let scen = dir.path().join("s.yaml");
     // A short drill, and a short ttl so that the old behaviour cannot leave a watcher.
-    std::fs::write(
-        &scen,
-        stop_scenario(&marker, "", "5s").replace("for: 60s", "for: 300ms"),
-    )
-    .unwrap();
+    let scen = write_scenario(
+        dir.path(),
+        &stop_scenario(&marker, "", "5s").replace("for: 60s", "for: 300ms"),
+    );
     let state = dir.path().join("state");
     let first = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports"))
         .output()
         .unwrap();
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_exit(&first, 0);
     assert_ne!(marker.state(), 'T');
 
     let second = drill_cmd(&scen, "reuse1", &state, &dir.path().join("reports-2"))
         .output()
         .unwrap();
     let frozen = marker.state() == 'T';
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&second, 2);
     assert!(!frozen, "the refused run left the process frozen");
     let ledger = state.join("runs/reuse1/ledger.jsonl");
     assert!(
@@ -688,11 +617,7 @@ fn recover_reverts_around_a_corrupt_line_and_drops_a_torn_one() {
         assert!(wait_until(Duration::from_secs(2), || m.state() == 'T'));
     }
 
-    let out = firedrill()
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
+    let out = recover_all_output(&state);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Every record that can be read is reverted ...
@@ -723,11 +648,7 @@ fn recover_reverts_around_a_corrupt_line_and_drops_a_torn_one() {
     assert!(!after.contains(torn), "{after}");
     assert!(after.starts_with(&text[..text.len() - torn.len()]));
     // A second recover has nothing left to revert; the corrupt line is still reported.
-    let again = firedrill()
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
+    let again = recover_all_output(&state);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert_eq!(again.status.code(), Some(4), "{stdout}");
     assert!(!stdout.contains("reverted"), "{stdout}");
@@ -751,18 +672,16 @@ fn drills_with_different_state_dirs_share_the_default_target_lock() {
     .unwrap();
     // The machine-wide default lock directory, as two operators would use it (root
     // and non-root have different default state dirs).
-    let mut first = drill_cmd(
-        &long,
-        "dirsA",
-        &dir.path().join("state-a"),
-        &dir.path().join("reports-a"),
-    )
-    .env_remove("FIREDRILL_LOCK_DIR")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let mut first = spawn_quiet(
+        drill_cmd(
+            &long,
+            "dirsA",
+            &dir.path().join("state-a"),
+            &dir.path().join("reports-a"),
+        )
+        .env_remove("FIREDRILL_LOCK_DIR"),
+    );
+    assert!(marker.wait_frozen());
     let out = drill_cmd(
         &short,
         "dirsB",
@@ -776,9 +695,7 @@ fn drills_with_different_state_dirs_share_the_default_target_lock() {
     let code = out.status.code();
     std::thread::sleep(Duration::from_millis(300));
     let still_frozen = marker.state() == 'T';
-    unsafe {
-        libc::kill(first.id() as i32, libc::SIGTERM);
-    }
+    send_signal(&first, libc::SIGTERM);
     let first_code = wait_exit(&mut first, Duration::from_secs(15));
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
@@ -797,9 +714,10 @@ fn drills_with_different_state_dirs_share_the_default_target_lock() {
 
 #[test]
 fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var("CI").is_err(), "this test needs root in CI");
-        eprintln!("skipped: needs root (to run the second drill as another user)");
+    if !skip::can_run_as_root(
+        "a_non_root_drill_sees_the_lock_of_a_root_drill",
+        "to run the second drill as another user",
+    ) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -810,21 +728,18 @@ fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
     std::fs::create_dir(&nobody_home).unwrap();
     std::fs::set_permissions(&nobody_home, std::fs::Permissions::from_mode(0o777)).unwrap();
     let marker = Marker::spawn("rootlock");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, stop_scenario(&marker, "", "5m")).unwrap();
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "5m"));
     std::fs::set_permissions(&scen, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut first = drill_cmd(
-        &scen,
-        "rootA",
-        &dir.path().join("state"),
-        &dir.path().join("reports"),
-    )
-    .env_remove("FIREDRILL_LOCK_DIR")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || marker.state() == 'T'));
+    let mut first = spawn_quiet(
+        drill_cmd(
+            &scen,
+            "rootA",
+            &dir.path().join("state"),
+            &dir.path().join("reports"),
+        )
+        .env_remove("FIREDRILL_LOCK_DIR"),
+    );
+    assert!(marker.wait_frozen());
     // Everything at its default, as an unprivileged operator would run it.
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -842,9 +757,7 @@ fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let still_frozen = marker.state() == 'T';
-    unsafe {
-        libc::kill(first.id() as i32, libc::SIGTERM);
-    }
+    send_signal(&first, libc::SIGTERM);
     let first_code = wait_exit(&mut first, Duration::from_secs(15));
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(

@@ -23,6 +23,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use test_case::test_case;
 
+use crate::common::assert_exit;
+
 const BIN: &str = env!("CARGO_BIN_EXE_firedrill");
 const FIXTURES: &str = "tests/fixtures/invalid";
 
@@ -429,12 +431,7 @@ fn shipped_scenarios_validate() {
         .env_remove("FIREDRILL_STATE_DIR")
         .output()
         .expect("run firedrill");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let ok_lines = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(": ok ("))

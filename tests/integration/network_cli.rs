@@ -7,13 +7,12 @@ use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::netns::{API_IP, Conn, Lab};
 
 const PORT: u16 = 8080;
-const BIN: &str = env!("CARGO_BIN_EXE_firedrill");
 
 fn api() -> SocketAddr {
     SocketAddr::new(API_IP.into(), PORT)
@@ -79,13 +78,11 @@ fn journal(reports: &Path) -> serde_json::Value {
 
 #[test]
 fn run_through_the_binary_passes_and_journals_the_effect() {
-    let Some(mut lab) = Lab::new("cli") else {
+    let Some(lab) = Lab::serving_api("cli", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("partition.yaml");
-    std::fs::write(&file, scenario(&lab.client, "1m", false)).unwrap();
+    let file = common::write_scenario(tmp.path(), &scenario(&lab.client, "1m", false));
     let out = common::run_cmd(
         &file,
         &tmp.path().join("state"),
@@ -93,13 +90,7 @@ fn run_through_the_binary_passes_and_journals_the_effect() {
     )
     .output()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_exit(&out, 0);
     let j = journal(&tmp.path().join("reports"));
     let step = j["steps"]
         .as_array()
@@ -133,13 +124,11 @@ fn run_through_the_binary_passes_and_journals_the_effect() {
 
 #[test]
 fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
-    let Some(mut lab) = Lab::new("sigkill") else {
+    let Some(mut lab) = Lab::serving_api("sigkill", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("partition.yaml");
-    std::fs::write(&file, scenario(&lab.client, "3s", true)).unwrap();
+    let file = common::write_scenario(tmp.path(), &scenario(&lab.client, "3s", true));
     let state = tmp.path().join("state");
     let pid = lab.spawn(
         common::run_cmd(&file, &state, &tmp.path().join("reports"))
@@ -184,10 +173,6 @@ fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
     assert!(lab.firedrill_tables(&lab.client).is_empty());
     lab.assert_rulesets_unchanged();
     // Recover is idempotent: nothing left to do.
-    let again = Command::new(BIN)
-        .args(["recover", "--all", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
+    let again = common::recover_all_output(&state);
     assert_eq!(again.status.code(), Some(0));
 }

@@ -55,13 +55,7 @@ fn lab_script_and_network_partition_drill() {
         .arg(tmp.path().join("reports"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_exit(&out, 0);
     let rules = Command::new("ip")
         .args(["netns", "exec", &client, "nft", "list", "ruleset"])
         .output()

@@ -24,10 +24,9 @@ fn quick() -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_drop_and_reject_block_only_their_port_then_revert() {
-    let Some(mut lab) = Lab::new("egress") else {
+    let Some(mut lab) = Lab::serving_api("egress", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     lab.serve_http(&lab.api.clone(), api(OTHER_PORT));
     assert_eq!(
         lab.connect(&lab.client, api(PORT), quick()),
@@ -94,10 +93,9 @@ async fn egress_drop_and_reject_block_only_their_port_then_revert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_directions_with_reject_fail_fast() {
-    let Some(mut lab) = Lab::new("both") else {
+    let Some(mut lab) = Lab::serving_api("both", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     let rt = Runtime::default();
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['{API_IP}'], direction: both, action: reject }}"
@@ -132,10 +130,9 @@ async fn both_directions_with_reject_fail_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_only_drops_the_answers() {
-    let Some(mut lab) = Lab::new("ingress") else {
+    let Some(mut lab) = Lab::serving_api("ingress", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     lab.serve_http(&lab.api.clone(), api(OTHER_PORT));
     let rt = Runtime::default();
     // On the client: packets FROM api:PORT are dropped, so handshakes to it never complete.
@@ -164,10 +161,9 @@ async fn ingress_only_drops_the_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cidrs_cover_exactly_their_networks() {
-    let Some(mut lab) = Lab::new("cidr") else {
+    let Some(mut lab) = Lab::serving_api("cidr", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     lab.serve_http(&lab.api.clone(), SocketAddr::new(API_IP2.into(), PORT));
     let rt = Runtime::default();
     // 10.77.0.0/24 holds API_IP, not API_IP2; the /32 inside it is folded into it.
@@ -248,10 +244,9 @@ async fn foreign_table_is_byte_identical_afterwards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_faults_share_the_run_table_until_the_last_revert() {
-    let Some(mut lab) = Lab::new("twofaults") else {
+    let Some(mut lab) = Lab::serving_api("twofaults", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     lab.serve_http(&lab.api.clone(), api(OTHER_PORT));
     let rt = Runtime::default();
     let rid = run_id();
@@ -317,10 +312,9 @@ async fn host_names_resolve_and_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elements_expire_with_the_ttl_without_any_revert() {
-    let Some(mut lab) = Lab::new("ttl") else {
+    let Some(lab) = Lab::serving_api("ttl", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     let rt = Runtime::default();
     let spec = fault(&format!(
         "kind: network_partition\nwith: {{ to: ['{API_IP}:{PORT}'], direction: egress, action: reject }}"
@@ -380,10 +374,9 @@ async fn control_path_and_bad_parameters_are_refused_before_anything_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revert_after_the_namespace_is_gone_succeeds() {
-    let Some(mut lab) = Lab::new("nsgone") else {
+    let Some(lab) = Lab::serving_api("nsgone", api(PORT)) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api(PORT));
     let rt = Runtime::default();
     // The fault acts in a third namespace that disappears before the revert.
     let extra = format!("{}-x", lab.client);

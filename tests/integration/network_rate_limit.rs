@@ -19,10 +19,9 @@ fn api() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_connection_rate_is_within_20_percent_of_the_limit() {
-    let Some(mut lab) = Lab::new("ratelimit") else {
+    let Some(lab) = Lab::serving_api("ratelimit", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let rt = Runtime::default();
     const RATE: f64 = 20.0;
     // A bucket of 4 absorbs scheduling stalls of the offering thread (up to 200 ms)
@@ -79,10 +78,9 @@ async fn accepted_connection_rate_is_within_20_percent_of_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packet_limit_with_drop_is_measured_and_reverted() {
-    let Some(mut lab) = Lab::new("ratepkt") else {
+    let Some(lab) = Lab::serving_api("ratepkt", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let rt = Runtime::default();
     let spec = fault(&format!(
         "kind: network_rate_limit\nwith: {{ to: ['10.77.0.0/24'], ports: [{PORT}], unit: packets, per_second: 5, burst: 3, action: drop }}"

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use firedrill::target::Target;
 use proxy_support::*;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -24,19 +23,17 @@ fn client() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_rate_limit_answers_45009_beyond_its_bucket() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let f = spec(
+    let (proxy, inj) = inject_local_proxy(
         "http_fault",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(),
-                "rules": [ { "match": { "method": "POST", "path": "/cgi-bin/message/send" },
+        up.addr,
+        json!({ "rules": [ { "match": { "method": "POST", "path": "/cgi-bin/message/send" },
                              "action": { "wecom_rate_limit": { "requests": 5, "per": "1s" } } } ] }),
-    );
-    let inj = inject(&f, &Target::Local).await;
+    ).await;
     assert!(inj.effect.as_declared, "{:?}", inj.effect);
 
     // 20 req/s for 10 s, scheduled by the clock (open model).
     let http = client();
-    let url = format!("http://127.0.0.1:{port}/cgi-bin/message/send?access_token=x");
+    let url = format!("http://{proxy}/cgi-bin/message/send?access_token=x");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..200u32 {
@@ -77,7 +74,7 @@ async fn wecom_rate_limit_answers_45009_beyond_its_bucket() {
         "{}",
         r.measured
     );
-    assert_closed(format!("127.0.0.1:{port}").parse().unwrap());
+    assert_closed(proxy);
 }
 
 /// A WeCom client as real integrations write it: caches the access_token, and on
@@ -163,18 +160,17 @@ async fn wecom_token_expired_makes_the_client_refresh_and_recover() {
         )
         .mount(&wecom)
         .await;
-    let port = free_port();
-    let f = spec(
+    let (proxy, inj) = inject_local_proxy(
         "http_fault",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": wecom.address().to_string(),
-                "rules": [ { "match": { "path": "/cgi-bin/message/*" },
+        *wecom.address(),
+        json!({ "rules": [ { "match": { "path": "/cgi-bin/message/*" },
                              "action": "wecom_token_expired", "percentage": 50 } ] }),
-    );
-    let inj = inject(&f, &Target::Local).await;
+    )
+    .await;
     assert!(inj.effect.as_declared, "{:?}", inj.effect);
     let mut c = WecomClient {
         http: client(),
-        base: format!("http://127.0.0.1:{port}"),
+        base: format!("http://{proxy}"),
         token: None,
         refreshes: 0,
     };
@@ -202,7 +198,7 @@ async fn wecom_token_expired_makes_the_client_refresh_and_recover() {
     assert_eq!(sends, 20, "the upstream saw exactly the successful sends");
     let r = inj.revert().await;
     assert_eq!(r.details["stats"]["http"]["rules"][0]["applied"], expired);
-    assert_closed(format!("127.0.0.1:{port}").parse().unwrap());
+    assert_closed(proxy);
 
     // After the revert, the client talks to WeCom directly and needs no refresh.
     c.base = wecom.uri();
@@ -214,11 +210,10 @@ async fn wecom_token_expired_makes_the_client_refresh_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canned_answers_resets_and_untouched_paths() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let f = spec(
+    let (proxy, inj) = inject_local_proxy(
         "http_fault",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(),
-                "rules": [
+        up.addr,
+        json!({ "rules": [
                     { "match": { "path": "/busy" }, "action": "wecom_busy" },
                     { "match": { "path": "/slow-down" }, "action": { "http_429": { "retry_after": "3s" } } },
                     { "match": { "method": "GET", "path": "/fixed*" },
@@ -226,10 +221,9 @@ async fn canned_answers_resets_and_untouched_paths() {
                     { "match": { "path": "/reset" }, "action": "abort" },
                     { "match": { "path": "/never" }, "action": "wecom_busy", "probability": 0 }
                 ] }),
-    );
-    let inj = inject(&f, &Target::Local).await;
+    ).await;
     let http = client();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{proxy}");
 
     let r = http.get(format!("{base}/busy")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -254,7 +248,7 @@ async fn canned_answers_resets_and_untouched_paths() {
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], 0);
 
     // Reset: the client sees the connection reset, not an answer.
-    let mut raw = Client::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut raw = Client::connect(proxy).await;
     let e = raw
         .get("/reset")
         .await
@@ -263,7 +257,7 @@ async fn canned_answers_resets_and_untouched_paths() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
 
     // Probability 0 and unmatched paths reach the upstream.
-    let mut raw = Client::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut raw = Client::connect(proxy).await;
     for p in ["/never", "/other", "/never"] {
         let a = raw.get(p).await.unwrap();
         assert!(a.body.contains("\"errcode\":0"), "{p}: {}", a.body);
@@ -276,5 +270,5 @@ async fn canned_answers_resets_and_untouched_paths() {
     assert_eq!(applied, [1, 1, 1, 1, 0]);
     assert_eq!(rules[4]["matched"], 2);
     assert_eq!(r.details["stats"]["http"]["aborted"], 1);
-    assert_closed(format!("127.0.0.1:{port}").parse().unwrap());
+    assert_closed(proxy);
 }

@@ -5,7 +5,6 @@
 
 use crate::proxy_support;
 
-use firedrill::target::Target;
 use proxy_support::*;
 use serde_json::json;
 
@@ -36,12 +35,7 @@ async fn added_ms(upstream: &Upstream, proxy: std::net::SocketAddr, n: usize) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_100ms_is_observed_on_every_keepalive_response() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let f = spec(
-        "latency",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(), "delay": "100ms" }),
-    );
-    let inj = inject(&f, &Target::Local).await;
+    let (proxy, inj) = inject_local_proxy("latency", up.addr, json!({ "delay": "100ms" })).await;
     assert!(inj.effect.as_declared, "{:?}", inj.effect);
     let added: Vec<f64> = inj.effect.details["added_ms"]
         .as_array()
@@ -53,7 +47,6 @@ async fn injected_100ms_is_observed_on_every_keepalive_response() {
     assert!(added.iter().all(|a| *a >= 95.0), "{added:?}");
     assert!(median(&added) < 110.0, "{added:?}");
 
-    let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut added = added_ms(&up, proxy, 20).await;
     added.sort_by(f64::total_cmp);
     let p50 = percentile(&added, 50.0);
@@ -70,15 +63,13 @@ async fn injected_100ms_is_observed_on_every_keepalive_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uniform_jitter_stays_within_its_bounds() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let f = spec(
+    let (proxy, inj) = inject_local_proxy(
         "latency",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(),
-                "delay": "30ms", "jitter": "10ms" }),
-    );
-    let inj = inject(&f, &Target::Local).await;
+        up.addr,
+        json!({ "delay": "30ms", "jitter": "10ms" }),
+    )
+    .await;
     assert!(inj.effect.as_declared, "{:?}", inj.effect);
-    let proxy = format!("127.0.0.1:{port}").parse().unwrap();
     let added = added_ms(&up, proxy, 40).await;
     // Never early: the lower bound is exact. Lateness is scheduling noise on a shared
     // 2-core machine, so the upper bound is statistical: 90% of the samples must be
@@ -111,15 +102,13 @@ async fn probability_zero_leaves_traffic_alone_and_one_hits_every_response() {
         ),
         (1.0, |a: f64| a >= 19.0, |m: f64| (19.0..30.0).contains(&m)),
     ] {
-        let port = free_port();
-        let f = spec(
+        let (proxy, inj) = inject_local_proxy(
             "latency",
-            json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(),
-                    "delay": "20ms", "probability": p }),
-        );
-        let inj = inject(&f, &Target::Local).await;
+            up.addr,
+            json!({ "delay": "20ms", "probability": p }),
+        )
+        .await;
         assert!(inj.effect.as_declared, "p={p}: {:?}", inj.effect);
-        let proxy = format!("127.0.0.1:{port}").parse().unwrap();
         let added = added_ms(&up, proxy, 25).await;
         assert!(added.iter().all(|a| check(*a)), "p={p}: {added:?}");
         let m = median(&added);
@@ -142,13 +131,7 @@ async fn every_chunk_is_delayed_pipelined_not_serially() {
     // last chunk arrives ~80 + 50 = 130 ms after the request; serially adding up it
     // would be ≥ 250 ms; once per connection, the later chunks would not be late.
     let up = Upstream::start().await;
-    let port = free_port();
-    let f = spec(
-        "latency",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(), "delay": "50ms" }),
-    );
-    let inj = inject(&f, &Target::Local).await;
-    let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (proxy, inj) = inject_local_proxy("latency", up.addr, json!({ "delay": "50ms" })).await;
     let timings = |addr| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -186,15 +169,13 @@ async fn every_chunk_is_delayed_pipelined_not_serially() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_request_mode_delays_each_http_request_once() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let f = spec(
+    let (proxy, inj) = inject_local_proxy(
         "latency",
-        json!({ "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string(),
-                "delay": "40ms", "per": "request" }),
-    );
-    let inj = inject(&f, &Target::Local).await;
+        up.addr,
+        json!({ "delay": "40ms", "per": "request" }),
+    )
+    .await;
     assert!(inj.effect.as_declared, "{:?}", inj.effect);
-    let proxy = format!("127.0.0.1:{port}").parse().unwrap();
     let mut added = added_ms(&up, proxy, 10).await;
     added.sort_by(f64::total_cmp);
     assert!(added.iter().all(|a| *a >= 39.0), "{added:?}");

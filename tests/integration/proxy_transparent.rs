@@ -64,10 +64,9 @@ fn port_open(lab: &Lab, ns: &str, port: u16) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
-    let Some(mut lab) = Lab::new("pxhttp") else {
+    let Some(lab) = Lab::serving_api("pxhttp", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let client = lab.client.clone();
     let (before, _) = get(&lab, &client, api());
     assert!(before.unwrap().ends_with("ok"));
@@ -107,10 +106,9 @@ async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_added_to_an_unchanged_client_and_measured() {
-    let Some(mut lab) = Lab::new("pxlat") else {
+    let Some(lab) = Lab::serving_api("pxlat", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let client = lab.client.clone();
     let rt = Runtime::default();
     let f = spec(&format!(
@@ -134,15 +132,13 @@ async fn latency_is_added_to_an_unchanged_client_and_measured() {
 
 #[test]
 fn sigkilled_engine_redirect_expires_by_its_ttl_and_recover_cleans_up() {
-    let Some(mut lab) = Lab::new("pxkill") else {
+    let Some(mut lab) = Lab::serving_api("pxkill", api()) else {
         return;
     };
-    lab.serve_http(&lab.api.clone(), api());
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("proxy.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let file = common::write_scenario(
+        tmp.path(),
+        &format!(
             r#"apiVersion: firedrill/v1
 kind: Scenario
 metadata: {{ name: proxy-sigkill }}
@@ -162,8 +158,7 @@ verifications:
 "#,
             client = lab.client
         ),
-    )
-    .unwrap();
+    );
     let state = tmp.path().join("state");
     let pid = lab.spawn(
         common::run_cmd(&file, &state, &tmp.path().join("reports"))

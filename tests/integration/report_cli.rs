@@ -3,32 +3,31 @@
 
 use crate::report_support;
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
+use crate::common::report_cmd;
+use firedrill::model::RunRecord;
 use firedrill::report::{Format, render};
 
-fn firedrill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_firedrill"))
+/// `r` written as `journal.json` in `dir`, as a run writes it; its path.
+fn write_journal(dir: &Path, r: &RunRecord) -> PathBuf {
+    let journal = dir.join("journal.json");
+    std::fs::write(&journal, render(r, Format::Json, None).unwrap()).unwrap();
+    journal
 }
 
 #[test]
 fn report_rerenders_identically_in_every_format() {
     let r = report_support::record();
     let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.json");
-    std::fs::write(&journal, render(&r, Format::Json, None).unwrap()).unwrap();
+    let journal = write_journal(dir.path(), &r);
     for (flag, format) in [
         ("md", Format::Md),
         ("html", Format::Html),
         ("junit", Format::Junit),
         ("json", Format::Json),
     ] {
-        let out = firedrill()
-            .arg("report")
-            .arg(&journal)
-            .args(["--format", flag])
-            .output()
-            .unwrap();
+        let out = report_cmd(&journal, flag).output().unwrap();
         assert!(
             out.status.success(),
             "{flag}: {}",
@@ -42,10 +41,8 @@ fn report_rerenders_identically_in_every_format() {
     }
     // -o writes the same bytes to a file.
     let md = dir.path().join("out.md");
-    let st = firedrill()
-        .arg("report")
-        .arg(&journal)
-        .args(["--format", "md", "-o"])
+    let st = report_cmd(&journal, "md")
+        .arg("-o")
         .arg(&md)
         .status()
         .unwrap();
@@ -60,8 +57,7 @@ fn report_rerenders_identically_in_every_format() {
 fn report_uses_the_template_dir_and_names_a_broken_template() {
     let r = report_support::record();
     let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.json");
-    std::fs::write(&journal, render(&r, Format::Json, None).unwrap()).unwrap();
+    let journal = write_journal(dir.path(), &r);
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(
@@ -69,10 +65,8 @@ fn report_uses_the_template_dir_and_names_a_broken_template() {
         "<x run=\"{{run.run_id}}\">{{junit.tests}}</x>\n",
     )
     .unwrap();
-    let out = firedrill()
-        .arg("report")
-        .arg(&journal)
-        .args(["--format", "junit", "--template-dir"])
+    let out = report_cmd(&journal, "junit")
+        .arg("--template-dir")
         .arg(&templates)
         .output()
         .unwrap();
@@ -84,10 +78,8 @@ fn report_uses_the_template_dir_and_names_a_broken_template() {
 
     let broken = templates.join("report.md.hbs");
     std::fs::write(&broken, "# {{run.run_id}}\n{{#if outcome}}\nunclosed\n").unwrap();
-    let out = firedrill()
-        .arg("report")
-        .arg(&journal)
-        .args(["--format", "md", "--template-dir"])
+    let out = report_cmd(&journal, "md")
+        .arg("--template-dir")
         .arg(&templates)
         .output()
         .unwrap();

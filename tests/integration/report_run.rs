@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -54,18 +54,12 @@ verifications:
 fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
     let dir = tmp();
     let marker = Marker::spawn("rerender");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, short_scenario(&marker, "")).unwrap();
+    let scen = write_scenario(dir.path(), &short_scenario(&marker, ""));
     let reports = dir.path().join("reports");
     let out = run_cmd(&scen, &dir.path().join("state"), &reports)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let rdir = report_dir(&reports);
     let journal = rdir.join("journal.json");
     for (format, file) in [
@@ -74,12 +68,7 @@ fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
         ("html", "report.html"),
         ("junit", "junit.xml"),
     ] {
-        let again = firedrill()
-            .arg("report")
-            .arg(&journal)
-            .args(["--format", format])
-            .output()
-            .unwrap();
+        let again = report_cmd(&journal, format).output().unwrap();
         assert!(again.status.success());
         let written = std::fs::read_to_string(rdir.join(file)).unwrap();
         let rendered = String::from_utf8(again.stdout).unwrap();
@@ -110,8 +99,7 @@ fn report_json_of_a_real_run_is_byte_identical_to_its_journal() {
 fn run_summary_prints_the_outcome_once_and_names_the_improvements() {
     let dir = tmp();
     let marker = Marker::spawn("summary");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, short_scenario(&marker, "")).unwrap();
+    let scen = write_scenario(dir.path(), &short_scenario(&marker, ""));
     let reports = dir.path().join("reports");
     let out = run_cmd(&scen, &dir.path().join("state"), &reports)
         .output()
@@ -148,18 +136,10 @@ fn run_summary_prints_the_outcome_once_and_names_the_improvements() {
     }
 }
 
-/// Whether this test can mount file systems; prints why it skips otherwise. Under
-/// `CI` a skip is a failure: CI runs as root.
+/// Whether this test can mount file systems (root; CI runs as root, so under `CI` a
+/// skip is a failure).
 fn can_mount(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root (mount) and CI is set"
-    );
-    eprintln!("skipped {test}: needs root to mount a tmpfs");
-    false
+    skip::can_run_as_root(test, "to mount a tmpfs")
 }
 
 /// A small tmpfs mounted on a temp directory, unmounted on drop.
@@ -212,6 +192,15 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A drill (`s.yaml` in a new temp directory) whose fault would SIGKILL a marker of
+/// its own: a run refused before injection leaves the marker alive.
+fn kill_drill(tag: &str) -> (tempfile::TempDir, Marker, PathBuf) {
+    let dir = tmp();
+    let marker = Marker::spawn(tag);
+    let scen = write_scenario(dir.path(), &scenario_with_signal(&marker, "KILL", ""));
+    (dir, marker, scen)
+}
+
 /// The run's state directory holds no ledger: nothing was recorded, so nothing was
 /// injected.
 fn no_ledger(state: &Path) -> bool {
@@ -226,8 +215,7 @@ fn assert_refused_before_injection(
     state: &Path,
     reports: &Path,
 ) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(out, 2);
     assert!(
         marker.child.try_wait().unwrap().is_none() && marker.state() != 'T',
         "the fault's target was killed"
@@ -246,10 +234,7 @@ fn assert_refused_before_injection(
 /// with exit 0.
 #[test]
 fn report_dir_that_is_a_file_is_refused_before_anything_is_injected() {
-    let dir = tmp();
-    let mut marker = Marker::spawn("reportfile");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, scenario_with_signal(&marker, "KILL", "")).unwrap();
+    let (dir, mut marker, scen) = kill_drill("reportfile");
     let reports = dir.path().join("reports");
     std::fs::write(&reports, "a file, not a directory").unwrap();
     let state = dir.path().join("state");
@@ -266,10 +251,7 @@ fn read_only_report_dir_is_refused_before_anything_is_injected() {
     }
     let fs = Tmpfs::mount("1m");
     fs.remount("ro");
-    let dir = tmp();
-    let mut marker = Marker::spawn("reportro");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, scenario_with_signal(&marker, "KILL", "")).unwrap();
+    let (dir, mut marker, scen) = kill_drill("reportro");
     let state = dir.path().join("state");
     for reports in [fs.path.clone(), fs.path.join("reports")] {
         let out = run_cmd(&scen, &state, &reports).output().unwrap();
@@ -290,18 +272,16 @@ fn full_disk_after_the_check_exits_5_and_leaves_no_truncated_journal() {
     let dir = tmp();
     let marker = Marker::spawn("reportfull");
     let fill = fs.path.join("fill");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(
-        &scen,
-        short_scenario(
+    let scen = write_scenario(
+        dir.path(),
+        &short_scenario(
             &marker,
             &format!(
                 "  - name: fill the disk\n    critical: false\n    probe: {{ command: {{ run: \"dd if=/dev/zero of={} bs=4k 2>/dev/null; true\" }} }}\n",
                 fill.display()
             ),
         ),
-    )
-    .unwrap();
+    );
     let reports = fs.path.join("reports");
     let state = dir.path().join("state");
     let out = run_cmd(&scen, &state, &reports).output().unwrap();
@@ -335,10 +315,7 @@ fn full_disk_after_the_check_exits_5_and_leaves_no_truncated_journal() {
 /// after the drill; now it is refused before anything is injected.
 #[test]
 fn broken_template_is_refused_before_anything_is_injected() {
-    let dir = tmp();
-    let mut marker = Marker::spawn("reporttpl");
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, scenario_with_signal(&marker, "KILL", "")).unwrap();
+    let (dir, mut marker, scen) = kill_drill("reporttpl");
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(templates.join("report.md.hbs"), "{{#if run}}\nunclosed\n").unwrap();
@@ -349,8 +326,7 @@ fn broken_template_is_refused_before_anything_is_injected() {
         .arg(&templates)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&out, 2);
     assert!(
         marker.child.try_wait().unwrap().is_none(),
         "the target was killed"

@@ -18,6 +18,17 @@ fn secret() -> String {
 
 const ENV: &str = "FD_LEAK_KEY";
 
+/// `firedrill ARGS SCENARIO` with the secret in the environment variable it is read
+/// from.
+fn with_secret(args: &[&str], scenario: &Path, secret: &str) -> Output {
+    firedrill()
+        .args(args)
+        .arg(scenario)
+        .env(ENV, secret)
+        .output()
+        .unwrap()
+}
+
 /// Standard base64 (RFC 4648) with padding.
 fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -141,8 +152,10 @@ fn secret_never_leaks_in_any_encoding() {
     let demo = Demo::start(dir.path(), 300);
     let marker = Marker::spawn("leak");
     let closed = free_port();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, leak_scenario(dir.path(), demo.port, closed, &marker)).unwrap();
+    let scen = write_scenario(
+        dir.path(),
+        &leak_scenario(dir.path(), demo.port, closed, &marker),
+    );
 
     // plan and dry run, text and JSON.
     for args in [
@@ -150,12 +163,7 @@ fn secret_never_leaks_in_any_encoding() {
         &["plan", "--format", "json"],
         &["run", "--dry-run"],
     ] {
-        let out = firedrill()
-            .args(args)
-            .arg(&scen)
-            .env(ENV, &secret)
-            .output()
-            .unwrap();
+        let out = with_secret(args, &scen, &secret);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
@@ -242,14 +250,8 @@ faults:
         )
         .unwrap();
         for cmd in ["validate", "plan"] {
-            let out = firedrill()
-                .arg(cmd)
-                .arg(&scen)
-                .env(ENV, &secret)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            let out = with_secret(&[cmd], &scen, &secret);
+            let stderr = assert_exit(&out, 2);
             assert!(stderr.contains(path), "{stderr}");
             assert!(stderr.contains("***"), "{stderr}");
             assert_no_leak(&format!("`{cmd}` errors"), &stderr, &secret);

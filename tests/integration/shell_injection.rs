@@ -12,19 +12,6 @@ use std::process::{Command, Stdio};
 use common::netns::{API_IP, Lab};
 use common::*;
 
-/// Root-only tests skip (with a reason) on unprivileged machines, but never in CI.
-fn root_or_skip(test: &str) -> bool {
-    if let Some(why) = common::netns::skip_reason() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test} cannot run in CI: {why}"
-        );
-        eprintln!("skipped {test}: {why}");
-        return false;
-    }
-    true
-}
-
 /// A namespace of its own for one test, deleted on drop.
 struct Ns(String);
 
@@ -82,13 +69,11 @@ fn validate(scenario: &Path, vars: &[&str]) -> std::process::Output {
 #[test]
 fn tcp_host_with_shell_characters_fails_validation() {
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, tcp_scenario("app", "nothing")).unwrap();
+    let scen = write_scenario(dir.path(), &tcp_scenario("app", "nothing"));
     let touched = dir.path().join("x");
     let var = format!("host=127.0.0.1/1;touch {};#", touched.display());
     let out = validate(&scen, &[&var]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = assert_exit(&out, 2);
     assert!(
         stderr.contains(&format!(
             "{}:11:30: prechecks[0].probe.tcp.address:",
@@ -100,24 +85,18 @@ fn tcp_host_with_shell_characters_fails_validation() {
     assert!(!touched.exists());
     // A well-formed host still validates.
     let out = validate(&scen, &["host=db-1.internal"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
 }
 
 #[test]
 fn tcp_host_injection_from_a_netns_runs_nothing() {
-    if !root_or_skip("tcp_host_injection_from_a_netns_runs_nothing") {
+    if !common::netns::available("tcp_host_injection_from_a_netns_runs_nothing") {
         return;
     }
     let ns = Ns::add("inj");
     let marker = Marker::spawn("tcpinj");
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, tcp_scenario(&ns.0, &marker.tag)).unwrap();
+    let scen = write_scenario(dir.path(), &tcp_scenario(&ns.0, &marker.tag));
     let touched = dir.path().join("x");
     let out = run_cmd(
         &scen,
@@ -128,8 +107,7 @@ fn tcp_host_injection_from_a_netns_runs_nothing() {
     .arg(format!("host=127.0.0.1/1;touch {};#", touched.display()))
     .output()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_exit(&out, 2);
     assert!(!touched.exists(), "the host reached a shell");
     assert_ne!(marker.state(), 'T');
 }
@@ -137,8 +115,7 @@ fn tcp_host_injection_from_a_netns_runs_nothing() {
 #[test]
 fn netns_name_that_is_a_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
-    std::fs::write(&scen, tcp_scenario("../../proc/1/ns/net", "nothing")).unwrap();
+    let scen = write_scenario(dir.path(), &tcp_scenario("../../proc/1/ns/net", "nothing"));
     for cmd in ["validate", "plan"] {
         let out = firedrill()
             .arg(cmd)
@@ -177,7 +154,7 @@ faults:
 
 #[test]
 fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
-    if !root_or_skip("tcp_probe_from_a_netns_to_a_refusing_port_fails") {
+    if !common::netns::available("tcp_probe_from_a_netns_to_a_refusing_port_fails") {
         return;
     }
     let mut lab = Lab::new("tcpnetns").expect("lab");
@@ -185,36 +162,24 @@ fn tcp_probe_from_a_netns_to_a_refusing_port_fails() {
     let closed = SocketAddr::new(API_IP.into(), 8081);
     lab.serve_http(&lab.api.clone(), open);
     let dir = tempfile::tempdir().unwrap();
-    let scen = dir.path().join("s.yaml");
+    // `--level smoke` leaves the fault out.
+    let smoke_run = |address: SocketAddr, reports: &Path| {
+        let scen = write_scenario(dir.path(), &netns_tcp_scenario(&lab.client, address));
+        run_cmd(&scen, &dir.path().join("state"), reports)
+            .args(["--level", "smoke"])
+            .output()
+            .unwrap()
+    };
 
     // The open port is reachable only from inside the client namespace: passing
-    // proves the connect happened there. `--level smoke` leaves the fault out.
-    std::fs::write(&scen, netns_tcp_scenario(&lab.client, open)).unwrap();
-    let reports = dir.path().join("r1");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
-        .args(["--level", "smoke"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // proves the connect happened there.
+    let out = smoke_run(open, &dir.path().join("r1"));
+    assert_exit(&out, 0);
 
     // The refusing port fails the precheck (exit 1), with the kernel's reason.
-    std::fs::write(&scen, netns_tcp_scenario(&lab.client, closed)).unwrap();
     let reports = dir.path().join("r2");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
-        .args(["--level", "smoke"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = smoke_run(closed, &reports);
+    assert_exit(&out, 1);
     let j = journal(&reports);
     let pre = &j.steps[0];
     assert!(

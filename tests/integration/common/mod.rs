@@ -116,6 +116,11 @@ impl Marker {
     pub fn state(&self) -> char {
         proc_stat(self.pid()).map_or('?', |s| s.0)
     }
+    /// Waits up to 10 s for the marker to be stopped (a STOP fault took effect);
+    /// whether it was.
+    pub fn wait_frozen(&self) -> bool {
+        wait_until(Duration::from_secs(10), || self.state() == 'T')
+    }
 }
 
 impl Drop for Marker {
@@ -290,26 +295,65 @@ pub fn drill_cmd(scenario: &Path, run_id: &str, state: &Path, reports: &Path) ->
 
 /// Starts a drill in the background with its output discarded.
 pub fn spawn_drill(scenario: &Path, run_id: &str, state: &Path, reports: &Path) -> Child {
-    drill_cmd(scenario, run_id, state, reports)
-        .stdout(Stdio::null())
+    spawn_quiet(&mut drill_cmd(scenario, run_id, state, reports))
+}
+
+/// Starts `cmd` in the background with its output discarded.
+pub fn spawn_quiet(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start firedrill run")
+        .expect("start firedrill")
+}
+
+/// Sends `signal` (`libc::SIGINT`, ...) to a child, e.g. a drill started in the
+/// background.
+pub fn send_signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of our own child; no memory is involved.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// Writes a scenario as `s.yaml` in `dir`; its path.
+pub fn write_scenario(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("s.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Asserts that a finished command exited with `code` (a failure shows what the
+/// command printed); its standard error, for the checks that follow.
+pub fn assert_exit(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+/// `firedrill report JOURNAL --format FORMAT`: a past run rendered again.
+pub fn report_cmd(journal: &Path, format: &str) -> Command {
+    let mut c = firedrill();
+    c.arg("report").arg(journal).args(["--format", format]);
+    c
+}
+
+/// `firedrill recover --all --state-dir STATE`, whatever it exits with.
+pub fn recover_all_output(state: &Path) -> Output {
+    firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap()
 }
 
 /// `firedrill recover --all --state-dir STATE`; asserts exit 0 and returns stdout.
 pub fn recover_all(state: &Path) -> String {
-    let out = firedrill()
-        .args(["recover", "--all", "--state-dir"])
-        .arg(state)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let out = recover_all_output(state);
+    assert_exit(&out, 0);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -159,6 +159,14 @@ impl Lab {
         .expect("namespace thread")
     }
 
+    /// [`Lab::new`] with an HTTP server in the api namespace on `addr` (the service
+    /// most tests cut, slow down or redirect).
+    pub fn serving_api(test: &str, addr: SocketAddr) -> Option<Lab> {
+        let mut lab = Lab::new(test)?;
+        lab.serve_http(&lab.api.clone(), addr);
+        Some(lab)
+    }
+
     /// A tiny HTTP server on `addr` inside `ns` (answers every request `200 ok`).
     /// Listening when this returns.
     pub fn serve_http(&mut self, ns: &str, addr: SocketAddr) {

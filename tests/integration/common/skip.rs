@@ -44,6 +44,12 @@ pub fn can_run(test: &str, missing: Option<String>) -> bool {
     }
 }
 
+/// [`can_run`] for a test that needs root: `to` says what for ("to mount a tmpfs").
+pub fn can_run_as_root(test: &str, to: &str) -> bool {
+    let missing = (!nix::unistd::geteuid().is_root()).then(|| format!("needs root {to}"));
+    can_run(test, missing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,6 +184,20 @@ pub fn spec(kind: &str, with: serde_json::Value) -> FaultSpec {
     spec
 }
 
+/// A chaos-proxy fault of `kind` in front of `upstream`, listening on a free port of
+/// 127.0.0.1 and injected on the local host: the proxy's address and the injection.
+/// `with` is the rest of the fault's `with` (`listen` and `upstream` are set here).
+pub async fn inject_local_proxy(
+    kind: &str,
+    upstream: SocketAddr,
+    mut with: serde_json::Value,
+) -> (SocketAddr, Injected) {
+    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    with["listen"] = proxy.to_string().into();
+    with["upstream"] = upstream.to_string().into();
+    (proxy, inject(&spec(kind, with), &Target::Local).await)
+}
+
 /// An injected fault and what is needed to revert it.
 pub struct Injected {
     pub runtime: Runtime,
