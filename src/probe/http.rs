@@ -41,30 +41,34 @@ fn default_timeout() -> HumanDuration {
     HumanDuration::from_millis(5000)
 }
 
+/// What is wrong with a probe's URL, if anything: it must be an absolute http(s)
+/// URL whose host is an IP address or an RFC 1123 name (it never reaches a shell,
+/// but a host that is neither is a typo or an injection attempt). Shared by the
+/// `http` and `traffic` probes.
+pub(crate) fn url_problem(url: &str) -> Option<String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            let host = u.host_str().unwrap_or_default();
+            crate::target::host::check_host(host).err().map(|_| {
+                format!(
+                    "found host `{host}` in the URL, {}",
+                    crate::target::host::HOST_EXPECTED
+                )
+            })
+        }
+        Ok(u) => Some(format!(
+            "found scheme `{}`, expected http or https",
+            u.scheme()
+        )),
+        Err(e) => Some(format!("found `{url}`, expected an absolute URL ({e})")),
+    }
+}
+
 impl HttpProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        match reqwest::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                let host = u.host_str().unwrap_or_default();
-                if crate::target::host::check_host(host).is_err() {
-                    errs.push((
-                        "url".into(),
-                        format!(
-                            "found host `{host}` in the URL, {}",
-                            crate::target::host::HOST_EXPECTED
-                        ),
-                    ));
-                }
-            }
-            Ok(u) => errs.push((
-                "url".into(),
-                format!("found scheme `{}`, expected http or https", u.scheme()),
-            )),
-            Err(e) => errs.push((
-                "url".into(),
-                format!("found `{}`, expected an absolute URL ({e})", self.url),
-            )),
+        if let Some(problem) = url_problem(&self.url) {
+            errs.push(("url".into(), problem));
         }
         if reqwest::Method::from_bytes(self.method.as_bytes()).is_err() {
             errs.push((

@@ -107,23 +107,8 @@ pub struct Sample {
 impl TrafficProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        match reqwest::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                let host = u.host_str().unwrap_or_default();
-                if crate::target::host::check_host(host).is_err() {
-                    errs.push((
-                        "url".into(),
-                        format!(
-                            "found host `{host}` in the URL, {}",
-                            crate::target::host::HOST_EXPECTED
-                        ),
-                    ));
-                }
-            }
-            _ => errs.push((
-                "url".into(),
-                format!("found `{}`, expected an absolute http(s) URL", self.url),
-            )),
+        if let Some(problem) = super::http::url_problem(&self.url) {
+            errs.push(("url".into(), problem));
         }
         if reqwest::Method::from_bytes(self.method.to_uppercase().as_bytes()).is_err() {
             errs.push((
