@@ -76,7 +76,9 @@ fn html_is_self_contained() {
         "3f1c9a4e5b7d2c8f0a6e1b3d5c7f9a2e4b6d8c0f1a3e5b7d9c2f4a6e8b0d1c3f",
         "PASSED",
         "Exit code <strong>0</strong>",
-        "2.4 s (4% of RTO)",
+        "8.1 s (resolution 200 ms), 13% of RTO",
+        "From the disruption (the first fault taking effect)",
+        "Recovery time after recovery started",
         "1 min",
         "Identified improvements",
         "slow-detection",
@@ -292,6 +294,7 @@ fn sparse_runs_render_in_every_format() {
         max_duration_ms: 60_000.0,
         recovery_ms: None,
         rto_met: None,
+        ..ObjectivesRecord::default()
     };
     r.outcome = Outcome {
         status: Status::Failed,
