@@ -778,19 +778,26 @@ impl Engine {
         let series = run.indicators.finish(budget, &control.hurry).await;
         let m = measure(&series, run.disruption_start_ms);
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
-        self.timeline.event(
-            Phase::SteadyState,
-            "service_measured",
-            None,
-            format!(
-                "service {}: detected after {}, down for {}, restored {} after the disruption (resolution {})",
+        let msg = match m.state {
+            ServiceState::NotMeasured => {
+                "service figures not measured: no indicator observed a disruption".to_string()
+            }
+            ServiceState::NotRestored => format!(
+                "service down {} after the disruption and NOT restored (resolution {})",
+                f(m.detect_ms),
+                f(m.resolution_ms)
+            ),
+            _ => format!(
+                "service {}: down after {}, for {}; restored {} after the disruption (resolution {})",
                 m.state.label(),
                 f(m.detect_ms),
                 f(m.downtime_ms),
                 f(m.rto_measured_ms),
                 f(m.resolution_ms)
             ),
-        );
+        };
+        self.timeline
+            .event(Phase::SteadyState, "service_measured", None, msg);
         (series, m)
     }
 

@@ -866,3 +866,48 @@ fn quickstart_with_a_2s_outage_meets_its_rto_with_figures_near_the_truth() {
     assert_eq!(o.disruption_start_ms, Some(effective.t_ms));
     assert_eq!(o.rpo_ms, None);
 }
+
+/// With no fault injected (its level is above `--level`) no indicator observed a
+/// disruption: the RTO is "not measured", never "met", and nothing fails for it.
+#[test]
+fn a_drill_without_an_injected_fault_has_its_rto_not_measured() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 2000);
+    let text = std::fs::read_to_string("scenarios/quickstart.yaml")
+        .unwrap()
+        .replace("level: smoke", "level: full");
+    let scen = write_scenario(dir.path(), &text);
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .arg("run")
+        .arg(&scen)
+        .args(["--level", "smoke", "--run-id", "rto_none"])
+        .arg("--var")
+        .arg(format!("port={}", demo.port))
+        .arg("--var")
+        .arg(format!("pidfile={}", demo.pidfile.display()))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j = journal(&reports);
+    let o = &j.objectives;
+    assert_eq!(o.service, firedrill::model::ServiceState::NotMeasured);
+    assert_eq!(o.rto_met, None);
+    assert_eq!(o.disruption_start_ms, None);
+    assert_eq!((o.downtime_ms, o.rto_measured_ms), (None, None));
+    assert!(
+        !j.outcome.reason.contains("RTO"),
+        "an unmeasured RTO fails nothing: {}",
+        j.outcome.reason
+    );
+    let md = std::fs::read_to_string(report_dir(&reports).join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| RTO (measured):"))
+        .unwrap();
+    assert!(row.ends_with("| not measured |"), "{row}");
+}
