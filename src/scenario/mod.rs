@@ -55,7 +55,7 @@ pub struct Scenario {
     /// Service indicators: probes that say "the service works for its users", observed every `interval` from just before the first fault until the end of the post-recovery check. Downtime, time to detect and the measured RTO come from them. Without any, the prechecks serve as indicators.
     #[serde(default)]
     pub indicators: Vec<Indicator>,
-    /// Steady-state checks run before anything is injected; any failure means no fault is injected. They are re-checked after recovery to measure recovery time.
+    /// Steady-state checks run before anything is injected; any failure means no fault is injected. They are re-checked after recovery (the steady state), and observed as the service indicators when no `indicators` are declared.
     #[serde(default)]
     pub prechecks: Vec<Check>,
     /// Faults injected in file order, each followed by its `ramp_up`.
