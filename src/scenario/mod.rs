@@ -46,13 +46,13 @@ pub struct Scenario {
     /// Named places where faults and commands act. `local` (this host) is always defined.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetSpec>,
-    /// Recovery-time objective and the hard cap on the drill's duration.
+    /// Recovery-time and recovery-point objectives, and the hard cap on the drill's duration.
     #[serde(default)]
     pub objectives: Objectives,
     /// Stop conditions, checked continuously while any fault is active; a breach aborts the drill (recovery still runs).
     #[serde(default)]
     pub guards: Vec<Guard>,
-    /// Service indicators: probes that say "the service works for its users", observed every `interval` from just before the first fault until the end of the post-recovery check. Downtime, time to detect and the measured RTO come from them. Without any, the prechecks serve as indicators.
+    /// Service indicators: probes that say "the service works for its users", observed every `interval` from just before the first fault until they are seen restored after the steady-state re-check (at most as long as that re-check may wait). Downtime, time to detect and the measured RTO come from them. Without any, the prechecks serve as indicators.
     #[serde(default)]
     pub indicators: Vec<Indicator>,
     /// Steady-state checks run before anything is injected; any failure means no fault is injected. They are re-checked after recovery (the steady state), and observed as the service indicators when no `indicators` are declared.
