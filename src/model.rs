@@ -139,17 +139,106 @@ pub enum AbortReason {
     Panic,
 }
 
-/// Objectives and measurements.
+/// Objectives and measurements. Service figures (`detect_ms`, `downtime_ms`,
+/// `rto_measured_ms`) come from the service indicators and are measured from the
+/// disruption: the first fault taking effect.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ObjectivesRecord {
     /// Declared RTO, ms.
     pub rto_ms: Option<f64>,
     /// Declared cap on the drill, ms.
     pub max_duration_ms: f64,
-    /// Time from recovery start until the prechecks held again, ms (None when not measured).
+    /// Time from recovery start (faults reverted) until the steady-state probes held
+    /// again, ms. Not the RTO: it ignores the outage before recovery started.
     pub recovery_ms: Option<f64>,
-    /// Whether `recovery_ms <= rto_ms` (None when either is missing).
+    /// Whether `rto_measured_ms <= rto_ms`; false when the service was not restored;
+    /// None when no RTO is declared or nothing was measured.
     pub rto_met: Option<bool>,
+    /// Whether missing an objective fails the drill.
+    #[serde(default = "yes")]
+    pub critical: bool,
+    /// What the indicators saw; `not_measured` in journals written before they existed.
+    #[serde(default)]
+    pub service: ServiceState,
+    /// Names of the probes observed as service indicators.
+    #[serde(default)]
+    pub indicators: Vec<String>,
+    /// Monotonic ms since run start when the first fault took effect.
+    #[serde(default)]
+    pub disruption_start_ms: Option<f64>,
+    /// From the disruption until an indicator was first seen down, ms.
+    #[serde(default)]
+    pub detect_ms: Option<f64>,
+    /// From the first down observation until restored, ms (0 when never down).
+    #[serde(default)]
+    pub downtime_ms: Option<f64>,
+    /// From the disruption until restored (first of `restored_after` consecutive good
+    /// observations of every indicator), ms (0 when never down).
+    #[serde(default)]
+    pub rto_measured_ms: Option<f64>,
+    /// The indicators' observation interval, ms: each figure is exact to within it
+    /// (plus the probe's own time).
+    #[serde(default)]
+    pub resolution_ms: Option<f64>,
+    /// Declared RPO, ms.
+    #[serde(default)]
+    pub rpo_objective_ms: Option<f64>,
+    /// Measured data-loss window, ms; None: no probe measures one yet.
+    #[serde(default)]
+    pub rpo_ms: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ObjectivesRecord {
+    /// Nothing declared, nothing measured; objectives critical (the scenario default).
+    fn default() -> Self {
+        ObjectivesRecord {
+            rto_ms: None,
+            max_duration_ms: 0.0,
+            recovery_ms: None,
+            rto_met: None,
+            critical: true,
+            service: ServiceState::NotMeasured,
+            indicators: Vec::new(),
+            disruption_start_ms: None,
+            detect_ms: None,
+            downtime_ms: None,
+            rto_measured_ms: None,
+            resolution_ms: None,
+            rpo_objective_ms: None,
+            rpo_ms: None,
+        }
+    }
+}
+
+/// What the service indicators saw of the disruption.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// No indicator observed after a disruption (no fault took effect, no indicator).
+    #[default]
+    NotMeasured,
+    /// Every observation after the disruption was good: downtime and RTO are 0.
+    NeverDown,
+    /// Down, then restored.
+    Restored,
+    /// Down and still not restored when observation ended.
+    NotRestored,
+}
+
+impl ServiceState {
+    /// In words, as the reports show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ServiceState::NotMeasured => "not measured",
+            ServiceState::NeverDown => "never went down",
+            ServiceState::Restored => "went down and was restored",
+            ServiceState::NotRestored => "went down and was NOT restored",
+        }
+    }
 }
 
 pub use crate::rt::Phase;

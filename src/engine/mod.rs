@@ -19,6 +19,7 @@
 mod abort;
 pub(crate) mod check;
 mod guards;
+mod indicators;
 pub mod ledger;
 pub(crate) mod lock;
 mod outcome;

@@ -21,8 +21,13 @@ pub(super) struct Verdict<'a> {
     pub(super) steady_ok: bool,
     /// The declared RTO, ms.
     pub(super) rto_ms: Option<f64>,
-    /// The measured recovery time, ms.
-    pub(super) recovery_ms: Option<f64>,
+    /// The measured RTO: from the disruption until the service indicators were
+    /// restored, ms (None when not measured or not restored).
+    pub(super) rto_measured_ms: Option<f64>,
+    /// Whether the service indicators saw the service restored (None: not measured).
+    pub(super) service_restored: Option<bool>,
+    /// Whether missing the RTO fails the drill.
+    pub(super) objectives_critical: bool,
     /// Every recovery step passed.
     pub(super) recovery_steps_ok: bool,
 }
@@ -60,12 +65,23 @@ pub(super) fn decide(v: &Verdict) -> (Status, String) {
             Status::Failed,
             "steady state did not return after recovery".into(),
         )
-    } else if let (Some(rto), Some(took)) = (v.rto_ms, v.recovery_ms)
+    } else if let Some(rto) = v.rto_ms
+        && v.objectives_critical
+        && v.service_restored == Some(false)
+    {
+        (
+            Status::Failed,
+            format!("the service was not restored (RTO {rto:.0} ms)"),
+        )
+    } else if let (Some(rto), Some(took)) = (v.rto_ms, v.rto_measured_ms)
+        && v.objectives_critical
         && took > rto
     {
         (
             Status::Failed,
-            format!("recovery took {took:.0} ms, above the RTO of {rto:.0} ms"),
+            format!(
+                "measured RTO {took:.0} ms (disruption to service restored) is above the RTO of {rto:.0} ms"
+            ),
         )
     } else if !v.recovery_steps_ok {
         (Status::Failed, "a recovery step failed".into())
@@ -105,7 +121,9 @@ mod tests {
             critical_failed: false,
             steady_ok: true,
             rto_ms: None,
-            recovery_ms: None,
+            rto_measured_ms: None,
+            service_restored: None,
+            objectives_critical: true,
             recovery_steps_ok: true,
         }
     }
@@ -190,7 +208,8 @@ mod tests {
             critical_failed: true,
             steady_ok: false,
             rto_ms: Some(1000.0),
-            recovery_ms: Some(1500.0),
+            rto_measured_ms: Some(1500.0),
+            service_restored: Some(true),
             recovery_steps_ok: false,
             ..passing(&[])
         };
@@ -220,11 +239,46 @@ mod tests {
         said(
             &v,
             Status::Failed,
-            "recovery took 1500 ms, above the RTO of 1000 ms",
+            "measured RTO 1500 ms (disruption to service restored) is above the RTO of 1000 ms",
         );
-        v.recovery_ms = Some(1000.0);
+        v.rto_measured_ms = Some(1000.0);
         said(&v, Status::Failed, "a recovery step failed");
         v.recovery_steps_ok = true;
         said(&v, Status::Passed, "every critical assertion held");
+    }
+
+    #[test]
+    fn a_missed_rto_fails_unless_non_critical_and_unmeasured_never_fails() {
+        let v = Verdict {
+            rto_ms: Some(5000.0),
+            rto_measured_ms: Some(6100.0),
+            service_restored: Some(true),
+            ..passing(&[])
+        };
+        assert_eq!(decide(&v).0, Status::Failed);
+        let lenient = Verdict {
+            objectives_critical: false,
+            ..v
+        };
+        assert_eq!(decide(&lenient).0, Status::Passed);
+        let down = Verdict {
+            rto_measured_ms: None,
+            service_restored: Some(false),
+            ..passing(&[])
+        };
+        assert_eq!(
+            decide(&Verdict {
+                rto_ms: Some(5000.0),
+                ..down
+            })
+            .0,
+            Status::Failed
+        );
+        // Not measured is not a failure, and not met either (see the record).
+        let unmeasured = Verdict {
+            rto_ms: Some(5000.0),
+            ..passing(&[])
+        };
+        assert_eq!(decide(&unmeasured).0, Status::Passed);
     }
 }

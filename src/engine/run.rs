@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::abort::Abort;
 use super::check::run_check;
 use super::guards::Guards;
+use super::indicators::{Indicators, Measured, Series, measure};
 use super::ledger::{self, Entry, Ledger, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
 use super::outcome::{Verdict, decide, revert_gaps};
@@ -73,6 +74,11 @@ struct RunState {
     watcher: JoinHandle<()>,
     /// Started with the first fault, stopped when recovery starts.
     guards: Guards,
+    /// The service indicators, from just before the first fault until the service
+    /// is seen restored after the steady-state re-check.
+    indicators: Indicators,
+    /// When the first fault took effect: every service figure is counted from here.
+    disruption_start_ms: Option<f64>,
     /// The `traffic:` loads, from after the prechecks to after the steady state.
     traffic: Section,
     /// Where each injected fault's step is in `steps`, by ledger sequence number:
@@ -93,6 +99,8 @@ impl RunState {
             ),
             abort,
             guards: Guards::default(),
+            indicators: Indicators::default(),
+            disruption_start_ms: None,
             traffic: Section::not_started(&drill.scenario.traffic),
             injected: BTreeMap::new(),
             injection_failed: false,
@@ -210,8 +218,9 @@ impl Engine {
         self.verify(&mut run).await;
         let recovered = self.recover(&mut run, &control).await;
         let steady = self.steady_state(&mut run, &recovered, &control).await;
+        let service = self.service_figures(&mut run, &control).await;
         self.finish(&mut run, &control).await;
-        self.outcome(run, recovered, steady, started_at)
+        self.outcome(run, recovered, steady, service, started_at)
     }
 
     /// Setup: names the drill, the run and its ledger on the timeline.
@@ -269,6 +278,17 @@ impl Engine {
     async fn inject(&self, run: &mut RunState) {
         self.runtime.set_phase(Phase::Fault);
         let tl = &self.timeline;
+        // The indicators see the service before the first fault, to see it change.
+        if !run.abort.is_tripped()
+            && self
+                .drill
+                .faults
+                .iter()
+                .any(|f| f.step.level <= self.opts.level)
+        {
+            run.indicators
+                .start(&self.drill, &self.http, &self.timeline);
+        }
         for f in &self.drill.faults {
             let ttl = f
                 .step
@@ -412,6 +432,17 @@ impl Engine {
         if ok {
             self.timeline
                 .event(Phase::Fault, "fault_effective", Some(&f.step.name), msg);
+            // The disruption starts when the first fault took effect: the time of
+            // its `fault_effective` event, so that journal and timeline agree.
+            if run.disruption_start_ms.is_none() {
+                run.disruption_start_ms = self
+                    .timeline
+                    .events()
+                    .iter()
+                    .rev()
+                    .find(|e| e.event == "fault_effective")
+                    .map(|e| e.t_ms);
+            }
             Ok(())
         } else {
             Err(format!("measured effect differs from declared: {msg}"))
@@ -728,6 +759,48 @@ impl Engine {
         }
     }
 
+    /// The service figures: the indicators are observed until they are restored (at
+    /// most as long as the steady-state re-check may wait), then measured from the
+    /// disruption.
+    async fn service_figures(
+        &self,
+        run: &mut RunState,
+        control: &Control,
+    ) -> (Vec<Series>, Measured) {
+        let budget = self
+            .drill
+            .scenario
+            .objectives
+            .rto
+            .map_or(Duration::from_secs(30), |r| {
+                (r.0 * 2).max(Duration::from_secs(5))
+            });
+        let series = run.indicators.finish(budget, &control.hurry).await;
+        let m = measure(&series, run.disruption_start_ms);
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+        let msg = match m.state {
+            ServiceState::NotMeasured => {
+                "service figures not measured: no indicator observed a disruption".to_string()
+            }
+            ServiceState::NotRestored => format!(
+                "service down {} after the disruption and NOT restored (resolution {})",
+                f(m.detect_ms),
+                f(m.resolution_ms)
+            ),
+            _ => format!(
+                "service {}: down after {}, for {}; restored {} after the disruption (resolution {})",
+                m.state.label(),
+                f(m.detect_ms),
+                f(m.downtime_ms),
+                f(m.rto_measured_ms),
+                f(m.resolution_ms)
+            ),
+        };
+        self.timeline
+            .event(Phase::SteadyState, "service_measured", None, msg);
+        (series, m)
+    }
+
     /// The run is over: the traffic loads are judged, the watcher stops, the ledger
     /// is closed and every helper process reaped.
     async fn finish(&self, run: &mut RunState, control: &Control) {
@@ -756,6 +829,7 @@ impl Engine {
         run: RunState,
         recovered: Recovered,
         steady: Steady,
+        (series, service): (Vec<Series>, Measured),
         started_at: String,
     ) -> RunRecord {
         self.runtime.set_phase(Phase::Report);
@@ -780,7 +854,13 @@ impl Engine {
             critical_failed: critical_failed || guard_breached,
             steady_ok: steady.ok,
             rto_ms,
-            recovery_ms: steady.recovery_ms,
+            rto_measured_ms: service.rto_measured_ms,
+            service_restored: match service.state {
+                ServiceState::NotMeasured => None,
+                ServiceState::NotRestored => Some(false),
+                _ => Some(true),
+            },
+            objectives_critical: sc.objectives.critical,
             recovery_steps_ok: recovered.steps_ok,
         });
         self.timeline.event_unprinted(
@@ -799,10 +879,22 @@ impl Engine {
             rto_ms,
             max_duration_ms: ms(sc.objectives.max_duration.0),
             recovery_ms: steady.recovery_ms,
-            rto_met: match (rto_ms, steady.recovery_ms) {
-                (Some(r), Some(m)) => Some(m <= r),
+            rto_met: match (rto_ms, service.state, service.rto_measured_ms) {
+                (Some(_), ServiceState::NotRestored, _) => Some(false),
+                (Some(r), _, Some(m)) => Some(m <= r),
                 _ => None,
             },
+            critical: sc.objectives.critical,
+            service: service.state,
+            indicators: series.into_iter().map(|s| s.name).collect(),
+            disruption_start_ms: run.disruption_start_ms,
+            detect_ms: service.detect_ms,
+            downtime_ms: service.downtime_ms,
+            rto_measured_ms: service.rto_measured_ms,
+            resolution_ms: service.resolution_ms,
+            rpo_objective_ms: sc.objectives.rpo.map(|d| ms(d.0)),
+            // No probe measures a data-loss window yet: never claim one.
+            rpo_ms: None,
         };
         self.record(started_at, outcome, objectives, run.steps, recovered.guards)
     }

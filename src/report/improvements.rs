@@ -294,10 +294,11 @@ fn fault_rules(record: &RunRecord, s: &StepRecord, f: &FaultRecord, out: &mut Ve
     }
 }
 
-/// `rto-exceeded` / `rto-near`: measured recovery time against the declared RTO.
+/// `rto-exceeded` / `rto-near`: the measured RTO (disruption until the service
+/// indicators were restored) against the declared RTO.
 fn rto_rule(record: &RunRecord) -> Option<Improvement> {
     let o = &record.objectives;
-    let (rto, took) = (o.rto_ms?, o.recovery_ms?);
+    let (rto, took) = (o.rto_ms?, o.rto_measured_ms?);
     if rto <= 0.0 {
         return None;
     }
@@ -308,7 +309,7 @@ fn rto_rule(record: &RunRecord) -> Option<Improvement> {
             Severity::High,
             "recovery time objective exceeded",
             "Recovery is slower than promised: shorten the slowest part of the recovery \
-             (see the timeline: revert, recovery steps, time until the prechecks held), \
+             (see the timeline: detection, time until recovery started, revert, recovery steps, time until the indicators were restored), \
              automate manual steps, or renegotiate the RTO with the business owner.",
         )
     } else if share > RTO_NEAR_SHARE {
@@ -327,7 +328,7 @@ fn rto_rule(record: &RunRecord) -> Option<Improvement> {
         severity,
         title: title.into(),
         evidence: format!(
-            "recovery took {} against an RTO of {} ({:.0}% of it; warning above {:.0}%)",
+            "service restored {} after the disruption (measured RTO) against an RTO of {} ({:.0}% of it; warning above {:.0}%)",
             human_ms(took),
             human_ms(rto),
             100.0 * share,

@@ -46,13 +46,16 @@ pub struct Scenario {
     /// Named places where faults and commands act. `local` (this host) is always defined.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetSpec>,
-    /// Recovery-time objective and the hard cap on the drill's duration.
+    /// Recovery-time and recovery-point objectives, and the hard cap on the drill's duration.
     #[serde(default)]
     pub objectives: Objectives,
     /// Stop conditions, checked continuously while any fault is active; a breach aborts the drill (recovery still runs).
     #[serde(default)]
     pub guards: Vec<Guard>,
-    /// Steady-state checks run before anything is injected; any failure means no fault is injected. They are re-checked after recovery to measure recovery time.
+    /// Service indicators: probes that say "the service works for its users", observed every `interval` from just before the first fault until they are seen restored after the steady-state re-check (at most as long as that re-check may wait). Downtime, time to detect and the measured RTO come from them. Without any, the prechecks serve as indicators.
+    #[serde(default)]
+    pub indicators: Vec<Indicator>,
+    /// Steady-state checks run before anything is injected; any failure means no fault is injected. They are re-checked after recovery (the steady state), and observed as the service indicators when no `indicators` are declared.
     #[serde(default)]
     pub prechecks: Vec<Check>,
     /// Faults injected in file order, each followed by its `ramp_up`.
@@ -96,9 +99,15 @@ pub struct Metadata {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Objectives {
-    /// Recovery-time objective: after recovery starts, the prechecks must hold again within this time.
+    /// Recovery-time objective: the service indicators must be restored within this time of the disruption (the first fault taking effect). A measured RTO above it fails the drill unless `critical: false`.
     #[serde(default)]
     pub rto: Option<HumanDuration>,
+    /// Recovery-point objective (largest acceptable data-loss window). No probe measures data loss yet, so it is reported as "not measured", never as met.
+    #[serde(default)]
+    pub rpo: Option<HumanDuration>,
+    /// Whether missing an objective fails the drill (exit 1); `false` reports it without failing.
+    #[serde(default = "yes")]
+    pub critical: bool,
     /// Hard cap on the whole drill; when it is reached the drill aborts and recovers. Also the default fault `ttl`.
     #[serde(default = "default_max_duration")]
     pub max_duration: HumanDuration,
@@ -112,6 +121,8 @@ impl Default for Objectives {
     fn default() -> Self {
         Self {
             rto: None,
+            rpo: None,
+            critical: true,
             max_duration: default_max_duration(),
         }
     }
@@ -184,10 +195,6 @@ pub struct Check {
     pub retries: u32,
 }
 
-fn yes() -> bool {
-    true
-}
-
 pub(crate) fn default_interval() -> HumanDuration {
     HumanDuration::from_millis(500)
 }
@@ -213,6 +220,37 @@ pub struct Guard {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A service indicator: one probe whose expectation says the service works for its users.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Indicator {
+    /// Unique name of the indicator.
+    pub name: String,
+    /// What to observe.
+    pub probe: ProbeSpec,
+    /// What holds while the service is up; an observation where it does not counts as down.
+    #[serde(default)]
+    pub expect: Expect,
+    /// Time between observations; the resolution of every figure measured from them.
+    #[serde(default = "indicator_interval")]
+    pub interval: HumanDuration,
+    /// Consecutive good observations that count as restored (restored = the first of them).
+    #[serde(default = "three")]
+    pub restored_after: u32,
+}
+
+pub(crate) fn indicator_interval() -> HumanDuration {
+    HumanDuration::from_millis(200)
+}
+
+pub(crate) fn three() -> u32 {
+    3
 }
 
 /// One fault to inject. `kind` selects the fault and `with` holds its parameters.

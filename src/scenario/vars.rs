@@ -204,7 +204,7 @@ pub fn substitute(v: &mut Value, vars: &Resolved, path: &str, errors: &mut Vec<U
 }
 
 /// Whether the field at `path` is a shell command line by design: `command.run` of a
-/// command probe (in prechecks, verifications or guards; also in the `!command` tag
+/// command probe (in prechecks, verifications, guards or indicators; also in the `!command` tag
 /// form) or of a recovery step.
 pub(crate) fn is_shell_field(path: &str) -> bool {
     let parts: Vec<&str> = path.split('.').collect();
@@ -216,7 +216,7 @@ pub(crate) fn is_shell_field(path: &str) -> bool {
     match parts.as_slice() {
         [s, "command", "run"] => section(s, &["recovery"]),
         [s, "probe", "command", "run"] | [s, "probe", "run"] => {
-            section(s, &["prechecks", "verifications", "guards"])
+            section(s, &["prechecks", "verifications", "guards", "indicators"])
         }
         _ => false,
     }

@@ -768,3 +768,146 @@ fn a_non_root_drill_sees_the_lock_of_a_root_drill() {
     assert_eq!(first_code, Some(1));
     assert_ne!(marker.state(), 'T');
 }
+
+/// The quickstart against a demo whose supervisor waits `delay_ms` before restarting
+/// the killed worker: exit code and journal.
+fn quickstart_with_restart_delay(
+    delay_ms: u64,
+    run_id: &str,
+) -> (i32, firedrill::model::RunRecord) {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), delay_ms);
+    let state = dir.path().join("state");
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .args(["run", "scenarios/quickstart.yaml", "--run-id", run_id])
+        .arg("--var")
+        .arg(format!("port={}", demo.port))
+        .arg("--var")
+        .arg(format!("pidfile={}", demo.pidfile.display()))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_eq!(pending_in_ledger(&state, run_id), 0);
+    let j = journal(&reports);
+    let md = std::fs::read_to_string(report_dir(&reports).join("report.md")).unwrap();
+    assert!(
+        md.contains("RTO (measured): From the disruption (the first fault taking effect)"),
+        "the report defines the measured RTO where it shows it:\n{md}"
+    );
+    (out.status.code().unwrap_or(-1), j)
+}
+
+/// How far a figure may be from the truth: one indicator interval (200 ms) plus the
+/// indicator probe's own timeout (500 ms).
+const SLACK_MS: f64 = 200.0 + 500.0;
+
+/// The outage is the supervisor's delay, from the kill until the new worker answers
+/// (plus its start-up, well under the slack).
+fn assert_near(what: &str, measured: Option<f64>, truth: f64) {
+    let m = measured.unwrap_or_else(|| panic!("{what} not measured"));
+    assert!(
+        (truth - SLACK_MS..=truth + SLACK_MS).contains(&m),
+        "{what} = {m:.0} ms, expected {truth:.0} ms ± {SLACK_MS:.0} ms"
+    );
+}
+
+/// The RTO used to be counted from recovery start, so a 6 s outage against a 5 s RTO
+/// passed as "4 ms, met". Counted from the kill, it fails with about 6 s of downtime.
+#[test]
+fn quickstart_with_a_6s_outage_fails_its_5s_rto_measured_from_the_kill() {
+    let (code, j) = quickstart_with_restart_delay(6000, "rto_long");
+    let o = &j.objectives;
+    assert_eq!(code, 1, "{:?}", j.outcome);
+    assert_eq!(j.outcome.status, Status::Failed);
+    assert!(
+        j.outcome.reason.starts_with("measured RTO"),
+        "fails on its RTO: {}",
+        j.outcome.reason
+    );
+    assert_eq!(o.service, firedrill::model::ServiceState::Restored);
+    assert_eq!(o.indicators, ["demo answers"]);
+    assert_eq!(o.rto_met, Some(false));
+    assert_eq!(o.resolution_ms, Some(200.0));
+    assert_near("downtime_ms", o.downtime_ms, 6000.0);
+    assert_near("rto_measured_ms", o.rto_measured_ms, 6000.0);
+    assert!(o.rto_measured_ms.unwrap() >= 6000.0, "{o:?}");
+    assert!(o.detect_ms.unwrap() <= SLACK_MS, "{o:?}");
+    // Every critical check held: only the objective failed the drill.
+    assert!(
+        j.steps
+            .iter()
+            .all(|s| !s.critical || s.status != StepStatus::Failed),
+        "{:?}",
+        j.steps
+    );
+}
+
+/// A 2 s outage meets the 5 s RTO, with figures within one interval of the truth.
+#[test]
+fn quickstart_with_a_2s_outage_meets_its_rto_with_figures_near_the_truth() {
+    let (code, j) = quickstart_with_restart_delay(2000, "rto_short");
+    let o = &j.objectives;
+    assert_eq!(code, 0, "{:?}", j.outcome);
+    assert_eq!(o.service, firedrill::model::ServiceState::Restored);
+    assert_eq!(o.rto_met, Some(true));
+    assert_near("downtime_ms", o.downtime_ms, 2000.0);
+    assert_near("rto_measured_ms", o.rto_measured_ms, 2000.0);
+    assert!(o.rto_measured_ms.unwrap() >= 2000.0, "{o:?}");
+    // The disruption is the kill taking effect.
+    let effective = j
+        .timeline
+        .iter()
+        .find(|e| e.event == "fault_effective")
+        .unwrap();
+    assert_eq!(o.disruption_start_ms, Some(effective.t_ms));
+    assert_eq!(o.rpo_ms, None);
+}
+
+/// With no fault injected (its level is above `--level`) no indicator observed a
+/// disruption: the RTO is "not measured", never "met", and nothing fails for it.
+#[test]
+fn a_drill_without_an_injected_fault_has_its_rto_not_measured() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 2000);
+    let text = std::fs::read_to_string("scenarios/quickstart.yaml")
+        .unwrap()
+        .replace("level: smoke", "level: full");
+    let scen = write_scenario(dir.path(), &text);
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .arg("run")
+        .arg(&scen)
+        .args(["--level", "smoke", "--run-id", "rto_none"])
+        .arg("--var")
+        .arg(format!("port={}", demo.port))
+        .arg("--var")
+        .arg(format!("pidfile={}", demo.pidfile.display()))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j = journal(&reports);
+    let o = &j.objectives;
+    assert_eq!(o.service, firedrill::model::ServiceState::NotMeasured);
+    assert_eq!(o.rto_met, None);
+    assert_eq!(o.disruption_start_ms, None);
+    assert_eq!((o.downtime_ms, o.rto_measured_ms), (None, None));
+    assert!(
+        !j.outcome.reason.contains("RTO"),
+        "an unmeasured RTO fails nothing: {}",
+        j.outcome.reason
+    );
+    let md = std::fs::read_to_string(report_dir(&reports).join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| RTO (measured):"))
+        .unwrap();
+    assert!(row.ends_with("| not measured |"), "{row}");
+}

@@ -230,6 +230,7 @@ fn file_of(name: &str) -> String {
 #[test_case("31-duplicate-key")]
 #[test_case("32-unknown-key-in-json-check")]
 #[test_case("33-tab-indentation")]
+#[test_case("34-indicator-never-restored")]
 #[test_case("40-five-problems-in-one-file")]
 fn rejected_before_anything_runs(name: &str) {
     let mut sb = Sandbox::new(name);

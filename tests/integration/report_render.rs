@@ -76,7 +76,9 @@ fn html_is_self_contained() {
         "3f1c9a4e5b7d2c8f0a6e1b3d5c7f9a2e4b6d8c0f1a3e5b7d9c2f4a6e8b0d1c3f",
         "PASSED",
         "Exit code <strong>0</strong>",
-        "2.4 s (4% of RTO)",
+        "8.1 s (resolution 200 ms), 13% of RTO",
+        "From the disruption (the first fault taking effect)",
+        "Recovery time after recovery started",
         "1 min",
         "Identified improvements",
         "slow-detection",
@@ -292,6 +294,7 @@ fn sparse_runs_render_in_every_format() {
         max_duration_ms: 60_000.0,
         recovery_ms: None,
         rto_met: None,
+        ..ObjectivesRecord::default()
     };
     r.outcome = Outcome {
         status: Status::Failed,
@@ -482,4 +485,53 @@ fn markdown_breakout_names_stay_inside_their_line() {
     assert!(!md.contains("<b>"), "HTML from data");
     assert!(!md.contains('\r'));
     insta::assert_snapshot!("report_md_breakout", md);
+}
+
+/// The objective row of the Markdown report named `name`, as one line.
+fn objective_row<'a>(md: &'a str, name: &str) -> &'a str {
+    md.lines()
+        .find(|l| l.starts_with(&format!("| {name}:")))
+        .unwrap_or_else(|| panic!("no `{name}` row in:\n{md}"))
+}
+
+/// Nothing measured is never "met": with no indicator observation (e.g. no fault took
+/// effect) the RTO, downtime and a declared RPO all say "not measured", even in a
+/// journal whose `rto_met` claims otherwise.
+#[test]
+fn unmeasured_rto_and_rpo_are_not_measured_never_met() {
+    let mut r = record();
+    r.objectives.service = ServiceState::NotMeasured;
+    r.objectives.rto_met = Some(true);
+    r.objectives.rpo_objective_ms = Some(1_000.0);
+    let md = render(&r, Format::Md, None).unwrap();
+    let rto = objective_row(&md, "RTO (measured)");
+    assert!(rto.ends_with("| not measured |"), "{rto}");
+    assert!(rto.contains("not measured (no indicator observed"), "{rto}");
+    let rpo = objective_row(&md, "RPO");
+    assert!(
+        rpo.ends_with("| 1.0 s | not measured | not measured |"),
+        "{rpo}"
+    );
+    assert!(objective_row(&md, "Downtime").contains("not measured"));
+    // Never down: the figures are 0, and the report says why.
+    r.objectives.service = ServiceState::NeverDown;
+    r.objectives.rto_measured_ms = Some(0.0);
+    r.objectives.downtime_ms = Some(0.0);
+    let md = render(&r, Format::Md, None).unwrap();
+    let rto = objective_row(&md, "RTO (measured)");
+    assert!(
+        rto.contains("0 ms: never went down (resolution 200 ms)"),
+        "{rto}"
+    );
+    assert!(rto.ends_with("| met |"), "{rto}");
+    // A missed non-critical objective is shown as such.
+    r.objectives.service = ServiceState::Restored;
+    r.objectives.rto_measured_ms = Some(70_000.0);
+    r.objectives.rto_met = Some(false);
+    r.objectives.critical = false;
+    let md = render(&r, Format::Md, None).unwrap();
+    assert!(
+        objective_row(&md, "RTO (measured)").ends_with("| EXCEEDED (non-critical) |"),
+        "{md}"
+    );
 }

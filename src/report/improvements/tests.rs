@@ -97,6 +97,13 @@ fn base() -> RunRecord {
             max_duration_ms: 900_000.0,
             recovery_ms: Some(10_000.0),
             rto_met: Some(true),
+            service: ServiceState::Restored,
+            disruption_start_ms: Some(1_000.0),
+            detect_ms: Some(200.0),
+            downtime_ms: Some(9_800.0),
+            rto_measured_ms: Some(10_000.0),
+            resolution_ms: Some(200.0),
+            ..ObjectivesRecord::default()
         },
         timeline: Vec::new(),
         steps: vec![
@@ -210,7 +217,7 @@ fn reversibility_unknown(r: &mut RunRecord) {
     fault(r).reversible = None;
 }
 fn recovered_in(r: &mut RunRecord, ms: f64) {
-    r.objectives.recovery_ms = Some(ms);
+    r.objectives.rto_measured_ms = Some(ms);
     r.objectives.rto_met = Some(ms <= 60_000.0);
 }
 fn rto_exceeded(r: &mut RunRecord) {
@@ -310,7 +317,7 @@ fn evidence_quotes_the_runs_figures() {
     rto_near(&mut r);
     assert_eq!(
         only(&r, "rto-near").evidence,
-        "recovery took 49.0 s against an RTO of 1 min (82% of it; warning above 80%)"
+        "service restored 49.0 s after the disruption (measured RTO) against an RTO of 1 min (82% of it; warning above 80%)"
     );
 
     let mut r = base();

@@ -47,12 +47,25 @@ pub(crate) struct OutcomeView {
 
 #[derive(Serialize)]
 pub(crate) struct ObjectivesView {
-    /// `met`, `EXCEEDED`, `not measured` or `no RTO declared`.
-    pub rto_label: &'static str,
-    /// Status word for the `cls` helper (passed / failed / skipped).
-    pub rto_status: &'static str,
+    /// One row per figure, each with its definition.
+    pub rows: Vec<ObjectiveRow>,
     /// Whether the run stayed under `max_duration`.
     pub within_max_duration: bool,
+}
+
+/// One objective or figure: what it is, declared next to measured, and the result.
+#[derive(Serialize)]
+pub(crate) struct ObjectiveRow {
+    pub name: &'static str,
+    /// One sentence: what the figure measures, from when to when.
+    pub definition: String,
+    pub declared: String,
+    /// With its resolution.
+    pub measured: String,
+    /// `met`, `EXCEEDED`, `not measured`, `no RTO declared`, or empty for a plain figure.
+    pub result: String,
+    /// Status word for the `cls` helper (passed / failed / skipped).
+    pub status: &'static str,
 }
 
 #[derive(Serialize, Default)]
@@ -266,16 +279,103 @@ fn outcome_view(o: &Outcome) -> OutcomeView {
 }
 
 fn objectives_view(run: &RunRecord) -> ObjectivesView {
+    use crate::model::ServiceState as S;
+    use crate::report::words::human_ms;
     let o = &run.objectives;
-    let (rto_label, rto_status) = match (o.rto_ms, o.rto_met) {
-        (None, _) => ("no RTO declared", "skipped"),
-        (Some(_), Some(true)) => ("met", "passed"),
-        (Some(_), Some(false)) => ("EXCEEDED", "failed"),
-        (Some(_), None) => ("not measured", "skipped"),
+    let declared = |v: Option<f64>| v.map_or("—".to_string(), human_ms);
+    let res = o
+        .resolution_ms
+        .map_or(String::new(), |r| format!(" (resolution {})", human_ms(r)));
+    let by = if o.indicators.is_empty() {
+        String::new()
+    } else {
+        format!(" Indicators: {}.", o.indicators.join(", "))
     };
+    // A service figure in words: measured, zero because never down, or why not.
+    let figure = |v: Option<f64>| match (o.service, v) {
+        (S::NotMeasured, _) => "not measured (no indicator observed a disruption)".to_string(),
+        (S::NeverDown, _) => format!("0 ms: never went down{res}"),
+        (S::NotRestored, None) => "not restored".to_string(),
+        (_, Some(v)) => format!("{}{res}", human_ms(v)),
+        (_, None) => "—".to_string(),
+    };
+    let mut rto_measured = figure(o.rto_measured_ms);
+    if let (Some(m), Some(r)) = (o.rto_measured_ms, o.rto_ms)
+        && r > 0.0
+        && o.service != S::NotMeasured
+    {
+        rto_measured = format!("{rto_measured}, {:.0}% of RTO", 100.0 * m / r);
+    }
+    let lenient = if o.critical { "" } else { " (non-critical)" };
+    let (rto_result, rto_status) = match (o.rto_ms, o.service, o.rto_met) {
+        (None, _, _) => ("no RTO declared".to_string(), "skipped"),
+        (Some(_), S::NotMeasured, _) | (Some(_), _, None) => {
+            ("not measured".to_string(), "skipped")
+        }
+        (Some(_), _, Some(true)) => ("met".to_string(), "passed"),
+        (Some(_), _, Some(false)) => (
+            format!("EXCEEDED{lenient}"),
+            if o.critical { "failed" } else { "medium" },
+        ),
+    };
+    let plain = |name, definition: String, measured| ObjectiveRow {
+        name,
+        definition,
+        declared: "—".into(),
+        measured,
+        result: String::new(),
+        status: "skipped",
+    };
+    let mut rows = vec![
+        ObjectiveRow {
+            name: "RTO (measured)",
+            definition: format!(
+                "From the disruption (the first fault taking effect) until the service \
+                 indicators were restored (the first of the run of good observations in a row \
+                 that each indicator requires).{by}"
+            ),
+            declared: declared(o.rto_ms),
+            measured: rto_measured,
+            result: rto_result,
+            status: rto_status,
+        },
+        plain(
+            "Downtime",
+            "From the first observation of the service down until it was restored.".into(),
+            figure(o.downtime_ms),
+        ),
+        plain(
+            "Time to detect",
+            "From the disruption until an indicator first saw the service down.".into(),
+            match o.service {
+                S::NeverDown => format!("never down{res}"),
+                _ => figure(o.detect_ms),
+            },
+        ),
+    ];
+    if o.rpo_objective_ms.is_some() || o.rpo_ms.is_some() {
+        rows.push(ObjectiveRow {
+            name: "RPO",
+            definition: "Largest data-loss window; measured only by a probe that writes and \
+                         reads back data, and no such probe ran."
+                .into(),
+            declared: declared(o.rpo_objective_ms),
+            measured: o.rpo_ms.map_or("not measured".into(), human_ms),
+            result: "not measured".into(),
+            status: "skipped",
+        });
+    }
+    rows.push(plain(
+        "Recovery time after recovery started",
+        "From the start of recovery (faults being reverted) until the prechecks held again, \
+         re-checked every 250 ms; not the RTO: the outage before recovery started is not in it."
+            .into(),
+        o.recovery_ms.map_or("not measured".into(), |m| {
+            format!("{} (resolution 250 ms)", human_ms(m))
+        }),
+    ));
     ObjectivesView {
-        rto_label,
-        rto_status,
+        rows,
         within_max_duration: run.duration_ms <= o.max_duration_ms,
     }
 }

@@ -20,7 +20,7 @@ use serde_yaml::Value;
 use super::diagnostics::{Diagnostic, Diags, backticked, join, strip_location};
 use crate::probe::traffic::TrafficStep;
 use crate::scenario::{
-    Check, FaultStep, Guard, Metadata, Objectives, RecoveryStep, Scenario, ScenarioKind,
+    Check, FaultStep, Guard, Indicator, Metadata, Objectives, RecoveryStep, Scenario, ScenarioKind,
 };
 use crate::target::TargetSpec;
 
@@ -42,6 +42,7 @@ pub(super) struct Parsed {
     pub targets: BTreeMap<String, Option<TargetSpec>>,
     pub objectives: Option<Objectives>,
     pub guards: Vec<Option<Guard>>,
+    pub indicators: Vec<Option<Indicator>>,
     pub prechecks: Vec<Option<Check>>,
     /// Whether `faults:` is in the file (an absent one is reported as missing, not
     /// as empty).
@@ -73,6 +74,7 @@ impl Parsed {
                 .collect::<Option<_>>()?,
             objectives: self.objectives?,
             guards: all(self.guards)?,
+            indicators: all(self.indicators)?,
             prechecks: all(self.prechecks)?,
             faults: all(self.faults)?,
             verifications: all(self.verifications)?,
@@ -92,6 +94,7 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
         targets: BTreeMap::new(),
         objectives: Some(Objectives::default()),
         guards: vec![],
+        indicators: vec![],
         prechecks: vec![],
         faults_written: false,
         faults: vec![],
@@ -122,6 +125,7 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
             "targets" => p.targets = d.map(v, key),
             "objectives" => p.objectives = d.one(v, key),
             "guards" => p.guards = d.list(v, key),
+            "indicators" => p.indicators = d.list(v, key),
             "prechecks" => p.prechecks = d.list(v, key),
             "faults" => {
                 p.faults_written = true;

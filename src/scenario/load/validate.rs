@@ -187,6 +187,10 @@ pub(super) fn validate(
         ),
         ("guards", step_names(&scenario.guards, |g| g.name.as_str())),
         (
+            "indicators",
+            step_names(&scenario.indicators, |g| g.name.as_str()),
+        ),
+        (
             "traffic",
             step_names(&scenario.traffic, |t| t.name.as_str()),
         ),
@@ -238,6 +242,24 @@ pub(super) fn validate(
         if g.breach_after == 0 {
             errors.push(diag.value_at(
                 &format!("{base}.breach_after"),
+                "found 0, expected at least 1".into(),
+            ));
+        }
+        polled(
+            &base,
+            g.interval.0,
+            &g.probe,
+            &g.expect,
+            targets,
+            diag,
+            errors,
+        );
+    }
+    for (i, g) in decoded(&scenario.indicators) {
+        let base = format!("indicators[{i}]");
+        if g.restored_after == 0 {
+            errors.push(diag.value_at(
+                &format!("{base}.restored_after"),
                 "found 0, expected at least 1".into(),
             ));
         }

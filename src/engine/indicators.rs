@@ -1,0 +1,330 @@
+//! Service indicators: probes that say "the service works for its users", observed
+//! at a short interval from just before the first fault until the service is seen
+//! restored after the post-recovery check. Downtime, time to detect and the measured
+//! RTO are computed from these observations by the pure [`measure`], counted from the
+//! disruption (the first fault taking effect), not from recovery start: an outage
+//! that mostly happened before recovery began still counts in full.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::timeline::Timeline;
+use crate::model::ServiceState;
+use crate::probe::ProbeCtx;
+use crate::rt::sleep_or_cancel;
+use crate::scenario::{Drill, Indicator, indicator_interval, three};
+
+/// One observation of one indicator, in monotonic ms since run start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Obs {
+    /// When the probe was issued: the moment the observation is about.
+    pub(crate) start_ms: f64,
+    /// When its answer (or error, or timeout) came.
+    pub(crate) end_ms: f64,
+    /// Whether the expectation held.
+    pub(crate) ok: bool,
+}
+
+/// Everything one indicator saw.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Series {
+    pub(crate) name: String,
+    pub(crate) interval_ms: f64,
+    pub(crate) restored_after: u32,
+    pub(crate) obs: Vec<Obs>,
+}
+
+/// What the indicators say about the disruption, all in ms.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Measured {
+    pub(crate) state: ServiceState,
+    /// Disruption start until the first down observation.
+    pub(crate) detect_ms: Option<f64>,
+    /// First down observation until restored.
+    pub(crate) downtime_ms: Option<f64>,
+    /// Disruption start until restored.
+    pub(crate) rto_measured_ms: Option<f64>,
+    /// The largest observation interval.
+    pub(crate) resolution_ms: Option<f64>,
+}
+
+/// The indicators a drill observes: its declared ones, or else its prechecks (the
+/// steady state) observed at the default interval.
+pub(crate) fn declared(drill: &Drill) -> Vec<Indicator> {
+    let sc = &drill.scenario;
+    if !sc.indicators.is_empty() {
+        return sc.indicators.clone();
+    }
+    sc.prechecks
+        .iter()
+        .map(|c| Indicator {
+            name: c.name.clone(),
+            probe: c.probe.clone(),
+            expect: c.expect.clone(),
+            interval: indicator_interval(),
+            restored_after: three(),
+        })
+        .collect()
+}
+
+/// The observers of one run: not started until the faults are about to be injected.
+#[derive(Default)]
+pub(super) struct Indicators {
+    /// Each observer stops once it sees its indicator restored.
+    settle: CancellationToken,
+    /// Each observer stops now.
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<Series>>,
+    started: bool,
+}
+
+impl Indicators {
+    /// Starts observing every indicator; does nothing the second time.
+    pub(super) fn start(&mut self, drill: &Arc<Drill>, http: &reqwest::Client, tl: &Arc<Timeline>) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
+        self.tasks = declared(drill)
+            .into_iter()
+            .map(|ind| {
+                tokio::spawn(observe(
+                    drill.clone(),
+                    ind,
+                    http.clone(),
+                    tl.clone(),
+                    self.settle.clone(),
+                    self.stop.clone(),
+                ))
+            })
+            .collect();
+    }
+
+    /// Lets every observer run until it sees its indicator restored, at most
+    /// `budget` (or until `hurry`), then returns what each saw.
+    pub(super) async fn finish(
+        &mut self,
+        budget: Duration,
+        hurry: &CancellationToken,
+    ) -> Vec<Series> {
+        self.settle.cancel();
+        let stop = self.stop.clone();
+        let hurry = hurry.clone();
+        let timer = tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(budget) => {}
+                _ = hurry.cancelled() => {}
+            }
+            stop.cancel();
+        });
+        let mut all = Vec::new();
+        for t in self.tasks.drain(..) {
+            if let Ok(s) = t.await {
+                all.push(s);
+            }
+        }
+        timer.abort();
+        all
+    }
+}
+
+/// Observes `ind` every `interval` until `stop`, or until `settle` and the last
+/// `restored_after` observations were all good.
+async fn observe(
+    drill: Arc<Drill>,
+    ind: Indicator,
+    http: reqwest::Client,
+    tl: Arc<Timeline>,
+    settle: CancellationToken,
+    stop: CancellationToken,
+) -> Series {
+    let ctx = ProbeCtx {
+        targets: &drill.targets,
+        http: &http,
+        vars: &drill.vars,
+    };
+    let mut series = Series {
+        name: ind.name.clone(),
+        interval_ms: ms(ind.interval.0),
+        restored_after: ind.restored_after,
+        obs: Vec::new(),
+    };
+    loop {
+        let t = std::time::Instant::now();
+        let start_ms = tl.now_ms();
+        let o = tokio::select! {
+            o = ind.probe.observe(&ctx) => o,
+            _ = stop.cancelled() => break,
+        };
+        let ok = ind.expect.evaluate(&o).ok;
+        series.obs.push(Obs {
+            start_ms,
+            end_ms: tl.now_ms(),
+            ok,
+        });
+        let good_run = series.obs.iter().rev().take_while(|o| o.ok).count();
+        if settle.is_cancelled() && good_run >= ind.restored_after as usize {
+            break;
+        }
+        // Observations start every `interval`, whatever the probe took.
+        if !sleep_or_cancel(ind.interval.0.saturating_sub(t.elapsed()), &stop).await {
+            break;
+        }
+    }
+    series
+}
+
+/// The figures, from what the indicators saw and when the disruption started.
+/// Observations answered before the disruption do not count; a down observation
+/// issued just before it (answered after) counts as seen at the disruption.
+pub(crate) fn measure(series: &[Series], disruption_start_ms: Option<f64>) -> Measured {
+    let resolution_ms = series.iter().map(|s| s.interval_ms).reduce(f64::max);
+    let not_measured = Measured {
+        state: ServiceState::NotMeasured,
+        detect_ms: None,
+        downtime_ms: None,
+        rto_measured_ms: None,
+        resolution_ms,
+    };
+    let Some(ds) = disruption_start_ms else {
+        return not_measured;
+    };
+    // Per indicator: None (saw nothing after the disruption), or (first down, restored).
+    let mut measured = 0;
+    let mut first_down: Option<f64> = None;
+    let mut restored: Option<f64> = None;
+    let mut not_restored = false;
+    for s in series {
+        let after: Vec<&Obs> = s.obs.iter().filter(|o| o.end_ms >= ds).collect();
+        if after.is_empty() {
+            continue;
+        }
+        measured += 1;
+        let Some(d) = after.iter().position(|o| !o.ok) else {
+            continue;
+        };
+        let down_at = after[d].start_ms.max(ds);
+        first_down = Some(first_down.map_or(down_at, |f| f.min(down_at)));
+        // Restored: the first of `restored_after` good observations in a row.
+        let n = s.restored_after.max(1) as usize;
+        let mut run = 0;
+        let mut back = None;
+        for (i, o) in after.iter().enumerate().skip(d + 1) {
+            run = if o.ok { run + 1 } else { 0 };
+            if run == n {
+                back = Some(after[i + 1 - n].start_ms);
+                break;
+            }
+        }
+        match back {
+            Some(b) => restored = Some(restored.map_or(b, |r| r.max(b))),
+            None => not_restored = true,
+        }
+    }
+    if measured == 0 {
+        return not_measured;
+    }
+    let detect_ms = first_down.map(|f| f - ds);
+    match (first_down, restored) {
+        (None, _) => Measured {
+            state: ServiceState::NeverDown,
+            detect_ms: None,
+            downtime_ms: Some(0.0),
+            rto_measured_ms: Some(0.0),
+            resolution_ms,
+        },
+        _ if not_restored => Measured {
+            state: ServiceState::NotRestored,
+            detect_ms,
+            ..not_measured
+        },
+        (Some(f), Some(r)) => Measured {
+            state: ServiceState::Restored,
+            detect_ms,
+            downtime_ms: Some(r - f),
+            rto_measured_ms: Some(r - ds),
+            resolution_ms,
+        },
+        (Some(_), None) => unreachable!("a down indicator is either restored or not"),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series observed every 100 ms from t=0, `pattern` one char per observation
+    /// (`+` good, `-` down), each answered 10 ms after it was issued.
+    fn series(name: &str, pattern: &str, restored_after: u32) -> Series {
+        Series {
+            name: name.into(),
+            interval_ms: 100.0,
+            restored_after,
+            obs: pattern
+                .chars()
+                .enumerate()
+                .map(|(i, c)| Obs {
+                    start_ms: i as f64 * 100.0,
+                    end_ms: i as f64 * 100.0 + 10.0,
+                    ok: c == '+',
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rto_is_counted_from_the_disruption_not_from_the_first_down() {
+        // Disruption at 250; down from 400 (obs 4) to 900; 3 good from 1000.
+        let s = series("health", "++++-----++++", 3);
+        let m = measure(&[s], Some(250.0));
+        assert_eq!(m.state, ServiceState::Restored);
+        assert_eq!(m.detect_ms, Some(150.0));
+        assert_eq!(m.downtime_ms, Some(500.0));
+        assert_eq!(m.rto_measured_ms, Some(650.0));
+        assert_eq!(m.resolution_ms, Some(100.0));
+    }
+
+    #[test]
+    fn a_good_run_shorter_than_restored_after_is_not_restored() {
+        // Two good, down again, then three good: restored at the three.
+        let m = measure(&[series("h", "+--++-+++", 3)], Some(50.0));
+        assert_eq!(m.state, ServiceState::Restored);
+        assert_eq!(m.rto_measured_ms, Some(550.0));
+        assert_eq!(m.downtime_ms, Some(500.0));
+        let m = measure(&[series("h", "+--++", 3)], Some(50.0));
+        assert_eq!(m.state, ServiceState::NotRestored);
+        assert_eq!(m.rto_measured_ms, None);
+        assert_eq!(m.detect_ms, Some(50.0));
+    }
+
+    #[test]
+    fn never_down_is_zero_and_no_disruption_is_not_measured() {
+        let m = measure(&[series("h", "+++++", 3)], Some(150.0));
+        assert_eq!(m.state, ServiceState::NeverDown);
+        assert_eq!((m.downtime_ms, m.rto_measured_ms), (Some(0.0), Some(0.0)));
+        let m = measure(&[series("h", "+++++", 3)], None);
+        assert_eq!(m.state, ServiceState::NotMeasured);
+        assert_eq!(m.rto_measured_ms, None);
+        // Observations all before the disruption observe nothing of it.
+        let m = measure(&[series("h", "---", 3)], Some(1000.0));
+        assert_eq!(m.state, ServiceState::NotMeasured);
+        assert_eq!(measure(&[], Some(0.0)).state, ServiceState::NotMeasured);
+    }
+
+    #[test]
+    fn several_indicators_span_the_earliest_down_to_the_latest_restore() {
+        let a = series("a", "++--+++++++", 3); // down 200, restored 400
+        let b = series("b", "+++----++++", 3); // down 300, restored 700
+        let m = measure(&[a, b], Some(150.0));
+        assert_eq!(m.state, ServiceState::Restored);
+        assert_eq!(m.detect_ms, Some(50.0));
+        assert_eq!(m.downtime_ms, Some(500.0));
+        assert_eq!(m.rto_measured_ms, Some(550.0));
+    }
+}
