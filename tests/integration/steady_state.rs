@@ -278,4 +278,12 @@ fn steady_state_recheck_observes_at_the_declared_interval_and_records_what_faile
         steady.detail
     );
     assert!(steady.detail.len() < 1500, "{}", steady.detail.len());
+    // The report gives the resolution next to the recovery time.
+    let md =
+        std::fs::read_to_string(report_dir(&dir.path().join("reports")).join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.contains("Recovery time after recovery started"))
+        .unwrap();
+    assert!(row.contains("(resolution 50 ms)"), "{row}");
 }
