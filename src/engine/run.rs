@@ -1236,3 +1236,27 @@ fn operator() -> String {
     }
     format!("uid {}", nix::unistd::getuid())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FailureHistory;
+
+    #[test]
+    fn failure_history_keeps_first_and_last_rounds_and_counts_the_rest() {
+        let mut h = FailureHistory::default();
+        assert_eq!(h.render(), None);
+        for round in 1..=100 {
+            h.push(
+                round,
+                format!("relay healthy: {}", "connection refused ".repeat(20)),
+            );
+        }
+        let text = h.render().unwrap();
+        assert!(text.starts_with("round 1: relay healthy: connection refused"));
+        assert!(text.contains("round 3: "));
+        assert!(!text.contains("round 4: "));
+        assert!(text.contains("(94 more rounds failed)"));
+        assert!(text.contains("round 98: ") && text.contains("round 100: "));
+        assert!(text.chars().count() < 6 * 170 + 40, "{}", text.len());
+    }
+}

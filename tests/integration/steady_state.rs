@@ -287,3 +287,22 @@ fn steady_state_recheck_observes_at_the_declared_interval_and_records_what_faile
         .unwrap();
     assert!(row.contains("(resolution 50 ms)"), "{row}");
 }
+
+#[test]
+fn plan_shows_the_declared_steady_state_and_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = Marker::spawn("plan");
+    let sections = "prechecks:\n  - name: primary is A\n    probe: { command: { run: \"true\" } }\nsteady_state:\n  - name: a primary answers\n    probe: { command: { run: \"true\" } }\n    interval: 50ms\nafter_recovery:\n  - name: old primary demoted\n    probe: { command: { run: \"true\" } }\n    within: 2s\n";
+    let scen = write_scenario(dir.path(), &drill(&marker, "1s", sections));
+    let out = firedrill().arg("plan").arg(&scen).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("re-run the steady-state checks every 50ms"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("old primary demoted: (critical)"),
+        "{stdout}"
+    );
+}
