@@ -186,6 +186,10 @@ pub struct ObjectivesRecord {
     /// Measured data-loss window, ms; None: no probe measures one yet.
     #[serde(default)]
     pub rpo_ms: Option<f64>,
+    /// The steady-state re-check's polling interval (the smallest `interval` of its
+    /// checks), ms: `recovery_ms` is late by at most this (plus the probes' own time).
+    #[serde(default)]
+    pub recovery_resolution_ms: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -210,6 +214,7 @@ impl Default for ObjectivesRecord {
             resolution_ms: None,
             rpo_objective_ms: None,
             rpo_ms: None,
+            recovery_resolution_ms: None,
         }
     }
 }

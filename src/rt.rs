@@ -24,6 +24,7 @@ pub enum Phase {
     Verification,
     Recovery,
     SteadyState,
+    AfterRecovery,
     Report,
 }
 
@@ -36,6 +37,7 @@ impl Phase {
             Phase::Verification => "verification",
             Phase::Recovery => "recovery",
             Phase::SteadyState => "steady_state",
+            Phase::AfterRecovery => "after_recovery",
             Phase::Report => "report",
         }
     }

@@ -51,14 +51,14 @@ pub(crate) struct Measured {
     pub(crate) resolution_ms: Option<f64>,
 }
 
-/// The indicators a drill observes: its declared ones, or else its prechecks (the
-/// steady state) observed at the default interval.
+/// The indicators a drill observes: its declared ones, or else its steady-state
+/// checks (`steady_state`, or the prechecks) observed at the default interval.
 pub(crate) fn declared(drill: &Drill) -> Vec<Indicator> {
     let sc = &drill.scenario;
     if !sc.indicators.is_empty() {
         return sc.indicators.clone();
     }
-    sc.prechecks
+    sc.steady_checks()
         .iter()
         .map(|c| Indicator {
             name: c.name.clone(),

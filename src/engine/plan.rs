@@ -94,16 +94,42 @@ pub fn plan(drill: &Drill, level: Level) -> Vec<PlannedStep> {
             description: format!("`{}` on {}", r.command.run, r.command.target),
         });
     }
-    if !sc.prechecks.is_empty() {
+    let steady = sc.steady_checks();
+    if !steady.is_empty() {
         let rto = sc
             .objectives
             .rto
             .map_or("no RTO set".to_string(), |r| format!("RTO {r}"));
+        let what = if sc.steady_state.is_empty() {
+            "the prechecks"
+        } else {
+            "the steady-state checks"
+        };
+        let every = humantime::format_duration(
+            steady
+                .iter()
+                .map(|c| c.interval.0)
+                .min()
+                .unwrap_or_default(),
+        );
         out.push(PlannedStep {
             phase: "steady_state",
             name: "steady state".into(),
             runs: true,
-            description: format!("re-run the prechecks until they hold ({rto})"),
+            description: format!("re-run {what} every {every} until they hold ({rto})"),
+        });
+    }
+    for c in &sc.after_recovery {
+        let crit = if c.critical {
+            "critical"
+        } else {
+            "non-critical"
+        };
+        out.push(PlannedStep {
+            phase: "after_recovery",
+            name: c.name.clone(),
+            runs: true,
+            description: format!("({crit}) {}{}", c.probe.describe(), timing(c)),
         });
     }
     // Secrets written into URLs, headers or names are shown masked; shell commands

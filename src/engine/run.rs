@@ -127,6 +127,10 @@ struct Steady {
     ok: bool,
     /// From recovery start until they did; None when not measured.
     recovery_ms: Option<f64>,
+    /// The re-check's polling interval; None when nothing was re-checked.
+    resolution_ms: Option<f64>,
+    /// The re-check's step, when it ran.
+    step: Option<StepRecord>,
 }
 
 pub(crate) fn http_client() -> Result<reqwest::Client, EngineError> {
@@ -217,7 +221,14 @@ impl Engine {
         self.inject(&mut run).await;
         self.verify(&mut run).await;
         let recovered = self.recover(&mut run, &control).await;
-        let steady = self.steady_state(&mut run, &recovered, &control).await;
+        // The after-recovery assertions run alongside the re-check: their `within`
+        // counts from the end of recovery, not from when the steady state held.
+        let (steady, after) = tokio::join!(
+            self.steady_state(&recovered, &control, !run.injected.is_empty()),
+            self.after_recovery(&control, !run.injected.is_empty()),
+        );
+        run.steps.extend(steady.step.clone());
+        run.steps.extend(after);
         let service = self.service_figures(&mut run, &control).await;
         self.finish(&mut run, &control).await;
         self.outcome(run, recovered, steady, service, started_at)
@@ -657,41 +668,49 @@ impl Engine {
         }
     }
 
-    /// Steady state: once any fault was injected, polls every precheck until all
-    /// hold again. The time from recovery start until they do is the recovery time.
+    /// Steady state: once any fault was injected, polls every steady-state check
+    /// (`steady_state`, or the prechecks) until all hold again. The time from recovery
+    /// start until they do is the recovery time.
     async fn steady_state(
         &self,
-        run: &mut RunState,
         recovered: &Recovered,
         control: &Control,
+        injected: bool,
     ) -> Steady {
         self.runtime.set_phase(Phase::SteadyState);
-        let checks = &self.drill.scenario.prechecks;
-        if run.injected.is_empty() || checks.is_empty() {
+        let sc = &self.drill.scenario;
+        let checks = sc.steady_checks();
+        if !injected || checks.is_empty() {
             return Steady {
                 ok: true,
                 recovery_ms: None,
+                resolution_ms: None,
+                step: None,
             };
         }
         let tl = &self.timeline;
-        let sc = &self.drill.scenario;
         let budget = sc.objectives.rto.map_or(Duration::from_secs(30), |r| {
             (r.0 * 2).max(Duration::from_secs(5))
         });
+        let interval = recheck_interval(checks);
         tl.event(
             Phase::SteadyState,
             "step_started",
             Some("steady state"),
             format!(
-                "re-checking {} precheck(s) for up to {}",
+                "re-checking {} steady-state check(s) every {} for up to {}",
                 checks.len(),
+                humantime::format_duration(interval),
                 humantime::format_duration(budget)
             ),
         );
-        let (ok, attempts, detail) = self.until_prechecks_hold(budget, control).await;
+        let (ok, attempts, detail) = self.until_steady(checks, interval, budget, control).await;
         let recovery_ms = ok.then(|| ms(recovered.started.elapsed()));
         let msg = match recovery_ms {
-            Some(m) => format!("steady state: restored {m:.0} ms after recovery started"),
+            Some(m) => format!(
+                "steady state: restored {m:.0} ms after recovery started (resolution {:.0} ms)",
+                ms(interval)
+            ),
             None => format!("steady state: NOT restored: {detail}"),
         };
         tl.event(
@@ -700,7 +719,12 @@ impl Engine {
             Some("steady state"),
             msg,
         );
-        run.steps.push(StepRecord {
+        let what = if sc.steady_state.is_empty() {
+            "prechecks"
+        } else {
+            "steady-state checks"
+        };
+        let step = StepRecord {
             status: if ok {
                 StepStatus::Passed
             } else {
@@ -713,28 +737,40 @@ impl Engine {
             ..StepRecord::new(
                 Phase::SteadyState,
                 "steady state",
-                "prechecks re-run until they all hold; measures the recovery time",
+                format!(
+                    "{what} re-run every {} until they all hold; measures the recovery time",
+                    humantime::format_duration(interval)
+                ),
                 recovered.started_ms,
             )
-        });
-        Steady { ok, recovery_ms }
+        };
+        Steady {
+            ok,
+            recovery_ms,
+            resolution_ms: Some(ms(interval)),
+            step: Some(step),
+        }
     }
 
-    /// Polls every precheck (once each, every 250 ms) until all hold, `budget` has
-    /// passed or the operator hurries. Returns whether they held, the number of
-    /// rounds and why.
-    async fn until_prechecks_hold(
+    /// Polls every steady-state check (once each, every `interval`) until all hold,
+    /// `budget` has passed or the operator hurries. Returns whether they held, the
+    /// number of rounds and why, with what failed in the rounds before.
+    async fn until_steady(
         &self,
+        checks: &[Check],
+        interval: Duration,
         budget: Duration,
         control: &Control,
     ) -> (bool, u32, String) {
         let ctx = self.probe_ctx();
         let deadline = Instant::now() + budget;
+        let mut history = FailureHistory::default();
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let round = Instant::now();
             let mut failing = Vec::new();
-            for c in &self.drill.scenario.prechecks {
+            for c in checks {
                 let obs = c.probe.observe(&ctx).await;
                 let v = c.expect.evaluate(&obs);
                 if !v.ok {
@@ -742,21 +778,63 @@ impl Engine {
                 }
             }
             if failing.is_empty() {
-                return (true, attempts, "all prechecks hold again".to_string());
+                let mut detail = format!("all steady-state checks hold again (round {attempts})");
+                if let Some(h) = history.render() {
+                    detail = format!("{detail}; before: {h}");
+                }
+                return (true, attempts, detail);
             }
+            let failing = failing.join("; ");
             if Instant::now() >= deadline || control.hurry.is_cancelled() {
-                let why = format!(
-                    "still failing after {}: {}",
+                let mut why = format!(
+                    "still failing after {} ({attempts} rounds): {failing}",
                     humantime::format_duration(budget),
-                    failing.join("; ")
                 );
+                if let Some(h) = history.render() {
+                    why = format!("{why}; before: {h}");
+                }
                 return (false, attempts, why);
             }
+            history.push(attempts, failing);
+            // Rounds start every `interval`, whatever the probes took.
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(interval.saturating_sub(round.elapsed())) => {}
                 _ = control.hurry.cancelled() => {}
             }
         }
+    }
+
+    /// After-recovery assertions, each with its own verdict and timing rule, once
+    /// any fault was injected. They run even after an abort: they are about the
+    /// system once the faults are gone.
+    async fn after_recovery(&self, control: &Control, injected: bool) -> Vec<StepRecord> {
+        let checks = &self.drill.scenario.after_recovery;
+        if !injected {
+            let tl = &self.timeline;
+            return checks
+                .iter()
+                .map(|c| {
+                    skipped(
+                        Phase::AfterRecovery,
+                        &c.name,
+                        &describe_check(c),
+                        c.critical,
+                        "no fault was injected",
+                        tl,
+                    )
+                })
+                .collect();
+        }
+        let mut out = Vec::new();
+        for c in checks {
+            // Not the forward phases' abort token (it is tripped by any abort, and
+            // these run after it); a hurried recovery (second Ctrl-C) stops them.
+            out.push(
+                self.check_step_with(Phase::AfterRecovery, c, c.critical, &control.hurry)
+                    .await,
+            );
+        }
+        out
     }
 
     /// The service figures: the indicators are observed until they are restored (at
@@ -837,7 +915,10 @@ impl Engine {
         let rto_ms = sc.objectives.rto.map(|d| ms(d.0));
         let critical_failed = run.steps.iter().any(|s| {
             s.critical
-                && matches!(s.phase, Phase::Precheck | Phase::Verification)
+                && matches!(
+                    s.phase,
+                    Phase::Precheck | Phase::Verification | Phase::AfterRecovery
+                )
                 && s.status == StepStatus::Failed
         });
         let guard_breached = recovered.guards.iter().any(|g| g.breached);
@@ -895,6 +976,7 @@ impl Engine {
             rpo_objective_ms: sc.objectives.rpo.map(|d| ms(d.0)),
             // No probe measures a data-loss window yet: never claim one.
             rpo_ms: None,
+            recovery_resolution_ms: steady.resolution_ms,
         };
         self.record(started_at, outcome, objectives, run.steps, recovered.guards)
     }
@@ -976,6 +1058,19 @@ impl Engine {
                 tl,
             );
         }
+        self.check_step_with(phase, c, critical, abort.token())
+            .await
+    }
+
+    /// One check with its timing rule, stopped early by `cancel`.
+    async fn check_step_with(
+        &self,
+        phase: Phase,
+        c: &Check,
+        critical: bool,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> StepRecord {
+        let tl = &self.timeline;
         let started_ms = tl.now_ms();
         tl.event(
             phase,
@@ -983,7 +1078,7 @@ impl Engine {
             Some(&c.name),
             format!("{}: {}", c.name, c.probe.describe()),
         );
-        let out = run_check(c, &self.probe_ctx(), abort.token()).await;
+        let out = run_check(c, &self.probe_ctx(), cancel).await;
         let status = if out.ok {
             StepStatus::Passed
         } else if out.interrupted {
@@ -1022,6 +1117,65 @@ impl Engine {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The steady-state re-check polls at the smallest interval its checks declare: the
+/// user chose that resolution.
+fn recheck_interval(checks: &[Check]) -> Duration {
+    checks
+        .iter()
+        .map(|c| c.interval.0)
+        .min()
+        .unwrap_or(crate::scenario::default_interval().0)
+        .max(Duration::from_millis(1))
+}
+
+/// What failed in the rounds of the re-check before it ended, bounded: the first
+/// rounds and the latest are kept, the ones between are counted, each line cut.
+#[derive(Default)]
+struct FailureHistory {
+    head: Vec<String>,
+    tail: std::collections::VecDeque<String>,
+    dropped: u32,
+}
+
+impl FailureHistory {
+    const HEAD: usize = 3;
+    const TAIL: usize = 3;
+    const LINE: usize = 160;
+
+    fn push(&mut self, round: u32, failing: String) {
+        let mut line = format!("round {round}: {failing}");
+        if line.len() > Self::LINE {
+            let mut cut = Self::LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        if self.head.len() < Self::HEAD {
+            self.head.push(line);
+            return;
+        }
+        self.tail.push_back(line);
+        if self.tail.len() > Self::TAIL {
+            self.tail.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    fn render(&self) -> Option<String> {
+        if self.head.is_empty() {
+            return None;
+        }
+        let mut parts: Vec<String> = self.head.clone();
+        if self.dropped > 0 {
+            parts.push(format!("({} more rounds failed)", self.dropped));
+        }
+        parts.extend(self.tail.iter().cloned());
+        Some(parts.join("; "))
+    }
 }
 
 /// A fault step before it runs: declared, not injected.
@@ -1081,4 +1235,28 @@ fn operator() -> String {
         }
     }
     format!("uid {}", nix::unistd::getuid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureHistory;
+
+    #[test]
+    fn failure_history_keeps_first_and_last_rounds_and_counts_the_rest() {
+        let mut h = FailureHistory::default();
+        assert_eq!(h.render(), None);
+        for round in 1..=100 {
+            h.push(
+                round,
+                format!("relay healthy: {}", "connection refused ".repeat(20)),
+            );
+        }
+        let text = h.render().unwrap();
+        assert!(text.starts_with("round 1: relay healthy: connection refused"));
+        assert!(text.contains("round 3: "));
+        assert!(!text.contains("round 4: "));
+        assert!(text.contains("(94 more rounds failed)"));
+        assert!(text.contains("round 98: ") && text.contains("round 100: "));
+        assert!(text.chars().count() < 6 * 170 + 40, "{}", text.len());
+    }
 }

@@ -378,7 +378,7 @@ fn bucket(p: Phase) -> &'static str {
         Phase::Setup | Phase::Precheck => "before",
         Phase::Fault | Phase::Verification => "during",
         Phase::Recovery => "recovery",
-        Phase::SteadyState | Phase::Report => "after",
+        Phase::SteadyState | Phase::AfterRecovery | Phase::Report => "after",
     }
 }
 

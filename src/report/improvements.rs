@@ -142,13 +142,26 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
             "Fix the recovery command and rehearse it on its own: a recovery that fails during \
              a drill will fail during an incident.",
         )),
+        Phase::AfterRecovery if failed(s) => out.push(imp(
+            "after-recovery-failed",
+            if s.critical {
+                Severity::High
+            } else {
+                Severity::Medium
+            },
+            s,
+            format!("after-recovery assertion \"{}\" failed", s.name),
+            format!("failed after {attempts}: {}", s.detail),
+            "What must be true once the faults are gone is not: check the system by hand now \
+             (e.g. two primaries after a thawed old primary), then fix the recovery path.",
+        )),
         Phase::SteadyState if failed(s) => out.push(imp(
             "steady-state-not-restored",
             Severity::High,
             s,
             "steady state not restored after recovery".into(),
             format!(
-                "prechecks still failing {} after recovery started ({} attempt(s)): {}",
+                "steady-state checks still failing {} after recovery started ({} attempt(s)): {}",
                 human_ms(s.duration_ms),
                 s.attempts,
                 s.detail

@@ -69,6 +69,23 @@ pub struct Scenario {
     /// Steps run after every injected fault has been reverted (newest first).
     #[serde(default)]
     pub recovery: Vec<RecoveryStep>,
+    /// The steady state re-checked after recovery (until every check holds; the time it takes is the recovery time), polled at the smallest `interval` among them. Defaults to the prechecks; declare it when a precheck is true only before a failover ("r1 is the primary"). Also observed as the service indicators when no `indicators` are declared.
+    #[serde(default)]
+    pub steady_state: Vec<Check>,
+    /// Assertions for what must become true once the faults are reverted and the recovery steps ran (e.g. a thawed old primary is demoted `within: 10s`). Each has its own verdict; a critical one that fails fails the drill.
+    #[serde(default)]
+    pub after_recovery: Vec<Check>,
+}
+
+impl Scenario {
+    /// The checks that define the steady state: `steady_state`, or else the prechecks.
+    pub(crate) fn steady_checks(&self) -> &[Check] {
+        if self.steady_state.is_empty() {
+            &self.prechecks
+        } else {
+            &self.steady_state
+        }
+    }
 }
 
 /// Document kind marker.
@@ -167,7 +184,7 @@ impl std::fmt::Display for Level {
     }
 }
 
-/// An assertion: a probe and what it must show. Used by prechecks and verifications.
+/// An assertion: a probe and what it must show. Used by prechecks, verifications, the steady state and after-recovery assertions.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {

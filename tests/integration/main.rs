@@ -31,5 +31,6 @@ mod report_run;
 mod schema;
 mod secrets_leak;
 mod shell_injection;
+mod steady_state;
 mod traffic_probe;
 mod unbounded_input;

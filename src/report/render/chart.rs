@@ -218,11 +218,13 @@ pub(crate) fn layout(run: &RunRecord) -> Chart {
 
 /// Phase bands from the timeline: a phase starts at its first event and lasts until
 /// the next phase starts. (Guard events are tagged `fault` but happen later; they are
-/// never a phase's first event because guards start with the first fault.)
+/// never a phase's first event because guards start with the first fault.) The
+/// after-recovery assertions run alongside the steady-state re-check: no band of
+/// their own, which would squash the steady state's.
 fn bands(run: &RunRecord, span_ms: f64) -> Vec<Band> {
     let mut starts: Vec<(Phase, f64)> = Vec::new();
     for e in &run.timeline {
-        if matches!(e.phase, Phase::Setup | Phase::Report) {
+        if matches!(e.phase, Phase::Setup | Phase::Report | Phase::AfterRecovery) {
             continue;
         }
         if !starts.iter().any(|(p, _)| *p == e.phase) {

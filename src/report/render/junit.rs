@@ -246,6 +246,7 @@ pub(crate) fn build(run: &RunRecord) -> Junit {
     );
     push("recovery", steps_of(Phase::Recovery));
     push("steady state", steps_of(Phase::SteadyState));
+    push("after recovery", steps_of(Phase::AfterRecovery));
     let mut j = Junit::default();
     for s in &suites {
         j.tests += s.tests;

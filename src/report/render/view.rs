@@ -22,6 +22,7 @@ pub(crate) struct View<'a> {
     pub verifications: Vec<StepView<'a>>,
     pub recovery: Vec<StepView<'a>>,
     pub steady_state: Vec<StepView<'a>>,
+    pub after_recovery: Vec<StepView<'a>>,
     /// Every step in run order.
     pub steps: Vec<StepView<'a>>,
     pub guards: Vec<GuardView<'a>>,
@@ -184,6 +185,7 @@ impl<'a> View<'a> {
             verifications: in_phase(Phase::Verification),
             recovery: in_phase(Phase::Recovery),
             steady_state: in_phase(Phase::SteadyState),
+            after_recovery: in_phase(Phase::AfterRecovery),
             faults,
             steps,
             guards,
@@ -367,12 +369,16 @@ fn objectives_view(run: &RunRecord) -> ObjectivesView {
     }
     rows.push(plain(
         "Recovery time after recovery started",
-        "From the start of recovery (faults being reverted) until the prechecks held again, \
-         re-checked every 250 ms; not the RTO: the outage before recovery started is not in it."
+        "From the start of recovery (faults being reverted) until the steady-state checks \
+         held again, re-checked at their smallest declared interval (the resolution); not the \
+         RTO: the outage before recovery started is not in it."
             .into(),
-        o.recovery_ms.map_or("not measured".into(), |m| {
-            format!("{} (resolution 250 ms)", human_ms(m))
-        }),
+        o.recovery_ms
+            .map_or("not measured".into(), |m| match o.recovery_resolution_ms {
+                Some(r) => format!("{} (resolution {})", human_ms(m), human_ms(r)),
+                // Journals written before the resolution was recorded: it was 250 ms.
+                None => format!("{} (resolution 250 ms)", human_ms(m)),
+            }),
     ));
     ObjectivesView {
         rows,

@@ -51,6 +51,8 @@ pub(super) struct Parsed {
     pub verifications: Vec<Option<Check>>,
     pub traffic: Vec<Option<TrafficStep>>,
     pub recovery: Vec<Option<RecoveryStep>>,
+    pub steady_state: Vec<Option<Check>>,
+    pub after_recovery: Vec<Option<Check>>,
 }
 
 impl Parsed {
@@ -80,6 +82,8 @@ impl Parsed {
             verifications: all(self.verifications)?,
             traffic: all(self.traffic)?,
             recovery: all(self.recovery)?,
+            steady_state: all(self.steady_state)?,
+            after_recovery: all(self.after_recovery)?,
         })
     }
 }
@@ -101,6 +105,8 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
         verifications: vec![],
         traffic: vec![],
         recovery: vec![],
+        steady_state: vec![],
+        after_recovery: vec![],
     };
     let Some(obj) = doc.as_object() else {
         return p;
@@ -134,6 +140,8 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
             "verifications" => p.verifications = d.list(v, key),
             "traffic" => p.traffic = d.list(v, key),
             "recovery" => p.recovery = d.list(v, key),
+            "steady_state" => p.steady_state = d.list(v, key),
+            "after_recovery" => p.after_recovery = d.list(v, key),
             _ => {
                 let fields = struct_fields::<Scenario>();
                 let e = <serde_json::Error as serde::de::Error>::unknown_field(key, fields);

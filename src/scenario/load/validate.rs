@@ -199,6 +199,14 @@ pub(super) fn validate(
             "recovery",
             step_names(&scenario.recovery, |r| r.name.as_str()),
         ),
+        (
+            "steady_state",
+            step_names(&scenario.steady_state, |c| c.name.as_str()),
+        ),
+        (
+            "after_recovery",
+            step_names(&scenario.after_recovery, |c| c.name.as_str()),
+        ),
     ] {
         unique_names(section, names.into_iter(), diag, errors);
     }
@@ -206,6 +214,8 @@ pub(super) fn validate(
     for (section, checks) in [
         ("prechecks", &scenario.prechecks),
         ("verifications", &scenario.verifications),
+        ("steady_state", &scenario.steady_state),
+        ("after_recovery", &scenario.after_recovery),
     ] {
         for (i, c) in decoded(checks) {
             let base = format!("{section}[{i}]");
