@@ -37,9 +37,13 @@ fn with_traffic() -> RunRecord {
 
 /// The Markdown section from its heading to the next one.
 fn section<'a>(md: &'a str, heading: &str) -> &'a str {
-    let start = md.find(heading).unwrap_or_else(|| panic!("no {heading} in:\n{md}"));
+    let start = md
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading} in:\n{md}"));
     let rest = &md[start + heading.len()..];
-    let end = rest.find("\n### ").map_or(md.len(), |e| start + heading.len() + e);
+    let end = rest
+        .find("\n### ")
+        .map_or(md.len(), |e| start + heading.len() + e);
     &md[start..end]
 }
 
@@ -52,7 +56,9 @@ fn markdown_shows_percentiles_per_phase_for_each_traffic_entry() {
 #[test]
 fn html_shows_percentiles_per_phase_for_each_traffic_entry() {
     let html = render(&with_traffic(), Format::Html, None).unwrap();
-    let start = html.find("<h2>Traffic per phase</h2>").expect("traffic section");
+    let start = html
+        .find("<h2>Traffic per phase</h2>")
+        .expect("traffic section");
     let sec = &html[start..start + html[start..].find("</section>").unwrap()];
     assert!(sec.contains("<th>p50</th><th>p95</th><th>p99</th><th>max</th>"));
     for cell in ["1890.5 ms", "2004.0 ms", "87.33%", "9.8 ms"] {

@@ -57,6 +57,9 @@ fn base() -> RunRecord {
             }),
             error: None,
         }),
+        impact_start_ms: None,
+        impact_end_ms: None,
+        impact_ms: None,
     });
     let mut verif = step(Phase::Verification, "fails over", 2_000.0, 10_000.0);
     verif.within_ms = Some(60_000.0);

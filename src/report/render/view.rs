@@ -168,6 +168,8 @@ pub(crate) struct FaultView<'a> {
     pub restored_after_ms: Option<f64>,
     pub active_from_ms: Option<f64>,
     pub active_to_ms: Option<f64>,
+    /// This fault's own impact window on the service indicators, in words.
+    pub impact: String,
 }
 
 #[derive(Serialize)]
@@ -265,6 +267,21 @@ fn step_view(i: usize, s: &StepRecord) -> StepView<'_> {
     }
 }
 
+/// `+a → +b (c)`; `down from +a, not seen restored`; `not seen down`; `not measured`.
+fn impact_words(run: &RunRecord, f: &FaultRecord) -> String {
+    use crate::report::words::human_ms;
+    match (f.impact_start_ms, f.impact_end_ms, f.impact_ms) {
+        (Some(a), Some(b), Some(c)) => {
+            format!("+{} → +{} ({})", human_ms(a), human_ms(b), human_ms(c))
+        }
+        (Some(a), _, _) => format!("down from +{}, not seen restored", human_ms(a)),
+        _ if f.effect.is_none() || run.objectives.service == ServiceState::NotMeasured => {
+            "not measured".into()
+        }
+        _ => "not seen down".into(),
+    }
+}
+
 fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<'a> {
     let f = s.fault.as_ref().expect("fault steps carry a fault record");
     let effect = f.effect.as_ref();
@@ -312,6 +329,7 @@ fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<
             .and_then(|r| r.restored_after_ms),
         active_from_ms: window.map(|w| w.0),
         active_to_ms: window.map(|w| w.1),
+        impact: impact_words(run, f),
     }
 }
 
