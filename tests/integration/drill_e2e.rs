@@ -974,16 +974,18 @@ verifications:
             "fault effective at {effective:.0}: impact {start:.0}..{:.0} ({took:.0} ms)",
             f.impact_end_ms.unwrap()
         );
-        // Seen down at the first observation after the kill.
+        // Seen down at the first observation after the kill: one interval, plus
+        // the observer's own scheduling on a busy 2-core machine.
+        let interval = interval + 50.0;
         assert!(
             (*effective..=effective + interval).contains(&start),
             "impact starts at {start:.0}, kill took effect at {effective:.0}"
         );
-        // Down for the supervisor's 1 s delay, as seen at one observation per
-        // interval (the restart itself adds a few ms).
+        // Down for the supervisor's 1 s delay plus the new worker's start-up (tens
+        // of ms, at most 100 here), as seen at one observation per interval.
         assert!(
-            (1000.0 - interval..=1000.0 + interval).contains(&took),
-            "impact {took:.0} ms, expected 1000 ± {interval:.0} ms"
+            (1000.0 - interval..=1100.0 + interval).contains(&took),
+            "impact {took:.0} ms, expected 1000..1100 ms ± {interval:.0} ms"
         );
     }
     // No double counting: the first window is over before the second kill.
