@@ -17,8 +17,9 @@ fn with_traffic() -> RunRecord {
     for (phase, n, ok, p50, p95, p99, max) in [
         ("before", 100.0, 1.0, 1.2, 2.5, 4.0, 6.1),
         ("during", 300.0, 0.8733, 2.0, 950.0, 1_890.5, 2_004.0),
+        ("recovery", 50.0, 0.96, 1.5, 40.0, 120.0, 130.0),
         ("after", 200.0, 1.0, 1.3, 2.9, 5.2, 9.75),
-        ("all", 600.0, 0.9367, 1.4, 700.0, 1_500.0, 2_004.0),
+        ("all", 650.0, 0.9367, 1.4, 700.0, 1_500.0, 2_004.0),
     ] {
         for (k, v) in [
             ("count", n),
@@ -64,7 +65,7 @@ fn html_shows_percentiles_per_phase_for_each_traffic_entry() {
     for cell in ["1890.5 ms", "2004.0 ms", "87.33%", "9.8 ms"] {
         assert!(sec.contains(cell), "{cell} missing in:\n{sec}");
     }
-    assert_eq!(sec.matches("<tr><td>").count(), 4, "{sec}");
+    assert_eq!(sec.matches("<tr><td>").count(), 5, "{sec}");
 }
 
 #[test]

@@ -60,8 +60,9 @@ fn traffic_views(run: &RunRecord) -> Vec<TrafficView> {
         .map(|s| {
             let get = |p: &str, k: &str| s.metrics.get(&format!("{p}.{k}")).copied();
             let lat = |p: &str, k: &str| get(p, k).map_or("-".into(), |v| format!("{v:.1} ms"));
-            let rows = ["before", "during", "after", "all"]
+            let rows = crate::probe::traffic::BUCKETS
                 .into_iter()
+                .chain(["all"])
                 .filter(|p| get(p, "count").is_some_and(|n| n > 0.0))
                 .map(|p| TrafficRow {
                     phase: p,
