@@ -371,6 +371,18 @@ pub struct FaultRecord {
     pub effect: Option<Effect>,
     /// How the fault was reverted (None when it was not injected).
     pub revert: Option<RevertRecord>,
+    /// This fault's own impact on the service indicators, ms since run start: the
+    /// first down observation after it took effect (None: the indicators never saw
+    /// the service down in its window) ...
+    #[serde(default)]
+    pub impact_start_ms: Option<f64>,
+    /// ... until the service was seen restored, or the next fault took effect if that
+    /// came first (windows never overlap). None when never seen restored.
+    #[serde(default)]
+    pub impact_end_ms: Option<f64>,
+    /// `impact_end_ms - impact_start_ms`.
+    #[serde(default)]
+    pub impact_ms: Option<f64>,
 }
 
 /// How reverting one fault went.

@@ -251,6 +251,92 @@ pub(crate) fn measure(series: &[Series], disruption_start_ms: Option<f64>) -> Me
     }
 }
 
+/// One fault's own impact window, ms since run start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Impact {
+    /// The first down observation at or after the fault took effect.
+    pub(crate) start_ms: f64,
+    /// When the service was seen restored, or the next fault taking effect if that
+    /// came first; None when it was never seen restored and no fault followed.
+    pub(crate) end_ms: Option<f64>,
+}
+
+/// Each fault's own impact window, from the indicators. `effective_ms[i]` is when
+/// fault i took effect (None: it never did, and gets no window). A fault's window
+/// opens at the first down observation from its effect on, before the next fault
+/// took effect, and closes when the service was seen restored (the first of
+/// `restored_after` good observations in a row), or at the next fault's effect if
+/// that is earlier: so windows never overlap and no downtime counts twice. A revert
+/// does not close it: an outage that outlasts the revert is still this fault's.
+/// With several indicators: the earliest down to the latest restore.
+pub(crate) fn impacts(series: &[Series], effective_ms: &[Option<f64>]) -> Vec<Option<Impact>> {
+    effective_ms
+        .iter()
+        .map(|e| {
+            let e = (*e)?;
+            // The next fault to take effect after this one bounds the window.
+            let bound = effective_ms
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&n| n > e)
+                .reduce(f64::min);
+            let mut window: Option<Impact> = None;
+            let mut open_ended = false;
+            for s in series {
+                let after: Vec<&Obs> = s.obs.iter().filter(|o| o.end_ms >= e).collect();
+                let Some(d) = after
+                    .iter()
+                    .position(|o| !o.ok && bound.is_none_or(|b| o.start_ms < b))
+                else {
+                    continue;
+                };
+                // Still down from an earlier fault when this one took effect: the
+                // window opens at this effect, where the earlier one was closed.
+                let earlier = effective_ms.iter().flatten().any(|&p| p < e);
+                let carried = earlier
+                    && d == 0
+                    && s.obs
+                        .iter()
+                        .rev()
+                        .find(|o| o.end_ms < e)
+                        .is_some_and(|o| !o.ok);
+                let down_at = if carried { e } else { after[d].start_ms.max(e) };
+                let n = s.restored_after.max(1) as usize;
+                let mut run = 0;
+                let mut back = None;
+                for (i, o) in after.iter().enumerate().skip(d + 1) {
+                    run = if o.ok { run + 1 } else { 0 };
+                    if run == n {
+                        back = Some(after[i + 1 - n].start_ms);
+                        break;
+                    }
+                }
+                let end = match (back, bound) {
+                    (Some(r), Some(b)) => Some(r.min(b)),
+                    (Some(r), None) => Some(r),
+                    (None, b) => b,
+                };
+                open_ended |= end.is_none();
+                window = Some(match window {
+                    None => Impact {
+                        start_ms: down_at,
+                        end_ms: end,
+                    },
+                    Some(w) => Impact {
+                        start_ms: w.start_ms.min(down_at),
+                        end_ms: w.end_ms.zip(end).map(|(a, b)| a.max(b)),
+                    },
+                });
+            }
+            window.map(|w| Impact {
+                end_ms: if open_ended { None } else { w.end_ms },
+                ..w
+            })
+        })
+        .collect()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -315,6 +401,64 @@ mod tests {
         let m = measure(&[series("h", "---", 3)], Some(1000.0));
         assert_eq!(m.state, ServiceState::NotMeasured);
         assert_eq!(measure(&[], Some(0.0)).state, ServiceState::NotMeasured);
+    }
+
+    #[test]
+    fn each_fault_gets_its_own_window_without_double_counting() {
+        // Fault A effective at 150: down 200..=400, restored at 500 (3 good).
+        // Fault B effective at 950: down 1000..=1200, restored at 1300.
+        let s = series("h", "++---+++++---+++", 3);
+        let w = impacts(&[s], &[Some(150.0), Some(950.0)]);
+        assert_eq!(
+            w,
+            vec![
+                Some(Impact {
+                    start_ms: 200.0,
+                    end_ms: Some(500.0)
+                }),
+                Some(Impact {
+                    start_ms: 1000.0,
+                    end_ms: Some(1300.0)
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_outage_still_running_when_the_next_fault_hits_is_split_at_it() {
+        // A at 150, B at 450 while still down; restored at 700.
+        let s = series("h", "++-----+++", 3);
+        let w = impacts(&[s], &[Some(150.0), Some(450.0)]);
+        assert_eq!(
+            w[0],
+            Some(Impact {
+                start_ms: 200.0,
+                end_ms: Some(450.0)
+            })
+        );
+        assert_eq!(
+            w[1],
+            Some(Impact {
+                start_ms: 450.0,
+                end_ms: Some(700.0)
+            })
+        );
+    }
+
+    #[test]
+    fn a_fault_with_no_down_or_no_effect_has_no_window() {
+        // A hurts nothing before B; B is never restored; C never took effect.
+        let s = series("h", "+++++---", 3);
+        let w = impacts(&[s], &[Some(50.0), Some(450.0), None]);
+        assert_eq!(w[0], None);
+        assert_eq!(
+            w[1],
+            Some(Impact {
+                start_ms: 500.0,
+                end_ms: None
+            })
+        );
+        assert_eq!(w[2], None);
     }
 
     #[test]

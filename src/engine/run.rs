@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::abort::Abort;
 use super::check::run_check;
 use super::guards::Guards;
-use super::indicators::{Indicators, Measured, Series, measure};
+use super::indicators::{Indicators, Measured, Series, impacts, measure};
 use super::ledger::{self, Entry, Ledger, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
 use super::outcome::{Verdict, decide, revert_gaps};
@@ -904,7 +904,7 @@ impl Engine {
     /// improvements derived and secrets redacted.
     fn outcome(
         &self,
-        run: RunState,
+        mut run: RunState,
         recovered: Recovered,
         steady: Steady,
         (series, service): (Vec<Series>, Measured),
@@ -956,6 +956,7 @@ impl Engine {
             reason,
             aborted: aborted.map(|a| a.0),
         };
+        record_impacts(&mut run.steps, &series);
         let objectives = ObjectivesRecord {
             rto_ms,
             max_duration_ms: ms(sc.objectives.max_duration.0),
@@ -1178,6 +1179,30 @@ impl FailureHistory {
     }
 }
 
+/// Writes each fault's own impact window (see [`impacts`]) on its record; a fault
+/// takes effect when its effect was observed (as the report's fault windows count it).
+fn record_impacts(steps: &mut [StepRecord], series: &[Series]) {
+    let effective: Vec<Option<f64>> = steps
+        .iter()
+        .filter(|s| s.fault.is_some())
+        .map(|s| {
+            let e = s.fault.as_ref()?.effect.as_ref()?;
+            Some(s.started_ms + e.effective_after_ms.unwrap_or(s.duration_ms))
+        })
+        .collect();
+    let windows = impacts(series, &effective);
+    for (f, w) in steps
+        .iter_mut()
+        .filter_map(|s| s.fault.as_mut())
+        .zip(windows)
+    {
+        let Some(w) = w else { continue };
+        f.impact_start_ms = Some(w.start_ms);
+        f.impact_end_ms = w.end_ms;
+        f.impact_ms = w.end_ms.map(|e| e - w.start_ms);
+    }
+}
+
 /// A fault step before it runs: declared, not injected.
 fn fault_record(f: &ResolvedFault, ttl: Duration, started_ms: f64) -> StepRecord {
     StepRecord {
@@ -1190,6 +1215,9 @@ fn fault_record(f: &ResolvedFault, ttl: Duration, started_ms: f64) -> StepRecord
             reversible: None,
             effect: None,
             revert: None,
+            impact_start_ms: None,
+            impact_end_ms: None,
+            impact_ms: None,
         }),
         ..StepRecord::new(Phase::Fault, &f.step.name, f.spec.describe(), started_ms)
     }

@@ -615,9 +615,12 @@ pub fn judge(
             clauses.push(format!("{b}: {}", v.detail));
         } else if count > 0.0 {
             clauses.push(format!(
-                "{b}: {count} requests, {:.2}% ok, p95 {:.1} ms",
+                "{b}: {count} requests, {:.2}% ok, p50/p95/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms",
                 m.get("success_rate").copied().unwrap_or(0.0) * 100.0,
-                m.get("p95_ms").copied().unwrap_or(0.0)
+                m.get("p50_ms").copied().unwrap_or(0.0),
+                m.get("p95_ms").copied().unwrap_or(0.0),
+                m.get("p99_ms").copied().unwrap_or(0.0),
+                m.get("max_ms").copied().unwrap_or(0.0)
             ));
         }
         for (k, v) in m {

@@ -16,6 +16,18 @@ pub const SLOW_DETECTION_SHARE: f64 = 0.5;
 /// `rto-near` fires when recovery used more than this share of the RTO (but met it).
 pub const RTO_NEAR_SHARE: f64 = 0.8;
 
+/// `traffic-regression` fires when the success rate of `during` or `after` is lower
+/// than `before` by more than this (an absolute difference: 0.02 = 2 points).
+pub const REGRESSION_SUCCESS_DROP: f64 = 0.02;
+/// ... or when its p99 or max latency is more than this factor of `before`'s ...
+pub const REGRESSION_LATENCY_FACTOR: f64 = 2.0;
+/// ... and also more than this many ms above it: on a quiet loopback run a p99 of
+/// 0.4 ms becoming 1.5 ms is noise, not a regression.
+pub const REGRESSION_LATENCY_FLOOR_MS: f64 = 100.0;
+/// Phases with fewer requests than this (either side) are not compared: one slow
+/// request among five is not a trend.
+pub const REGRESSION_MIN_REQUESTS: f64 = 20.0;
+
 /// Derives the improvements of a run, ordered by severity then step order.
 pub fn derive(record: &RunRecord) -> Vec<Improvement> {
     let mut found: Vec<(usize, Improvement)> = Vec::new();
@@ -207,7 +219,77 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
     if let Some(f) = &s.fault {
         fault_rules(record, s, f, &mut out);
     }
+    regression_rule(s, &mut out);
     out
+}
+
+/// `traffic-regression`: a traffic entry whose `during` or `after` phase is clearly
+/// worse than its `before` phase, whether or not the scenario declared a threshold.
+/// Clearly worse: the success rate lower by more than [`REGRESSION_SUCCESS_DROP`],
+/// or the p99 or max latency higher than [`REGRESSION_LATENCY_FACTOR`] times
+/// `before`'s and by more than [`REGRESSION_LATENCY_FLOOR_MS`]; each phase compared
+/// needs [`REGRESSION_MIN_REQUESTS`]. Without `before` figures nothing is compared.
+fn regression_rule(s: &StepRecord, out: &mut Vec<Improvement>) {
+    let m = &s.metrics;
+    let get = |phase: &str, k: &str| m.get(&format!("{phase}.{k}")).copied();
+    let enough = |phase: &str| get(phase, "count").is_some_and(|n| n >= REGRESSION_MIN_REQUESTS);
+    if !enough("before") {
+        return;
+    }
+    for phase in ["during", "after"] {
+        if !enough(phase) {
+            continue;
+        }
+        let mut worse = Vec::new();
+        if let (Some(b), Some(p)) = (get("before", "success_rate"), get(phase, "success_rate"))
+            && b - p > REGRESSION_SUCCESS_DROP
+        {
+            worse.push(format!(
+                "success rate {:.2}% against {:.2}% before",
+                100.0 * p,
+                100.0 * b
+            ));
+        }
+        for (k, label) in [("p99_ms", "p99"), ("max_ms", "max")] {
+            if let (Some(b), Some(p)) = (get("before", k), get(phase, k))
+                && p > REGRESSION_LATENCY_FACTOR * b
+                && p - b > REGRESSION_LATENCY_FLOOR_MS
+            {
+                worse.push(format!("{label} {p:.1} ms against {b:.1} ms before"));
+            }
+        }
+        if worse.is_empty() {
+            continue;
+        }
+        out.push(imp(
+            "traffic-regression",
+            Severity::Medium,
+            s,
+            format!(
+                "traffic \"{}\" worse {phase} than before the faults",
+                s.name
+            ),
+            format!(
+                "{phase} ({} requests vs {}): {} (rule: success rate lower by more than {:.0} \
+                 points, or p99/max over {}x before and over {} ms more)",
+                get(phase, "count").unwrap_or(0.0),
+                get("before", "count").unwrap_or(0.0),
+                worse.join(", "),
+                100.0 * REGRESSION_SUCCESS_DROP,
+                REGRESSION_LATENCY_FACTOR,
+                REGRESSION_LATENCY_FLOOR_MS
+            ),
+            if phase == "after" {
+                "Users still feel the drill after recovery: find what stays degraded once the \
+                 faults are reverted (cold caches, a pool that did not reconnect, a replica \
+                 catching up) and add a recovery step or an after-recovery check for it."
+            } else {
+                "Users felt the fault: if this is the expected cost, write it down as a \
+                 `traffic:` threshold for the phase; otherwise shorten failover (retries, \
+                 timeouts, health-check interval) so fewer requests fail or stall."
+            },
+        ));
+    }
 }
 
 fn fault_rules(record: &RunRecord, s: &StepRecord, f: &FaultRecord, out: &mut Vec<Improvement>) {

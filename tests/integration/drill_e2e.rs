@@ -911,3 +911,85 @@ fn a_drill_without_an_injected_fault_has_its_rto_not_measured() {
         .unwrap();
     assert!(row.ends_with("| not measured |"), "{row}");
 }
+
+/// Two kills of the demo worker, 2 s apart, each restarted 1 s later by the
+/// supervisor: each fault's own impact window is about that 1 s, starts within one
+/// indicator interval of its kill, and the first ends before the second begins.
+#[test]
+fn two_faults_each_get_their_own_impact_window() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 1000);
+    let text = std::fs::read_to_string("scenarios/quickstart.yaml").unwrap();
+    let (head, rest) = text.split_once("faults:\n").unwrap();
+    let (_, tail) = rest.split_once("verifications:\n").unwrap();
+    let faults = "faults:
+  - name: first kill
+    level: smoke
+    kind: process_kill
+    with: { pidfile: \"{{pidfile}}\", signal: KILL }
+    ramp_up: 2s
+  - name: second kill
+    level: smoke
+    kind: process_kill
+    with: { pidfile: \"{{pidfile}}\", signal: KILL }
+    ramp_up: 100ms
+verifications:
+";
+    let scen = write_scenario(
+        dir.path(),
+        &format!("{head}{faults}{tail}").replace("rto: 5s", "rto: 10s"),
+    );
+    let reports = dir.path().join("reports");
+    let out = firedrill()
+        .arg("run")
+        .arg(&scen)
+        .args(["--run-id", "impacts"])
+        .arg("--var")
+        .arg(format!("port={}", demo.port))
+        .arg("--var")
+        .arg(format!("pidfile={}", demo.pidfile.display()))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j = journal(&reports);
+    let interval = j.objectives.resolution_ms.unwrap();
+    let faults: Vec<(f64, &firedrill::model::FaultRecord)> = j
+        .steps
+        .iter()
+        .filter_map(|s| {
+            let f = s.fault.as_ref()?;
+            let e = f.effect.as_ref()?.effective_after_ms?;
+            Some((s.started_ms + e, f))
+        })
+        .collect();
+    assert_eq!(faults.len(), 2, "{:?}", j.steps);
+    for (effective, f) in &faults {
+        let start = f.impact_start_ms.expect("impact start recorded");
+        let took = f.impact_ms.expect("impact recorded");
+        eprintln!(
+            "fault effective at {effective:.0}: impact {start:.0}..{:.0} ({took:.0} ms)",
+            f.impact_end_ms.unwrap()
+        );
+        // Seen down at the first observation after the kill: one interval, plus
+        // the observer's own scheduling on a busy 2-core machine.
+        let interval = interval + 50.0;
+        assert!(
+            (*effective..=effective + interval).contains(&start),
+            "impact starts at {start:.0}, kill took effect at {effective:.0}"
+        );
+        // Down for the supervisor's 1 s delay plus the new worker's start-up (tens
+        // of ms, at most 100 here), as seen at one observation per interval.
+        assert!(
+            (1000.0 - interval..=1100.0 + interval).contains(&took),
+            "impact {took:.0} ms, expected 1000..1100 ms ± {interval:.0} ms"
+        );
+    }
+    // No double counting: the first window is over before the second kill.
+    assert!(faults[0].1.impact_end_ms.unwrap() <= faults[1].0);
+    let md = std::fs::read_to_string(report_dir(&reports).join("report.md")).unwrap();
+    assert!(md.contains("Impact: this fault's own window"), "{md}");
+}

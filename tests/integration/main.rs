@@ -28,6 +28,7 @@ mod quickstart_script;
 mod report_cli;
 mod report_render;
 mod report_run;
+mod report_traffic;
 mod schema;
 mod secrets_leak;
 mod shell_injection;

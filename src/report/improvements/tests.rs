@@ -57,6 +57,9 @@ fn base() -> RunRecord {
             }),
             error: None,
         }),
+        impact_start_ms: None,
+        impact_end_ms: None,
+        impact_ms: None,
     });
     let mut verif = step(Phase::Verification, "fails over", 2_000.0, 10_000.0);
     verif.within_ms = Some(60_000.0);
@@ -237,6 +240,56 @@ fn no_rto(r: &mut RunRecord) {
     r.objectives.rto_ms = None;
 }
 
+/// Adds a traffic entry: `before` 100 requests, all ok, p99 5 ms, max 8 ms; then
+/// `during` and `after` as given (count, success rate, p99, max).
+fn traffic(r: &mut RunRecord, during: (f64, f64, f64, f64), after: (f64, f64, f64, f64)) {
+    let mut t = step(Phase::Verification, "checkout load", 60.0, 30_000.0);
+    for (phase, (n, ok, p99, max)) in [
+        ("before", (100.0, 1.0, 5.0, 8.0)),
+        ("during", during),
+        ("after", after),
+    ] {
+        if n == 0.0 {
+            continue;
+        }
+        for (k, v) in [
+            ("count", n),
+            ("success_rate", ok),
+            ("p50_ms", 1.0),
+            ("p95_ms", 3.0),
+            ("p99_ms", p99),
+            ("max_ms", max),
+        ] {
+            t.metrics.insert(format!("{phase}.{k}"), v);
+        }
+    }
+    r.steps.push(t);
+}
+const QUIET: (f64, f64, f64, f64) = (100.0, 1.0, 5.0, 8.0);
+fn traffic_errors_during(r: &mut RunRecord) {
+    traffic(r, (100.0, 0.90, 5.0, 8.0), QUIET);
+}
+fn traffic_slow_after(r: &mut RunRecord) {
+    traffic(r, QUIET, (100.0, 1.0, 450.0, 900.0));
+}
+/// Loopback noise: p99 triples but by 10 ms; one error in 100 (1 point).
+fn traffic_noise(r: &mut RunRecord) {
+    traffic(r, (100.0, 0.99, 15.0, 60.0), (100.0, 1.0, 12.0, 100.0));
+}
+fn traffic_without_before(r: &mut RunRecord) {
+    traffic(r, (100.0, 0.5, 900.0, 2_000.0), QUIET);
+    let t = r.steps.last_mut().unwrap();
+    t.metrics.retain(|k, _| !k.starts_with("before."));
+}
+fn traffic_too_few_during(r: &mut RunRecord) {
+    traffic(r, (5.0, 0.4, 900.0, 2_000.0), QUIET);
+}
+
+#[test_case("traffic-regression", traffic_errors_during, true ; "success rate down 10 points during")]
+#[test_case("traffic-regression", traffic_slow_after, true ; "p99 and max far above before after recovery")]
+#[test_case("traffic-regression", traffic_noise, false ; "loopback noise below the floor")]
+#[test_case("traffic-regression", traffic_without_before, false ; "no before figures")]
+#[test_case("traffic-regression", traffic_too_few_during, false ; "too few requests during")]
 #[test_case("critical-failure", verification_fails, true ; "critical verification failed")]
 #[test_case("critical-failure", precheck_fails, true ; "precheck failed")]
 #[test_case("critical-failure", noncritical_fails, false ; "non-critical failure is not critical")]
@@ -318,6 +371,19 @@ fn evidence_quotes_the_runs_figures() {
     assert_eq!(
         only(&r, "rto-near").evidence,
         "service restored 49.0 s after the disruption (measured RTO) against an RTO of 1 min (82% of it; warning above 80%)"
+    );
+
+    let mut r = base();
+    traffic_slow_after(&mut r);
+    let i = only(&r, "traffic-regression");
+    assert_eq!(i.step.as_deref(), Some("checkout load"));
+    assert!(i.title.contains("after"), "{}", i.title);
+    assert!(
+        i.evidence.starts_with(
+            "after (100 requests vs 100): p99 450.0 ms against 5.0 ms before, max 900.0 ms against 8.0 ms before"
+        ),
+        "{}",
+        i.evidence
     );
 
     let mut r = base();

@@ -26,10 +26,62 @@ pub(crate) struct View<'a> {
     /// Every step in run order.
     pub steps: Vec<StepView<'a>>,
     pub guards: Vec<GuardView<'a>>,
+    /// Per-phase figures of each `traffic:` entry.
+    pub traffic: Vec<TrafficView>,
     pub vars: Vec<Pair>,
     pub labels: Vec<Pair>,
     pub chart: Chart,
     pub junit: Junit,
+}
+
+/// One `traffic:` entry: a row per phase that saw requests.
+#[derive(Serialize)]
+pub(crate) struct TrafficView {
+    pub name: String,
+    pub rows: Vec<TrafficRow>,
+}
+
+/// Figures of one phase, formatted (`-` when the phase has none).
+#[derive(Serialize)]
+pub(crate) struct TrafficRow {
+    pub phase: &'static str,
+    pub count: String,
+    pub success: String,
+    pub p50: String,
+    pub p95: String,
+    pub p99: String,
+    pub max: String,
+}
+
+/// The traffic entries of a run: the steps whose figures are per phase.
+fn traffic_views(run: &RunRecord) -> Vec<TrafficView> {
+    run.steps
+        .iter()
+        .filter(|s| s.metrics.contains_key("all.count"))
+        .map(|s| {
+            let get = |p: &str, k: &str| s.metrics.get(&format!("{p}.{k}")).copied();
+            let lat = |p: &str, k: &str| get(p, k).map_or("-".into(), |v| format!("{v:.1} ms"));
+            let rows = crate::probe::traffic::BUCKETS
+                .into_iter()
+                .chain(["all"])
+                .filter(|p| get(p, "count").is_some_and(|n| n > 0.0))
+                .map(|p| TrafficRow {
+                    phase: p,
+                    count: format!("{}", get(p, "count").unwrap_or(0.0)),
+                    success: get(p, "success_rate")
+                        .map_or("-".into(), |v| format!("{:.2}%", 100.0 * v)),
+                    p50: lat(p, "p50_ms"),
+                    p95: lat(p, "p95_ms"),
+                    p99: lat(p, "p99_ms"),
+                    max: lat(p, "max_ms"),
+                })
+                .collect();
+            TrafficView {
+                name: s.name.clone(),
+                rows,
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -118,6 +170,8 @@ pub(crate) struct FaultView<'a> {
     pub restored_after_ms: Option<f64>,
     pub active_from_ms: Option<f64>,
     pub active_to_ms: Option<f64>,
+    /// This fault's own impact window on the service indicators, in words.
+    pub impact: String,
 }
 
 #[derive(Serialize)]
@@ -189,6 +243,7 @@ impl<'a> View<'a> {
             faults,
             steps,
             guards,
+            traffic: traffic_views(run),
             vars: pairs(&run.vars),
             labels: pairs(&run.scenario.labels),
             chart: chart::layout(run),
@@ -212,6 +267,21 @@ fn step_view(i: usize, s: &StepRecord) -> StepView<'_> {
                 value: format!("{v}"),
             })
             .collect(),
+    }
+}
+
+/// `+a → +b (c)`; `down from +a, not seen restored`; `not seen down`; `not measured`.
+fn impact_words(run: &RunRecord, f: &FaultRecord) -> String {
+    use crate::report::words::human_ms;
+    match (f.impact_start_ms, f.impact_end_ms, f.impact_ms) {
+        (Some(a), Some(b), Some(c)) => {
+            format!("+{} → +{} ({})", human_ms(a), human_ms(b), human_ms(c))
+        }
+        (Some(a), _, _) => format!("down from +{}, not seen restored", human_ms(a)),
+        _ if f.effect.is_none() || run.objectives.service == ServiceState::NotMeasured => {
+            "not measured".into()
+        }
+        _ => "not seen down".into(),
     }
 }
 
@@ -262,6 +332,7 @@ fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<
             .and_then(|r| r.restored_after_ms),
         active_from_ms: window.map(|w| w.0),
         active_to_ms: window.map(|w| w.1),
+        impact: impact_words(run, f),
     }
 }
 

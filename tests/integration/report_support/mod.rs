@@ -87,6 +87,9 @@ pub fn record() -> RunRecord {
             }),
             error: None,
         }),
+        impact_start_ms: Some(900.0),
+        impact_end_ms: Some(8_700.0),
+        impact_ms: Some(7_800.0),
     });
     steps.push(s);
 
