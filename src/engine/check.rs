@@ -231,3 +231,17 @@ pub async fn run_check(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(excerpt("lag=7.5\n", 2048), "lag=7.5\n");
+        let long = "é".repeat(1500); // 3000 bytes, 2 per char
+        let cut = excerpt(&long, 2047);
+        assert!(cut.starts_with(&"é".repeat(1023)), "cut inside a character");
+        assert!(cut.ends_with("…[954 more bytes]"), "{}", &cut[cut.len() - 30..]);
+    }
+}
