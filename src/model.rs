@@ -323,6 +323,30 @@ pub struct StepRecord {
     /// Probe figures (e.g. traffic percentiles per phase).
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// For checks: excerpts of what the probe saw (stdout/stderr, HTTP body) in the
+    /// last failed attempts and the last attempt, redacted and bounded, so a failure
+    /// keeps the measured value. Absent in journals written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+/// What one attempt of a check saw: an excerpt of each output it produced, secrets
+/// redacted before the cut (so a cut cannot leave half a secret behind).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Evidence {
+    /// Which attempt (1-based) this is.
+    pub attempt: u32,
+    /// Whether the expectation held at this attempt.
+    pub held: bool,
+    /// Command standard output (excerpt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// Command standard error (excerpt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// HTTP response body (excerpt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 impl StepRecord {
@@ -350,6 +374,7 @@ impl StepRecord {
             detail: String::new(),
             fault: None,
             metrics: BTreeMap::new(),
+            evidence: Vec::new(),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Running one assertion with its timing rule: once (with retries), `within`
 //! (eventually) or `for` (continuously).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::rt::sleep_or_cancel;
 
+use crate::model::Evidence;
 use crate::probe::{Expect, Observation, ProbeCtx, ProbeSpec};
 use crate::scenario::Check;
+use crate::secrets::Redactor;
 
 /// The outcome of a check.
 #[derive(Debug, Clone)]
@@ -21,6 +24,85 @@ pub struct CheckOutcome {
     pub duration: Duration,
     pub last: Option<Observation>,
     pub interrupted: bool,
+    /// Excerpts of the last failed attempts and of the last attempt, oldest first.
+    pub evidence: Vec<Evidence>,
+}
+
+/// At most this many bytes of each output are kept per attempt.
+pub(crate) const EXCERPT_MAX: usize = 2 * 1024;
+/// At most this many failed attempts are kept per check (the most recent ones).
+pub(crate) const EVIDENCE_FAILED_MAX: usize = 3;
+
+/// Keeps bounded, redacted excerpts of what a check's attempts saw: the last
+/// [`EVIDENCE_FAILED_MAX`] failed attempts, and the last attempt even if it held.
+struct EvidenceLog {
+    redactor: Redactor,
+    failed: VecDeque<Evidence>,
+    /// The latest attempt's excerpt when it held (a failed one is in `failed`).
+    held: Option<Evidence>,
+}
+
+impl EvidenceLog {
+    fn new(ctx: &ProbeCtx<'_>) -> Self {
+        EvidenceLog {
+            redactor: Redactor::new(ctx.vars.secret_values()),
+            failed: VecDeque::new(),
+            held: None,
+        }
+    }
+
+    fn excerpt(&self, text: &Option<String>) -> Option<String> {
+        let text = text.as_deref()?;
+        // Redact before cutting: a cut through a secret would leave a prefix the
+        // journal-wide redaction no longer recognises.
+        let text = self.redactor.redact(text);
+        Some(excerpt(&text, EXCERPT_MAX))
+    }
+
+    fn of(&self, attempt: u32, held: bool, obs: &Observation) -> Option<Evidence> {
+        if obs.stdout.is_none() && obs.stderr.is_none() && obs.body.is_none() {
+            return None; // tcp, traffic, transport errors: the verdict says it all
+        }
+        Some(Evidence {
+            attempt,
+            held,
+            stdout: self.excerpt(&obs.stdout),
+            stderr: self.excerpt(&obs.stderr),
+            body: self.excerpt(&obs.body),
+        })
+    }
+
+    fn record(&mut self, attempt: u32, held: bool, obs: &Observation) {
+        let e = self.of(attempt, held, obs);
+        if held {
+            self.held = e;
+            return;
+        }
+        self.held = None;
+        if let Some(e) = e {
+            if self.failed.len() == EVIDENCE_FAILED_MAX {
+                self.failed.pop_front();
+            }
+            self.failed.push_back(e);
+        }
+    }
+
+    /// The kept excerpts, oldest first.
+    fn finish(&self) -> Vec<Evidence> {
+        self.failed.iter().chain(&self.held).cloned().collect()
+    }
+}
+
+/// The first `max` bytes of `text` (on a character boundary), saying how much was cut.
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[{} more bytes]", &text[..cut], text.len() - cut)
 }
 
 async fn observe(
@@ -45,12 +127,20 @@ pub async fn run_check(
     let mut first_held = None;
     let mut last;
     let mut detail;
-    let done = |ok, attempts, first_held, detail: String, last, interrupted| CheckOutcome {
+    let mut log = EvidenceLog::new(ctx);
+    let done = |ok,
+                attempts,
+                first_held,
+                detail: String,
+                last: Option<Observation>,
+                interrupted,
+                log: &EvidenceLog| CheckOutcome {
         ok,
         attempts,
         first_held,
         detail,
         duration: start.elapsed(),
+        evidence: log.finish(),
         last,
         interrupted,
     };
@@ -61,6 +151,7 @@ pub async fn run_check(
         loop {
             attempts += 1;
             let (ok, d, obs) = observe(&check.probe, &check.expect, ctx).await;
+            log.record(attempts, ok, &obs);
             last = Some(obs);
             if !ok {
                 let at = start.elapsed();
@@ -71,6 +162,7 @@ pub async fn run_check(
                     format!("broke after {:.1}s: {d}", at.as_secs_f64()),
                     last,
                     false,
+                    &log,
                 );
             }
             first_held.get_or_insert(start.elapsed());
@@ -83,6 +175,7 @@ pub async fn run_check(
                     format!("held for {hold} ({attempts} polls): {detail}"),
                     last,
                     false,
+                    &log,
                 );
             }
             if !sleep_or_cancel(interval.min(deadline - Instant::now()), cancel).await {
@@ -93,6 +186,7 @@ pub async fn run_check(
                     format!("interrupted: {detail}"),
                     last,
                     true,
+                    &log,
                 );
             }
         }
@@ -107,11 +201,12 @@ pub async fn run_check(
     loop {
         attempts += 1;
         let (ok, d, obs) = observe(&check.probe, &check.expect, ctx).await;
+        log.record(attempts, ok, &obs);
         last = Some(obs);
         detail = d;
         if ok {
             first_held = Some(start.elapsed());
-            return done(true, attempts, first_held, detail, last, false);
+            return done(true, attempts, first_held, detail, last, false, &log);
         }
         let out_of_time =
             deadline.is_some_and(|dl| Instant::now() + interval > dl) || attempts >= max_attempts;
@@ -121,7 +216,7 @@ pub async fn run_check(
                 None if attempts > 1 => format!("failed {attempts} attempts: {detail}"),
                 None => detail,
             };
-            return done(false, attempts, None, why, last, false);
+            return done(false, attempts, None, why, last, false, &log);
         }
         if !sleep_or_cancel(interval, cancel).await {
             return done(
@@ -131,7 +226,26 @@ pub async fn run_check(
                 format!("interrupted: {detail}"),
                 last,
                 true,
+                &log,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(excerpt("lag=7.5\n", 2048), "lag=7.5\n");
+        let long = "é".repeat(1500); // 3000 bytes, 2 per char
+        let cut = excerpt(&long, 2047);
+        assert!(cut.starts_with(&"é".repeat(1023)), "cut inside a character");
+        assert!(
+            cut.ends_with("…[954 more bytes]"),
+            "{}",
+            &cut[cut.len() - 30..]
+        );
     }
 }

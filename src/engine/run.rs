@@ -1111,6 +1111,7 @@ impl Engine {
             within_ms: c.within.map(|w| ms(w.0)),
             detail: out.detail,
             metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
+            evidence: out.evidence,
             ..StepRecord::new(phase, &c.name, describe_check(c), started_ms)
         }
     }

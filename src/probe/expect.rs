@@ -49,6 +49,48 @@ pub struct Expect {
     /// Conditions on the probe's figures, by name (e.g. the traffic probe's `success_rate`, `p95_ms`): `{ success_rate: { ge: 0.995 }, p95_ms: { le: 200 } }`.
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricCheck>,
+    /// Conditions on JSON fields of the command's standard output, same form as `json`: one or a list of `{ path, eq|ne|lt|le|gt|ge|exists }`, e.g. `{ path: $.lag_s, lt: 2 }`.
+    #[serde(default)]
+    pub stdout_json: Option<OneOrMany<JsonCheck>>,
+    /// A number taken from the command's standard output by a regular expression (its first capture group, read as a decimal number) and compared: `{ regex: 'lag=([0-9.]+)', lt: 2 }`.
+    #[serde(default)]
+    pub stdout_number: Option<NumberCheck>,
+}
+
+/// A number extracted from text by the first capture group of `regex`, compared with
+/// every bound given.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NumberCheck {
+    /// Regular expression with at least one capture group; the first group's text of the first match is read as a number (e.g. `'lag=([0-9.]+)'`).
+    pub regex: String,
+    /// The number equals this.
+    #[serde(default)]
+    pub eq: Option<f64>,
+    /// The number is below this.
+    #[serde(default)]
+    pub lt: Option<f64>,
+    /// The number is at most this.
+    #[serde(default)]
+    pub le: Option<f64>,
+    /// The number is above this.
+    #[serde(default)]
+    pub gt: Option<f64>,
+    /// The number is at least this.
+    #[serde(default)]
+    pub ge: Option<f64>,
+}
+
+impl NumberCheck {
+    fn bounds(&self) -> MetricCheck {
+        MetricCheck {
+            eq: self.eq,
+            lt: self.lt,
+            le: self.le,
+            gt: self.gt,
+            ge: self.ge,
+        }
+    }
 }
 
 /// Comparisons on one number of `Observation.metrics`; every one given must hold.
@@ -259,41 +301,32 @@ impl Expect {
             }
         }
         if let Some(checks) = &self.json {
-            let many = matches!(checks, OneOrMany::Many(_));
-            for (i, c) in checks.as_slice().iter().enumerate() {
-                let p = if many {
-                    format!("json[{i}]")
-                } else {
-                    "json".to_string()
-                };
-                if let Err(e) = serde_json_path::JsonPath::parse(&c.path) {
-                    errs.push((
-                        format!("{p}.path"),
-                        format!(
-                            "found `{}`, expected a JSONPath like `$.errcode` ({e})",
-                            c.path
-                        ),
-                    ));
-                }
-                let n = [
-                    c.eq.is_some(),
-                    c.ne.is_some(),
-                    c.lt.is_some(),
-                    c.le.is_some(),
-                    c.gt.is_some(),
-                    c.ge.is_some(),
-                    c.exists.is_some(),
-                ]
-                .iter()
-                .filter(|b| **b)
-                .count();
-                if n == 0 {
-                    errs.push((
-                        p,
-                        "found no comparison, expected one of eq, ne, lt, le, gt, ge, exists"
-                            .into(),
-                    ));
-                }
+            validate_json_checks("json", checks, &mut errs);
+        }
+        if let Some(checks) = &self.stdout_json {
+            validate_json_checks("stdout_json", checks, &mut errs);
+        }
+        if let Some(n) = &self.stdout_number {
+            match regex::Regex::new(&n.regex) {
+                Err(e) => errs.push((
+                    "stdout_number.regex".into(),
+                    format!("found an invalid regular expression: {e}"),
+                )),
+                // captures_len counts the whole match as group 0.
+                Ok(r) if r.captures_len() < 2 => errs.push((
+                    "stdout_number.regex".into(),
+                    format!(
+                        "found `{}` without a capture group, expected a group around the number like `lag=([0-9.]+)`",
+                        n.regex
+                    ),
+                )),
+                Ok(_) => {}
+            }
+            if n.bounds().comparisons().is_empty() {
+                errs.push((
+                    "stdout_number".into(),
+                    "found no comparison, expected one of eq, lt, le, gt, ge".into(),
+                ));
             }
         }
         for (name, m) in &self.metrics {
@@ -401,6 +434,21 @@ impl Expect {
                 }
             }
         }
+        if let Some(checks) = &self.stdout_json {
+            match serde_json::from_str::<Json>(stdout) {
+                Err(e) => check(false, format!("stdout is JSON: {e}")),
+                Ok(doc) => {
+                    for c in checks.as_slice() {
+                        let (pass, text) = eval_json(c, &doc);
+                        check(pass, format!("stdout {text}"));
+                    }
+                }
+            }
+        }
+        if let Some(n) = &self.stdout_number {
+            let (pass, text) = eval_number(n, stdout);
+            check(pass, text);
+        }
         for (name, m) in &self.metrics {
             let found = obs.metrics.get(name).copied();
             let want: Vec<String> = m
@@ -422,6 +470,87 @@ impl Expect {
             ok,
             detail: clauses.join("; "),
         }
+    }
+}
+
+/// Checks the JSONPaths and comparisons of `json` or `stdout_json` (`field`).
+fn validate_json_checks(
+    field: &str,
+    checks: &OneOrMany<JsonCheck>,
+    errs: &mut Vec<(String, String)>,
+) {
+    let many = matches!(checks, OneOrMany::Many(_));
+    for (i, c) in checks.as_slice().iter().enumerate() {
+        let p = if many {
+            format!("{field}[{i}]")
+        } else {
+            field.to_string()
+        };
+        if let Err(e) = serde_json_path::JsonPath::parse(&c.path) {
+            errs.push((
+                format!("{p}.path"),
+                format!(
+                    "found `{}`, expected a JSONPath like `$.errcode` ({e})",
+                    c.path
+                ),
+            ));
+        }
+        let n = [
+            c.eq.is_some(),
+            c.ne.is_some(),
+            c.lt.is_some(),
+            c.le.is_some(),
+            c.gt.is_some(),
+            c.ge.is_some(),
+            c.exists.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n == 0 {
+            errs.push((
+                p,
+                "found no comparison, expected one of eq, ne, lt, le, gt, ge, exists".into(),
+            ));
+        }
+    }
+}
+
+/// Extracts the number of `stdout_number` and compares it; the clause shows the
+/// number found (or why there is none) so a failed check keeps the measured value.
+fn eval_number(n: &NumberCheck, text: &str) -> (bool, String) {
+    let bounds = n.bounds();
+    let want: Vec<String> = bounds
+        .comparisons()
+        .iter()
+        .map(|(op, b, _)| format!("{op} {b}"))
+        .collect();
+    let want = want.join(" and ");
+    let Ok(re) = regex::Regex::new(&n.regex) else {
+        return (false, format!("stdout number /{}/: invalid regex", n.regex));
+    };
+    let Some(raw) = re
+        .captures(text)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().trim())
+    else {
+        return (
+            false,
+            format!("stdout number /{}/: no match (expected {want})", n.regex),
+        );
+    };
+    match raw.parse::<f64>() {
+        Err(_) => (
+            false,
+            format!(
+                "stdout number /{}/ = {raw:?}: not a number (expected {want})",
+                n.regex
+            ),
+        ),
+        Ok(v) => (
+            bounds.comparisons().iter().all(|(_, b, f)| f(v, *b)),
+            format!("stdout number /{}/ = {v} (expected {want})", n.regex),
+        ),
     }
 }
 
@@ -601,6 +730,85 @@ mod tests {
         assert!(v.detail.contains("FAILED p95_ms = 250"), "{}", v.detail);
         obs.metrics.clear();
         assert!(!e.evaluate(&obs).ok, "a missing figure fails");
+    }
+
+    fn cmd(stdout: &str) -> Observation {
+        Observation {
+            exit_code: Some(0),
+            stdout: Some(stdout.into()),
+            stderr: Some(String::new()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stdout_json_holds_and_fails_with_the_value_found() {
+        let e = expect("stdout_json: { path: $.lag_s, lt: 2 }");
+        assert!(e.evaluate(&cmd(r#"{"lag_s": 1.5}"#)).ok);
+        let v = e.evaluate(&cmd(r#"{"lag_s": 3.25}"#));
+        assert!(!v.ok);
+        assert!(
+            v.detail
+                .contains("FAILED stdout $.lag_s = 3.25 (expected < 2)"),
+            "{}",
+            v.detail
+        );
+        let many = expect("stdout_json: [{ path: $.role, eq: replica }, { path: $.lag_s, ge: 0 }]");
+        assert!(many.evaluate(&cmd(r#"{"role":"replica","lag_s":0}"#)).ok);
+    }
+
+    #[test]
+    fn stdout_json_fails_on_output_that_is_not_json() {
+        let v = expect("stdout_json: { path: $.lag_s, lt: 2 }").evaluate(&cmd("lag=1.5\n"));
+        assert!(!v.ok);
+        assert!(v.detail.contains("FAILED stdout is JSON"), "{}", v.detail);
+        let missing = expect("stdout_json: { path: $.lag_s, lt: 2 }").evaluate(&cmd("{}"));
+        assert!(!missing.ok, "a missing value is not below 2");
+    }
+
+    #[test]
+    fn stdout_number_holds_and_fails_with_the_value_found() {
+        let e = expect("stdout_number: { regex: 'lag=([0-9.]+)', lt: 2 }");
+        assert!(e.evaluate(&cmd("replica r2 lag=1.25 s\n")).ok);
+        let v = e.evaluate(&cmd("replica r2 lag=7.5 s\n"));
+        assert!(!v.ok);
+        assert!(v.detail.contains("= 7.5 (expected < 2)"), "{}", v.detail);
+        let both = expect("stdout_number: { regex: 'offset ([-0-9]+)', ge: -5, le: 5 }");
+        assert!(both.evaluate(&cmd("offset -3")).ok);
+        assert!(!both.evaluate(&cmd("offset -30")).ok);
+    }
+
+    #[test]
+    fn stdout_number_fails_when_nothing_matches_or_it_is_not_a_number() {
+        let e = expect("stdout_number: { regex: 'lag=(\\S+)', lt: 2 }");
+        let v = e.evaluate(&cmd("no replication info"));
+        assert!(!v.ok);
+        assert!(v.detail.contains("no match"), "{}", v.detail);
+        let v = e.evaluate(&cmd("lag=unknown"));
+        assert!(!v.ok);
+        assert!(v.detail.contains("not a number"), "{}", v.detail);
+    }
+
+    #[test]
+    fn stdout_checks_validate_path_regex_group_and_comparison() {
+        let errs = expect("stdout_json: { path: 'lag', lt: 2 }").validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "stdout_json.path");
+        let errs = expect("stdout_number: { regex: 'lag=[0-9.]+', lt: 2 }").validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "stdout_number.regex");
+        assert!(
+            errs[0].1.contains("without a capture group"),
+            "{}",
+            errs[0].1
+        );
+        let errs = expect("stdout_number: { regex: 'lag=([0-9.]+)' }").validate();
+        assert_eq!(errs[0].0, "stdout_number");
+        assert!(
+            expect("stdout_number: { regex: 'lag=([0-9.]+)', lt: 2 }")
+                .validate()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -232,6 +232,8 @@ fn file_of(name: &str) -> String {
 #[test_case("33-tab-indentation")]
 #[test_case("34-indicator-never-restored")]
 #[test_case("40-five-problems-in-one-file")]
+#[test_case("50-stdout-json-bad-path")]
+#[test_case("51-stdout-number-regex-without-group")]
 fn rejected_before_anything_runs(name: &str) {
     let mut sb = Sandbox::new(name);
     let file = file_of(name);

@@ -24,6 +24,7 @@ fn step(phase: Phase, name: &str, started_ms: f64, duration_ms: f64) -> StepReco
         detail: "ok".into(),
         fault: None,
         metrics: BTreeMap::new(),
+        evidence: Vec::new(),
     }
 }
 

@@ -32,6 +32,60 @@ pub(crate) struct View<'a> {
     pub labels: Vec<Pair>,
     pub chart: Chart,
     pub junit: Junit,
+    /// Excerpts of what failed checks saw, one row per output of an attempt, in run order.
+    pub evidence: Vec<EvidenceView<'a>>,
+}
+
+/// One output (stdout, stderr or body) of one attempt of a failed check.
+#[derive(Serialize)]
+pub(crate) struct EvidenceView<'a> {
+    /// 1-based position of the step in the run.
+    pub number: usize,
+    pub name: &'a str,
+    pub attempt: u32,
+    /// `held` or `failed`: the verdict of that attempt.
+    pub verdict: &'static str,
+    /// Status word for the `cls` helper (passed / failed).
+    pub status: &'static str,
+    /// `stdout`, `stderr` or `body`.
+    pub stream: &'static str,
+    /// The redacted, bounded excerpt (escaped by the template engine like all data).
+    pub text: &'a str,
+}
+
+/// Evidence rows for the checks that failed; passed checks keep theirs in the journal.
+fn evidence_view(run: &RunRecord) -> Vec<EvidenceView<'_>> {
+    let mut rows = Vec::new();
+    for (i, s) in run.steps.iter().enumerate() {
+        if !matches!(s.status, StepStatus::Failed | StepStatus::Error) {
+            continue;
+        }
+        for e in &s.evidence {
+            for (stream, text) in [
+                ("stdout", &e.stdout),
+                ("stderr", &e.stderr),
+                ("body", &e.body),
+            ] {
+                // An empty stderr says nothing; an empty stdout or body is itself evidence.
+                let Some(text) = text.as_deref() else {
+                    continue;
+                };
+                if stream == "stderr" && text.is_empty() {
+                    continue;
+                }
+                rows.push(EvidenceView {
+                    number: i + 1,
+                    name: &s.name,
+                    attempt: e.attempt,
+                    verdict: if e.held { "held" } else { "failed" },
+                    status: if e.held { "passed" } else { "failed" },
+                    stream,
+                    text,
+                });
+            }
+        }
+    }
+    rows
 }
 
 /// One `traffic:` entry: a row per phase that saw requests.
@@ -248,6 +302,7 @@ impl<'a> View<'a> {
             labels: pairs(&run.scenario.labels),
             chart: chart::layout(run),
             junit: junit::build(run),
+            evidence: evidence_view(run),
             run,
         }
     }

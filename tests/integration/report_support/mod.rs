@@ -41,6 +41,7 @@ pub fn step(phase: Phase, name: &str, started_ms: f64, duration_ms: f64) -> Step
         detail: String::new(),
         fault: None,
         metrics: BTreeMap::new(),
+        evidence: Vec::new(),
     }
 }
 
