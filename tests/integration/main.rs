@@ -31,5 +31,6 @@ mod report_run;
 mod schema;
 mod secrets_leak;
 mod shell_injection;
+mod side_by_side;
 mod traffic_probe;
 mod unbounded_input;

@@ -123,7 +123,7 @@ pub(crate) struct FaultView<'a> {
 pub(crate) struct GuardView<'a> {
     #[serde(flatten)]
     pub guard: &'a GuardRecord,
-    /// `held`, `BREACHED` or `not run`.
+    /// `held`, `BREACHED`, `BREACHED (non-critical)` or `not run`.
     pub label: &'static str,
     pub status: &'static str,
 }
@@ -157,6 +157,7 @@ impl<'a> View<'a> {
             .map(|g| GuardView {
                 guard: g,
                 label: match (g.breached, g.polls) {
+                    (true, _) if !g.critical => "BREACHED (non-critical)",
                     (true, _) => "BREACHED",
                     (false, 0) => "not run",
                     _ => "held",

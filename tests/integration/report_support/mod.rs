@@ -333,6 +333,8 @@ pub fn record() -> RunRecord {
             breached: false,
             breached_ms: None,
             detail: "$.error_rate = 0.012 (expected < 0.05)".into(),
+            critical: true,
+            breaches: 0,
         }],
         improvements: Vec::new(),
         ledger: "/var/lib/firedrill/ledgers/20250314T021000Z-7f3a.jsonl".into(),
