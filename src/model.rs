@@ -352,6 +352,21 @@ impl StepRecord {
     }
 }
 
+impl StepRecord {
+    /// The first-held time on the check's own clock (from its start), which is what
+    /// its `within` is counted against: a verification's `first_held_ms` is counted
+    /// from the disruption (`disruption_start_ms`), so the time from the disruption
+    /// to the check's start comes off.
+    pub fn first_held_own_ms(&self, disruption_start_ms: Option<f64>) -> Option<f64> {
+        self.first_held_ms.map(|h| match disruption_start_ms {
+            Some(t0) if self.phase == Phase::Verification => {
+                (h - (self.started_ms - t0).max(0.0)).max(0.0)
+            }
+            _ => h,
+        })
+    }
+}
+
 /// A fault step's specifics: declared next to measured, and how it was reverted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {

@@ -190,14 +190,7 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
     }
     // `within` runs from the check's own start, while a verification's first-held
     // time is counted from the disruption: compare on the check's own clock.
-    let own_held = s
-        .first_held_ms
-        .map(|h| match record.objectives.disruption_start_ms {
-            Some(t0) if s.phase == Phase::Verification => {
-                (h - (s.started_ms - t0).max(0.0)).max(0.0)
-            }
-            _ => h,
-        });
+    let own_held = s.first_held_own_ms(record.objectives.disruption_start_ms);
     if let (Some(within), Some(held)) = (s.within_ms, own_held)
         && s.status == StepStatus::Passed
         && within > 0.0

@@ -92,6 +92,9 @@ pub(crate) struct StepView<'a> {
     pub label: &'static str,
     pub ended_ms: f64,
     pub metric_list: Vec<Pair>,
+    /// First held on the check's own clock, for its share of `within` (the record's
+    /// `first_held_ms` counts from the disruption).
+    pub held_own_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -134,14 +137,14 @@ impl<'a> View<'a> {
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| step_view(i, s))
+            .map(|(i, s)| step_view(run, i, s))
             .collect();
         let in_phase = |p: Phase| -> Vec<StepView<'a>> {
             run.steps
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.phase == p)
-                .map(|(i, s)| step_view(i, s))
+                .map(|(i, s)| step_view(run, i, s))
                 .collect()
         };
         let faults = run
@@ -197,8 +200,9 @@ impl<'a> View<'a> {
     }
 }
 
-fn step_view(i: usize, s: &StepRecord) -> StepView<'_> {
+fn step_view<'a>(run: &RunRecord, i: usize, s: &'a StepRecord) -> StepView<'a> {
     StepView {
+        held_own_ms: s.first_held_own_ms(run.objectives.disruption_start_ms),
         step: s,
         number: i + 1,
         label: step_label(s),
@@ -234,7 +238,7 @@ fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<
     };
     let window = active_window(run, s);
     FaultView {
-        view: step_view(i, s),
+        view: step_view(run, i, s),
         kind: &f.kind,
         target: &f.target,
         level: f.level,
