@@ -212,3 +212,46 @@ fn first_held_is_counted_from_the_disruption_not_the_check() {
     let html = std::fs::read_to_string(report_dir(&reports).join("report.html")).unwrap();
     assert!(html.contains("First held after the disruption"));
 }
+
+#[test]
+fn a_background_verification_without_an_injected_fault_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = Marker::spawn("bgskip");
+    let text = scenario(
+        &marker,
+        "    level: full",
+        "",
+        r#"  - name: watch all along
+    background: true
+    probe: { command: { run: "true" } }
+    for: 10m
+    interval: 100ms
+"#,
+    );
+    let scen = write_scenario(dir.path(), &text);
+    let plan = firedrill()
+        .args(["plan"])
+        .arg(&scen)
+        .args(["--level", "smoke"])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("background: from the first fault until recovery"),
+        "{plan}"
+    );
+    let reports = dir.path().join("reports");
+    let out = drill_cmd(&scen, "bgskip1", &dir.path().join("state"), &reports)
+        .args(["--level", "smoke"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j = journal(&reports);
+    let bg = j
+        .steps
+        .iter()
+        .find(|s| s.name == "watch all along")
+        .unwrap();
+    assert_eq!(bg.status, StepStatus::Skipped);
+    assert_eq!(bg.detail, "no fault took effect");
+}
