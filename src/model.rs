@@ -310,7 +310,10 @@ pub struct StepRecord {
     pub description: String,
     /// Observations made (1 for a single check, more for `within`/`for`/retries).
     pub attempts: u32,
-    /// For `within`/`for`/retried checks: ms from step start until the expectation first held.
+    /// For `within`/`for`/retried checks: ms until the expectation first held, counted
+    /// from the disruption start (the first fault taking effect) for verifications once
+    /// a fault took effect, from the step's own start otherwise (prechecks; journals
+    /// written before issue 12).
     pub first_held_ms: Option<f64>,
     /// For `within` checks: the declared deadline, ms (improvement rules compare
     /// `first_held_ms` against it). Absent in journals written before it existed.
@@ -379,6 +382,21 @@ impl StepRecord {
     }
 }
 
+impl StepRecord {
+    /// The first-held time on the check's own clock (from its start), which is what
+    /// its `within` is counted against: a verification's `first_held_ms` is counted
+    /// from the disruption (`disruption_start_ms`), so the time from the disruption
+    /// to the check's start comes off.
+    pub fn first_held_own_ms(&self, disruption_start_ms: Option<f64>) -> Option<f64> {
+        self.first_held_ms.map(|h| match disruption_start_ms {
+            Some(t0) if self.phase == Phase::Verification => {
+                (h - (self.started_ms - t0).max(0.0)).max(0.0)
+            }
+            _ => h,
+        })
+    }
+}
+
 /// A fault step's specifics: declared next to measured, and how it was reverted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {
@@ -429,10 +447,18 @@ pub struct GuardRecord {
     pub polls: u32,
     pub failures: u32,
     pub breached: bool,
-    /// Monotonic ms since run start of the breach.
+    /// Monotonic ms since run start of the (first) breach.
     pub breached_ms: Option<f64>,
     /// Last verdict, in words.
     pub detail: String,
+    /// Whether a breach aborts and fails the drill; a non-critical guard's breaches are
+    /// only reported. True in journals written before it existed.
+    #[serde(default = "yes")]
+    pub critical: bool,
+    /// Breaches seen (a non-critical guard keeps watching after one; a critical guard
+    /// stops at its first). Absent in journals written before it existed.
+    #[serde(default)]
+    pub breaches: u32,
 }
 
 /// Severity of an improvement.

@@ -1,6 +1,6 @@
-//! Guards: stop conditions polled while any fault is active. A guard breached
-//! `breach_after` polls in a row trips the abort, so the forward phases stop and
-//! recovery starts.
+//! Guards: stop conditions polled while any fault is active. A critical guard
+//! breached `breach_after` polls in a row trips the abort, so the forward phases stop
+//! and recovery starts; a non-critical one records the breach and keeps watching.
 
 use std::sync::Arc;
 
@@ -84,6 +84,8 @@ async fn watch(
         breached: false,
         breached_ms: None,
         detail: String::new(),
+        critical: g.critical,
+        breaches: 0,
     };
     let mut consecutive = 0;
     tl.event(
@@ -107,18 +109,35 @@ async fn watch(
             consecutive += 1;
             if consecutive >= g.breach_after {
                 rec.breached = true;
-                rec.breached_ms = Some(tl.now_ms());
-                tl.event(
-                    Phase::Fault,
-                    "guard_breached",
-                    Some(&g.name),
-                    format!("guard `{}` breached: {}", g.name, v.detail),
-                );
-                abort.trip(
-                    AbortReason::GuardBreached,
-                    format!("guard `{}` breached: {}", g.name, v.detail),
-                );
-                break;
+                rec.breaches += 1;
+                rec.breached_ms.get_or_insert(tl.now_ms());
+                consecutive = 0;
+                if g.critical {
+                    tl.event(
+                        Phase::Fault,
+                        "guard_breached",
+                        Some(&g.name),
+                        format!("guard `{}` breached: {}", g.name, v.detail),
+                    );
+                    abort.trip(
+                        AbortReason::GuardBreached,
+                        format!("guard `{}` breached: {}", g.name, v.detail),
+                    );
+                    break;
+                }
+                // Only the first breach goes on the timeline: a guard failing at every
+                // poll would flood it; the count is on the record.
+                if rec.breaches == 1 {
+                    tl.event(
+                        Phase::Fault,
+                        "guard_breached",
+                        Some(&g.name),
+                        format!(
+                            "guard `{}` breached (non-critical, still watching): {}",
+                            g.name, v.detail
+                        ),
+                    );
+                }
             }
         }
         if !sleep_or_cancel(g.interval.0, &stop).await {

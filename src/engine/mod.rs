@@ -17,6 +17,7 @@
 //! order of precedence (a pure function), `check.rs` the timing rules of assertions.
 
 mod abort;
+mod background;
 pub(crate) mod check;
 mod guards;
 mod indicators;

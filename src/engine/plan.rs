@@ -77,7 +77,16 @@ pub fn plan(drill: &Drill, level: Level) -> Vec<PlannedStep> {
             phase: "verification",
             name: c.name.clone(),
             runs: true,
-            description: format!("({crit}) {}{}", c.probe.describe(), timing(c)),
+            description: format!(
+                "({crit}{}) {}{}",
+                if c.background {
+                    ", background: from the first fault until recovery"
+                } else {
+                    ""
+                },
+                c.probe.describe(),
+                timing(c)
+            ),
         });
     }
     out.push(PlannedStep {

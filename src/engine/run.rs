@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use super::abort::Abort;
-use super::check::run_check;
+use super::background::Background;
+use super::check::{CheckOutcome, run_check};
 use super::guards::Guards;
 use super::indicators::{Indicators, Measured, Series, impacts, measure};
 use super::ledger::{self, Entry, Ledger, now_rfc3339};
@@ -74,6 +75,9 @@ struct RunState {
     watcher: JoinHandle<()>,
     /// Started with the first fault, stopped when recovery starts.
     guards: Guards,
+    /// The `background: true` verifications: from the first fault taking effect
+    /// until recovery begins.
+    background: Background,
     /// The service indicators, from just before the first fault until the service
     /// is seen restored after the steady-state re-check.
     indicators: Indicators,
@@ -99,6 +103,7 @@ impl RunState {
             ),
             abort,
             guards: Guards::default(),
+            background: Background::default(),
             indicators: Indicators::default(),
             disruption_start_ms: None,
             traffic: Section::not_started(&drill.scenario.traffic),
@@ -254,7 +259,9 @@ impl Engine {
     async fn prechecks(&self, run: &mut RunState) {
         self.runtime.set_phase(Phase::Precheck);
         for c in &self.drill.scenario.prechecks {
-            let rec = self.check_step(Phase::Precheck, c, true, &run.abort).await;
+            let rec = self
+                .check_step(Phase::Precheck, c, true, &run.abort, None)
+                .await;
             if rec.status != StepStatus::Passed && !run.abort.is_tripped() {
                 run.abort.trip(
                     AbortReason::PrecheckFailed,
@@ -453,6 +460,13 @@ impl Engine {
                     .rev()
                     .find(|e| e.event == "fault_effective")
                     .map(|e| e.t_ms);
+                run.background.start(
+                    &self.drill,
+                    &self.http,
+                    &self.timeline,
+                    &run.abort,
+                    run.disruption_start_ms,
+                );
             }
             Ok(())
         } else {
@@ -460,12 +474,25 @@ impl Engine {
         }
     }
 
-    /// Verifications, in order: a critical one that fails aborts the rest.
+    /// Verifications: the foreground ones in order (a critical one that fails aborts
+    /// the rest), while the background ones, started with the first fault, run side
+    /// by side; their window ends once the foreground ones are done. Records keep
+    /// the declared order.
     async fn verify(&self, run: &mut RunState) {
         self.runtime.set_phase(Phase::Verification);
-        for c in &self.drill.scenario.verifications {
+        let mut recs = Vec::new();
+        for (i, c) in self.drill.scenario.verifications.iter().enumerate() {
+            if c.background {
+                continue;
+            }
             let rec = self
-                .check_step(Phase::Verification, c, c.critical, &run.abort)
+                .check_step(
+                    Phase::Verification,
+                    c,
+                    c.critical,
+                    &run.abort,
+                    run.disruption_start_ms,
+                )
                 .await;
             if rec.status != StepStatus::Passed && c.critical && !run.abort.is_tripped() {
                 run.abort.trip(
@@ -473,8 +500,33 @@ impl Engine {
                     format!("critical verification `{}` failed: {}", c.name, rec.detail),
                 );
             }
-            run.steps.push(rec);
+            recs.push((i, rec));
         }
+        let started = run.background.started();
+        recs.extend(run.background.finish().await);
+        if !started {
+            for (i, c) in self.drill.scenario.verifications.iter().enumerate() {
+                if c.background {
+                    let why = if run.abort.is_tripped() {
+                        "drill aborted"
+                    } else {
+                        "no fault took effect"
+                    };
+                    let desc = describe_check(c);
+                    let rec = skipped(
+                        Phase::Verification,
+                        &c.name,
+                        &desc,
+                        c.critical,
+                        why,
+                        &self.timeline,
+                    );
+                    recs.push((i, rec));
+                }
+            }
+        }
+        recs.sort_by_key(|(i, _)| *i);
+        run.steps.extend(recs.into_iter().map(|(_, r)| r));
     }
 
     /// Recovery, always: the guards stop, every fault the ledger holds as injected
@@ -830,7 +882,7 @@ impl Engine {
             // Not the forward phases' abort token (it is tripped by any abort, and
             // these run after it); a hurried recovery (second Ctrl-C) stops them.
             out.push(
-                self.check_step_with(Phase::AfterRecovery, c, c.critical, &control.hurry)
+                self.check_step_with(Phase::AfterRecovery, c, c.critical, &control.hurry, None)
                     .await,
             );
         }
@@ -921,7 +973,7 @@ impl Engine {
                 )
                 && s.status == StepStatus::Failed
         });
-        let guard_breached = recovered.guards.iter().any(|g| g.breached);
+        let guard_breached = recovered.guards.iter().any(|g| g.breached && g.critical);
         let aborted = run.abort.get();
         let revert_gaps = match ledger::scan(&self.ledger_path()) {
             Ok(scan) => revert_gaps(&scan),
@@ -1040,13 +1092,14 @@ impl Engine {
     }
 
     /// One precheck or verification with its timing rule; skipped once the drill
-    /// is aborted.
+    /// is aborted. `disruption_ms`: when the first fault took effect, if one did.
     async fn check_step(
         &self,
         phase: Phase,
         c: &Check,
         critical: bool,
         abort: &Abort,
+        disruption_ms: Option<f64>,
     ) -> StepRecord {
         let tl = &self.timeline;
         if abort.is_tripped() {
@@ -1059,7 +1112,7 @@ impl Engine {
                 tl,
             );
         }
-        self.check_step_with(phase, c, critical, abort.token())
+        self.check_step_with(phase, c, critical, abort.token(), disruption_ms)
             .await
     }
 
@@ -1070,50 +1123,82 @@ impl Engine {
         c: &Check,
         critical: bool,
         cancel: &tokio_util::sync::CancellationToken,
+        disruption_ms: Option<f64>,
     ) -> StepRecord {
         let tl = &self.timeline;
-        let started_ms = tl.now_ms();
-        tl.event(
-            phase,
-            "step_started",
-            Some(&c.name),
-            format!("{}: {}", c.name, c.probe.describe()),
-        );
+        let started_ms = check_started(tl, phase, c);
         let out = run_check(c, &self.probe_ctx(), cancel).await;
-        let status = if out.ok {
-            StepStatus::Passed
-        } else if out.interrupted {
-            StepStatus::Skipped
-        } else {
-            StepStatus::Failed
-        };
-        let word = match status {
-            StepStatus::Passed => "passed",
-            StepStatus::Skipped => "interrupted",
-            _ if critical => "FAILED",
-            _ => "failed (non-critical)",
-        };
-        tl.event(
-            phase,
-            "step_finished",
-            Some(&c.name),
-            format!(
-                "{}: {word} after {} attempt(s): {}",
-                c.name, out.attempts, out.detail
-            ),
-        );
-        StepRecord {
-            status,
-            critical,
-            duration_ms: ms(out.duration),
-            attempts: out.attempts,
-            first_held_ms: out.first_held.map(ms),
-            within_ms: c.within.map(|w| ms(w.0)),
-            detail: out.detail,
-            metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
-            evidence: out.evidence,
-            ..StepRecord::new(phase, &c.name, describe_check(c), started_ms)
+        check_finished(tl, phase, c, critical, out, started_ms, disruption_ms)
+    }
+}
+
+/// Puts a check's start on the timeline; when it started.
+pub(super) fn check_started(tl: &Timeline, phase: Phase, c: &Check) -> f64 {
+    let started_ms = tl.now_ms();
+    tl.event(
+        phase,
+        "step_started",
+        Some(&c.name),
+        format!("{}: {}", c.name, c.probe.describe()),
+    );
+    started_ms
+}
+
+/// A check's record, and its end on the timeline. A verification's first-held time
+/// is counted from the disruption (`disruption_ms`), not from its own start: with a
+/// `ramp_up`, the check starts late and its own clock would understate failover.
+pub(super) fn check_finished(
+    tl: &Timeline,
+    phase: Phase,
+    c: &Check,
+    critical: bool,
+    out: CheckOutcome,
+    started_ms: f64,
+    disruption_ms: Option<f64>,
+) -> StepRecord {
+    let status = if out.ok {
+        StepStatus::Passed
+    } else if out.interrupted {
+        StepStatus::Skipped
+    } else {
+        StepStatus::Failed
+    };
+    let word = match status {
+        StepStatus::Passed => "passed",
+        StepStatus::Skipped => "interrupted",
+        _ if critical => "FAILED",
+        _ => "failed (non-critical)",
+    };
+    let first_held_ms = out.first_held.map(|d| match disruption_ms {
+        Some(t0) if phase == Phase::Verification => (started_ms + ms(d) - t0).max(0.0),
+        _ => ms(d),
+    });
+    let held = match (first_held_ms, disruption_ms) {
+        (Some(h), Some(_)) if phase == Phase::Verification => {
+            format!(", first held {h:.0} ms after the disruption")
         }
+        _ => String::new(),
+    };
+    tl.event(
+        phase,
+        "step_finished",
+        Some(&c.name),
+        format!(
+            "{}: {word} after {} attempt(s){held}: {}",
+            c.name, out.attempts, out.detail
+        ),
+    );
+    StepRecord {
+        status,
+        critical,
+        duration_ms: ms(out.duration),
+        attempts: out.attempts,
+        first_held_ms,
+        within_ms: c.within.map(|w| ms(w.0)),
+        detail: out.detail,
+        metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
+        evidence: out.evidence,
+        ..StepRecord::new(phase, &c.name, describe_check(c), started_ms)
     }
 }
 

@@ -38,24 +38,43 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
     }
     for g in record.guards.iter().filter(|g| g.breached) {
         let at = g.breached_ms.unwrap_or(record.duration_ms);
+        let (severity, title, recommendation) = if g.critical {
+            (
+                Severity::High,
+                format!("guard \"{}\" breached", g.name),
+                "The drill was stopped to protect the system: find out why the \
+                 fault hurt more than the guard allows, then reduce the blast radius (a lower \
+                 level, a smaller target) or fix the degradation before running it again.",
+            )
+        } else {
+            (
+                Severity::Medium,
+                format!("non-critical guard \"{}\" breached", g.name),
+                "The drill went on (the guard is not critical), but the fault hurt \
+                 more than the guard allows: find out why, and make the guard critical once \
+                 the limit is one the system must keep.",
+            )
+        };
+        let times = if g.breaches > 1 {
+            format!(" ({} breaches in all)", g.breaches)
+        } else {
+            String::new()
+        };
         found.push((
             step_at(record, at),
             Improvement {
                 rule: "guard-breached".into(),
-                severity: Severity::High,
-                title: format!("guard \"{}\" breached", g.name),
+                severity,
+                title,
                 evidence: format!(
-                    "breached at {} into the run after {} failed poll(s) of {} ({}): {}",
+                    "breached at {} into the run after {} failed poll(s) of {} ({}){times}: {}",
                     human_ms(at),
                     g.failures,
                     g.polls,
                     g.description,
                     g.detail
                 ),
-                recommendation: "The drill was stopped to protect the system: find out why the \
-                    fault hurt more than the guard allows, then reduce the blast radius (a lower \
-                    level, a smaller target) or fix the degradation before running it again."
-                    .into(),
+                recommendation: recommendation.into(),
                 step: None,
             },
         ));
@@ -194,7 +213,10 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
              (or the probe) so that drill results are not blurred by pre-existing noise.",
         ));
     }
-    if let (Some(within), Some(held)) = (s.within_ms, s.first_held_ms)
+    // `within` runs from the check's own start, while a verification's first-held
+    // time is counted from the disruption: compare on the check's own clock.
+    let own_held = s.first_held_own_ms(record.objectives.disruption_start_ms);
+    if let (Some(within), Some(held)) = (s.within_ms, own_held)
         && s.status == StepStatus::Passed
         && within > 0.0
         && held > SLOW_DETECTION_SHARE * within

@@ -210,6 +210,9 @@ pub struct Check {
     /// Extra attempts (each after `interval`) before a check without `within`/`for` is declared failed.
     #[serde(default)]
     pub retries: u32,
+    /// Verifications only: run from the first fault taking effect until recovery begins, side by side with the other verifications, with a verdict of its own. `for` must hold over that whole window (or for its duration, if shorter); `within` must hold before recovery begins. A critical failure aborts the drill like a critical verification; a non-critical one is only reported.
+    #[serde(default)]
+    pub background: bool,
 }
 
 pub(crate) fn default_interval() -> HumanDuration {
@@ -233,6 +236,9 @@ pub struct Guard {
     /// Consecutive failed polls that count as a breach (1 = the first failure aborts).
     #[serde(default = "one")]
     pub breach_after: u32,
+    /// Whether a breach aborts the drill (and fails it). `false` records every breach in the report, as a non-critical failure and an improvement, and keeps watching without aborting.
+    #[serde(default = "yes")]
+    pub critical: bool,
 }
 
 fn one() -> u32 {

@@ -33,6 +33,7 @@ mod report_traffic;
 mod schema;
 mod secrets_leak;
 mod shell_injection;
+mod side_by_side;
 mod steady_state;
 mod traffic_probe;
 mod unbounded_input;

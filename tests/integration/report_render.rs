@@ -83,7 +83,8 @@ fn html_is_self_contained() {
         "Identified improvements",
         "slow-detection",
         "SIGCONT sent to 2 process(es); both running again",
-        "(57% of within)",
+        "after its start: 57% of within)",
+        "First held after the disruption",
     ] {
         assert!(html.contains(must), "html lacks {must}");
     }

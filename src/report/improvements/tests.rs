@@ -125,6 +125,8 @@ fn base() -> RunRecord {
             breached: false,
             breached_ms: None,
             detail: "ok".into(),
+            critical: true,
+            breaches: 0,
         }],
         improvements: Vec::new(),
         ledger: "l".into(),
@@ -170,8 +172,10 @@ fn precheck_retried_and_failed(r: &mut RunRecord) {
     precheck_retried(r);
     precheck_fails(r);
 }
+/// The verification first held `ms` after its own start: its record counts from the
+/// disruption (1 s into the run; the verification starts at 2 s).
 fn held_at(r: &mut RunRecord, ms: f64) {
-    by_phase(r, Phase::Verification).first_held_ms = Some(ms);
+    by_phase(r, Phase::Verification).first_held_ms = Some(ms + 1_000.0);
 }
 fn held_late(r: &mut RunRecord) {
     held_at(r, 31_000.0);

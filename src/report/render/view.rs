@@ -199,6 +199,9 @@ pub(crate) struct StepView<'a> {
     pub label: &'static str,
     pub ended_ms: f64,
     pub metric_list: Vec<Pair>,
+    /// First held on the check's own clock, for its share of `within` (the record's
+    /// `first_held_ms` counts from the disruption).
+    pub held_own_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -232,7 +235,7 @@ pub(crate) struct FaultView<'a> {
 pub(crate) struct GuardView<'a> {
     #[serde(flatten)]
     pub guard: &'a GuardRecord,
-    /// `held`, `BREACHED` or `not run`.
+    /// `held`, `BREACHED`, `BREACHED (non-critical)` or `not run`.
     pub label: &'static str,
     pub status: &'static str,
 }
@@ -243,14 +246,14 @@ impl<'a> View<'a> {
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| step_view(i, s))
+            .map(|(i, s)| step_view(run, i, s))
             .collect();
         let in_phase = |p: Phase| -> Vec<StepView<'a>> {
             run.steps
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.phase == p)
-                .map(|(i, s)| step_view(i, s))
+                .map(|(i, s)| step_view(run, i, s))
                 .collect()
         };
         let faults = run
@@ -266,6 +269,7 @@ impl<'a> View<'a> {
             .map(|g| GuardView {
                 guard: g,
                 label: match (g.breached, g.polls) {
+                    (true, _) if !g.critical => "BREACHED (non-critical)",
                     (true, _) => "BREACHED",
                     (false, 0) => "not run",
                     _ => "held",
@@ -308,8 +312,9 @@ impl<'a> View<'a> {
     }
 }
 
-fn step_view(i: usize, s: &StepRecord) -> StepView<'_> {
+fn step_view<'a>(run: &RunRecord, i: usize, s: &'a StepRecord) -> StepView<'a> {
     StepView {
+        held_own_ms: s.first_held_own_ms(run.objectives.disruption_start_ms),
         step: s,
         number: i + 1,
         label: step_label(s),
@@ -360,7 +365,7 @@ fn fault_view<'a>(run: &'a RunRecord, i: usize, s: &'a StepRecord) -> FaultView<
     };
     let window = active_window(run, s);
     FaultView {
-        view: step_view(i, s),
+        view: step_view(run, i, s),
         kind: &f.kind,
         target: &f.target,
         level: f.level,

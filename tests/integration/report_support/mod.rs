@@ -102,7 +102,8 @@ pub fn record() -> RunRecord {
     );
     s.description = "GET http://127.0.0.1:8080/stats within 60s".into();
     s.attempts = 35;
-    s.first_held_ms = Some(34_000.0);
+    // Counted from the disruption (650 ms): 34 s after the check's own start.
+    s.first_held_ms = Some(34_000.0 + 5_651.0 - 650.0);
     s.within_ms = Some(60_000.0);
     s.detail = "$.sent_via = \"sms\" (expected \"sms\")".into();
     steps.push(s);
@@ -337,6 +338,8 @@ pub fn record() -> RunRecord {
             breached: false,
             breached_ms: None,
             detail: "$.error_rate = 0.012 (expected < 0.05)".into(),
+            critical: true,
+            breaches: 0,
         }],
         improvements: Vec::new(),
         ledger: "/var/lib/firedrill/ledgers/20250314T021000Z-7f3a.jsonl".into(),
