@@ -31,6 +31,10 @@ pub enum Entry {
         pid: u32,
         pid_start: u64,
         at: String,
+        /// The run's report directory, so that `recover` writes the record of an
+        /// interrupted run where the run would have. Absent in older ledgers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report_dir: Option<String>,
     },
     /// An undo record, written before the fault takes effect.
     Inject {

@@ -22,6 +22,23 @@ pub struct RunRecovery {
     pub unreadable: Vec<String>,
     /// Set when the run was left alone, with why.
     pub skipped: Option<String>,
+    /// Each pending record `recover` dealt with: who undid it and when.
+    pub reverts: Vec<RevertNote>,
+}
+
+/// Who undid one pending fault, as `recover` found it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RevertNote {
+    /// Ledger sequence number of the undo record.
+    pub seq: u64,
+    /// `the dead-man (...)` when the fault was already undone when `recover` looked,
+    /// else `firedrill recover`.
+    pub by: String,
+    /// When `recover` reverted (or confirmed) it, RFC 3339.
+    pub at: String,
+    /// What reverting did, or why it failed.
+    pub detail: String,
+    pub ok: bool,
 }
 
 impl RunRecovery {
@@ -77,6 +94,7 @@ pub async fn recover_ledger(
         failed: vec![],
         unreadable: vec![],
         skipped: None,
+        reverts: vec![],
     };
     let scan = match ledger::scan(path) {
         Ok(s) => s,
@@ -112,7 +130,24 @@ pub async fn recover_ledger(
             runtime,
             hurry: false,
         };
-        match p.undo.revert(&ctx).await {
+        // Looked at before reverting: a fault already undone was undone by its
+        // dead-man (the ttl), as no engine is left to have done it.
+        let by = match p.undo.still_in_effect() {
+            Some(false) => "the dead-man (already undone when recover looked)".to_string(),
+            _ => "firedrill recover".to_string(),
+        };
+        let result = p.undo.revert(&ctx).await;
+        rec.reverts.push(RevertNote {
+            seq: p.seq,
+            by,
+            at: now_rfc3339(),
+            detail: match &result {
+                Ok(r) => r.measured.clone(),
+                Err(e) => e.to_string(),
+            },
+            ok: result.is_ok(),
+        });
+        match result {
             Ok(r) => {
                 let _ = l.append(&Entry::Reverted {
                     seq: p.seq,

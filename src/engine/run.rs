@@ -181,6 +181,7 @@ impl Engine {
             pid: me,
             pid_start: crate::target::procs::read_stat(me).map_or(0, |s| s.start_time),
             at: now_rfc3339(),
+            report_dir: opts.report_dir.as_ref().map(|d| d.display().to_string()),
         })?;
         Ok(Engine {
             http: http_client()?,

@@ -198,6 +198,16 @@ pub struct RevertCtx<'a> {
 }
 
 impl Undo {
+    /// Whether the fault is still in effect, when that can be checked from outside
+    /// the run; None when it cannot. `recover` uses it to tell a fault the dead-man
+    /// already undid from one it reverts itself.
+    pub fn still_in_effect(&self) -> Option<bool> {
+        match self {
+            Undo::ProcessKill(u) => u.still_in_effect(),
+            _ => None,
+        }
+    }
+
     /// The kind name as written in scenarios.
     pub fn kind(&self) -> &'static str {
         match self {

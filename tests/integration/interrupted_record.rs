@@ -1,0 +1,172 @@
+//! A killed engine still leaves a record: `recover` writes the journal and reports of
+//! a SIGKILLed run (what was injected and when, who reverted it, that it was
+//! interrupted), and `plan` shows the `traffic:` section.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use firedrill::model::{Phase, RunRecord, Status};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `recover --all` with an explicit fallback report directory; asserts exit 0.
+fn recover_with_reports(state: &Path, reports: &Path) -> String {
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(state)
+        .arg("--report-dir")
+        .arg(reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The record files of one run directory; asserts all three are there.
+fn record_in(dir: &Path) -> (RunRecord, String, String) {
+    let j: RunRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("journal.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    (j, md, html)
+}
+
+/// Kills a drill holding a STOP fault once the marker is frozen.
+fn kill_mid_fault(marker: &Marker, ttl: &str, run_id: &str, dir: &Path) -> PathBuf {
+    let scen = write_scenario(dir, &stop_scenario(marker, "", ttl));
+    let state = dir.join("state");
+    let mut engine = spawn_drill(&scen, run_id, &state, &dir.join("reports"));
+    assert!(marker.wait_frozen());
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    state
+}
+
+fn assert_interrupted_record(j: &RunRecord, md: &str, html: &str, run_id: &str, by: &str) {
+    assert_eq!(j.run_id, run_id);
+    assert_eq!(j.outcome.status, Status::Interrupted);
+    assert_eq!(j.scenario.name, "freeze-test");
+    let f = j
+        .steps
+        .iter()
+        .find(|s| s.phase == Phase::Fault && s.name == "freeze marker")
+        .unwrap_or_else(|| panic!("no fault step: {:#?}", j.steps));
+    let fr = f.fault.as_ref().expect("fault record");
+    assert_eq!(fr.kind, "process_kill");
+    let inject = j
+        .timeline
+        .iter()
+        .find(|e| e.event == "fault_injected" && e.step.as_deref() == Some("freeze marker"))
+        .unwrap_or_else(|| panic!("no inject event: {:#?}", j.timeline));
+    assert!(inject.at.starts_with("20"), "{}", inject.at);
+    let revert = j
+        .timeline
+        .iter()
+        .find(|e| e.event == "fault_reverted" && e.step.as_deref() == Some("freeze marker"))
+        .unwrap_or_else(|| panic!("no revert event: {:#?}", j.timeline));
+    assert!(revert.message.contains(by), "{}", revert.message);
+    assert!(f.detail.contains(by), "{}", f.detail);
+    for text in [md, html] {
+        assert!(text.contains("interrupted"), "{text}");
+        assert!(text.contains("written by firedrill recover"), "{text}");
+        assert!(text.contains(run_id) && text.contains("freeze-test"));
+        assert!(text.contains(&inject.at), "inject time missing");
+        assert!(text.contains(by), "reverter missing");
+    }
+}
+
+#[test]
+fn a_sigkilled_run_gets_a_journal_and_report_from_recover() {
+    let dir = tmp();
+    let marker = Marker::spawn("rec-record");
+    let state = kill_mid_fault(&marker, "10m", "reckill1", dir.path());
+    // The run's own report directory, created before anything was injected, is empty.
+    let run_dir = report_dir(&dir.path().join("reports"));
+    assert!(!run_dir.join("journal.json").exists());
+
+    let stdout = recover_all(&state);
+    assert!(stdout.contains("reverted freeze marker"), "{stdout}");
+    assert!(wait_until(Duration::from_secs(2), || marker.state() != 'T'));
+    assert!(stdout.contains(&run_dir.display().to_string()), "{stdout}");
+    let (j, md, html) = record_in(&run_dir);
+    assert_interrupted_record(&j, &md, &html, "reckill1", "firedrill recover");
+    assert!(run_dir.join("junit.xml").exists());
+}
+
+#[test]
+fn a_fault_the_deadman_undid_is_recorded_as_reverted_by_the_deadman() {
+    let dir = tmp();
+    let marker = Marker::spawn("rec-deadman");
+    let state = kill_mid_fault(&marker, "2s", "recdm1", dir.path());
+    assert!(wait_until(Duration::from_secs(6), || marker.state() != 'T'));
+    recover_all(&state);
+    let (j, md, html) = record_in(&report_dir(&dir.path().join("reports")));
+    assert_interrupted_record(&j, &md, &html, "recdm1", "dead-man");
+}
+
+#[test]
+fn an_old_ledger_without_a_report_dir_recovers_under_report_dir() {
+    let dir = tmp();
+    let marker = Marker::spawn("rec-old");
+    let state = kill_mid_fault(&marker, "10m", "recold1", dir.path());
+    // Rewrite the Started entry as an older version wrote it: no report directory.
+    let ledger = state.join("runs/recold1/ledger.jsonl");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["op"] == "started" {
+            assert!(v.get("report_dir").is_some(), "{line}");
+            v.as_object_mut().unwrap().remove("report_dir");
+        }
+        out.push_str(&format!("{v}\n"));
+    }
+    std::fs::write(&ledger, out).unwrap();
+
+    let fallback = dir.path().join("fallback");
+    recover_with_reports(&state, &fallback);
+    assert!(wait_until(Duration::from_secs(2), || marker.state() != 'T'));
+    let (j, md, html) = record_in(&report_dir(&fallback));
+    assert_interrupted_record(&j, &md, &html, "recold1", "firedrill recover");
+}
+
+#[test]
+fn plan_lists_the_traffic_entries() {
+    let dir = tmp();
+    let scen = write_scenario(
+        dir.path(),
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: { name: plan-traffic }
+faults:
+  - name: freeze nothing
+    kind: process_kill
+    with: { pattern: "^no-such-process-xyz ", signal: STOP }
+traffic:
+  - name: checkout load
+    probe: { url: "http://127.0.0.1:9/buy", rate: 20 }
+    before: 3s
+    after: 2s
+"#,
+    );
+    for format in ["text", "json"] {
+        let out = firedrill()
+            .args(["plan", "--format", format])
+            .arg(&scen)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("checkout load"), "{stdout}");
+        assert!(
+            stdout.contains("20 req/s of HTTP GET http://127.0.0.1:9/buy"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("traffic"), "{stdout}");
+    }
+}
