@@ -271,6 +271,20 @@ impl Engine {
             run.abort.token(),
         )
         .await;
+        // On the timeline too, so that it shows the load around the faults.
+        for t in &sc.traffic {
+            self.timeline.event(
+                Phase::Precheck,
+                "traffic_started",
+                Some(&t.name),
+                format!(
+                    "load `{}` started: {}; baseline {} before the first fault",
+                    t.name,
+                    t.probe.describe(),
+                    t.before
+                ),
+            );
+        }
     }
 
     /// Faults, in order, up to `--level`: each one's undo record is on disk before it
@@ -807,13 +821,22 @@ impl Engine {
     async fn finish(&self, run: &mut RunState, control: &Control) {
         // Judging consumes the section; an empty one takes its place.
         let traffic = std::mem::replace(&mut run.traffic, Section::not_started(&[]));
-        run.steps.extend(
-            traffic
-                .finish(&control.hurry)
-                .await
-                .into_iter()
-                .map(StepRecord::from),
-        );
+        for v in traffic.finish(&control.hurry).await {
+            if v.passed.is_some() {
+                self.timeline.event(
+                    Phase::SteadyState,
+                    "traffic_stopped",
+                    Some(&v.name),
+                    format!(
+                        "load `{}` stopped after {} requests in {:.1} s",
+                        v.name,
+                        v.requests,
+                        v.duration_ms / 1000.0
+                    ),
+                );
+            }
+            run.steps.push(StepRecord::from(v));
+        }
         run.watcher.abort();
         {
             let mut l = self.ledger.lock().unwrap();

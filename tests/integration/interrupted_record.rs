@@ -170,3 +170,49 @@ traffic:
         assert!(stdout.contains("traffic"), "{stdout}");
     }
 }
+
+#[test]
+fn the_timeline_shows_when_the_traffic_load_ran() {
+    let dir = tmp();
+    let demo = Demo::start(dir.path(), 100);
+    let marker = Marker::spawn("traffic-timeline");
+    let text = stop_scenario(
+        &marker,
+        &format!(
+            r#"traffic:
+  - name: health load
+    probe: {{ url: "http://127.0.0.1:{}/health", rate: 10, timeout: 500ms }}
+    before: 300ms
+    after: 300ms
+"#,
+            demo.port
+        ),
+        "5m",
+    )
+    .replace("for: 60s", "for: 300ms");
+    let scen = write_scenario(dir.path(), &text);
+    let reports = dir.path().join("reports");
+    let out = drill_cmd(&scen, "trafftl1", &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j = journal(&reports);
+    let at = |name: &str| {
+        j.timeline
+            .iter()
+            .position(|e| e.event == name && e.step.as_deref() == Some("health load"))
+            .unwrap_or_else(|| panic!("no {name} event: {:#?}", j.timeline))
+    };
+    let fault = j
+        .timeline
+        .iter()
+        .position(|e| e.event == "fault_effective")
+        .unwrap();
+    let (started, stopped) = (at("traffic_started"), at("traffic_stopped"));
+    assert!(started < fault && fault < stopped, "{:#?}", j.timeline);
+    assert!(
+        j.timeline[stopped].message.contains("requests"),
+        "{}",
+        j.timeline[stopped].message
+    );
+}
