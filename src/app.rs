@@ -231,7 +231,8 @@ async fn run_drill(
         }
     };
     // Recorded in the ledger: a killed run's record is written here by `recover`.
-    opts.report_dir = Some(dir.path.clone());
+    // Absolute, as `recover` may run from another directory.
+    opts.report_dir = Some(std::path::absolute(&dir.path).unwrap_or_else(|_| dir.path.clone()));
     let drill = Arc::new(drill);
     let engine = match Engine::prepare(drill.clone(), opts) {
         Ok(e) => e,

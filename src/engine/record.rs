@@ -34,22 +34,35 @@ pub fn write_interrupted(
         return Ok(None);
     };
     let entries = &scan.entries;
-    if entries.iter().any(|e| matches!(e, Entry::Finished { .. })) {
+    // A finished run wrote its own reports; a live one (e.g. still in its prechecks,
+    // with nothing for `recover` to revert, or reverted under `--force`) still will.
+    if entries.iter().any(|e| matches!(e, Entry::Finished { .. }))
+        || super::recover::live_engine(entries).is_some()
+    {
         return Ok(None);
     }
-    let Some((scenario, started_at, pid, report_dir)) = entries.iter().find_map(|e| match e {
-        Entry::Started {
-            scenario,
-            at,
-            pid,
-            report_dir,
-            ..
-        } => Some((scenario.clone(), at.clone(), *pid, report_dir.clone())),
-        _ => None,
-    }) else {
+    let Some((scenario, started_at, pid, report_dir, identity)) =
+        entries.iter().find_map(|e| match e {
+            Entry::Started {
+                scenario,
+                at,
+                pid,
+                report_dir,
+                identity,
+                ..
+            } => Some((
+                scenario.clone(),
+                at.clone(),
+                *pid,
+                report_dir.clone(),
+                identity.clone(),
+            )),
+            _ => None,
+        })
+    else {
         return Ok(None);
     };
-    let record = build(
+    let mut record = build(
         &rec.run_id,
         &scenario,
         &started_at,
@@ -58,6 +71,13 @@ pub fn write_interrupted(
         rec,
         &path,
     );
+    if let Some(id) = identity {
+        record.level = id.level;
+        record.scenario.file = id.file;
+        record.scenario.sha256 = id.sha256;
+        record.host = id.host;
+        record.operator = id.operator;
+    }
     let dir = match report_dir.map(PathBuf::from) {
         // The run's own directory, created (empty) before anything was injected.
         Some(d) if d.is_dir() => d,
@@ -224,6 +244,7 @@ fn build(
             sha256: String::new(),
             labels: Default::default(),
         },
+        // Filled in from the ledger when it kept them (not in older ledgers).
         host: String::new(),
         operator: String::new(),
         level: Default::default(),

@@ -68,7 +68,7 @@ pub async fn recover(
 /// The engine of a `Started` entry that is still running (same pid, same start
 /// time), other than this process. Every `Started` entry counts, not only the first:
 /// whichever engine wrote to this ledger and still lives could be fighting us.
-fn live_engine(entries: &[Entry]) -> Option<u32> {
+pub(crate) fn live_engine(entries: &[Entry]) -> Option<u32> {
     entries.iter().rev().find_map(|e| match e {
         Entry::Started { pid, pid_start, .. }
             if *pid != std::process::id()

@@ -15,7 +15,7 @@ use super::abort::Abort;
 use super::check::run_check;
 use super::guards::Guards;
 use super::indicators::{Indicators, Measured, Series, measure};
-use super::ledger::{self, Entry, Ledger, now_rfc3339};
+use super::ledger::{self, Entry, Ledger, RunIdentity, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
 use super::outcome::{Verdict, decide, revert_gaps};
 use super::timeline::Timeline;
@@ -182,6 +182,13 @@ impl Engine {
             pid_start: crate::target::procs::read_stat(me).map_or(0, |s| s.start_time),
             at: now_rfc3339(),
             report_dir: opts.report_dir.as_ref().map(|d| d.display().to_string()),
+            identity: Some(RunIdentity {
+                level: opts.level,
+                file: drill.file.display().to_string(),
+                sha256: drill.sha256.clone(),
+                host: hostname(),
+                operator: operator(),
+            }),
         })?;
         Ok(Engine {
             http: http_client()?,
@@ -949,9 +956,7 @@ impl Engine {
                 sha256: drill.sha256.clone(),
                 labels: meta.labels.clone(),
             },
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: hostname(),
             operator: operator(),
             level: self.opts.level,
             vars: drill.vars.redacted(),
@@ -1094,6 +1099,12 @@ fn skipped(
         detail: why.into(),
         ..StepRecord::new(phase, name, desc, tl.now_ms())
     }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn operator() -> String {

@@ -51,6 +51,9 @@ fn assert_interrupted_record(j: &RunRecord, md: &str, html: &str, run_id: &str, 
     assert_eq!(j.run_id, run_id);
     assert_eq!(j.outcome.status, Status::Interrupted);
     assert_eq!(j.scenario.name, "freeze-test");
+    assert!(j.scenario.file.ends_with("s.yaml"), "{}", j.scenario.file);
+    assert_eq!(j.scenario.sha256.len(), 64);
+    assert_eq!(j.level, firedrill::scenario::Level::Full);
     let f = j
         .steps
         .iter()
@@ -96,6 +99,13 @@ fn a_sigkilled_run_gets_a_journal_and_report_from_recover() {
     let (j, md, html) = record_in(&run_dir);
     assert_interrupted_record(&j, &md, &html, "reckill1", "firedrill recover");
     assert!(run_dir.join("junit.xml").exists());
+    // Written once: a second recover finds nothing, and leaves the record as it is.
+    let journal = std::fs::read(run_dir.join("journal.json")).unwrap();
+    assert!(recover_all(&state).contains("nothing to recover"));
+    assert_eq!(
+        std::fs::read(run_dir.join("journal.json")).unwrap(),
+        journal
+    );
 }
 
 #[test]
@@ -215,4 +225,29 @@ fn the_timeline_shows_when_the_traffic_load_ran() {
         "{}",
         j.timeline[stopped].message
     );
+}
+
+#[test]
+fn a_relative_report_dir_is_found_by_a_recover_run_elsewhere() {
+    let dir = tmp();
+    let marker = Marker::spawn("rec-relative");
+    let scen = write_scenario(dir.path(), &stop_scenario(&marker, "", "10m"));
+    let state = dir.path().join("state");
+    let mut engine = spawn_quiet(
+        drill_cmd(&scen, "recrel1", &state, Path::new("reports")).current_dir(dir.path()),
+    );
+    assert!(marker.wait_frozen());
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let elsewhere = tmp();
+    let out = firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(&state)
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let (j, _, _) = record_in(&report_dir(&dir.path().join("reports")));
+    assert_eq!(j.run_id, "recrel1");
+    assert!(!elsewhere.path().join("reports").exists());
 }
