@@ -98,7 +98,14 @@ fn a_sigkilled_run_gets_a_journal_and_report_from_recover() {
     assert!(stdout.contains(&run_dir.display().to_string()), "{stdout}");
     let (j, md, html) = record_in(&run_dir);
     assert_interrupted_record(&j, &md, &html, "reckill1", "firedrill recover");
-    assert!(run_dir.join("junit.xml").exists());
+    // CI reading the JUnit must not see a pass.
+    let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("run interrupted"), "{junit}");
+    assert!(!junit.contains("could not be injected"), "{junit}");
+    assert!(
+        html.contains("class=\"outcome bad\""),
+        "outcome not marked bad"
+    );
     // Written once: a second recover finds nothing, and leaves the record as it is.
     let journal = std::fs::read(run_dir.join("journal.json")).unwrap();
     assert!(recover_all(&state).contains("nothing to recover"));
