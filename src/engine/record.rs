@@ -275,3 +275,17 @@ fn sep(s: &str) -> String {
         format!(": {s}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn between_reads_ledger_timestamps() {
+        assert_eq!(
+            between("2025-03-14T02:10:00.123Z", "2025-03-14T02:10:01.623Z"),
+            1500.0
+        );
+        assert_eq!(between("garbage", "2025-03-14T02:10:01.623Z"), 0.0);
+    }
+}

@@ -81,6 +81,16 @@ pub(crate) fn live_engine(entries: &[Entry]) -> Option<u32> {
     })
 }
 
+/// When the undo record `seq` was written (the last one of that number).
+fn injected_at(entries: &[Entry], seq: u64) -> Option<std::time::SystemTime> {
+    entries.iter().rev().find_map(|e| match e {
+        Entry::Inject { seq: s, at, .. } if *s == seq => {
+            humantime::parse_rfc3339_weak(at.trim_end_matches('Z')).ok()
+        }
+        _ => None,
+    })
+}
+
 /// Reverts the pending records of one ledger, newest first.
 pub async fn recover_ledger(
     run_id: &str,
@@ -132,8 +142,16 @@ pub async fn recover_ledger(
         };
         // Looked at before reverting: a fault already undone was undone by its
         // dead-man (the ttl), as no engine is left to have done it.
-        let by = match p.undo.still_in_effect() {
-            Some(false) => "the dead-man (already undone when recover looked)".to_string(),
+        let expired = p.undo.expires_after().and_then(|ttl| {
+            let at = injected_at(&scan.entries, p.seq)?;
+            (std::time::SystemTime::now() >= at + ttl).then_some(ttl)
+        });
+        let by = match (p.undo.still_in_effect(), expired) {
+            (Some(false), _) => "the dead-man (already undone when recover looked)".to_string(),
+            (None, Some(ttl)) => format!(
+                "the dead-man (its nftables elements expired {}s after injection)",
+                ttl.as_secs()
+            ),
             _ => "firedrill recover".to_string(),
         };
         let result = p.undo.revert(&ctx).await;

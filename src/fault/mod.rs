@@ -208,6 +208,17 @@ impl Undo {
         }
     }
 
+    /// How long after injection the fault ends by itself, when the kernel guarantees
+    /// it: nftables set elements time out after their ttl. None otherwise.
+    pub fn expires_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => {
+                Some(std::time::Duration::from_secs(u.ttl_s.into()))
+            }
+            _ => None,
+        }
+    }
+
     /// The kind name as written in scenarios.
     pub fn kind(&self) -> &'static str {
         match self {
