@@ -24,7 +24,7 @@ pub mod ledger;
 pub(crate) mod lock;
 mod outcome;
 pub mod plan;
-pub mod record;
+pub(crate) mod record;
 pub mod recover;
 mod run;
 pub(crate) mod timeline;
