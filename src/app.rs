@@ -76,6 +76,7 @@ pub fn main(cli: Cli) -> i32 {
                 lock_dir: a.lock_dir.unwrap_or_else(crate::engine::default_lock_dir),
                 run_id: a.run_id,
                 progress: cli.log_format == LogFormat::Text,
+                report_dir: None,
             };
             runtime().block_on(run_drill(
                 drill,
@@ -86,7 +87,12 @@ pub fn main(cli: Cli) -> i32 {
         }
         Command::Recover(a) => {
             let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
-            runtime().block_on(recover(&state, a.which.run.as_deref(), a.force))
+            runtime().block_on(recover(
+                &state,
+                a.which.run.as_deref(),
+                a.force,
+                &a.report_dir,
+            ))
         }
         Command::Report(a) => rerender(
             &a.journal,
@@ -203,7 +209,7 @@ fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 
 
 async fn run_drill(
     drill: Drill,
-    opts: RunOptions,
+    mut opts: RunOptions,
     report_dir: &Path,
     template_dir: Option<&Path>,
 ) -> i32 {
@@ -224,6 +230,9 @@ async fn run_drill(
             return EXIT_INVALID;
         }
     };
+    // Recorded in the ledger: a killed run's record is written here by `recover`.
+    // Absolute, as `recover` may run from another directory.
+    opts.report_dir = Some(std::path::absolute(&dir.path).unwrap_or_else(|_| dir.path.clone()));
     let drill = Arc::new(drill);
     let engine = match Engine::prepare(drill.clone(), opts) {
         Ok(e) => e,
@@ -345,8 +354,22 @@ async fn watch_signals(control: Control) {
     }
 }
 
-async fn recover(state: &Path, run: Option<&str>, force: bool) -> i32 {
+async fn recover(state: &Path, run: Option<&str>, force: bool, report_dir: &Path) -> i32 {
     let results = crate::engine::recover::recover(state, run, force, None).await;
+    // The record of each run whose engine died: written whatever the reverts did,
+    // and never changing the exit code (that says whether anything is left behind).
+    for r in &results {
+        match crate::engine::record::write_interrupted(state, r, report_dir) {
+            Ok(Some(files)) => {
+                outln!("run {}: interrupted; its record:", r.run_id);
+                for f in files {
+                    outln!("  {}", f.display());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => errln!("error: run {}: cannot write its record: {e}", r.run_id),
+        }
+    }
     if let Some(r) = run
         && results.is_empty()
     {

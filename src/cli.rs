@@ -148,6 +148,10 @@ pub struct RecoverArgs {
     /// Ledger directory [default: as for `run`].
     #[arg(long, env = "FIREDRILL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where the record of an interrupted run goes when its ledger names no report
+    /// directory (ledgers written by older versions).
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

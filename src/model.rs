@@ -89,6 +89,9 @@ pub enum Status {
     InjectionFailed,
     /// A revert failed: something may be left behind.
     RecoveryIncomplete,
+    /// The engine died mid-run (e.g. SIGKILL); `firedrill recover` wrote this record
+    /// from the run's ledger.
+    Interrupted,
 }
 
 impl Status {
@@ -99,6 +102,8 @@ impl Status {
             Status::Failed => 1,
             Status::InjectionFailed => 3,
             Status::RecoveryIncomplete => 4,
+            // The drill did not complete, so it did not pass.
+            Status::Interrupted => 1,
         }
     }
 }
@@ -111,6 +116,7 @@ impl Status {
             Status::Failed => "FAILED",
             Status::InjectionFailed => "INJECTION FAILED",
             Status::RecoveryIncomplete => "RECOVERY INCOMPLETE",
+            Status::Interrupted => "INTERRUPTED",
         }
     }
 }

@@ -31,6 +31,14 @@ pub enum Entry {
         pid: u32,
         pid_start: u64,
         at: String,
+        /// The run's report directory, so that `recover` writes the record of an
+        /// interrupted run where the run would have. Absent in older ledgers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report_dir: Option<String>,
+        /// Who ran it, where, at which level, from which file: the record of an
+        /// interrupted run says so too. Absent in older ledgers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<RunIdentity>,
     },
     /// An undo record, written before the fault takes effect.
     Inject {
@@ -46,6 +54,18 @@ pub enum Entry {
     RevertFailed { seq: u64, error: String, at: String },
     /// The run ended (cleanly or not); pending records may remain.
     Finished { at: String },
+}
+
+/// What identifies a run in its reports, kept in the ledger for `recover`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunIdentity {
+    pub level: crate::scenario::Level,
+    /// Scenario file as given.
+    pub file: String,
+    /// SHA-256 of the scenario file, hex.
+    pub sha256: String,
+    pub host: String,
+    pub operator: String,
 }
 
 /// A fault that may still be in effect.
@@ -360,6 +380,19 @@ pub(super) mod tests {
             source: None,
             cgroup: None,
         })
+    }
+
+    #[test]
+    fn a_started_entry_without_the_newer_fields_still_reads() {
+        let line = r#"{"op":"started","run_id":"r1","scenario":"s","pid":1,"pid_start":2,"at":"2025-03-14T02:10:00.000Z"}"#;
+        match serde_json::from_str::<Entry>(line).unwrap() {
+            Entry::Started {
+                report_dir,
+                identity,
+                ..
+            } => assert!(report_dir.is_none() && identity.is_none()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

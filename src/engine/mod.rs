@@ -25,6 +25,7 @@ pub mod ledger;
 pub(crate) mod lock;
 mod outcome;
 pub mod plan;
+pub(crate) mod record;
 pub mod recover;
 mod run;
 pub(crate) mod timeline;
@@ -51,6 +52,8 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// Print a progress line per event on stderr.
     pub progress: bool,
+    /// The run's report directory, recorded in the ledger for `recover`.
+    pub report_dir: Option<PathBuf>,
 }
 
 /// How the outside world (signal handlers, tests) steers a run.

@@ -44,6 +44,21 @@ pub fn plan(drill: &Drill, level: Level) -> Vec<PlannedStep> {
             ),
         });
     }
+    // The load starts once the prechecks passed, and its baseline delays the faults.
+    for t in &sc.traffic {
+        out.push(PlannedStep {
+            phase: "traffic",
+            name: t.name.clone(),
+            runs: true,
+            description: format!(
+                "{} from after the prechecks to after the steady state ({} before the first fault, {} after recovery){}",
+                t.probe.describe(),
+                t.before,
+                t.after,
+                if t.critical { "" } else { " (non-critical)" }
+            ),
+        });
+    }
     for f in &drill.faults {
         let runs = f.step.level <= level;
         let ttl = f.step.ttl.unwrap_or(sc.objectives.max_duration);

@@ -22,6 +22,23 @@ pub struct RunRecovery {
     pub unreadable: Vec<String>,
     /// Set when the run was left alone, with why.
     pub skipped: Option<String>,
+    /// Each pending record `recover` dealt with: who undid it and when.
+    pub reverts: Vec<RevertNote>,
+}
+
+/// Who undid one pending fault, as `recover` found it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RevertNote {
+    /// Ledger sequence number of the undo record.
+    pub seq: u64,
+    /// `the dead-man (...)` when the fault was already undone when `recover` looked,
+    /// else `firedrill recover`.
+    pub by: String,
+    /// When `recover` reverted (or confirmed) it, RFC 3339.
+    pub at: String,
+    /// What reverting did, or why it failed.
+    pub detail: String,
+    pub ok: bool,
 }
 
 impl RunRecovery {
@@ -51,7 +68,7 @@ pub async fn recover(
 /// The engine of a `Started` entry that is still running (same pid, same start
 /// time), other than this process. Every `Started` entry counts, not only the first:
 /// whichever engine wrote to this ledger and still lives could be fighting us.
-fn live_engine(entries: &[Entry]) -> Option<u32> {
+pub(crate) fn live_engine(entries: &[Entry]) -> Option<u32> {
     entries.iter().rev().find_map(|e| match e {
         Entry::Started { pid, pid_start, .. }
             if *pid != std::process::id()
@@ -59,6 +76,16 @@ fn live_engine(entries: &[Entry]) -> Option<u32> {
                     .is_some_and(|s| s.start_time == *pid_start) =>
         {
             Some(*pid)
+        }
+        _ => None,
+    })
+}
+
+/// When the undo record `seq` was written (the last one of that number).
+fn injected_at(entries: &[Entry], seq: u64) -> Option<std::time::SystemTime> {
+    entries.iter().rev().find_map(|e| match e {
+        Entry::Inject { seq: s, at, .. } if *s == seq => {
+            humantime::parse_rfc3339_weak(at.trim_end_matches('Z')).ok()
         }
         _ => None,
     })
@@ -77,6 +104,7 @@ pub async fn recover_ledger(
         failed: vec![],
         unreadable: vec![],
         skipped: None,
+        reverts: vec![],
     };
     let scan = match ledger::scan(path) {
         Ok(s) => s,
@@ -112,7 +140,32 @@ pub async fn recover_ledger(
             runtime,
             hurry: false,
         };
-        match p.undo.revert(&ctx).await {
+        // Looked at before reverting: a fault already undone was undone by its
+        // dead-man (the ttl), as no engine is left to have done it.
+        let expired = p.undo.expires_after().and_then(|ttl| {
+            let at = injected_at(&scan.entries, p.seq)?;
+            (std::time::SystemTime::now() >= at + ttl).then_some(ttl)
+        });
+        let by = match (p.undo.still_in_effect(), expired) {
+            (Some(false), _) => "the dead-man (already undone when recover looked)".to_string(),
+            (None, Some(ttl)) => format!(
+                "the dead-man (its nftables elements expired {}s after injection)",
+                ttl.as_secs()
+            ),
+            _ => "firedrill recover".to_string(),
+        };
+        let result = p.undo.revert(&ctx).await;
+        rec.reverts.push(RevertNote {
+            seq: p.seq,
+            by,
+            at: now_rfc3339(),
+            detail: match &result {
+                Ok(r) => r.measured.clone(),
+                Err(e) => e.to_string(),
+            },
+            ok: result.is_ok(),
+        });
+        match result {
             Ok(r) => {
                 let _ = l.append(&Entry::Reverted {
                     seq: p.seq,

@@ -16,7 +16,7 @@ use super::background::Background;
 use super::check::{CheckOutcome, run_check};
 use super::guards::Guards;
 use super::indicators::{Indicators, Measured, Series, impacts, measure};
-use super::ledger::{self, Entry, Ledger, now_rfc3339};
+use super::ledger::{self, Entry, Ledger, RunIdentity, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
 use super::outcome::{Verdict, decide, revert_gaps};
 use super::timeline::Timeline;
@@ -190,6 +190,14 @@ impl Engine {
             pid: me,
             pid_start: crate::target::procs::read_stat(me).map_or(0, |s| s.start_time),
             at: now_rfc3339(),
+            report_dir: opts.report_dir.as_ref().map(|d| d.display().to_string()),
+            identity: Some(RunIdentity {
+                level: opts.level,
+                file: drill.file.display().to_string(),
+                sha256: drill.sha256.clone(),
+                host: hostname(),
+                operator: operator(),
+            }),
         })?;
         Ok(Engine {
             http: http_client()?,
@@ -288,6 +296,20 @@ impl Engine {
             run.abort.token(),
         )
         .await;
+        // On the timeline too, so that it shows the load around the faults.
+        for t in &sc.traffic {
+            self.timeline.event(
+                Phase::Precheck,
+                "traffic_started",
+                Some(&t.name),
+                format!(
+                    "load `{}` started: {}; baseline {} before the first fault",
+                    t.name,
+                    t.probe.describe(),
+                    t.before
+                ),
+            );
+        }
     }
 
     /// Faults, in order, up to `--level`: each one's undo record is on disk before it
@@ -936,13 +958,22 @@ impl Engine {
     async fn finish(&self, run: &mut RunState, control: &Control) {
         // Judging consumes the section; an empty one takes its place.
         let traffic = std::mem::replace(&mut run.traffic, Section::not_started(&[]));
-        run.steps.extend(
-            traffic
-                .finish(&control.hurry)
-                .await
-                .into_iter()
-                .map(StepRecord::from),
-        );
+        for v in traffic.finish(&control.hurry).await {
+            if v.passed.is_some() {
+                self.timeline.event(
+                    Phase::SteadyState,
+                    "traffic_stopped",
+                    Some(&v.name),
+                    format!(
+                        "load `{}` stopped after {} requests in {:.1} s",
+                        v.name,
+                        v.requests,
+                        v.duration_ms / 1000.0
+                    ),
+                );
+            }
+            run.steps.push(StepRecord::from(v));
+        }
         run.watcher.abort();
         {
             let mut l = self.ledger.lock().unwrap();
@@ -1060,9 +1091,7 @@ impl Engine {
                 sha256: drill.sha256.clone(),
                 labels: meta.labels.clone(),
             },
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: hostname(),
             operator: operator(),
             level: self.opts.level,
             vars: drill.vars.redacted(),
@@ -1338,6 +1367,12 @@ fn skipped(
         detail: why.into(),
         ..StepRecord::new(phase, name, desc, tl.now_ms())
     }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn operator() -> String {

@@ -198,6 +198,27 @@ pub struct RevertCtx<'a> {
 }
 
 impl Undo {
+    /// Whether the fault is still in effect, when that can be checked from outside
+    /// the run; None when it cannot. `recover` uses it to tell a fault the dead-man
+    /// already undid from one it reverts itself.
+    pub fn still_in_effect(&self) -> Option<bool> {
+        match self {
+            Undo::ProcessKill(u) => u.still_in_effect(),
+            _ => None,
+        }
+    }
+
+    /// How long after injection the fault ends by itself, when the kernel guarantees
+    /// it: nftables set elements time out after their ttl. None otherwise.
+    pub fn expires_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => {
+                Some(std::time::Duration::from_secs(u.ttl_s.into()))
+            }
+            _ => None,
+        }
+    }
+
     /// The kind name as written in scenarios.
     pub fn kind(&self) -> &'static str {
         match self {

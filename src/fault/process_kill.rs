@@ -587,6 +587,25 @@ impl Undo {
         self.signal == Signal::Stop
     }
 
+    /// Whether the STOP still holds, as far as this host can see: a frozen cgroup, or
+    /// one of the recorded processes still stopped. None when it cannot be told from
+    /// here (another kind of signal, or processes on another host).
+    pub(crate) fn still_in_effect(&self) -> Option<bool> {
+        if self.signal != Signal::Stop || !matches!(self.target, Target::Local) {
+            return None;
+        }
+        if let Some(cg) = &self.cgroup {
+            return Some(
+                cgroup::dir_of(cg).is_some_and(|d| cgroup::events(&d).is_ok_and(|e| e.frozen)),
+            );
+        }
+        Some(
+            self.processes
+                .iter()
+                .any(|p| procs::state_of(p.pid, p.start_time) == Some('T')),
+        )
+    }
+
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
         if self.signal != Signal::Stop {

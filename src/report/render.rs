@@ -276,7 +276,8 @@ handlebars_helper!(cls: |status: Value, *rest| {
     match status.as_str().unwrap_or("") {
         "passed" | "met" => "ok",
         "failed" | "error" if !critical => "warn",
-        "failed" | "error" | "injection_failed" | "recovery_incomplete" | "high" => "bad",
+        "failed" | "error" | "injection_failed" | "recovery_incomplete" | "interrupted"
+        | "high" => "bad",
         "medium" => "warn",
         "low" => "info",
         _ => "skip",

@@ -15,6 +15,7 @@ mod report_support;
 mod deadman;
 mod drill_e2e;
 mod evidence;
+mod interrupted_record;
 mod invalid_scenarios;
 mod network_cli;
 mod network_lab;

@@ -172,6 +172,16 @@ fn sigkilled_engine_partition_heals_by_ttl_and_recover_removes_the_table() {
     );
     assert!(lab.firedrill_tables(&lab.client).is_empty());
     lab.assert_rulesets_unchanged();
+    // The killed run's record names the dead-man: the elements had timed out.
+    let j = common::journal(&tmp.path().join("reports"));
+    assert_eq!(j.outcome.status, firedrill::model::Status::Interrupted);
+    let cut = j.steps.iter().find(|s| s.name == "cut api").unwrap();
+    assert!(
+        cut.detail
+            .contains("the dead-man (its nftables elements expired 3s"),
+        "{}",
+        cut.detail
+    );
     // Recover is idempotent: nothing left to do.
     let again = common::recover_all_output(&state);
     assert_eq!(again.status.code(), Some(0));

@@ -173,6 +173,7 @@ traffic:
         lock_dir: state.path().join("locks"),
         run_id: Some(format!("traffic{}", std::process::id())),
         progress: false,
+        report_dir: None,
     };
     let engine = Engine::prepare(Arc::new(drill), opts).unwrap();
     let rec = engine.run(Control::default()).await;
