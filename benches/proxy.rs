@@ -173,55 +173,55 @@ fn main() {
     let direct_p50 = med(a[0].iter().map(|r| r.p50_us).collect());
     let mut out = String::new();
     if sections.contains('a') {
-    out.push_str(&format!(
+        out.push_str(&format!(
         "(a) no fault, {rounds} interleaved rounds (median of rounds); wrk -t1 -c32 {secs}s; c=1 from 3000 raw samples; 10 MiB body ×5\n\n"
     ));
-    out.push_str("| target | req/s (× direct) | p50 c=1 (added) | p99 c=1 | max c=1 | MB/s 10 MiB (× direct) |\n|---|---|---|---|---|---|\n");
-    for (i, (name, _)) in targets.iter().enumerate() {
-        let rps = med(a[i].iter().map(|r| r.rps).collect());
-        let mbps = med(a[i].iter().map(|r| r.mbps).collect());
-        let p50 = med(a[i].iter().map(|r| r.p50_us).collect());
-        let p99 = med(a[i].iter().map(|r| r.p99_us).collect());
-        let max = a[i].iter().map(|r| r.max_ms).fold(0.0, f64::max);
-        out.push_str(&format!(
+        out.push_str("| target | req/s (× direct) | p50 c=1 (added) | p99 c=1 | max c=1 | MB/s 10 MiB (× direct) |\n|---|---|---|---|---|---|\n");
+        for (i, (name, _)) in targets.iter().enumerate() {
+            let rps = med(a[i].iter().map(|r| r.rps).collect());
+            let mbps = med(a[i].iter().map(|r| r.mbps).collect());
+            let p50 = med(a[i].iter().map(|r| r.p50_us).collect());
+            let p99 = med(a[i].iter().map(|r| r.p99_us).collect());
+            let max = a[i].iter().map(|r| r.max_ms).fold(0.0, f64::max);
+            out.push_str(&format!(
             "| {name} | {rps:.0} ({:.2}×) | {p50:.1} µs (+{:.1} µs) | {p99:.1} µs | {max:.2} ms | {mbps:.0} ({:.2}×) |\n",
             rps / direct_rps,
             p50 - direct_p50,
             mbps / direct_mbps
         ));
-    }
+        }
     }
     if sections.contains('b') {
-    out.push_str("\n(b) injected latency, every keep-alive response, c=1: measured − (direct p50 paced one request per injected interval + injected)\n\n| target | injected | late p50 | late p99 | samples |\n|---|---|---|---|---|\n");
-    for (name, ms, late) in &b {
-        out.push_str(&format!(
-            "| {name} | {ms} ms | {:.3} ms | {:.3} ms | {} |\n",
-            pct(late, 50.0),
-            pct(late, 99.0),
-            late.len()
-        ));
-    }
-    for (ms, spread) in &b_direct {
-        out.push_str(&format!(
+        out.push_str("\n(b) injected latency, every keep-alive response, c=1: measured − (direct p50 paced one request per injected interval + injected)\n\n| target | injected | late p50 | late p99 | samples |\n|---|---|---|---|---|\n");
+        for (name, ms, late) in &b {
+            out.push_str(&format!(
+                "| {name} | {ms} ms | {:.3} ms | {:.3} ms | {} |\n",
+                pct(late, 50.0),
+                pct(late, 99.0),
+                late.len()
+            ));
+        }
+        for (ms, spread) in &b_direct {
+            out.push_str(&format!(
             "| direct, paced every {ms} ms (path spread: sample − its p50) | — | {:.3} ms | {:.3} ms | {} |\n",
             pct(spread, 50.0),
             pct(spread, 99.0),
             spread.len()
         ));
-    }
+        }
     }
     if sections.contains('c') {
-    let plain_p99 = pct(&timers[TIMERS.len() - 1].1, 99.0);
-    out.push_str("\n(c) the timer alone: a 10 ms sleep on a current-thread runtime, how late it wakes\n\n| timer | late p50 | late p99 | p99 ÷ tokio sleep's | samples |\n|---|---|---|---|---|\n");
-    for (name, late) in &timers {
-        let p99 = pct(late, 99.0);
-        out.push_str(&format!(
-            "| {name} | {:.1} µs | {p99:.1} µs | {:.3}× | {} |\n",
-            pct(late, 50.0),
-            p99 / plain_p99,
-            late.len()
-        ));
-    }
+        let plain_p99 = pct(&timers[TIMERS.len() - 1].1, 99.0);
+        out.push_str("\n(c) the timer alone: a 10 ms sleep on a current-thread runtime, how late it wakes\n\n| timer | late p50 | late p99 | p99 ÷ tokio sleep's | samples |\n|---|---|---|---|---|\n");
+        for (name, late) in &timers {
+            let p99 = pct(late, 99.0);
+            out.push_str(&format!(
+                "| {name} | {:.1} µs | {p99:.1} µs | {:.3}× | {} |\n",
+                pct(late, 50.0),
+                p99 / plain_p99,
+                late.len()
+            ));
+        }
     }
     if sections.contains('d') {
         out.push_str(&cpu_table(&cpu, rounds, cpu_secs));
@@ -451,8 +451,7 @@ fn cpu_round(
             let c0 = proc_cpu_ns(pid);
             let t0 = Instant::now();
             let lat = open_load(addr, rate, secs);
-            let cpu_ms_per_s =
-                (proc_cpu_ns(pid) - c0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
+            let cpu_ms_per_s = (proc_cpu_ns(pid) - c0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
             let late: Vec<f64> = lat.iter().map(|us| us / 1000.0 - base_ms - 10.0).collect();
             eprintln!(
                 "  cpu {timer:<16} {rate:>5} req/s: {cpu_ms_per_s:>6.1} ms CPU/s  late p50 {:.3} ms p99 {:.3} ms  ({} responses)",
@@ -531,7 +530,9 @@ fn open_load(addr: SocketAddr, rate: u64, secs: f64) -> Vec<f64> {
         }
         let c = i % CONNS;
         queues[c].lock().unwrap().push_back(Instant::now());
-        writers[c].write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+        writers[c]
+            .write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+            .unwrap();
     }
     readers
         .into_iter()
@@ -557,9 +558,9 @@ fn cpu_table(rows: &[CpuRow], rounds: usize, secs: f64) -> String {
             let ratios: Vec<f64> = mine
                 .iter()
                 .filter_map(|r| {
-                    let b = rows.iter().find(|b| {
-                        b.timer == base_timer && b.rate == rate && b.round == r.round
-                    })?;
+                    let b = rows
+                        .iter()
+                        .find(|b| b.timer == base_timer && b.rate == rate && b.round == r.round)?;
                     Some(r.cpu_ms_per_s / b.cpu_ms_per_s)
                 })
                 .collect();

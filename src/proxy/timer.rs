@@ -56,12 +56,10 @@ impl TimerKind {
     /// anything else is the default, `spin`.
     pub fn from_env() -> TimerKind {
         static KIND: OnceLock<TimerKind> = OnceLock::new();
-        *KIND.get_or_init(|| {
-            match std::env::var("FIREDRILL_PROXY_TIMER").as_deref() {
-                Ok("thread") => TimerKind::Thread,
-                Ok("tokio") => TimerKind::Tokio,
-                _ => TimerKind::Spin,
-            }
+        *KIND.get_or_init(|| match std::env::var("FIREDRILL_PROXY_TIMER").as_deref() {
+            Ok("thread") => TimerKind::Thread,
+            Ok("tokio") => TimerKind::Tokio,
+            _ => TimerKind::Spin,
         })
     }
 }
@@ -235,7 +233,9 @@ fn run(sh: &'static Shared) {
     loop {
         let now = Instant::now();
         while st.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            let Some(Reverse(e)) = st.heap.pop() else { break };
+            let Some(Reverse(e)) = st.heap.pop() else {
+                break;
+            };
             due.push(e.tx);
         }
         if !due.is_empty() {
