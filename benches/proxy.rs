@@ -6,18 +6,27 @@
 //!     concurrency 1 from our own raw samples, MB/s for a 10 MiB body;
 //! (b) injected latency (10 and 50 ms on every keep-alive response): how late each
 //!     response is, i.e. measured − (direct p50 + injected), p50 and p99;
-//! (c) the proxy's timer alone (`firedrill::proxy::timer::sleep_until`): how late
-//!     a 10 ms sleep wakes, vs a plain tokio sleep (the baseline), p50 and p99.
+//! (c) the proxy's timers alone (`firedrill::proxy::timer::sleep_until_with`): how
+//!     late a 10 ms sleep wakes, vs a plain tokio sleep (the baseline), p50 and p99;
+//! (d) CPU per delayed request: the proxy process's CPU time (every thread's, from
+//!     /proc/PID/task/*/schedstat, ns) while an open-model loader sends requests at
+//!     100, 1,000 and 5,000 req/s through a 10 ms latency fault, for each timer
+//!     (`FIREDRILL_PROXY_TIMER`: the default spin, the timer thread, and a plain
+//!     tokio sleep as the baseline), with how late those responses are.
 //!
 //! Each server is its own process (this binary re-executed with a role), so no
 //! target shares a runtime with the client. Run with `benches/proxy.sh`.
 //! Environment: ROUNDS (default 3), SECS (wrk seconds, default 3), FAULT_BIN (path
-//! of fault-cli's `fault`, optional).
+//! of fault-cli's `fault`, optional), SECTIONS (default `abcd`; e.g. `d` for the CPU
+//! table alone), CPU_SECS (seconds of load per CPU sample, default 2).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use firedrill::proxy::timer::TimerKind;
 
 const BIG: usize = 10 * 1024 * 1024;
 
@@ -30,6 +39,8 @@ fn main() {
     // `cargo bench` passes `--bench`; only run when asked for by name or plainly.
     let rounds: usize = env_or("ROUNDS", 3);
     let secs: u64 = env_or("SECS", 3);
+    let sections = std::env::var("SECTIONS").unwrap_or_else(|_| "abcd".into());
+    let cpu_secs: f64 = env_or("CPU_SECS", 2.0);
     let fault_bin = std::env::var("FAULT_BIN")
         .ok()
         .filter(|p| std::path::Path::new(p).exists());
@@ -48,6 +59,19 @@ fn main() {
     let fault = fault_bin
         .as_deref()
         .map(|b| start_fault(&mut kids, b, up, None));
+    // (d): one 10 ms latency proxy per timer.
+    let cpu_procs: Vec<(&str, u32, SocketAddr)> = if sections.contains('d') {
+        CPU_TIMERS
+            .iter()
+            .map(|(name, env)| {
+                let (pid, addr) = start_ours_timer(&mut kids, up, Some(10), env);
+                (*name, pid, addr)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut cpu: Vec<CpuRow> = Vec::new();
     let ours_lat: Vec<(u64, SocketAddr)> = [10, 50]
         .iter()
         .map(|ms| (*ms, start_ours(&mut kids, up, Some(*ms))))
@@ -76,6 +100,9 @@ fn main() {
         eprintln!("round {}/{rounds}", round + 1);
         let mut direct_p50 = 0.0;
         for (i, (name, addr)) in targets.iter().enumerate() {
+            if !sections.contains('a') {
+                break;
+            }
             let r = measure_a(*addr, secs);
             eprintln!(
                 "  {name:<20} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  max {:>7.2} ms  {:>7.0} MB/s",
@@ -92,6 +119,9 @@ fn main() {
             .chain(fault_lat.iter().map(|(ms, addr)| ("fault-cli", *ms, *addr)));
         let _ = direct_p50;
         for (name, ms, addr) in lat_targets {
+            if !sections.contains('b') {
+                break;
+            }
             let n = if ms <= 10 { 150 } else { 50 };
             // The baseline is the direct path paced like the delayed one (one request
             // per `ms`): an upstream idle for 10 ms answers ~0.2 ms slower on a VM
@@ -120,6 +150,9 @@ fn main() {
             }
         }
         for (name, late) in timers.iter_mut() {
+            if !sections.contains('c') {
+                break;
+            }
             let got = timer_late(name, 100);
             eprintln!(
                 "  timer {name:<12} late p50 {:.1} µs p99 {:.1} µs",
@@ -127,6 +160,9 @@ fn main() {
                 pct(&got, 99.0)
             );
             late.extend(got);
+        }
+        if sections.contains('d') {
+            cpu_round(&mut cpu, &cpu_procs, up, cpu_secs, round);
         }
     }
 
@@ -136,50 +172,59 @@ fn main() {
     let direct_mbps = med(a[0].iter().map(|r| r.mbps).collect());
     let direct_p50 = med(a[0].iter().map(|r| r.p50_us).collect());
     let mut out = String::new();
-    out.push_str(&format!(
+    if sections.contains('a') {
+        out.push_str(&format!(
         "(a) no fault, {rounds} interleaved rounds (median of rounds); wrk -t1 -c32 {secs}s; c=1 from 3000 raw samples; 10 MiB body ×5\n\n"
     ));
-    out.push_str("| target | req/s (× direct) | p50 c=1 (added) | p99 c=1 | max c=1 | MB/s 10 MiB (× direct) |\n|---|---|---|---|---|---|\n");
-    for (i, (name, _)) in targets.iter().enumerate() {
-        let rps = med(a[i].iter().map(|r| r.rps).collect());
-        let mbps = med(a[i].iter().map(|r| r.mbps).collect());
-        let p50 = med(a[i].iter().map(|r| r.p50_us).collect());
-        let p99 = med(a[i].iter().map(|r| r.p99_us).collect());
-        let max = a[i].iter().map(|r| r.max_ms).fold(0.0, f64::max);
-        out.push_str(&format!(
+        out.push_str("| target | req/s (× direct) | p50 c=1 (added) | p99 c=1 | max c=1 | MB/s 10 MiB (× direct) |\n|---|---|---|---|---|---|\n");
+        for (i, (name, _)) in targets.iter().enumerate() {
+            let rps = med(a[i].iter().map(|r| r.rps).collect());
+            let mbps = med(a[i].iter().map(|r| r.mbps).collect());
+            let p50 = med(a[i].iter().map(|r| r.p50_us).collect());
+            let p99 = med(a[i].iter().map(|r| r.p99_us).collect());
+            let max = a[i].iter().map(|r| r.max_ms).fold(0.0, f64::max);
+            out.push_str(&format!(
             "| {name} | {rps:.0} ({:.2}×) | {p50:.1} µs (+{:.1} µs) | {p99:.1} µs | {max:.2} ms | {mbps:.0} ({:.2}×) |\n",
             rps / direct_rps,
             p50 - direct_p50,
             mbps / direct_mbps
         ));
+        }
     }
-    out.push_str("\n(b) injected latency, every keep-alive response, c=1: measured − (direct p50 paced one request per injected interval + injected)\n\n| target | injected | late p50 | late p99 | samples |\n|---|---|---|---|---|\n");
-    for (name, ms, late) in &b {
-        out.push_str(&format!(
-            "| {name} | {ms} ms | {:.3} ms | {:.3} ms | {} |\n",
-            pct(late, 50.0),
-            pct(late, 99.0),
-            late.len()
-        ));
-    }
-    for (ms, spread) in &b_direct {
-        out.push_str(&format!(
+    if sections.contains('b') {
+        out.push_str("\n(b) injected latency, every keep-alive response, c=1: measured − (direct p50 paced one request per injected interval + injected)\n\n| target | injected | late p50 | late p99 | samples |\n|---|---|---|---|---|\n");
+        for (name, ms, late) in &b {
+            out.push_str(&format!(
+                "| {name} | {ms} ms | {:.3} ms | {:.3} ms | {} |\n",
+                pct(late, 50.0),
+                pct(late, 99.0),
+                late.len()
+            ));
+        }
+        for (ms, spread) in &b_direct {
+            out.push_str(&format!(
             "| direct, paced every {ms} ms (path spread: sample − its p50) | — | {:.3} ms | {:.3} ms | {} |\n",
             pct(spread, 50.0),
             pct(spread, 99.0),
             spread.len()
         ));
+        }
     }
-    let plain_p99 = pct(&timers[TIMERS.len() - 1].1, 99.0);
-    out.push_str("\n(c) the timer alone: a 10 ms sleep on a current-thread runtime, how late it wakes\n\n| timer | late p50 | late p99 | p99 ÷ tokio sleep's | samples |\n|---|---|---|---|---|\n");
-    for (name, late) in &timers {
-        let p99 = pct(late, 99.0);
-        out.push_str(&format!(
-            "| {name} | {:.1} µs | {p99:.1} µs | {:.3}× | {} |\n",
-            pct(late, 50.0),
-            p99 / plain_p99,
-            late.len()
-        ));
+    if sections.contains('c') {
+        let plain_p99 = pct(&timers[TIMERS.len() - 1].1, 99.0);
+        out.push_str("\n(c) the timer alone: a 10 ms sleep on a current-thread runtime, how late it wakes\n\n| timer | late p50 | late p99 | p99 ÷ tokio sleep's | samples |\n|---|---|---|---|---|\n");
+        for (name, late) in &timers {
+            let p99 = pct(late, 99.0);
+            out.push_str(&format!(
+                "| {name} | {:.1} µs | {p99:.1} µs | {:.3}× | {} |\n",
+                pct(late, 50.0),
+                p99 / plain_p99,
+                late.len()
+            ));
+        }
+    }
+    if sections.contains('d') {
+        out.push_str(&cpu_table(&cpu, rounds, cpu_secs));
     }
     println!("{out}");
     let _ = std::fs::write(
@@ -189,12 +234,12 @@ fn main() {
 }
 
 /// The sleeps (c) compares; the last one is the baseline.
-const TIMERS: [&str; 2] = ["deadline-precise", "tokio sleep"];
+const TIMERS: [&str; 3] = ["spin (default)", "timer thread", "tokio sleep"];
 
 /// Microseconds late of `n` 10 ms sleeps with timer `name`, on a fresh
 /// current-thread runtime (like the proxy's).
 fn timer_late(name: &str, n: usize) -> Vec<f64> {
-    use firedrill::proxy::timer::sleep_until;
+    use firedrill::proxy::timer::sleep_until_with;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -203,10 +248,12 @@ fn timer_late(name: &str, n: usize) -> Vec<f64> {
         let mut late = Vec::with_capacity(n);
         for _ in 0..n {
             let d = Instant::now() + Duration::from_millis(10);
-            match name {
-                "deadline-precise" => sleep_until(d).await,
-                _ => tokio::time::sleep_until(d.into()).await,
-            }
+            let kind = match name {
+                "timer thread" => TimerKind::Thread,
+                "spin (default)" => TimerKind::Spin,
+                _ => TimerKind::Tokio,
+            };
+            sleep_until_with(kind, d).await;
             late.push(d.elapsed().as_secs_f64() * 1e6);
         }
         late
@@ -350,6 +397,195 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[(((p / 100.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
 }
 
+// ── (d) CPU per delayed request ─────────────────────────────────────────────
+
+/// The timers (d) compares, with their `FIREDRILL_PROXY_TIMER`; the last is the
+/// baseline.
+const CPU_TIMERS: [(&str, &str); 3] = [
+    ("spin (default)", "spin"),
+    ("timer thread", "thread"),
+    ("tokio sleep", "tokio"),
+];
+const CPU_RATES: [u64; 3] = [100, 1_000, 5_000];
+
+/// One timer at one rate in one round.
+struct CpuRow {
+    timer: &'static str,
+    rate: u64,
+    round: usize,
+    /// Proxy CPU (all threads) per second of load, ms.
+    cpu_ms_per_s: f64,
+    /// Responses received in the measured window.
+    done: usize,
+    /// Per response: ms late = measured − (direct p50 at this rate) − 10 ms.
+    late: Vec<f64>,
+}
+
+/// Nanoseconds on CPU of every thread of `pid` (schedstat's first field).
+fn proc_cpu_ns(pid: u32) -> u64 {
+    let dir = format!("/proc/{pid}/task");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One round of (d): per rate, the direct path (the baseline of lateness), then each
+/// timer's proxy in a rotated order.
+fn cpu_round(
+    rows: &mut Vec<CpuRow>,
+    procs: &[(&'static str, u32, SocketAddr)],
+    up: SocketAddr,
+    secs: f64,
+    round: usize,
+) {
+    for rate in CPU_RATES {
+        let direct = open_load(up, rate, secs);
+        let base_ms = pct(&direct, 50.0) / 1000.0;
+        for k in 0..procs.len() {
+            let (timer, pid, addr) = procs[(k + round) % procs.len()];
+            // Warm-up: connections, and the learned margins settle.
+            open_load(addr, rate, 0.5);
+            let c0 = proc_cpu_ns(pid);
+            let t0 = Instant::now();
+            let lat = open_load(addr, rate, secs);
+            let cpu_ms_per_s = (proc_cpu_ns(pid) - c0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
+            let late: Vec<f64> = lat.iter().map(|us| us / 1000.0 - base_ms - 10.0).collect();
+            eprintln!(
+                "  cpu {timer:<16} {rate:>5} req/s: {cpu_ms_per_s:>6.1} ms CPU/s  late p50 {:.3} ms p99 {:.3} ms  ({} responses)",
+                pct(&late, 50.0),
+                pct(&late, 99.0),
+                late.len()
+            );
+            rows.push(CpuRow {
+                timer,
+                rate,
+                round,
+                cpu_ms_per_s,
+                done: late.len(),
+                late,
+            });
+        }
+    }
+}
+
+/// The keep-alive response of `GET /` (the loader counts responses by length).
+const SMALL_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+/// Open-model load: requests at `rate` per second for `secs` (at most rate × secs
+/// requests, whatever the answers do), spread over 16 pipelined keep-alive
+/// connections; returns each response's latency in µs. Readers give up 5 s after the
+/// last send.
+fn open_load(addr: SocketAddr, rate: u64, secs: f64) -> Vec<f64> {
+    const CONNS: usize = 16;
+    let n = (rate as f64 * secs) as usize;
+    let conns: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    let queues: Vec<Arc<Mutex<std::collections::VecDeque<Instant>>>> =
+        (0..CONNS).map(|_| Arc::default()).collect();
+    let readers: Vec<_> = conns
+        .iter()
+        .zip(&queues)
+        .enumerate()
+        .map(|(i, (c, q))| {
+            let mut r = c.try_clone().unwrap();
+            r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let q = q.clone();
+            let expect = n / CONNS + usize::from(i < n % CONNS);
+            std::thread::spawn(move || {
+                let mut got = Vec::with_capacity(expect);
+                let mut buf = [0u8; 64 * 1024];
+                let mut pending = 0usize;
+                while got.len() < expect {
+                    let Ok(k) = r.read(&mut buf) else { break };
+                    if k == 0 {
+                        break;
+                    }
+                    let now = Instant::now();
+                    pending += k;
+                    while pending >= SMALL_RESPONSE.len() {
+                        pending -= SMALL_RESPONSE.len();
+                        if let Some(sent) = q.lock().unwrap().pop_front() {
+                            got.push((now - sent).as_secs_f64() * 1e6);
+                        }
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut writers = conns;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let due = t0 + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let c = i % CONNS;
+        queues[c].lock().unwrap().push_back(Instant::now());
+        writers[c]
+            .write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+            .unwrap();
+    }
+    readers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+fn cpu_table(rows: &[CpuRow], rounds: usize, secs: f64) -> String {
+    let mut out = format!(
+        "\n(d) CPU per delayed request: 10 ms latency fault, open-model load over 16 keep-alive connections, {secs} s per sample, {rounds} rounds (timers in rotated order); proxy process CPU (all threads); late = measured − (direct p50 at the same rate) − 10 ms, all responses of all rounds\n\n| timer | req/s | CPU ms/s (% of a core), median [min–max] | CPU µs/request | × tokio sleep, median [min–max] of rounds | late p50 | late p99 | responses |\n|---|---|---|---|---|---|---|---|\n"
+    );
+    let base_timer = CPU_TIMERS[CPU_TIMERS.len() - 1].0;
+    for rate in CPU_RATES {
+        for (timer, _) in CPU_TIMERS {
+            let mine: Vec<&CpuRow> = rows
+                .iter()
+                .filter(|r| r.timer == timer && r.rate == rate)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let cpus: Vec<f64> = mine.iter().map(|r| r.cpu_ms_per_s).collect();
+            let ratios: Vec<f64> = mine
+                .iter()
+                .filter_map(|r| {
+                    let b = rows
+                        .iter()
+                        .find(|b| b.timer == base_timer && b.rate == rate && b.round == r.round)?;
+                    Some(r.cpu_ms_per_s / b.cpu_ms_per_s)
+                })
+                .collect();
+            let late: Vec<f64> = mine.iter().flat_map(|r| r.late.iter().copied()).collect();
+            let done: usize = mine.iter().map(|r| r.done).sum();
+            let cpu = pct(&cpus, 50.0);
+            let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            out.push_str(&format!(
+                "| {timer} | {rate} | {cpu:.1} ({:.1}%) [{:.1}–{:.1}] | {:.0} | {:.2}× [{:.2}–{:.2}] | {:.3} ms | {:.3} ms | {done} |\n",
+                cpu / 10.0,
+                min(&cpus),
+                max(&cpus),
+                cpu * 1000.0 / rate as f64,
+                pct(&ratios, 50.0),
+                min(&ratios),
+                max(&ratios),
+                pct(&late, 50.0),
+                pct(&late, 99.0),
+            ));
+        }
+    }
+    out
+}
+
 // ── servers ──────────────────────────────────────────────────────────────────
 
 /// The upstream: keep-alive HTTP/1.1, `GET /` → 5 bytes, `GET /big` → 10 MiB.
@@ -435,17 +671,30 @@ fn proxy() {
 }
 
 fn start_ours(kids: &mut Kids, up: SocketAddr, lat: Option<u64>) -> SocketAddr {
+    start_ours_timer(kids, up, lat, "spin").1
+}
+
+/// Our proxy with the timer `FIREDRILL_PROXY_TIMER=timer`: its pid and address.
+fn start_ours_timer(
+    kids: &mut Kids,
+    up: SocketAddr,
+    lat: Option<u64>,
+    timer: &str,
+) -> (u32, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    kids.0.push(spawn_role(
+    let child = spawn_role(
         "proxy",
         &[
             ("BENCH_LISTEN", addr.to_string()),
             ("BENCH_UPSTREAM", up.to_string()),
             ("BENCH_LATENCY_MS", lat.unwrap_or(0).to_string()),
+            ("FIREDRILL_PROXY_TIMER", timer.to_string()),
         ],
-    ));
+    );
+    let pid = child.id();
+    kids.0.push(child);
     wait_port(addr);
-    addr
+    (pid, addr)
 }
 
 fn start_haproxy(kids: &mut Kids, up: SocketAddr) -> Option<SocketAddr> {
