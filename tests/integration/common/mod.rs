@@ -106,8 +106,14 @@ impl Marker {
             .spawn()
             .unwrap();
         let m = Marker { child, tag };
-        assert!(wait_until(Duration::from_secs(5), || pids_matching(&m.tag)
-            .contains(&m.pid())));
+        // Until bash has exec'd, its own command line (`bash -c exec -a TAG …`)
+        // contains the tag too: wait for the one that *starts* with it, as the
+        // `^TAG ` selectors of the tests require.
+        let exec_done = || {
+            std::fs::read(format!("/proc/{}/cmdline", m.pid()))
+                .is_ok_and(|b| b.starts_with(format!("{}\0", m.tag).as_bytes()))
+        };
+        assert!(wait_until(Duration::from_secs(5), exec_done));
         m
     }
     pub fn pid(&self) -> u32 {
