@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::abort::Abort;
-use super::check::run_check;
-use super::run::{check_finished, check_started};
+use super::check::{check_finished, check_started, run_check};
 use super::timeline::Timeline;
 use crate::model::{AbortReason, Phase, StepRecord, StepStatus};
 use crate::probe::ProbeCtx;

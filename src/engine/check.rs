@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rt::sleep_or_cancel;
 
-use crate::model::Evidence;
+use super::timeline::Timeline;
+use crate::model::{Evidence, Phase, StepRecord, StepStatus};
 use crate::probe::{Expect, Observation, ProbeCtx, ProbeSpec};
 use crate::scenario::Check;
 use crate::secrets::Redactor;
@@ -230,6 +231,91 @@ pub async fn run_check(
             );
         }
     }
+}
+
+/// Puts a check's start on the timeline; when it started.
+pub(super) fn check_started(tl: &Timeline, phase: Phase, c: &Check) -> f64 {
+    let started_ms = tl.now_ms();
+    tl.event(
+        phase,
+        "step_started",
+        Some(&c.name),
+        format!("{}: {}", c.name, c.probe.describe()),
+    );
+    started_ms
+}
+
+/// A check's record, and its end on the timeline. A verification's first-held time
+/// is counted from the disruption (`disruption_ms`), not from its own start: with a
+/// `ramp_up`, the check starts late and its own clock would understate failover.
+pub(super) fn check_finished(
+    tl: &Timeline,
+    phase: Phase,
+    c: &Check,
+    critical: bool,
+    out: CheckOutcome,
+    started_ms: f64,
+    disruption_ms: Option<f64>,
+) -> StepRecord {
+    let status = if out.ok {
+        StepStatus::Passed
+    } else if out.interrupted {
+        StepStatus::Skipped
+    } else {
+        StepStatus::Failed
+    };
+    let word = match status {
+        StepStatus::Passed => "passed",
+        StepStatus::Skipped => "interrupted",
+        _ if critical => "FAILED",
+        _ => "failed (non-critical)",
+    };
+    let first_held_ms = out.first_held.map(|d| match disruption_ms {
+        Some(t0) if phase == Phase::Verification => (started_ms + ms(d) - t0).max(0.0),
+        _ => ms(d),
+    });
+    let held = match (first_held_ms, disruption_ms) {
+        (Some(h), Some(_)) if phase == Phase::Verification => {
+            format!(", first held {h:.0} ms after the disruption")
+        }
+        _ => String::new(),
+    };
+    tl.event(
+        phase,
+        "step_finished",
+        Some(&c.name),
+        format!(
+            "{}: {word} after {} attempt(s){held}: {}",
+            c.name, out.attempts, out.detail
+        ),
+    );
+    StepRecord {
+        status,
+        critical,
+        duration_ms: ms(out.duration),
+        attempts: out.attempts,
+        first_held_ms,
+        within_ms: c.within.map(|w| ms(w.0)),
+        detail: out.detail,
+        metrics: out.last.map(|o| o.metrics).unwrap_or_default(),
+        evidence: out.evidence,
+        ..StepRecord::new(phase, &c.name, describe_check(c), started_ms)
+    }
+}
+
+/// A check in words: its probe and its timing rule.
+pub(super) fn describe_check(c: &Check) -> String {
+    let timing = match (c.within, c.hold_for) {
+        (Some(w), _) => format!(" within {w}"),
+        (_, Some(f)) => format!(" for {f}"),
+        _ if c.retries > 0 => format!(" ({} retries)", c.retries),
+        _ => String::new(),
+    };
+    format!("{}{timing}", c.probe.describe())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]
