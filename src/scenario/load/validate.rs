@@ -247,41 +247,36 @@ pub(super) fn validate(
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
         }
     }
-    for (i, g) in decoded(&scenario.guards) {
-        let base = format!("guards[{i}]");
-        if g.breach_after == 0 {
-            errors.push(diag.value_at(
-                &format!("{base}.breach_after"),
-                "found 0, expected at least 1".into(),
-            ));
-        }
-        polled(
-            &base,
+    // Guards and indicators are both polled probes that act after a count of
+    // observations in a row; a count of 0 could never be reached.
+    let guards = decoded(&scenario.guards).map(|(i, g)| {
+        (
+            format!("guards[{i}]"),
+            "breach_after",
+            g.breach_after,
             g.interval.0,
             &g.probe,
             &g.expect,
-            targets,
-            diag,
-            errors,
-        );
-    }
-    for (i, g) in decoded(&scenario.indicators) {
-        let base = format!("indicators[{i}]");
-        if g.restored_after == 0 {
-            errors.push(diag.value_at(
-                &format!("{base}.restored_after"),
-                "found 0, expected at least 1".into(),
-            ));
-        }
-        polled(
-            &base,
+        )
+    });
+    let indicators = decoded(&scenario.indicators).map(|(i, g)| {
+        (
+            format!("indicators[{i}]"),
+            "restored_after",
+            g.restored_after,
             g.interval.0,
             &g.probe,
             &g.expect,
-            targets,
-            diag,
-            errors,
-        );
+        )
+    });
+    for (base, count_field, count, interval, probe, expect) in guards.chain(indicators) {
+        if count == 0 {
+            errors.push(diag.value_at(
+                &format!("{base}.{count_field}"),
+                "found 0, expected at least 1".into(),
+            ));
+        }
+        polled(&base, interval, probe, expect, targets, diag, errors);
     }
     for (i, r) in decoded(&scenario.recovery) {
         if !targets.names.contains(&r.command.target) {
