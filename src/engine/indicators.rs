@@ -207,17 +207,7 @@ pub(crate) fn measure(series: &[Series], disruption_start_ms: Option<f64>) -> Me
         };
         let down_at = after[d].start_ms.max(ds);
         first_down = Some(first_down.map_or(down_at, |f| f.min(down_at)));
-        // Restored: the first of `restored_after` good observations in a row.
-        let n = s.restored_after.max(1) as usize;
-        let mut run = 0;
-        let mut back = None;
-        for (i, o) in after.iter().enumerate().skip(d + 1) {
-            run = if o.ok { run + 1 } else { 0 };
-            if run == n {
-                back = Some(after[i + 1 - n].start_ms);
-                break;
-            }
-        }
+        let back = restored_at(&after, d, s.restored_after);
         match back {
             Some(b) => restored = Some(restored.map_or(b, |r| r.max(b))),
             None => not_restored = true,
@@ -249,6 +239,21 @@ pub(crate) fn measure(series: &[Series], disruption_start_ms: Option<f64>) -> Me
         },
         (Some(_), None) => unreachable!("a down indicator is either restored or not"),
     }
+}
+
+/// When the service was restored after the down observation at `down`: the start
+/// of the first run of `restored_after` good observations in a row (the figure the
+/// RTO and each fault's impact window end at).
+fn restored_at(obs: &[&Obs], down: usize, restored_after: u32) -> Option<f64> {
+    let n = restored_after.max(1) as usize;
+    let mut run = 0;
+    for (i, o) in obs.iter().enumerate().skip(down + 1) {
+        run = if o.ok { run + 1 } else { 0 };
+        if run == n {
+            return Some(obs[i + 1 - n].start_ms);
+        }
+    }
+    None
 }
 
 /// One fault's own impact window, ms since run start.
@@ -302,16 +307,7 @@ pub(crate) fn impacts(series: &[Series], effective_ms: &[Option<f64>]) -> Vec<Op
                         .find(|o| o.end_ms < e)
                         .is_some_and(|o| !o.ok);
                 let down_at = if carried { e } else { after[d].start_ms.max(e) };
-                let n = s.restored_after.max(1) as usize;
-                let mut run = 0;
-                let mut back = None;
-                for (i, o) in after.iter().enumerate().skip(d + 1) {
-                    run = if o.ok { run + 1 } else { 0 };
-                    if run == n {
-                        back = Some(after[i + 1 - n].start_ms);
-                        break;
-                    }
-                }
+                let back = restored_at(&after, d, s.restored_after);
                 let end = match (back, bound) {
                     (Some(r), Some(b)) => Some(r.min(b)),
                     (Some(r), None) => Some(r),
