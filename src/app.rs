@@ -57,13 +57,13 @@ pub fn main(cli: Cli) -> i32 {
                 _ => EXIT_OK,
             }
         }
-        Command::Validate(a) => validate(&a.scenarios, &a.vars),
-        Command::Plan(a) => match load(&a.scenario.scenario, &a.scenario.vars) {
+        Command::Validate(a) => validate(&a.scenarios, &a.var_files, &a.vars),
+        Command::Plan(a) => match load(&a.scenario) {
             Ok(d) => print_plan(&d, a.level, a.format),
             Err(code) => code,
         },
         Command::Run(a) => {
-            let drill = match load(&a.scenario.scenario, &a.scenario.vars) {
+            let drill = match load(&a.scenario) {
                 Ok(d) => d,
                 Err(code) => return code,
             };
@@ -133,8 +133,10 @@ pub fn schema_json() -> String {
     crate::scenario::schema_json()
 }
 
-fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
-    match scenario::load_file(path, vars) {
+fn load(args: &crate::cli::ScenarioArgs) -> Result<Drill, i32> {
+    let (overrides, file_problems) = overrides(&args.var_files, &args.vars)?;
+    match with_var_file_problems(scenario::load_file(&args.scenario, &overrides), file_problems)
+    {
         Ok(d) => {
             crate::secrets::register(d.vars.secret_values());
             Ok(d)
@@ -143,6 +145,37 @@ fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
             print_load_error(&e);
             Err(EXIT_INVALID)
         }
+    }
+}
+
+/// `--var-file`s then `--var`s, as the loader takes them, with the var files'
+/// problems (reported with the scenario's, in one run).
+fn overrides(
+    files: &[PathBuf],
+    vars: &[(String, String)],
+) -> Result<(Vec<scenario::Override>, Vec<scenario::Diagnostic>), i32> {
+    scenario::var_file::overrides(files, vars).map_err(|e| {
+        print_load_error(&e);
+        EXIT_INVALID
+    })
+}
+
+/// A scenario that loaded is still refused when a var file had problems; a scenario
+/// that did not gets the var files' problems listed first.
+fn with_var_file_problems(
+    loaded: Result<Drill, LoadError>,
+    mut problems: Vec<scenario::Diagnostic>,
+) -> Result<Drill, LoadError> {
+    if problems.is_empty() {
+        return loaded;
+    }
+    match loaded {
+        Ok(_) => Err(LoadError::Invalid(problems)),
+        Err(LoadError::Invalid(more)) => {
+            problems.extend(more);
+            Err(LoadError::Invalid(problems))
+        }
+        Err(other) => Err(other),
     }
 }
 
@@ -161,10 +194,14 @@ fn print_load_error(e: &LoadError) {
     }
 }
 
-fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
+fn validate(paths: &[PathBuf], files: &[PathBuf], vars: &[(String, String)]) -> i32 {
+    let (overrides, file_problems) = match overrides(files, vars) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let mut code = EXIT_OK;
     for p in paths {
-        match scenario::load_file(p, vars) {
+        match with_var_file_problems(scenario::load_file(p, &overrides), file_problems.clone()) {
             Ok(d) => outln!(
                 "{}: ok ({} fault(s), {} verification(s))",
                 p.display(),

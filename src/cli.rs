@@ -50,9 +50,13 @@ pub enum Command {
 pub struct ScenarioArgs {
     /// Scenario file (YAML).
     pub scenario: PathBuf,
-    /// Override a variable declared under `vars:` (repeatable).
+    /// Override a variable declared under `vars:` (repeatable; wins over `--var-file`).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Values for declared vars from a file (repeatable, later files win): YAML
+    /// (`.yaml`, `.yml`, `.json`: a map of name to value) or `.env` lines (`NAME=value`).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +94,13 @@ pub struct ValidateArgs {
     /// Scenario files.
     #[arg(required = true)]
     pub scenarios: Vec<PathBuf>,
-    /// Override a variable declared under `vars:` (repeatable).
+    /// Override a variable declared under `vars:` (repeatable; wins over `--var-file`).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Values for declared vars from a file (repeatable, later files win): YAML
+    /// (`.yaml`, `.yml`, `.json`: a map of name to value) or `.env` lines (`NAME=value`).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ use crate::fault::FaultSpec;
 use crate::probe::{Expect, ProbeSpec};
 use crate::target::TargetSpec;
 
+pub use load::var_file::{self, Override};
 pub use load::{Drill, LoadError, ResolvedFault, load_file, load_str};
 pub use schema::{reference_markdown, schema_json, schema_value};
 pub use span::SpanIndex;
