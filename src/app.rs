@@ -77,6 +77,7 @@ pub fn main(cli: Cli) -> i32 {
                 run_id: a.run_id,
                 progress: cli.log_format == LogFormat::Text,
                 report_dir: None,
+                rehearse: a.rehearse,
             };
             runtime().block_on(run_drill(
                 drill,

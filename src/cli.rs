@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// Print the plan and exit (same as `plan`).
     #[arg(long)]
     pub dry_run: bool,
+    /// Run everything except the faults (prechecks, guards, verifications, service
+    /// indicators, traffic, recovery steps), to try a new scenario's probes safely.
+    /// The reports say it was a rehearsal; nothing is injected and no target is locked.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub rehearse: bool,
     /// Use this run id instead of a generated one.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,

@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// The run's report directory, recorded in the ledger for `recover`.
     pub report_dir: Option<PathBuf>,
+    /// `run --rehearse`: every check, guard and indicator runs, no fault is
+    /// injected (so no target is locked either).
+    pub rehearse: bool,
 }
 
 /// How the outside world (signal handlers, tests) steers a run.

@@ -172,7 +172,7 @@ impl Engine {
         let keys: Vec<String> = drill
             .faults
             .iter()
-            .filter(|f| f.step.level <= opts.level)
+            .filter(|f| f.step.level <= opts.level && !opts.rehearse)
             .map(|f| f.target.lock_key())
             .collect();
         let locks = match lock::acquire(&opts.lock_dir, &keys, &run_id) {
@@ -355,6 +355,14 @@ impl Engine {
                 run.steps.push(rec);
                 continue;
             }
+            if self.opts.rehearse {
+                self.rehearse_fault(f, &mut rec, run);
+                run.steps.push(rec);
+                if let Some(r) = f.step.ramp_up {
+                    sleep_or_cancel(r.0, run.abort.token()).await;
+                }
+                continue;
+            }
             self.fault_step(f, ttl, &mut rec, run).await;
             run.steps.push(rec);
             if let Some(r) = f.step.ramp_up
@@ -368,6 +376,27 @@ impl Engine {
                 );
                 sleep_or_cancel(r.0, run.abort.token()).await;
             }
+        }
+    }
+
+    /// A rehearsal's fault step: nothing is prepared, recorded or applied. What the
+    /// first fault would have started (guards, background verifications) starts
+    /// here, so every check of the scenario runs as in the drill. No disruption
+    /// starts, so no RTO is measured.
+    fn rehearse_fault(&self, f: &ResolvedFault, rec: &mut StepRecord, run: &mut RunState) {
+        rec.detail = format!("rehearsal: not injected (would have: {})", rec.description);
+        self.timeline.event(
+            Phase::Fault,
+            "step_skipped",
+            Some(&f.step.name),
+            format!("{}: skipped ({})", f.step.name, rec.detail),
+        );
+        run.guards
+            .start(&self.drill, &self.http, &self.timeline, &run.abort);
+        if !run.background.started() {
+            let at = Some(self.timeline.now_ms());
+            run.background
+                .start(&self.drill, &self.http, &self.timeline, &run.abort, at);
         }
     }
 
@@ -1027,6 +1056,13 @@ impl Engine {
             objectives_critical: sc.objectives.critical,
             recovery_steps_ok: recovered.steps_ok,
         });
+        // Said first, so no reader takes a rehearsal's PASSED for a drill's.
+        let reason = if self.opts.rehearse {
+            let reason = reason.replace(" and every fault was reverted", "");
+            format!("rehearsal, no fault injected: {reason}")
+        } else {
+            reason
+        };
         self.timeline.event_unprinted(
             Phase::Report,
             "run_finished",
@@ -1105,6 +1141,8 @@ impl Engine {
             guards,
             improvements: Vec::new(),
             ledger: self.ledger_path().display().to_string(),
+            rehearsal: self.opts.rehearse,
+            notifications: Vec::new(),
         };
         crate::report::round_timings(&mut record);
         record.improvements = crate::report::improvements::derive(&record);

@@ -27,6 +27,7 @@ mod proxy_http_fault;
 mod proxy_latency;
 mod proxy_transparent;
 mod quickstart_script;
+mod rehearse;
 mod report_cli;
 mod report_render;
 mod report_run;
