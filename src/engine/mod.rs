@@ -23,6 +23,7 @@ mod guards;
 mod indicators;
 pub mod ledger;
 pub(crate) mod lock;
+mod notifications;
 mod outcome;
 pub mod plan;
 pub(crate) mod record;

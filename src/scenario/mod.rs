@@ -76,6 +76,9 @@ pub struct Scenario {
     /// Assertions for what must become true once the faults are reverted and the recovery steps ran (e.g. a thawed old primary is demoted `within: 10s`). Each has its own verdict; a critical one that fails fails the drill.
     #[serde(default)]
     pub after_recovery: Vec<Check>,
+    /// Where to tell people about the run: started, each fault injected, aborted, finished, recovery incomplete. A notification that fails is listed in the report and never fails or delays the drill.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyChannel>,
 }
 
 impl Scenario {

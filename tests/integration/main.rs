@@ -21,6 +21,7 @@ mod network_cli;
 mod network_lab;
 mod network_partition;
 mod network_rate_limit;
+mod notify;
 mod probe_target;
 mod process_kill;
 mod proxy_http_fault;
