@@ -86,6 +86,22 @@ pub fn main(cli: Cli) -> i32 {
                 a.template_dir.as_deref(),
             ))
         }
+        Command::Doctor(a) => {
+            let drill = match load(&a.scenario) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
+            let locks = a.lock_dir.unwrap_or_else(crate::engine::default_lock_dir);
+            let findings = runtime().block_on(crate::engine::doctor::examine(
+                &drill,
+                a.level,
+                &state,
+                &locks,
+                &a.report_dir,
+            ));
+            print_doctor(&drill, &findings)
+        }
         Command::Recover(a) => {
             let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
             runtime().block_on(recover(
@@ -346,6 +362,32 @@ async fn run_drill(
             code
         }
     }
+}
+
+/// One line per check, then the count; exit 1 when a check failed.
+fn print_doctor(drill: &Drill, findings: &[crate::engine::doctor::Finding]) -> i32 {
+    use crate::engine::doctor::Verdict;
+    outln!(
+        "doctor for `{}` (nothing is injected):",
+        crate::secrets::redact(&drill.scenario.metadata.name)
+    );
+    for f in findings {
+        outln!(
+            "{:<4} {}: {}",
+            f.verdict.as_str(),
+            f.subject,
+            crate::secrets::redact(&f.message)
+        );
+    }
+    let count = |v| findings.iter().filter(|f| f.verdict == v).count();
+    let failed = count(Verdict::Fail);
+    outln!(
+        "{} check(s): {} ok, {} warning(s), {failed} failed",
+        findings.len(),
+        count(Verdict::Ok),
+        count(Verdict::Warn)
+    );
+    if failed > 0 { EXIT_FAILED } else { EXIT_OK }
 }
 
 /// The end of a run on stdout: the outcome (printed here only, not as a progress line

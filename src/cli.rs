@@ -39,6 +39,9 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Re-render a report from a journal.json.
     Report(ReportArgs),
+    /// Preflight a drill here and now, injecting nothing: targets reachable and free,
+    /// nftables and CAP_NET_ADMIN where needed, processes matching, proxy ports free.
+    Doctor(DoctorArgs),
     /// Print the JSON Schema of scenario files (or the reference document made from it).
     Schema(SchemaArgs),
     /// Internal: the dead-man watcher started by reversible faults.
@@ -92,6 +95,24 @@ pub struct RunArgs {
     /// Use this run id instead of a generated one.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Highest fault level to check (as `run --level`).
+    #[arg(long, default_value = "full", value_parser = parse_level)]
+    pub level: Level,
+    /// Report directory to check (as `run --report-dir`).
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Ledger directory to check [default: as for `run`].
+    #[arg(long, env = "FIREDRILL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Lock directory to check [default: as for `run`].
+    #[arg(long, env = "FIREDRILL_LOCK_DIR")]
+    pub lock_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

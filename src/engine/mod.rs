@@ -18,6 +18,7 @@
 
 mod abort;
 mod background;
+pub mod doctor;
 pub(crate) mod check;
 mod guards;
 mod indicators;

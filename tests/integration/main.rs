@@ -13,6 +13,7 @@ mod proxy_support;
 mod report_support;
 
 mod deadman;
+mod doctor;
 mod drill_e2e;
 mod evidence;
 mod interrupted_record;
