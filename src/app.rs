@@ -63,6 +63,7 @@ pub fn main(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Command::Run(a) => {
+            set_junit(&a.junit);
             let drill = match load(&a.scenario) {
                 Ok(d) => d,
                 Err(code) => return code,
@@ -111,12 +112,15 @@ pub fn main(cli: Cli) -> i32 {
                 &a.report_dir,
             ))
         }
-        Command::Report(a) => rerender(
-            &a.journal,
-            a.format,
-            a.output.as_deref(),
-            a.template_dir.as_deref(),
-        ),
+        Command::Report(a) => {
+            set_junit(&a.junit);
+            rerender(
+                &a.journal,
+                a.format,
+                a.output.as_deref(),
+                a.template_dir.as_deref(),
+            )
+        }
         Command::Deadman(a) => {
             let procs: Vec<(u32, u64)> = a
                 .procs
@@ -362,6 +366,12 @@ async fn run_drill(
             code
         }
     }
+}
+
+fn set_junit(a: &crate::cli::JunitArgs) {
+    report::render::set_non_critical_as_failure(
+        a.junit_non_critical == crate::cli::JunitNonCritical::Failure,
+    );
 }
 
 /// One line per check, then the count; exit 1 when a check failed.

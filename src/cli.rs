@@ -87,6 +87,8 @@ pub struct RunArgs {
     /// Print the plan and exit (same as `plan`).
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub junit: JunitArgs,
     /// Run everything except the faults (prechecks, guards, verifications, service
     /// indicators, traffic, recovery steps), to try a new scenario's probes safely.
     /// The reports say it was a rehearsal; nothing is injected and no target is locked.
@@ -201,6 +203,24 @@ pub struct ReportArgs {
     /// Directory with templates overriding the built-in ones.
     #[arg(long)]
     pub template_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub junit: JunitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JunitArgs {
+    /// How junit.xml shows a failed non-critical check: `passed` (a passing case whose
+    /// output starts `NON-CRITICAL FAILURE`) or `failure` (a `<failure>` whose message
+    /// starts `NON-CRITICAL:`, for CI test views that show failures without failing
+    /// the job). The exit code is the same either way.
+    #[arg(long, value_enum, default_value_t = JunitNonCritical::Passed, env = "FIREDRILL_JUNIT_NON_CRITICAL")]
+    pub junit_non_critical: JunitNonCritical,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum JunitNonCritical {
+    Passed,
+    Failure,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod common;
 mod proxy_support;
 mod report_support;
 
+mod ci_examples;
 mod deadman;
 mod doctor;
 mod drill_e2e;
