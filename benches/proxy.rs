@@ -234,7 +234,7 @@ fn main() {
 }
 
 /// The sleeps (c) compares; the last one is the baseline.
-const TIMERS: [&str; 3] = ["spin (default)", "timer thread", "tokio sleep"];
+const TIMERS: [&str; 4] = ["hrtimer", "spin", "timer thread", "tokio sleep"];
 
 /// Microseconds late of `n` 10 ms sleeps with timer `name`, on a fresh
 /// current-thread runtime (like the proxy's).
@@ -249,8 +249,9 @@ fn timer_late(name: &str, n: usize) -> Vec<f64> {
         for _ in 0..n {
             let d = Instant::now() + Duration::from_millis(10);
             let kind = match name {
+                "hrtimer" => TimerKind::Hr,
                 "timer thread" => TimerKind::Thread,
-                "spin (default)" => TimerKind::Spin,
+                "spin" => TimerKind::Spin,
                 _ => TimerKind::Tokio,
             };
             sleep_until_with(kind, d).await;
@@ -401,8 +402,9 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 /// The timers (d) compares, with their `FIREDRILL_PROXY_TIMER`; the last is the
 /// baseline.
-const CPU_TIMERS: [(&str, &str); 3] = [
-    ("spin (default)", "spin"),
+const CPU_TIMERS: [(&str, &str); 4] = [
+    ("hrtimer", "hr"),
+    ("spin", "spin"),
     ("timer thread", "thread"),
     ("tokio sleep", "tokio"),
 ];

@@ -57,13 +57,14 @@ pub fn main(cli: Cli) -> i32 {
                 _ => EXIT_OK,
             }
         }
-        Command::Validate(a) => validate(&a.scenarios, &a.vars),
-        Command::Plan(a) => match load(&a.scenario.scenario, &a.scenario.vars) {
+        Command::Validate(a) => validate(&a.scenarios, &a.var_files, &a.vars),
+        Command::Plan(a) => match load(&a.scenario) {
             Ok(d) => print_plan(&d, a.level, a.format),
             Err(code) => code,
         },
         Command::Run(a) => {
-            let drill = match load(&a.scenario.scenario, &a.scenario.vars) {
+            set_junit(&a.junit);
+            let drill = match load(&a.scenario) {
                 Ok(d) => d,
                 Err(code) => return code,
             };
@@ -77,6 +78,7 @@ pub fn main(cli: Cli) -> i32 {
                 run_id: a.run_id,
                 progress: cli.log_format == LogFormat::Text,
                 report_dir: None,
+                rehearse: a.rehearse,
             };
             runtime().block_on(run_drill(
                 drill,
@@ -84,6 +86,22 @@ pub fn main(cli: Cli) -> i32 {
                 &a.report_dir,
                 a.template_dir.as_deref(),
             ))
+        }
+        Command::Doctor(a) => {
+            let drill = match load(&a.scenario) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
+            let locks = a.lock_dir.unwrap_or_else(crate::engine::default_lock_dir);
+            let findings = runtime().block_on(crate::engine::doctor::examine(
+                &drill,
+                a.level,
+                &state,
+                &locks,
+                &a.report_dir,
+            ));
+            print_doctor(&drill, &findings)
         }
         Command::Recover(a) => {
             let state = a.state_dir.unwrap_or_else(crate::engine::default_state_dir);
@@ -94,12 +112,15 @@ pub fn main(cli: Cli) -> i32 {
                 &a.report_dir,
             ))
         }
-        Command::Report(a) => rerender(
-            &a.journal,
-            a.format,
-            a.output.as_deref(),
-            a.template_dir.as_deref(),
-        ),
+        Command::Report(a) => {
+            set_junit(&a.junit);
+            rerender(
+                &a.journal,
+                a.format,
+                a.output.as_deref(),
+                a.template_dir.as_deref(),
+            )
+        }
         Command::Deadman(a) => {
             let procs: Vec<(u32, u64)> = a
                 .procs
@@ -133,8 +154,10 @@ pub fn schema_json() -> String {
     crate::scenario::schema_json()
 }
 
-fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
-    match scenario::load_file(path, vars) {
+fn load(args: &crate::cli::ScenarioArgs) -> Result<Drill, i32> {
+    let (overrides, file_problems) = overrides(&args.var_files, &args.vars)?;
+    match with_var_file_problems(scenario::load_file(&args.scenario, &overrides), file_problems)
+    {
         Ok(d) => {
             crate::secrets::register(d.vars.secret_values());
             Ok(d)
@@ -143,6 +166,37 @@ fn load(path: &Path, vars: &[(String, String)]) -> Result<Drill, i32> {
             print_load_error(&e);
             Err(EXIT_INVALID)
         }
+    }
+}
+
+/// `--var-file`s then `--var`s, as the loader takes them, with the var files'
+/// problems (reported with the scenario's, in one run).
+fn overrides(
+    files: &[PathBuf],
+    vars: &[(String, String)],
+) -> Result<(Vec<scenario::Override>, Vec<scenario::Diagnostic>), i32> {
+    scenario::var_file::overrides(files, vars).map_err(|e| {
+        print_load_error(&e);
+        EXIT_INVALID
+    })
+}
+
+/// A scenario that loaded is still refused when a var file had problems; a scenario
+/// that did not gets the var files' problems listed first.
+fn with_var_file_problems(
+    loaded: Result<Drill, LoadError>,
+    mut problems: Vec<scenario::Diagnostic>,
+) -> Result<Drill, LoadError> {
+    if problems.is_empty() {
+        return loaded;
+    }
+    match loaded {
+        Ok(_) => Err(LoadError::Invalid(problems)),
+        Err(LoadError::Invalid(more)) => {
+            problems.extend(more);
+            Err(LoadError::Invalid(problems))
+        }
+        Err(other) => Err(other),
     }
 }
 
@@ -161,10 +215,14 @@ fn print_load_error(e: &LoadError) {
     }
 }
 
-fn validate(paths: &[PathBuf], vars: &[(String, String)]) -> i32 {
+fn validate(paths: &[PathBuf], files: &[PathBuf], vars: &[(String, String)]) -> i32 {
+    let (overrides, file_problems) = match overrides(files, vars) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let mut code = EXIT_OK;
     for p in paths {
-        match scenario::load_file(p, vars) {
+        match with_var_file_problems(scenario::load_file(p, &overrides), file_problems.clone()) {
             Ok(d) => outln!(
                 "{}: ok ({} fault(s), {} verification(s))",
                 p.display(),
@@ -308,6 +366,38 @@ async fn run_drill(
             code
         }
     }
+}
+
+fn set_junit(a: &crate::cli::JunitArgs) {
+    report::render::set_non_critical_as_failure(
+        a.junit_non_critical == crate::cli::JunitNonCritical::Failure,
+    );
+}
+
+/// One line per check, then the count; exit 1 when a check failed.
+fn print_doctor(drill: &Drill, findings: &[crate::engine::doctor::Finding]) -> i32 {
+    use crate::engine::doctor::Verdict;
+    outln!(
+        "doctor for `{}` (nothing is injected):",
+        crate::secrets::redact(&drill.scenario.metadata.name)
+    );
+    for f in findings {
+        outln!(
+            "{:<4} {}: {}",
+            f.verdict.as_str(),
+            f.subject,
+            crate::secrets::redact(&f.message)
+        );
+    }
+    let count = |v| findings.iter().filter(|f| f.verdict == v).count();
+    let failed = count(Verdict::Fail);
+    outln!(
+        "{} check(s): {} ok, {} warning(s), {failed} failed",
+        findings.len(),
+        count(Verdict::Ok),
+        count(Verdict::Warn)
+    );
+    if failed > 0 { EXIT_FAILED } else { EXIT_OK }
 }
 
 /// The end of a run on stdout: the outcome (printed here only, not as a progress line

@@ -39,6 +39,9 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Re-render a report from a journal.json.
     Report(ReportArgs),
+    /// Preflight a drill here and now, injecting nothing: targets reachable and free,
+    /// nftables and CAP_NET_ADMIN where needed, processes matching, proxy ports free.
+    Doctor(DoctorArgs),
     /// Print the JSON Schema of scenario files (or the reference document made from it).
     Schema(SchemaArgs),
     /// Internal: the dead-man watcher started by reversible faults.
@@ -50,9 +53,13 @@ pub enum Command {
 pub struct ScenarioArgs {
     /// Scenario file (YAML).
     pub scenario: PathBuf,
-    /// Override a variable declared under `vars:` (repeatable).
+    /// Override a variable declared under `vars:` (repeatable; wins over `--var-file`).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Values for declared vars from a file (repeatable, later files win): YAML
+    /// (`.yaml`, `.yml`, `.json`: a map of name to value) or `.env` lines (`NAME=value`).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -80,9 +87,34 @@ pub struct RunArgs {
     /// Print the plan and exit (same as `plan`).
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub junit: JunitArgs,
+    /// Run everything except the faults (prechecks, guards, verifications, service
+    /// indicators, traffic, recovery steps), to try a new scenario's probes safely.
+    /// The reports say it was a rehearsal; nothing is injected and no target is locked.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub rehearse: bool,
     /// Use this run id instead of a generated one.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Highest fault level to check (as `run --level`).
+    #[arg(long, default_value = "full", value_parser = parse_level)]
+    pub level: Level,
+    /// Report directory to check (as `run --report-dir`).
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Ledger directory to check [default: as for `run`].
+    #[arg(long, env = "FIREDRILL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Lock directory to check [default: as for `run`].
+    #[arg(long, env = "FIREDRILL_LOCK_DIR")]
+    pub lock_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +122,13 @@ pub struct ValidateArgs {
     /// Scenario files.
     #[arg(required = true)]
     pub scenarios: Vec<PathBuf>,
-    /// Override a variable declared under `vars:` (repeatable).
+    /// Override a variable declared under `vars:` (repeatable; wins over `--var-file`).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+    /// Values for declared vars from a file (repeatable, later files win): YAML
+    /// (`.yaml`, `.yml`, `.json`: a map of name to value) or `.env` lines (`NAME=value`).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +203,24 @@ pub struct ReportArgs {
     /// Directory with templates overriding the built-in ones.
     #[arg(long)]
     pub template_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub junit: JunitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JunitArgs {
+    /// How junit.xml shows a failed non-critical check: `passed` (a passing case whose
+    /// output starts `NON-CRITICAL FAILURE`) or `failure` (a `<failure>` whose message
+    /// starts `NON-CRITICAL:`, for CI test views that show failures without failing
+    /// the job). The exit code is the same either way.
+    #[arg(long, value_enum, default_value_t = JunitNonCritical::Passed, env = "FIREDRILL_JUNIT_NON_CRITICAL")]
+    pub junit_non_critical: JunitNonCritical,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum JunitNonCritical {
+    Passed,
+    Failure,
 }
 
 #[derive(Debug, Args)]

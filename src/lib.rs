@@ -12,6 +12,7 @@ pub mod engine;
 pub mod fault;
 pub mod model;
 pub(crate) mod nft;
+pub mod notify;
 pub mod probe;
 pub mod proxy;
 pub mod report;

@@ -55,6 +55,29 @@ pub struct RunRecord {
     pub improvements: Vec<Improvement>,
     /// Path of the ledger of undo records.
     pub ledger: String,
+    /// A rehearsal (`run --rehearse`): every check ran, no fault was injected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearsal: bool,
+    /// The notifications the run sent (`notify:`), and whether each was delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationRecord>,
+}
+
+/// One notification sent about the run: to whom, about what, and what came back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NotificationRecord {
+    /// The `notify:` entry's name.
+    pub channel: String,
+    /// `wecom_robot`, `slack` or `webhook`.
+    pub kind: String,
+    /// What happened: `started`, `fault_injected`, `aborted`, `finished`, `recovery_incomplete`.
+    pub event: String,
+    /// Milliseconds since the run started, when it was sent.
+    pub t_ms: f64,
+    /// Delivered (a 2xx answer, and for WeCom and Slack their own success marker).
+    pub delivered: bool,
+    /// The answer or the error, redacted and bounded.
+    pub detail: String,
 }
 
 /// Tool name and version.

@@ -18,11 +18,13 @@
 
 mod abort;
 mod background;
+pub mod doctor;
 pub(crate) mod check;
 mod guards;
 mod indicators;
 pub mod ledger;
 pub(crate) mod lock;
+mod notifications;
 mod outcome;
 pub mod plan;
 pub(crate) mod record;
@@ -54,6 +56,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// The run's report directory, recorded in the ledger for `recover`.
     pub report_dir: Option<PathBuf>,
+    /// `run --rehearse`: every check, guard and indicator runs, no fault is
+    /// injected (so no target is locked either).
+    pub rehearse: bool,
 }
 
 /// How the outside world (signal handlers, tests) steers a run.

@@ -269,6 +269,8 @@ fn build(
         guards: vec![],
         improvements: vec![],
         ledger: ledger_path.display().to_string(),
+        rehearsal: false,
+        notifications: Vec::new(),
     }
 }
 

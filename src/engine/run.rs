@@ -18,11 +18,13 @@ use super::guards::Guards;
 use super::indicators::{Indicators, Measured, Series, impacts, measure};
 use super::ledger::{self, Entry, Ledger, RunIdentity, now_rfc3339};
 use super::lock::{self, LockError, TargetLocks};
+use super::notifications::Notifier;
 use super::outcome::{Verdict, decide, revert_gaps};
 use super::timeline::Timeline;
 use super::{Control, RunOptions};
 use crate::fault::{FaultCtx, RevertCtx};
 use crate::model::*;
+use crate::notify::NotifyEvent;
 use crate::probe::ProbeCtx;
 use crate::probe::traffic::Section;
 use crate::rt::Runtime;
@@ -62,6 +64,7 @@ pub struct Engine {
     timeline: Arc<Timeline>,
     ledger: Arc<Mutex<Ledger>>,
     http: reqwest::Client,
+    notifier: Notifier,
     _locks: TargetLocks,
 }
 
@@ -172,7 +175,7 @@ impl Engine {
         let keys: Vec<String> = drill
             .faults
             .iter()
-            .filter(|f| f.step.level <= opts.level)
+            .filter(|f| f.step.level <= opts.level && !opts.rehearse)
             .map(|f| f.target.lock_key())
             .collect();
         let locks = match lock::acquire(&opts.lock_dir, &keys, &run_id) {
@@ -199,9 +202,21 @@ impl Engine {
                 operator: operator(),
             }),
         })?;
+        let http = http_client()?;
+        let timeline = Arc::new(Timeline::new(opts.progress));
+        let notifier = Notifier::new(
+            &drill.scenario.notify,
+            http.clone(),
+            timeline.clone(),
+            &run_id,
+            &drill.scenario.metadata.name,
+            &hostname(),
+            opts.rehearse,
+        );
         Ok(Engine {
-            http: http_client()?,
-            timeline: Arc::new(Timeline::new(opts.progress)),
+            http,
+            timeline,
+            notifier,
             drill,
             opts,
             run_id,
@@ -229,6 +244,21 @@ impl Engine {
         let started_at = now_rfc3339();
         let mut run = RunState::new(&self.drill, &control);
         self.announce();
+        self.notifier.notify(
+            NotifyEvent::Started,
+            format!("drill started at level {}", self.opts.level),
+            vec![format!(
+                "{} fault(s) at or below level {}{}",
+                self.drill
+                    .faults
+                    .iter()
+                    .filter(|f| f.step.level <= self.opts.level)
+                    .count(),
+                self.opts.level,
+                if self.opts.rehearse { " (rehearsal: none is injected)" } else { "" }
+            )],
+            None,
+        );
         self.prechecks(&mut run).await;
         self.start_traffic(&mut run).await;
         self.inject(&mut run).await;
@@ -244,7 +274,50 @@ impl Engine {
         run.steps.extend(after);
         let service = self.service_figures(&mut run, &control).await;
         self.finish(&mut run, &control).await;
-        self.outcome(run, recovered, steady, service, started_at)
+        let mut record = self.outcome(run, recovered, steady, service, started_at);
+        self.notify_outcome(&record);
+        record.notifications = self.notifier.finish().await;
+        if !record.notifications.is_empty() {
+            // Again, now that the notifications' fate is known (the record is
+            // already redacted; so are their details).
+            record.improvements = crate::report::improvements::derive(&record);
+        }
+        record
+    }
+
+    /// `finished` with the verdict and the measured figures, and
+    /// `recovery_incomplete` when a fault is still in place.
+    fn notify_outcome(&self, record: &RunRecord) {
+        let o = &record.outcome;
+        let mut lines = vec![o.reason.clone()];
+        let obj = &record.objectives;
+        if let Some(rto) = obj.rto_measured_ms {
+            lines.push(match obj.rto_ms {
+                Some(target) => format!("measured RTO {rto:.0} ms (objective {target:.0} ms)"),
+                None => format!("measured RTO {rto:.0} ms"),
+            });
+        }
+        if let Some(d) = obj.downtime_ms {
+            lines.push(format!("downtime {d:.0} ms"));
+        }
+        if let Some(dir) = &self.opts.report_dir {
+            lines.push(format!("reports: {}", dir.display()));
+        }
+        let status = serde_json::to_value(o.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let verdict = Some((status.as_str(), o.exit_code));
+        let title = format!("{} (exit code {})", o.status.label(), o.exit_code);
+        if o.status == Status::RecoveryIncomplete {
+            self.notifier.notify(
+                NotifyEvent::RecoveryIncomplete,
+                format!("RECOVERY INCOMPLETE: a fault may still be in place (ledger {})", record.ledger),
+                vec![o.reason.clone(), format!("run `firedrill recover --run {}`", record.run_id)],
+                verdict,
+            );
+        }
+        self.notifier.notify(NotifyEvent::Finished, title, lines, verdict);
     }
 
     /// Setup: names the drill, the run and its ledger on the timeline.
@@ -355,6 +428,14 @@ impl Engine {
                 run.steps.push(rec);
                 continue;
             }
+            if self.opts.rehearse {
+                self.rehearse_fault(f, &mut rec, run);
+                run.steps.push(rec);
+                if let Some(r) = f.step.ramp_up {
+                    sleep_or_cancel(r.0, run.abort.token()).await;
+                }
+                continue;
+            }
             self.fault_step(f, ttl, &mut rec, run).await;
             run.steps.push(rec);
             if let Some(r) = f.step.ramp_up
@@ -368,6 +449,27 @@ impl Engine {
                 );
                 sleep_or_cancel(r.0, run.abort.token()).await;
             }
+        }
+    }
+
+    /// A rehearsal's fault step: nothing is prepared, recorded or applied. What the
+    /// first fault would have started (guards, background verifications) starts
+    /// here, so every check of the scenario runs as in the drill. No disruption
+    /// starts, so no RTO is measured.
+    fn rehearse_fault(&self, f: &ResolvedFault, rec: &mut StepRecord, run: &mut RunState) {
+        rec.detail = format!("rehearsal: not injected (would have: {})", rec.description);
+        self.timeline.event(
+            Phase::Fault,
+            "step_skipped",
+            Some(&f.step.name),
+            format!("{}: skipped ({})", f.step.name, rec.detail),
+        );
+        run.guards
+            .start(&self.drill, &self.http, &self.timeline, &run.abort);
+        if !run.background.started() {
+            let at = Some(self.timeline.now_ms());
+            run.background
+                .start(&self.drill, &self.http, &self.timeline, &run.abort, at);
         }
     }
 
@@ -470,6 +572,12 @@ impl Engine {
         rec.detail = effect.measured.clone();
         rec.fault.as_mut().unwrap().effect = Some(effect);
         if ok {
+            self.notifier.notify(
+                NotifyEvent::FaultInjected,
+                format!("fault `{}` injected", f.step.name),
+                vec![msg.clone(), format!("reverted at the latest after its ttl of {}", crate::duration::HumanDuration(ttl))],
+                None,
+            );
             self.timeline
                 .event(Phase::Fault, "fault_effective", Some(&f.step.name), msg);
             // The disruption starts when the first fault took effect: the time of
@@ -566,6 +674,14 @@ impl Engine {
                 None => "recovering".to_string(),
             },
         );
+        if let Some((_, why)) = run.abort.get() {
+            self.notifier.notify(
+                NotifyEvent::Aborted,
+                format!("drill aborted: {why}"),
+                vec!["recovery is running: every injected fault is being reverted".into()],
+                None,
+            );
+        }
         let guards = run.guards.stop().await;
         let reverts_ok = self.revert_all(run, control).await;
         let mut steps_ok = true;
@@ -1027,6 +1143,13 @@ impl Engine {
             objectives_critical: sc.objectives.critical,
             recovery_steps_ok: recovered.steps_ok,
         });
+        // Said first, so no reader takes a rehearsal's PASSED for a drill's.
+        let reason = if self.opts.rehearse {
+            let reason = reason.replace(" and every fault was reverted", "");
+            format!("rehearsal, no fault injected: {reason}")
+        } else {
+            reason
+        };
         self.timeline.event_unprinted(
             Phase::Report,
             "run_finished",
@@ -1105,6 +1228,8 @@ impl Engine {
             guards,
             improvements: Vec::new(),
             ledger: self.ledger_path().display().to_string(),
+            rehearsal: self.opts.rehearse,
+            notifications: Vec::new(),
         };
         crate::report::round_timings(&mut record);
         record.improvements = crate::report::improvements::derive(&record);

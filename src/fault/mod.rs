@@ -252,6 +252,37 @@ impl Undo {
         }
     }
 
+    /// What the fault would touch, in words (`firedrill doctor` shows the record that
+    /// `prepare` resolved, then throws it away).
+    pub fn preview(&self) -> String {
+        match self {
+            Undo::ProcessKill(u) => {
+                let shown: Vec<String> = u
+                    .processes
+                    .iter()
+                    .take(5)
+                    .map(|p| format!("{} ({})", p.pid, p.comm))
+                    .collect();
+                let more = u.processes.len().saturating_sub(shown.len());
+                format!(
+                    "{} process(es) match now: {}{}",
+                    u.processes.len(),
+                    shown.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                )
+            }
+            Undo::Latency(u) | Undo::HttpFault(u) => match (&u.upstream, &u.redirect) {
+                (Some(up), _) => format!("proxy would listen on {} in front of {up}", u.listen),
+                (None, _) => format!("transparent proxy would listen on {} (a free port now)", u.listen),
+            },
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => {
+                let n: usize = u.resolved.iter().map(|r| r.addresses.len()).sum();
+                let to: Vec<&str> = u.resolved.iter().map(|r| r.to.as_str()).collect();
+                format!("{n} address(es) from {} in table {}", to.join(", "), u.table)
+            }
+        }
+    }
+
     /// Whether reverting does anything (a SIGKILL cannot be undone, for example).
     pub fn is_reversible(&self) -> bool {
         match self {

@@ -159,7 +159,7 @@ fn failed(target: &Target, what: &str, out: &Output) -> NftError {
 
 /// The `nft` program: `FIREDRILL_NFT` if set, else from `PATH`, else the usual
 /// `/usr/sbin/nft` (non-login root shells do not always have sbin in `PATH`).
-fn nft_program() -> String {
+pub(crate) fn nft_program() -> String {
     if let Ok(p) = std::env::var("FIREDRILL_NFT")
         && !p.is_empty()
     {

@@ -38,6 +38,7 @@
 
 mod addr;
 mod exec;
+pub(crate) use exec::nft_program;
 mod stmt;
 mod table;
 mod view;

@@ -148,6 +148,9 @@ impl Proxy {
         let thread = std::thread::Builder::new()
             .name("firedrill-proxy".into())
             .spawn(move || {
+                // This thread runs this one runtime until it exits: the latency
+                // timers may keep their descriptors registered with its epoll.
+                timer::pool_timerfds_on_this_thread();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -5,32 +5,34 @@
 //! `tokio::time::sleep(10ms)` wakes 10.0–12 ms later. Every Rust chaos proxy we
 //! measured delivers injected latency 1.2–1.6 ms late at p50 because of this.
 //!
-//! The default ([`TimerKind::Spin`]) sleeps with tokio until [`COARSE_MARGIN`] before
-//! the deadline (cheap, no CPU), then yield-spins the last stretch: the task
-//! re-checks the clock each time the scheduler comes back to it, other tasks still
-//! run in between, and the deadline is hit to a few microseconds when the machine is
-//! not overloaded. Its cost is the spin: about 1 ms of CPU per delayed request at
-//! 100 req/s (issue 14).
+//! The default ([`TimerKind::Hr`]) arms a one-shot `timerfd` for the time left — a
+//! kernel hrtimer, exact to the nanosecond and not subject to timer slack — and
+//! awaits it on the runtime's own epoll. Nothing spins: a delayed request costs about
+//! what it costs with a plain tokio sleep (≤ 1.4× the CPU at 100, 1,000 and 5,000
+//! req/s in `benches/proxy.rs` section (d)), and it is late only by the time the
+//! kernel takes to wake the runtime's thread (0.1–0.2 ms at p50 on this VM, which
+//! leaves an idle CPU slowly; far less on a busy or bare-metal one). A proxy's own
+//! thread keeps its timerfds registered for reuse ([`pool_timerfds_on_this_thread`]):
+//! one `timerfd_settime` and one `read` per sleep.
 //!
-//! [`TimerKind::Thread`] is the attempt to keep that accuracy cheaper, and it lost
-//! (`benches/proxy.rs` section (d), in docs/chaos-proxy.md): one process-wide timer
-//! thread holds every pending deadline in a heap and sleeps in a futex wait (the
-//! condvar's timeout, an hrtimer like `clock_nanosleep`, interruptible by an earlier
-//! deadline) with its timer slack at 1 ns; it wakes early by a margin learned from
-//! its own wake-up lateness, spins that margin, and releases each task early by a
-//! second learned margin (the hop to the proxy runtime), which yield-spins the rest.
-//! On this shared 2-core VM the learned margins grow with the host's load, so it
-//! spins as long as the old timer, on a second thread that competes with the proxy
-//! thread: more CPU and later responses. Kept selectable so the benchmark can
-//! re-measure it.
+//! [`TimerKind::Spin`] sleeps with tokio until [`COARSE_MARGIN`] before the deadline,
+//! then yield-spins the last stretch: a few microseconds late, but the spin costs
+//! about 1 ms of CPU per delayed request (issue 14: 4–13× a plain sleep's CPU). It was
+//! the default until the hrtimer; kept for the rare drill that needs microseconds.
 //!
-//! `FIREDRILL_PROXY_TIMER` (read once) selects the timer, for benchmarks only:
-//! `spin` (default), `thread`, or `tokio` (a plain tokio sleep: the CPU baseline,
-//! ~1.2 ms late).
+//! [`TimerKind::Thread`] was the first attempt to keep that accuracy cheaper, and it
+//! lost (`benches/proxy.rs` section (d), in docs/chaos-proxy.md): one process-wide
+//! timer thread holds every pending deadline in a heap and sleeps in a futex wait
+//! with its timer slack at 1 ns; it wakes early by a margin learned from its own
+//! wake-up lateness, spins that margin, and releases each task early by a second
+//! learned margin, which yield-spins the rest. On this shared 2-core VM the learned
+//! margins grow with the host's load, so it spins as long as the old timer, on a
+//! second thread that competes with the proxy thread. Kept selectable so the
+//! benchmark can re-measure it.
 //!
-//! Tried and dropped: a `timerfd` (hrtimer, no spin) awaited on the runtime's epoll.
-//! It burns no CPU, but this VM takes ~0.18 ms to wake an idle CPU: alone it woke
-//! 179 µs late at p50 and 846 µs at p99.
+//! `FIREDRILL_PROXY_TIMER` (read once) selects the timer: `hr` (default), `spin`,
+//! `thread`, or `tokio` (a plain tokio sleep: the benchmarks' CPU baseline, ~1.1 ms
+//! late because its wheel has millisecond ticks and rounds deadlines up).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,25 +43,29 @@ use std::time::{Duration, Instant};
 /// Which sleep [`sleep_until`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerKind {
+    /// A one-shot `timerfd` (a kernel hrtimer, nanosecond resolution) awaited on the
+    /// runtime's own epoll: no spinning, no extra thread (the default).
+    Hr,
     /// The shared timer thread with learned wake-up margins (opt-in; measured
     /// costlier than `Spin` on a loaded host).
     Thread,
     /// tokio sleep to [`COARSE_MARGIN`] before the deadline, then yield-spin (the
-    /// default).
+    /// most precise, at 1–2 ms of CPU per sleep; opt-in).
     Spin,
     /// A plain tokio sleep (benchmark baseline; ~1.2 ms late).
     Tokio,
 }
 
 impl TimerKind {
-    /// From `FIREDRILL_PROXY_TIMER` (`spin`, `thread`, `tokio`), read once per process;
-    /// anything else is the default, `spin`.
+    /// From `FIREDRILL_PROXY_TIMER` (`hr`, `spin`, `thread`, `tokio`), read once per
+    /// process; anything else is the default, `hr`.
     pub fn from_env() -> TimerKind {
         static KIND: OnceLock<TimerKind> = OnceLock::new();
         *KIND.get_or_init(|| match std::env::var("FIREDRILL_PROXY_TIMER").as_deref() {
+            Ok("spin") => TimerKind::Spin,
             Ok("thread") => TimerKind::Thread,
             Ok("tokio") => TimerKind::Tokio,
-            _ => TimerKind::Spin,
+            _ => TimerKind::Hr,
         })
     }
 }
@@ -73,6 +79,7 @@ pub async fn sleep_until(deadline: Instant) {
 /// [`sleep_until`] with an explicit timer (benchmarks compare them in one process).
 pub async fn sleep_until_with(kind: TimerKind, deadline: Instant) {
     match kind {
+        TimerKind::Hr => hr_sleep_until(deadline).await,
         TimerKind::Thread => thread_sleep_until(deadline).await,
         TimerKind::Spin => spin_sleep_until(deadline).await,
         TimerKind::Tokio => tokio::time::sleep_until(deadline.into()).await,
@@ -101,6 +108,110 @@ async fn yield_until(deadline: Instant) {
     while Instant::now() < deadline {
         tokio::task::yield_now().await;
     }
+}
+
+// ── the hrtimer: a timerfd on the runtime's epoll ─────────────────────────────
+
+/// Sleeps on a one-shot `timerfd` armed for the time left, then re-checks the clock
+/// (the kernel fires an hrtimer at or after its expiry, so the loop runs once).
+///
+/// Per sleep: `timerfd_create`, `timerfd_settime`, two `epoll_ctl` and a `close`,
+/// a few microseconds of CPU, against the 1–2 ms a spin costs. Its lateness is the
+/// time the kernel takes to wake the runtime's thread, which on an idle VM is the
+/// cost of leaving the idle state (~0.2 ms measured here), far less on a busy one.
+/// Should the descriptor be refused (descriptor limit), it falls back to the spin.
+async fn hr_sleep_until(deadline: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        match hr_wait(deadline - now).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!("timerfd unavailable ({e}); spinning instead");
+                return spin_sleep_until(deadline).await;
+            }
+        }
+    }
+}
+
+/// Timerfds kept registered with the epoll of a thread that runs one runtime for its
+/// whole life (a proxy's thread: see [`pool_timerfds_on_this_thread`]), so that a
+/// sleep costs one `timerfd_settime` and one `read` instead of six syscalls. `None`
+/// on every other thread, where a runtime may end and another start: a descriptor
+/// registered with the old one's epoll would never wake.
+type Pool = Vec<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>;
+thread_local! {
+    static POOL: std::cell::RefCell<Option<Pool>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Most timerfds a pool keeps (more concurrent sleeps get fresh ones, closed after).
+const POOL_MAX: usize = 256;
+
+/// Lets [`TimerKind::Hr`] keep its timerfds on this thread. Only for a thread that
+/// runs a single runtime until it exits.
+pub(crate) fn pool_timerfds_on_this_thread() {
+    POOL.with(|p| *p.borrow_mut() = Some(Vec::new()));
+}
+
+fn new_timerfd() -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: timerfd_create returns a new descriptor or -1; it is owned from here.
+    let fd = unsafe {
+        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the OwnedFd is moved into the AsyncFd, which closes it only after
+    // deregistering it; nothing else holds the descriptor.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+async fn hr_wait(left: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let pooled = POOL.with(|p| p.borrow_mut().as_mut().map(|v| v.pop()));
+    let afd = match pooled {
+        Some(Some(afd)) => afd,
+        _ => new_timerfd()?,
+    };
+    // Relative to the moment of the call, which is after `left` was measured: the
+    // expiry is at or after the deadline, never before.
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            // A zero it_value would disarm the timer: at least 1 ns.
+            tv_nsec: (left.subsec_nanos().max(u32::from(left.as_secs() == 0))) as libc::c_long,
+        },
+    };
+    // SAFETY: a valid timerfd and a fully initialised itimerspec; no old value wanted.
+    if unsafe { libc::timerfd_settime(afd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    {
+        let mut guard = afd.readable().await?;
+        // The expiration count is not needed; reading it clears the descriptor (a
+        // one-shot timer is disarmed once it fired, so a pooled one is quiet).
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into an 8-byte buffer from our own descriptor.
+        let _ = unsafe { libc::read(afd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        guard.clear_ready();
+    }
+    // Back to the pool only after it fired: a sleep dropped before (its connection
+    // closed) drops its descriptor, armed or not.
+    POOL.with(|p| {
+        if let Some(v) = p.borrow_mut().as_mut()
+            && v.len() < POOL_MAX
+        {
+            v.push(afd);
+        }
+    });
+    Ok(())
 }
 
 // ── the timer thread ─────────────────────────────────────────────────────────
@@ -293,7 +404,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn never_wakes_early() {
-        for kind in [TimerKind::Thread, TimerKind::Spin, TimerKind::Tokio] {
+        for kind in [TimerKind::Hr, TimerKind::Thread, TimerKind::Spin, TimerKind::Tokio] {
             for ms in [0u64, 1, 3, 7] {
                 let start = Instant::now();
                 let deadline = start + Duration::from_millis(ms);
@@ -329,6 +440,75 @@ mod tests {
                 deadline - woke
             );
         }
+    }
+
+    /// The hrtimer, on a multi-thread runtime as the engine runs it: 300 concurrent
+    /// deadlines, each woken at or after its own, and every descriptor closed again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hr_timer_never_fires_before_a_deadline_and_closes_its_descriptors() {
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let deadline = start + Duration::from_micros(fastrand::u64(0..20_000));
+                tokio::spawn(async move {
+                    sleep_until_with(TimerKind::Hr, deadline).await;
+                    (deadline, Instant::now())
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (deadline, woke) = t.await.unwrap();
+            assert!(woke >= deadline, "woke {:?} before its deadline", deadline - woke);
+        }
+        // Other tests of this binary open files concurrently: allow a little slack,
+        // but 300 leaked timerfds would not fit in it.
+        assert!(fds() <= before + 20, "{before} descriptors before, {} after", fds());
+    }
+
+    /// A proxy's thread keeps its timerfds: thousands of sleeps in waves of 100
+    /// concurrent ones, none woken early, and the descriptors stop growing after the
+    /// first wave (they are reused, not leaked or recreated).
+    #[test]
+    fn pooled_hr_timers_are_reused_and_never_early() {
+        std::thread::spawn(|| {
+            pool_timerfds_on_this_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+            rt.block_on(async {
+                let mut after_first = 0;
+                for wave in 0..20 {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = (0..100)
+                        .map(|_| {
+                            let d = start + Duration::from_micros(fastrand::u64(50..3_000));
+                            tokio::spawn(async move {
+                                sleep_until_with(TimerKind::Hr, d).await;
+                                (d, Instant::now())
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        let (d, woke) = t.await.unwrap();
+                        assert!(woke >= d, "woke {:?} early", d - woke);
+                    }
+                    if wave == 0 {
+                        after_first = fds();
+                    }
+                }
+                let pooled = POOL.with(|p| p.borrow().as_ref().map_or(0, Vec::len));
+                assert!((90..=100).contains(&pooled), "{pooled} pooled");
+                // Other tests open files meanwhile: a little slack, far below the
+                // 1,900 descriptors a leak would leave.
+                assert!(fds() <= after_first + 20, "{after_first} then {}", fds());
+            });
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
             },
         ));
     }
+    for imp in notification_rule(record) {
+        found.push((record.steps.len(), imp));
+    }
     if let Some(imp) = rto_rule(record) {
         let at = record
             .steps
@@ -90,6 +93,39 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
     // Stable: equal keys keep rule order within a step.
     found.sort_by_key(|(i, imp)| (imp.severity, *i));
     found.into_iter().map(|(_, imp)| imp).collect()
+}
+
+/// A channel that did not get every message: whoever relies on it did not hear
+/// that a drill was running, or how it ended.
+fn notification_rule(record: &RunRecord) -> Vec<Improvement> {
+    let mut by_channel: std::collections::BTreeMap<&str, (usize, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for n in &record.notifications {
+        let e = by_channel.entry(n.channel.as_str()).or_default();
+        e.0 += 1;
+        if !n.delivered {
+            e.1.push(format!("{}: {}", n.event, n.detail));
+        }
+    }
+    by_channel
+        .into_iter()
+        .filter(|(_, (_, failed))| !failed.is_empty())
+        .map(|(channel, (sent, failed))| Improvement {
+            rule: "notification-failed".into(),
+            severity: Severity::Low,
+            title: format!("notifications to \"{channel}\" failed"),
+            evidence: format!(
+                "{} of {sent} not delivered: {}",
+                failed.len(),
+                failed.join("; ")
+            ),
+            recommendation: "Check the channel's URL and key and that the endpoint is \
+                reachable from where drills run: the people who rely on it were not told \
+                about this run. The drill itself was not affected."
+                .into(),
+            step: None,
+        })
+        .collect()
 }
 
 /// Index of the last step that had started by `t_ms` (0 when none had).

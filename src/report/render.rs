@@ -10,6 +10,7 @@
 
 mod chart;
 mod junit;
+pub use junit::set_non_critical_as_failure;
 mod view;
 
 use std::path::Path;

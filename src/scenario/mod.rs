@@ -21,6 +21,7 @@ use crate::fault::FaultSpec;
 use crate::probe::{Expect, ProbeSpec};
 use crate::target::TargetSpec;
 
+pub use load::var_file::{self, Override};
 pub use load::{Drill, LoadError, ResolvedFault, load_file, load_str};
 pub use schema::{reference_markdown, schema_json, schema_value};
 pub use span::SpanIndex;
@@ -75,6 +76,9 @@ pub struct Scenario {
     /// Assertions for what must become true once the faults are reverted and the recovery steps ran (e.g. a thawed old primary is demoted `within: 10s`). Each has its own verdict; a critical one that fails fails the drill.
     #[serde(default)]
     pub after_recovery: Vec<Check>,
+    /// Where to tell people about the run: started, each fault injected, aborted, finished, recovery incomplete. A notification that fails is listed in the report and never fails or delays the drill.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyChannel>,
 }
 
 impl Scenario {

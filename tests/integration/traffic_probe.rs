@@ -174,6 +174,7 @@ traffic:
         run_id: Some(format!("traffic{}", std::process::id())),
         progress: false,
         report_dir: None,
+        rehearse: false,
     };
     let engine = Engine::prepare(Arc::new(drill), opts).unwrap();
     let rec = engine.run(Control::default()).await;

@@ -130,6 +130,8 @@ fn base() -> RunRecord {
         }],
         improvements: Vec::new(),
         ledger: "l".into(),
+        rehearsal: false,
+        notifications: Vec::new(),
     }
 }
 

@@ -5,13 +5,28 @@
 //! reverted"). Only critical failures become `<failure>`/`<error>`: a non-critical
 //! failure is a passing case with `critical=false` and a `NON-CRITICAL FAILURE` line
 //! in `<system-out>`, so it never turns CI red by itself (the exit code is the
-//! authority; see docs/reports.md).
+//! authority; see docs/reports.md). Where the CI's test view should show it as a
+//! failure (a publisher that never fails the job by itself: GitLab's JUnit report,
+//! a GitHub reporter with `fail-on-error: false`), `--junit-non-critical failure`
+//! writes it as a `<failure>` whose message starts `NON-CRITICAL:`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
 use crate::model::*;
 use crate::report::words::human_ms;
 use crate::report::words::step_label;
+
+/// Set once by the command line (`--junit-non-critical failure`), before any report
+/// is rendered: a rendering choice for the whole process, like its log format.
+static NON_CRITICAL_AS_FAILURE: AtomicBool = AtomicBool::new(false);
+
+/// How non-critical failures are written: a `<failure>` (true) or a passing case with
+/// a `NON-CRITICAL FAILURE` line in its output (false, the default).
+pub fn set_non_critical_as_failure(on: bool) {
+    NON_CRITICAL_AS_FAILURE.store(on, Ordering::Relaxed);
+}
 
 #[derive(Serialize, Default)]
 pub(crate) struct Junit {
@@ -72,6 +87,11 @@ impl Case {
             self.result = "failure";
             self.failure = true;
             self.message = message;
+            self.text = text;
+        } else if NON_CRITICAL_AS_FAILURE.load(Ordering::Relaxed) {
+            self.result = "failure";
+            self.failure = true;
+            self.message = format!("NON-CRITICAL: {message}");
             self.text = text;
         } else {
             self.system_out = format!("NON-CRITICAL FAILURE: {message}\n{text}");

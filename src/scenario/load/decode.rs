@@ -53,6 +53,7 @@ pub(super) struct Parsed {
     pub recovery: Vec<Option<RecoveryStep>>,
     pub steady_state: Vec<Option<Check>>,
     pub after_recovery: Vec<Option<Check>>,
+    pub notify: Vec<Option<crate::notify::NotifyChannel>>,
 }
 
 impl Parsed {
@@ -84,6 +85,7 @@ impl Parsed {
             recovery: all(self.recovery)?,
             steady_state: all(self.steady_state)?,
             after_recovery: all(self.after_recovery)?,
+            notify: all(self.notify)?,
         })
     }
 }
@@ -107,6 +109,7 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
         recovery: vec![],
         steady_state: vec![],
         after_recovery: vec![],
+        notify: vec![],
     };
     let Some(obj) = doc.as_object() else {
         return p;
@@ -142,6 +145,7 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
             "recovery" => p.recovery = d.list(v, key),
             "steady_state" => p.steady_state = d.list(v, key),
             "after_recovery" => p.after_recovery = d.list(v, key),
+            "notify" => p.notify = d.list(v, key),
             _ => {
                 let fields = struct_fields::<Scenario>();
                 let e = <serde_json::Error as serde::de::Error>::unknown_field(key, fields);

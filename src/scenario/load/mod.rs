@@ -17,6 +17,7 @@ mod diagnostics;
 mod limits;
 mod substitute;
 mod validate;
+pub mod var_file;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,11 +83,12 @@ pub struct Drill {
     pub vars: Resolved,
 }
 
-/// Reads and loads a scenario file. `overrides` are `--var name=value` pairs.
+/// Reads and loads a scenario file. `overrides` are the `--var-file` values, then the
+/// `--var name=value` pairs (see [`var_file::overrides`]); a later one wins.
 ///
 /// Only a regular file of at most 1 MiB is read (see [`limits`]): a FIFO, a device
 /// or a directory is refused by name before anything blocks or grows.
-pub fn load_file(path: &Path, overrides: &[(String, String)]) -> Result<Drill, LoadError> {
+pub fn load_file(path: &Path, overrides: &[var_file::Override]) -> Result<Drill, LoadError> {
     let file = path.display().to_string();
     let text = limits::read(path).map_err(|e| match e {
         limits::ReadError::Refused(reason) => LoadError::Refused { file, reason },
@@ -103,7 +105,7 @@ pub fn load_file(path: &Path, overrides: &[(String, String)]) -> Result<Drill, L
 pub fn load_str(
     text: &str,
     path: &Path,
-    overrides: &[(String, String)],
+    overrides: &[var_file::Override],
 ) -> Result<Drill, LoadError> {
     let file = path.display().to_string();
     if text.len() > limits::MAX_BYTES {
@@ -264,9 +266,9 @@ faults:
 ";
 
     fn errors(text: &str, vars: &[(&str, &str)]) -> Vec<Diagnostic> {
-        let vars: Vec<(String, String)> = vars
+        let vars: Vec<var_file::Override> = vars
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| var_file::Override::command_line(*k, *v))
             .collect();
         match load_str(text, Path::new("s.yaml"), &vars) {
             Ok(_) => vec![],
@@ -363,7 +365,7 @@ faults:
         );
         assert!(!e[0].message.contains("s3cret"), "{}", e[0].message);
         // A declared one is fine and wins.
-        let d = load_str(GOOD, Path::new("s.yaml"), &[("port".into(), "9".into())]).unwrap();
+        let d = load_str(GOOD, Path::new("s.yaml"), &[var_file::Override::command_line("port", "9")]).unwrap();
         assert_eq!(d.vars.values["port"], "9");
     }
 

@@ -55,7 +55,7 @@ pub(super) fn decode_vars(
 pub(super) fn resolve_vars(
     declared: &BTreeMap<String, VarValue>,
     names: &BTreeSet<String>,
-    overrides: &[(String, String)],
+    overrides: &[super::var_file::Override],
     diag: &Diags<'_>,
     errors: &mut Vec<Diagnostic>,
 ) -> Resolved {
@@ -88,17 +88,30 @@ pub(super) fn resolve_vars(
             }
         }
     }
-    for (k, v) in overrides {
+    for o in overrides {
+        let (k, v) = (&o.name, &o.value);
         if !names.contains(k) {
             let known = declared_list(names);
             // The value is not shown: it may be a secret. The position is where the
-            // variable would have to be declared.
-            errors.push(diag.at(
-                "vars",
-                format!(
-                    "found `--var {k}=…` on the command line, expected one of the vars declared here ({known})"
+            // variable would have to be declared, or the var file's line.
+            errors.push(match &o.origin {
+                super::var_file::Origin::CommandLine => diag.at(
+                    "vars",
+                    format!(
+                        "found `--var {k}=…` on the command line, expected one of the vars declared here ({known})"
+                    ),
                 ),
-            ));
+                super::var_file::Origin::File { file, line, column } => Diagnostic {
+                    file: file.clone(),
+                    line: *line,
+                    column: *column,
+                    path: k.clone(),
+                    message: format!(
+                        "found `{k}` in a var file, expected one of the vars declared in {} ({known})",
+                        diag.file
+                    ),
+                },
+            });
             continue;
         }
         r.values.insert(k.clone(), v.clone());

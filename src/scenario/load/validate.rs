@@ -207,6 +207,7 @@ pub(super) fn validate(
             "after_recovery",
             step_names(&scenario.after_recovery, |c| c.name.as_str()),
         ),
+        ("notify", step_names(&scenario.notify, |n| n.name.as_str())),
     ] {
         unique_names(section, names.into_iter(), diag, errors);
     }
@@ -234,6 +235,11 @@ pub(super) fn validate(
                 diag,
                 errors,
             );
+        }
+    }
+    for (i, n) in decoded(&scenario.notify) {
+        for (p, msg) in n.validate() {
+            errors.push(diag.value_at(&format!("notify[{i}].{p}"), msg));
         }
     }
     for (i, t) in decoded(&scenario.traffic) {

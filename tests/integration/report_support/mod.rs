@@ -343,6 +343,8 @@ pub fn record() -> RunRecord {
         }],
         improvements: Vec::new(),
         ledger: "/var/lib/firedrill/ledgers/20250314T021000Z-7f3a.jsonl".into(),
+        rehearsal: false,
+        notifications: Vec::new(),
     };
     r.improvements = improvements::derive(&r);
     r
