@@ -83,6 +83,7 @@ pub fn main(cli: Cli) -> i32 {
                 opts,
                 &a.report_dir,
                 a.template_dir.as_deref(),
+                &a.participants,
             ))
         }
         Command::Recover(a) => {
@@ -212,6 +213,7 @@ async fn run_drill(
     mut opts: RunOptions,
     report_dir: &Path,
     template_dir: Option<&Path>,
+    participants: &[(String, String)],
 ) -> i32 {
     // The evidence must have somewhere to go before anything is injected: templates
     // parse, and the run's report directory exists and takes a fsync'd write.
@@ -256,7 +258,7 @@ async fn run_drill(
     let runtime = engine.runtime();
     let result = tokio::spawn(engine.run(control.clone())).await;
     signals.abort();
-    let record = match result {
+    let mut record = match result {
         Ok(r) => r,
         Err(e) => {
             // No record, so no reports: no empty report directory either.
@@ -283,6 +285,15 @@ async fn run_drill(
             };
         }
     };
+    // The people named on the command line join the scenario's participants.
+    record
+        .exercise
+        .participants
+        .extend(participants.iter().map(|(n, r)| crate::model::ParticipantRecord {
+            name: crate::secrets::redact(n).into_owned(),
+            role: crate::secrets::redact(r).into_owned(),
+            source: "command line".into(),
+        }));
     match report::write_reports(&record, &dir.path, template_dir) {
         Ok(files) => {
             print_summary(&record, record.outcome.exit_code);

@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Use this run id instead of a generated one.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,
+    /// A participant of the exercise and their role, for the exercise record
+    /// (repeatable; added to the scenario's `metadata.participants`).
+    #[arg(long = "participant", value_name = "NAME:ROLE", value_parser = parse_participant)]
+    pub participants: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +191,17 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("found `{s}`, expected NAME=VALUE")),
+    }
+}
+
+fn parse_participant(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((n, r)) if !n.trim().is_empty() && !r.trim().is_empty() => {
+            Ok((n.trim().to_string(), r.trim().to_string()))
+        }
+        _ => Err(format!(
+            "found `{s}`, expected NAME:ROLE (e.g. `Alice Wang:exercise lead`)"
+        )),
     }
 }
 

@@ -1076,12 +1076,10 @@ impl Engine {
     ) -> RunRecord {
         let drill = &self.drill;
         let meta = &drill.scenario.metadata;
+        let exercise = ExerciseRecord::new(meta, &[], &started_at);
         let mut record = RunRecord {
             journal_version: JOURNAL_VERSION,
-            tool: ToolInfo {
-                name: "firedrill".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            tool: ToolInfo::current(),
             run_id: self.run_id.clone(),
             scenario: ScenarioInfo {
                 name: meta.name.clone(),
@@ -1090,6 +1088,7 @@ impl Engine {
                 file: drill.file.display().to_string(),
                 sha256: drill.sha256.clone(),
                 labels: meta.labels.clone(),
+                text: Some(drill.text.clone()),
             },
             host: hostname(),
             operator: operator(),
@@ -1105,6 +1104,7 @@ impl Engine {
             guards,
             improvements: Vec::new(),
             ledger: self.ledger_path().display().to_string(),
+            exercise,
         };
         crate::report::round_timings(&mut record);
         record.improvements = crate::report::improvements::derive(&record);

@@ -76,6 +76,9 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
                 ),
                 recommendation: recommendation.into(),
                 step: None,
+                owner: None,
+                due: None,
+                status: Default::default(),
             },
         ));
     }
@@ -89,7 +92,58 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
     }
     // Stable: equal keys keep rule order within a step.
     found.sort_by_key(|(i, imp)| (imp.severity, *i));
-    found.into_iter().map(|(_, imp)| imp).collect()
+    // Every finding starts with the exercise's defaults: an owner, a due date and a
+    // status, so the record can be followed up.
+    let x = &record.exercise;
+    found
+        .into_iter()
+        .map(|(_, imp)| Improvement {
+            owner: x.finding_owner.clone(),
+            due: x.finding_due.clone(),
+            status: x.finding_status,
+            ..imp
+        })
+        .collect()
+}
+
+/// What the service indicators saw, for a failed verification with a `within`: the
+/// run's own downtime explains the failure ("down 2.0 s against a 1 s `within`")
+/// better than the check's last verdict alone. Empty when nothing connects them.
+fn service_context(record: &RunRecord, s: &StepRecord) -> String {
+    use crate::model::ServiceState as S;
+    let o = &record.objectives;
+    let Some(within) = s.within_ms.filter(|_| s.phase == Phase::Verification) else {
+        return String::new();
+    };
+    let res = o
+        .resolution_ms
+        .map_or(String::new(), |r| format!(", resolution {}", human_ms(r)));
+    // The check's deadline on the disruption's clock: `within` runs from its own start.
+    let deadline = o
+        .disruption_start_ms
+        .map_or(within, |t0| (s.started_ms - t0).max(0.0) + within);
+    match (o.service, o.downtime_ms, o.rto_measured_ms) {
+        (S::Restored, Some(down), Some(rto)) if rto > deadline => format!(
+            "; the service indicators saw the service down {} and restored only {} after the disruption{res}, later than this check's {} `within` allowed ({} after the disruption): it ran out before the service was back, so shorten the outage (e.g. the restart or failover delay) or allow a longer `within`",
+            human_ms(down),
+            human_ms(rto),
+            human_ms(within),
+            human_ms(deadline)
+        ),
+        (S::Restored, Some(down), Some(rto)) => format!(
+            "; the service indicators saw the service down {} and restored {} after the disruption{res}, within this check's {} `within`: the check itself expects something the restored service did not show",
+            human_ms(down),
+            human_ms(rto),
+            human_ms(within)
+        ),
+        (S::NotRestored, _, _) => format!(
+            "; the service indicators never saw the service restored{res}: no `within` could have held"
+        ),
+        (S::NeverDown, _, _) => format!(
+            "; the service indicators never saw the service down{res}: the failure is in what this check expects, not an outage"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Index of the last step that had started by `t_ms` (0 when none had).
@@ -123,6 +177,9 @@ fn imp(
         evidence,
         recommendation: recommendation.into(),
         step: Some(s.name.clone()),
+        owner: None,
+        due: None,
+        status: Default::default(),
     }
 }
 
@@ -143,7 +200,11 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
                 Severity::High,
                 s,
                 format!("critical {} \"{}\" failed", s.phase.as_str(), s.name),
-                format!("failed after {attempts}: {}", s.detail),
+                format!(
+                    "failed after {attempts}: {}{}",
+                    s.detail,
+                    service_context(record, s)
+                ),
                 rec,
             ));
         }
@@ -153,8 +214,9 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
             s,
             format!("non-critical {} \"{}\" failed", s.phase.as_str(), s.name),
             format!(
-                "failed after {attempts} (did not fail the drill): {}",
-                s.detail
+                "failed after {attempts} (did not fail the drill): {}{}",
+                s.detail,
+                service_context(record, s)
             ),
             "Find out why it did not hold and fix the behaviour; if it matters for business \
              continuity, make it `critical: true` so CI catches it.",
@@ -453,6 +515,9 @@ fn rto_rule(record: &RunRecord) -> Option<Improvement> {
         ),
         recommendation: recommendation.into(),
         step: None,
+        owner: None,
+        due: None,
+        status: Default::default(),
     })
 }
 

@@ -9,6 +9,7 @@
 //! its line (see [`escape_md`]); templates never use `{{{ }}}` on run data.
 
 mod chart;
+mod exercise;
 mod junit;
 mod view;
 

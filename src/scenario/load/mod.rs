@@ -75,6 +75,8 @@ pub struct Drill {
     pub file: PathBuf,
     /// SHA-256 of the file bytes, hex.
     pub sha256: String,
+    /// The scenario file's text, as read (embedded in the journal).
+    pub text: String,
     pub scenario: Scenario,
     pub faults: Vec<ResolvedFault>,
     /// Resolved targets by name, `local` included.
@@ -212,6 +214,7 @@ pub fn load_str(
     Ok(Drill {
         file: path.to_path_buf(),
         sha256: hex(&Sha256::digest(text.as_bytes())),
+        text: text.to_string(),
         scenario,
         faults,
         targets: targets.resolved,
