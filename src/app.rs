@@ -78,12 +78,24 @@ pub fn main(cli: Cli) -> i32 {
                 progress: cli.log_format == LogFormat::Text,
                 report_dir: None,
             };
+            // A signing key that cannot be read is a usage error, found before anything
+            // is injected (not after the drill, when its evidence could not be signed).
+            let key = a.sign_key.as_deref();
+            let sign_key = match key.map(report::integrity::keys::read_signing_key) {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    errln!("error: --sign-key {e}; nothing was injected");
+                    return EXIT_INVALID;
+                }
+            };
             runtime().block_on(run_drill(
                 drill,
                 opts,
                 &a.report_dir,
                 a.template_dir.as_deref(),
                 &a.participants,
+                sign_key.as_ref(),
             ))
         }
         Command::Recover(a) => {
@@ -101,6 +113,18 @@ pub fn main(cli: Cli) -> i32 {
             a.output.as_deref(),
             a.template_dir.as_deref(),
         ),
+        Command::Verify(a) => verify(&a.dir, a.pubkey.as_deref()),
+        Command::Keygen(a) => match report::integrity::keys::keygen(&a.file) {
+            Ok((pub_path, _)) => {
+                outln!("private key: {} (mode 0600; keep it secret)", a.file.display());
+                outln!("public key:  {}", pub_path.display());
+                EXIT_OK
+            }
+            Err(e) => {
+                errln!("error: {e}");
+                EXIT_INVALID
+            }
+        },
         Command::Deadman(a) => {
             let procs: Vec<(u32, u64)> = a
                 .procs
@@ -214,6 +238,7 @@ async fn run_drill(
     report_dir: &Path,
     template_dir: Option<&Path>,
     participants: &[(String, String)],
+    sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> i32 {
     // The evidence must have somewhere to go before anything is injected: templates
     // parse, and the run's report directory exists and takes a fsync'd write.
@@ -294,7 +319,13 @@ async fn run_drill(
             role: crate::secrets::redact(r).into_owned(),
             source: "command line".into(),
         }));
-    match report::write_reports(&record, &dir.path, template_dir) {
+    let written = report::write_reports(&record, &dir.path, template_dir).and_then(|mut files| {
+        if let Some(key) = sign_key {
+            files.push(report::integrity::sign(&dir.path, key)?);
+        }
+        Ok(files)
+    });
+    match written {
         Ok(files) => {
             print_summary(&record, record.outcome.exit_code);
             outln!("reports:");
@@ -430,6 +461,67 @@ async fn recover(state: &Path, run: Option<&str>, force: bool, report_dir: &Path
     }
     errln!("error: recovery incomplete: {}", why.join(", "));
     EXIT_RECOVERY_INCOMPLETE
+}
+
+/// `firedrill verify`: 0 when the directory is exactly as sealed (and signed by
+/// `pubkey`, if given); 1 naming each file altered, missing or added, or a bad or
+/// missing signature; 2 when it cannot be checked (no directory, unreadable key).
+fn verify(dir: &Path, pubkey: Option<&Path>) -> i32 {
+    use report::integrity::{self, MANIFEST, SIGNATURE, SignatureCheck};
+    if !dir.is_dir() {
+        errln!("error: {}: not a directory, expected a report directory", dir.display());
+        return EXIT_INVALID;
+    }
+    let key = match pubkey.map(integrity::keys::read_verifying_key) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            errln!("error: --pubkey {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let v = match integrity::verify(dir, key.as_ref()) {
+        Ok(v) => v,
+        Err(e) => {
+            errln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    for (name, expected, found) in &v.altered {
+        outln!("ALTERED: {name} (sha256 {found}, {MANIFEST} says {expected})");
+    }
+    for name in &v.missing {
+        outln!("MISSING: {name} (listed in {MANIFEST})");
+    }
+    for name in &v.extra {
+        outln!("EXTRA: {name} (not in {MANIFEST})");
+    }
+    match &v.signature {
+        SignatureCheck::Valid => outln!("signature: valid ({SIGNATURE}, by the given public key)"),
+        SignatureCheck::Unsigned => outln!("signature: none ({SIGNATURE} absent; no --pubkey given)"),
+        SignatureCheck::NotChecked => {
+            outln!("signature: present but not checked (give --pubkey FILE to check it)")
+        }
+        SignatureCheck::Missing => outln!("SIGNATURE MISSING: no {SIGNATURE}, but --pubkey was given"),
+        SignatureCheck::Invalid(why) => outln!("SIGNATURE INVALID: {why}"),
+    }
+    if v.ok() {
+        outln!(
+            "ok: {} file(s) of {} match {MANIFEST}",
+            v.intact,
+            dir.display()
+        );
+        EXIT_OK
+    } else {
+        outln!(
+            "FAILED: {} altered, {} missing, {} extra file(s); {} intact",
+            v.altered.len(),
+            v.missing.len(),
+            v.extra.len(),
+            v.intact
+        );
+        EXIT_FAILED
+    }
 }
 
 fn rerender(

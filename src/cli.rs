@@ -39,6 +39,11 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Re-render a report from a journal.json.
     Report(ReportArgs),
+    /// Check a report directory against its manifest (and signature): names every file
+    /// altered, missing or added.
+    Verify(VerifyArgs),
+    /// Write a new ed25519 key pair for signing report manifests (`run --sign-key`).
+    Keygen(KeygenArgs),
     /// Print the JSON Schema of scenario files (or the reference document made from it).
     Schema(SchemaArgs),
     /// Internal: the dead-man watcher started by reversible faults.
@@ -87,6 +92,28 @@ pub struct RunArgs {
     /// (repeatable; added to the scenario's `metadata.participants`).
     #[arg(long = "participant", value_name = "NAME:ROLE", value_parser = parse_participant)]
     pub participants: Vec<(String, String)>,
+    /// Sign the report directory's manifest with this ed25519 private key (64 hex
+    /// digits from `firedrill keygen`, or an OpenSSL PEM private key); read before
+    /// anything is injected.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A report directory written by `firedrill run`.
+    pub dir: PathBuf,
+    /// Also require a valid signature by this ed25519 public key (`FILE.pub` from
+    /// `firedrill keygen`, or an OpenSSL PEM public key).
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (mode 0600); the public key goes to `FILE.pub`.
+    /// Existing files are never overwritten.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! re-renders any past run exactly.
 
 pub mod improvements;
+pub mod integrity;
 pub mod render;
 pub(crate) mod words;
 pub mod write;

@@ -332,7 +332,7 @@ fn sparse_runs_render_in_every_format() {
 }
 
 #[test]
-fn write_reports_writes_four_files_and_a_faithful_journal() {
+fn write_reports_writes_four_files_a_faithful_journal_and_the_manifest_last() {
     let r = record();
     let dir = tempfile::tempdir().unwrap();
     let files = write_reports(&r, dir.path(), None).unwrap();
@@ -342,8 +342,16 @@ fn write_reports_writes_four_files_and_a_faithful_journal() {
         .collect();
     assert_eq!(
         names,
-        ["journal.json", "report.html", "report.md", "junit.xml"]
+        [
+            "journal.json",
+            "report.html",
+            "report.md",
+            "junit.xml",
+            "MANIFEST.sha256"
+        ]
     );
+    let v = firedrill::report::integrity::verify(dir.path(), None).unwrap();
+    assert!(v.ok() && v.intact == 4, "{v:?}");
     let back: RunRecord =
         serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     assert_eq!(back, r);
