@@ -114,6 +114,31 @@ pub fn main(cli: Cli) -> i32 {
             a.template_dir.as_deref(),
         ),
         Command::Verify(a) => verify(&a.dir, a.pubkey.as_deref()),
+        Command::History(a) => match report::history::collect(&a.report_dir) {
+            Ok(h) => {
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(report::history::text(&h).as_bytes());
+                if a.write {
+                    match report::history::write_index(&a.report_dir) {
+                        Ok(files) => {
+                            for f in files {
+                                outln!("wrote {}", f.display());
+                            }
+                        }
+                        Err(e) => {
+                            errln!("error: cannot write the history index: {e}");
+                            return EXIT_INVALID;
+                        }
+                    }
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                errln!("error: {e}");
+                EXIT_INVALID
+            }
+        },
         Command::Keygen(a) => match report::integrity::keys::keygen(&a.file) {
             Ok((pub_path, _)) => {
                 outln!("private key: {} (mode 0600; keep it secret)", a.file.display());
@@ -331,6 +356,12 @@ async fn run_drill(
             outln!("reports:");
             for f in files {
                 outln!("  {}", f.display());
+            }
+            // The history across runs is derived from the journals: failing to
+            // rebuild it is reported, never the drill's result.
+            match report::history::write_index(report_dir) {
+                Ok(files) => outln!("history: {}", files[0].display()),
+                Err(e) => errln!("warning: cannot rebuild the history index: {e}"),
             }
             record.outcome.exit_code
         }

@@ -42,6 +42,9 @@ pub enum Command {
     /// Check a report directory against its manifest (and signature): names every file
     /// altered, missing or added.
     Verify(VerifyArgs),
+    /// The runs under a reports directory, per scenario: verdict, RTO, downtime,
+    /// success rate, loss, open findings (and, with --write, index.html/index.md).
+    History(HistoryArgs),
     /// Write a new ed25519 key pair for signing report manifests (`run --sign-key`).
     Keygen(KeygenArgs),
     /// Print the JSON Schema of scenario files (or the reference document made from it).
@@ -107,6 +110,17 @@ pub struct VerifyArgs {
     /// `firedrill keygen`, or an OpenSSL PEM public key).
     #[arg(long, value_name = "FILE")]
     pub pubkey: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The reports root (each run's directory holds its journal.json).
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Also rebuild `index.html` and `index.md` in the reports root (`run` does it
+    /// after every drill).
+    #[arg(long)]
+    pub write: bool,
 }
 
 #[derive(Debug, Args)]

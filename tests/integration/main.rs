@@ -28,6 +28,7 @@ mod proxy_latency;
 mod proxy_transparent;
 mod quickstart_script;
 mod report_cli;
+mod report_history;
 mod report_integrity;
 mod report_render;
 mod report_run;
