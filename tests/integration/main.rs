@@ -30,6 +30,7 @@ mod quickstart_script;
 mod report_cli;
 mod report_history;
 mod report_integrity;
+mod report_print;
 mod report_render;
 mod report_run;
 mod report_traffic;
