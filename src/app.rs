@@ -435,8 +435,14 @@ async fn recover(state: &Path, run: Option<&str>, force: bool, report_dir: &Path
         match crate::engine::record::write_interrupted(state, r, report_dir) {
             Ok(Some(files)) => {
                 outln!("run {}: interrupted; its record:", r.run_id);
-                for f in files {
+                for f in &files {
                     outln!("  {}", f.display());
+                }
+                // The interrupted run joins the history of its reports root.
+                if let Some(root) = files.first().and_then(|f| f.parent()?.parent())
+                    && let Err(e) = report::history::write_index(root)
+                {
+                    errln!("warning: cannot rebuild the history index: {e}");
                 }
             }
             Ok(None) => {}
