@@ -69,8 +69,20 @@ fn files(dir: &Path) -> Result<Vec<String>, VerifyError> {
     Ok(out)
 }
 
+/// The SHA-256 of a regular file's bytes. A symlink is hashed as its target's path
+/// and any other non-regular file as its kind, never read: a FIFO or a link to
+/// `/dev/zero` planted in a directory must not hang `verify`, and is reported as
+/// altered or extra like any other change.
 fn sha256_file(path: &Path) -> Result<String, VerifyError> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| io(path, e))?;
+    let bytes = if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).map_err(|e| io(path, e))?;
+        format!("symlink -> {}", target.display()).into_bytes()
+    } else if meta.is_file() {
+        std::fs::read(path).map_err(|e| io(path, e))?
+    } else {
+        b"not a regular file".to_vec()
+    };
     Ok(hex(&Sha256::digest(&bytes)))
 }
 
@@ -324,6 +336,21 @@ mod tests {
             std::fs::read_to_string(d.path().join(MANIFEST)).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  a\n"
         );
+    }
+
+    #[test]
+    fn a_planted_fifo_or_link_is_named_not_read() {
+        let d = dir_with(&[("journal.json", "{}")]);
+        seal(d.path()).unwrap();
+        nix::unistd::mkfifo(&d.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("zero")).unwrap();
+        let v = verify(d.path(), None).unwrap();
+        assert_eq!(v.extra, ["pipe", "zero"]);
+        // A report file replaced by a link to elsewhere is altered.
+        std::fs::remove_file(d.path().join("journal.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("journal.json")).unwrap();
+        let v = verify(d.path(), None).unwrap();
+        assert_eq!(v.altered.len(), 1);
     }
 
     #[test]

@@ -322,7 +322,13 @@ fn the_report_loads_cleanly_in_chromium_and_prints_to_pdf() {
     for must in [
         run.run_id.clone(),
         "PASSED".into(),
+        // The measured RTO, in the objectives table and in the lessons learned (a
+        // list item: table cells that wrap can interleave in pdftotext's output).
         format!("{} (resolution 200 ms)", human(rto)),
+        format!(
+            "restored {} after the disruption, within its RTO of 5.0 s",
+            human(rto)
+        ),
         "BCP-PRINT-1".into(),
         // The footer, on the first page at least.
         format!("firedrill run {}", run.run_id),
