@@ -507,11 +507,12 @@ fn rto_rule(record: &RunRecord) -> Option<Improvement> {
         severity,
         title: title.into(),
         evidence: format!(
-            "service restored {} after the disruption (measured RTO) against an RTO of {} ({:.0}% of it; warning above {:.0}%)",
+            "service restored {} after the disruption (measured RTO) against an RTO of {} ({:.0}% of it; warning above {:.0}%){}",
             human_ms(took),
             human_ms(rto),
             100.0 * share,
-            100.0 * RTO_NEAR_SHARE
+            100.0 * RTO_NEAR_SHARE,
+            rto_breakdown(record)
         ),
         recommendation: recommendation.into(),
         step: None,
@@ -519,6 +520,41 @@ fn rto_rule(record: &RunRecord) -> Option<Improvement> {
         due: None,
         status: Default::default(),
     })
+}
+
+/// Where the measured RTO went, from the figures the run has: the time until the
+/// indicators saw the service down, how long it stayed down, and the fault whose own
+/// impact window was the longest. Empty when the indicators measured none of it.
+fn rto_breakdown(record: &RunRecord) -> String {
+    let o = &record.objectives;
+    let mut parts = Vec::new();
+    if let (Some(d), Some(down)) = (o.detect_ms, o.downtime_ms) {
+        let res = o
+            .resolution_ms
+            .map_or(String::new(), |r| format!(", resolution {}", human_ms(r)));
+        parts.push(format!(
+            "the indicators saw the service down {} after the disruption and it stayed down {}{res}",
+            human_ms(d),
+            human_ms(down)
+        ));
+    }
+    let longest = record
+        .steps
+        .iter()
+        .filter_map(|s| Some((s, s.fault.as_ref()?.impact_ms?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((s, ms)) = longest {
+        parts.push(format!(
+            "the longest impact was fault \"{}\"'s ({})",
+            s.name,
+            human_ms(ms)
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join("; "))
+    }
 }
 
 /// When a fault was in effect, ms since run start: from the moment its effect was

@@ -376,6 +376,18 @@ fn evidence_quotes_the_runs_figures() {
 
     let mut r = base();
     rto_near(&mut r);
+    r.objectives.downtime_ms = Some(48_800.0);
+    fault(&mut r).impact_ms = Some(48_800.0);
+    assert_eq!(
+        only(&r, "rto-near").evidence,
+        "service restored 49.0 s after the disruption (measured RTO) against an RTO of 1 min \
+         (82% of it; warning above 80%); the indicators saw the service down 200 ms after the \
+         disruption and it stayed down 48.8 s, resolution 200 ms; the longest impact was \
+         fault \"freeze relay\"'s (48.8 s)"
+    );
+    // Nothing measured by the indicators: the bare figures.
+    r.objectives.detect_ms = None;
+    fault(&mut r).impact_ms = None;
     assert_eq!(
         only(&r, "rto-near").evidence,
         "service restored 49.0 s after the disruption (measured RTO) against an RTO of 1 min (82% of it; warning above 80%)"
