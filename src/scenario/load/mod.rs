@@ -555,4 +555,25 @@ faults:
             "18:11: faults[0].ttl: found `{{ttl}}`, expected one of the declared vars (port)"
         );
     }
+
+    /// The exercise record's people and roles: blanks are named by their path, all at once.
+    #[test]
+    fn blank_participants_and_sign_off_roles_are_errors() {
+        let text = GOOD.replace(
+            "metadata: { name: t }",
+            "metadata: { name: t, participants: [ { name: Al, role: lead }, { name: \" \", role: \"\" } ], sign_off: [ \"\" ] }",
+        );
+        let e = errors(&text, &[]);
+        let paths: Vec<&str> = e.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "metadata.participants[1].name",
+                "metadata.participants[1].role",
+                "metadata.sign_off[0]"
+            ],
+            "{e:#?}"
+        );
+        assert!(e[0].message.contains("found an empty name"), "{e:#?}");
+    }
 }
