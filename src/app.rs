@@ -80,11 +80,24 @@ pub fn main(cli: Cli) -> i32 {
                 report_dir: None,
                 rehearse: a.rehearse,
             };
+            // A signing key that cannot be read is a usage error, found before anything
+            // is injected (not after the drill, when its evidence could not be signed).
+            let key = a.sign_key.as_deref();
+            let sign_key = match key.map(report::integrity::keys::read_signing_key) {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    errln!("error: --sign-key {e}; nothing was injected");
+                    return EXIT_INVALID;
+                }
+            };
             runtime().block_on(run_drill(
                 drill,
                 opts,
                 &a.report_dir,
                 a.template_dir.as_deref(),
+                &a.participants,
+                sign_key.as_ref(),
             ))
         }
         Command::Doctor(a) => {
@@ -121,6 +134,43 @@ pub fn main(cli: Cli) -> i32 {
                 a.template_dir.as_deref(),
             )
         }
+        Command::Verify(a) => verify(&a.dir, a.pubkey.as_deref()),
+        Command::History(a) => match report::history::collect(&a.report_dir) {
+            Ok(h) => {
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(report::history::text(&h).as_bytes());
+                if a.write {
+                    match report::history::write_index(&a.report_dir) {
+                        Ok(files) => {
+                            for f in files {
+                                outln!("wrote {}", f.display());
+                            }
+                        }
+                        Err(e) => {
+                            errln!("error: cannot write the history index: {e}");
+                            return EXIT_INVALID;
+                        }
+                    }
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                errln!("error: {e}");
+                EXIT_INVALID
+            }
+        },
+        Command::Keygen(a) => match report::integrity::keys::keygen(&a.file) {
+            Ok((pub_path, _)) => {
+                outln!("private key: {} (mode 0600; keep it secret)", a.file.display());
+                outln!("public key:  {}", pub_path.display());
+                EXIT_OK
+            }
+            Err(e) => {
+                errln!("error: {e}");
+                EXIT_INVALID
+            }
+        },
         Command::Deadman(a) => {
             let procs: Vec<(u32, u64)> = a
                 .procs
@@ -270,6 +320,8 @@ async fn run_drill(
     mut opts: RunOptions,
     report_dir: &Path,
     template_dir: Option<&Path>,
+    participants: &[(String, String)],
+    sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> i32 {
     // The evidence must have somewhere to go before anything is injected: templates
     // parse, and the run's report directory exists and takes a fsync'd write.
@@ -314,7 +366,7 @@ async fn run_drill(
     let runtime = engine.runtime();
     let result = tokio::spawn(engine.run(control.clone())).await;
     signals.abort();
-    let record = match result {
+    let mut record = match result {
         Ok(r) => r,
         Err(e) => {
             // No record, so no reports: no empty report directory either.
@@ -341,12 +393,33 @@ async fn run_drill(
             };
         }
     };
-    match report::write_reports(&record, &dir.path, template_dir) {
+    // The people named on the command line join the scenario's participants.
+    record
+        .exercise
+        .participants
+        .extend(participants.iter().map(|(n, r)| crate::model::ParticipantRecord {
+            name: crate::secrets::redact(n).into_owned(),
+            role: crate::secrets::redact(r).into_owned(),
+            source: "command line".into(),
+        }));
+    let written = report::write_reports(&record, &dir.path, template_dir).and_then(|mut files| {
+        if let Some(key) = sign_key {
+            files.push(report::integrity::sign(&dir.path, key)?);
+        }
+        Ok(files)
+    });
+    match written {
         Ok(files) => {
             print_summary(&record, record.outcome.exit_code);
             outln!("reports:");
             for f in files {
                 outln!("  {}", f.display());
+            }
+            // The history across runs is derived from the journals: failing to
+            // rebuild it is reported, never the drill's result.
+            match report::history::write_index(report_dir) {
+                Ok(files) => outln!("history: {}", files[0].display()),
+                Err(e) => errln!("warning: cannot rebuild the history index: {e}"),
             }
             record.outcome.exit_code
         }
@@ -452,8 +525,14 @@ async fn recover(state: &Path, run: Option<&str>, force: bool, report_dir: &Path
         match crate::engine::record::write_interrupted(state, r, report_dir) {
             Ok(Some(files)) => {
                 outln!("run {}: interrupted; its record:", r.run_id);
-                for f in files {
+                for f in &files {
                     outln!("  {}", f.display());
+                }
+                // The interrupted run joins the history of its reports root.
+                if let Some(root) = files.first().and_then(|f| f.parent()?.parent())
+                    && let Err(e) = report::history::write_index(root)
+                {
+                    errln!("warning: cannot rebuild the history index: {e}");
                 }
             }
             Ok(None) => {}
@@ -509,6 +588,67 @@ async fn recover(state: &Path, run: Option<&str>, force: bool, report_dir: &Path
     }
     errln!("error: recovery incomplete: {}", why.join(", "));
     EXIT_RECOVERY_INCOMPLETE
+}
+
+/// `firedrill verify`: 0 when the directory is exactly as sealed (and signed by
+/// `pubkey`, if given); 1 naming each file altered, missing or added, or a bad or
+/// missing signature; 2 when it cannot be checked (no directory, unreadable key).
+fn verify(dir: &Path, pubkey: Option<&Path>) -> i32 {
+    use report::integrity::{self, MANIFEST, SIGNATURE, SignatureCheck};
+    if !dir.is_dir() {
+        errln!("error: {}: not a directory, expected a report directory", dir.display());
+        return EXIT_INVALID;
+    }
+    let key = match pubkey.map(integrity::keys::read_verifying_key) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            errln!("error: --pubkey {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let v = match integrity::verify(dir, key.as_ref()) {
+        Ok(v) => v,
+        Err(e) => {
+            errln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    for (name, expected, found) in &v.altered {
+        outln!("ALTERED: {name} (sha256 {found}, {MANIFEST} says {expected})");
+    }
+    for name in &v.missing {
+        outln!("MISSING: {name} (listed in {MANIFEST})");
+    }
+    for name in &v.extra {
+        outln!("EXTRA: {name} (not in {MANIFEST})");
+    }
+    match &v.signature {
+        SignatureCheck::Valid => outln!("signature: valid ({SIGNATURE}, by the given public key)"),
+        SignatureCheck::Unsigned => outln!("signature: none ({SIGNATURE} absent; no --pubkey given)"),
+        SignatureCheck::NotChecked => {
+            outln!("signature: present but not checked (give --pubkey FILE to check it)")
+        }
+        SignatureCheck::Missing => outln!("SIGNATURE MISSING: no {SIGNATURE}, but --pubkey was given"),
+        SignatureCheck::Invalid(why) => outln!("SIGNATURE INVALID: {why}"),
+    }
+    if v.ok() {
+        outln!(
+            "ok: {} file(s) of {} match {MANIFEST}",
+            v.intact,
+            dir.display()
+        );
+        EXIT_OK
+    } else {
+        outln!(
+            "FAILED: {} altered, {} missing, {} extra file(s); {} intact",
+            v.altered.len(),
+            v.missing.len(),
+            v.extra.len(),
+            v.intact
+        );
+        EXIT_FAILED
+    }
 }
 
 fn rerender(

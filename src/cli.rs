@@ -42,6 +42,14 @@ pub enum Command {
     /// Preflight a drill here and now, injecting nothing: targets reachable and free,
     /// nftables and CAP_NET_ADMIN where needed, processes matching, proxy ports free.
     Doctor(DoctorArgs),
+    /// Check a report directory against its manifest (and signature): names every file
+    /// altered, missing or added.
+    Verify(VerifyArgs),
+    /// The runs under a reports directory, per scenario: verdict, RTO, downtime,
+    /// success rate, loss, open findings (and, with --write, index.html/index.md).
+    History(HistoryArgs),
+    /// Write a new ed25519 key pair for signing report manifests (`run --sign-key`).
+    Keygen(KeygenArgs),
     /// Print the JSON Schema of scenario files (or the reference document made from it).
     Schema(SchemaArgs),
     /// Internal: the dead-man watcher started by reversible faults.
@@ -97,6 +105,43 @@ pub struct RunArgs {
     /// Use this run id instead of a generated one.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,
+    /// A participant of the exercise and their role, for the exercise record
+    /// (repeatable; added to the scenario's `metadata.participants`).
+    #[arg(long = "participant", value_name = "NAME:ROLE", value_parser = parse_participant)]
+    pub participants: Vec<(String, String)>,
+    /// Sign the report directory's manifest with this ed25519 private key (64 hex
+    /// digits from `firedrill keygen`, or an OpenSSL PEM private key); read before
+    /// anything is injected.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A report directory written by `firedrill run`.
+    pub dir: PathBuf,
+    /// Also require a valid signature by this ed25519 public key (`FILE.pub` from
+    /// `firedrill keygen`, or an OpenSSL PEM public key).
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The reports root (each run's directory holds its journal.json).
+    #[arg(long, default_value = "reports")]
+    pub report_dir: PathBuf,
+    /// Also rebuild `index.html` and `index.md` in the reports root (`run` does it
+    /// after every drill).
+    #[arg(long)]
+    pub write: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (mode 0600); the public key goes to `FILE.pub`.
+    /// Existing files are never overwritten.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +286,17 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("found `{s}`, expected NAME=VALUE")),
+    }
+}
+
+fn parse_participant(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((n, r)) if !n.trim().is_empty() && !r.trim().is_empty() => {
+            Ok((n.trim().to_string(), r.trim().to_string()))
+        }
+        _ => Err(format!(
+            "found `{s}`, expected NAME:ROLE (e.g. `Alice Wang:exercise lead`)"
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{Effect, Reverted};
-use crate::scenario::Level;
+use crate::scenario::{FindingStatus, Level};
 
 /// Bumped when the journal's shape changes incompatibly.
 pub const JOURNAL_VERSION: u32 = 1;
@@ -61,6 +61,10 @@ pub struct RunRecord {
     /// The notifications the run sent (`notify:`), and whether each was delivered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationRecord>,
+    /// The exercise record: id, scope, rationale, participants, sign-off. Empty in
+    /// journals written before it existed.
+    #[serde(default)]
+    pub exercise: ExerciseRecord,
 }
 
 /// One notification sent about the run: to whom, about what, and what came back.
@@ -80,11 +84,116 @@ pub struct NotificationRecord {
     pub detail: String,
 }
 
+/// What an exercise record holds besides the run itself (ISO 22301 §8.5, SOC 2 A1.3,
+/// DORA): from the scenario's `metadata` and `--participant`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExerciseRecord {
+    /// `metadata.exercise_id`; the reports fall back to the run id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The environment drilled (scope).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The systems in scope.
+    #[serde(default)]
+    pub systems: Vec<String>,
+    /// Why the exercise is run.
+    #[serde(default)]
+    pub rationale: Option<String>,
+    /// Risk-register or business-impact-analysis reference.
+    #[serde(default)]
+    pub risk_ref: Option<String>,
+    /// From the scenario's metadata, then from `--participant`.
+    #[serde(default)]
+    pub participants: Vec<ParticipantRecord>,
+    /// Roles that sign the record off.
+    #[serde(default)]
+    pub sign_off: Vec<String>,
+    /// Defaults the findings got (owner, due date, status).
+    #[serde(default)]
+    pub finding_owner: Option<String>,
+    /// Due date of new findings, `YYYY-MM-DD` (the run's start plus `findings.due_in`).
+    #[serde(default)]
+    pub finding_due: Option<String>,
+    /// Status of new findings.
+    #[serde(default)]
+    pub finding_status: FindingStatus,
+}
+
+/// A participant and their role.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ParticipantRecord {
+    pub name: String,
+    pub role: String,
+    /// `scenario` (its metadata) or `command line` (`--participant`).
+    pub source: String,
+}
+
+impl ExerciseRecord {
+    /// The record's part from the scenario metadata and `--participant` pairs;
+    /// `started_at` (RFC 3339) dates the findings' due date.
+    pub fn new(
+        meta: &crate::scenario::Metadata,
+        cli_participants: &[(String, String)],
+        started_at: &str,
+    ) -> Self {
+        let mut participants: Vec<ParticipantRecord> = meta
+            .participants
+            .iter()
+            .map(|p| ParticipantRecord {
+                name: p.name.clone(),
+                role: p.role.clone(),
+                source: "scenario".into(),
+            })
+            .collect();
+        participants.extend(cli_participants.iter().map(|(n, r)| ParticipantRecord {
+            name: n.clone(),
+            role: r.clone(),
+            source: "command line".into(),
+        }));
+        let due = humantime::parse_rfc3339_weak(started_at.trim_end_matches('Z'))
+            .ok()
+            .map(|t| {
+                let due = t + meta.findings.due_in.0;
+                humantime::format_rfc3339_seconds(due).to_string()[..10].to_string()
+            });
+        ExerciseRecord {
+            id: meta.exercise_id.clone(),
+            environment: meta.environment.clone(),
+            systems: meta.systems.clone(),
+            rationale: meta.rationale.clone(),
+            risk_ref: meta.risk_ref.clone(),
+            participants,
+            sign_off: meta.sign_off.clone(),
+            finding_owner: meta.findings.owner.clone().or_else(|| meta.owner.clone()),
+            finding_due: due,
+            finding_status: meta.findings.status,
+        }
+    }
+}
+
 /// Tool name and version.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ToolInfo {
     pub name: String,
     pub version: String,
+    /// Git commit the binary was built from (`git rev-parse HEAD` at build time);
+    /// None when built outside a git checkout, or in journals written before it existed.
+    #[serde(default)]
+    pub commit: Option<String>,
+}
+
+impl ToolInfo {
+    /// This build of firedrill.
+    pub fn current() -> Self {
+        ToolInfo {
+            name: "firedrill".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: option_env!("FIREDRILL_GIT_COMMIT")
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+        }
+    }
 }
 
 /// The scenario, identified.
@@ -98,6 +207,10 @@ pub struct ScenarioInfo {
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
     pub labels: BTreeMap<String, String>,
+    /// The whole scenario file as it ran (secrets it holds literally redacted), so the
+    /// record shows exactly what was planned. Absent in older journals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Final status of a run.
@@ -523,4 +636,13 @@ pub struct Improvement {
     pub recommendation: String,
     /// The step concerned, if any.
     pub step: Option<String>,
+    /// Who follows the finding up (from `metadata.findings.owner`, else the owner).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// When it is due, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// Follow-up status (`open` for a new finding unless the scenario says otherwise).
+    #[serde(default)]
+    pub status: FindingStatus,
 }

@@ -235,10 +235,7 @@ fn build(
     );
     RunRecord {
         journal_version: crate::model::JOURNAL_VERSION,
-        tool: ToolInfo {
-            name: "firedrill".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
+        tool: ToolInfo::current(),
         run_id: run_id.to_string(),
         scenario: ScenarioInfo {
             name: scenario.to_string(),
@@ -247,6 +244,7 @@ fn build(
             file: String::new(),
             sha256: String::new(),
             labels: Default::default(),
+            text: None,
         },
         // Filled in from the ledger when it kept them (not in older ledgers).
         host: String::new(),
@@ -271,6 +269,7 @@ fn build(
         ledger: ledger_path.display().to_string(),
         rehearsal: false,
         notifications: Vec::new(),
+        exercise: Default::default(),
     }
 }
 

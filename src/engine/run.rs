@@ -1199,12 +1199,10 @@ impl Engine {
     ) -> RunRecord {
         let drill = &self.drill;
         let meta = &drill.scenario.metadata;
+        let exercise = ExerciseRecord::new(meta, &[], &started_at);
         let mut record = RunRecord {
             journal_version: JOURNAL_VERSION,
-            tool: ToolInfo {
-                name: "firedrill".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            tool: ToolInfo::current(),
             run_id: self.run_id.clone(),
             scenario: ScenarioInfo {
                 name: meta.name.clone(),
@@ -1213,6 +1211,7 @@ impl Engine {
                 file: drill.file.display().to_string(),
                 sha256: drill.sha256.clone(),
                 labels: meta.labels.clone(),
+                text: Some(drill.text.clone()),
             },
             host: hostname(),
             operator: operator(),
@@ -1230,6 +1229,7 @@ impl Engine {
             ledger: self.ledger_path().display().to_string(),
             rehearsal: self.opts.rehearse,
             notifications: Vec::new(),
+            exercise,
         };
         crate::report::round_timings(&mut record);
         record.improvements = crate::report::improvements::derive(&record);

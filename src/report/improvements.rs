@@ -76,6 +76,9 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
                 ),
                 recommendation: recommendation.into(),
                 step: None,
+                owner: None,
+                due: None,
+                status: Default::default(),
             },
         ));
     }
@@ -92,7 +95,58 @@ pub fn derive(record: &RunRecord) -> Vec<Improvement> {
     }
     // Stable: equal keys keep rule order within a step.
     found.sort_by_key(|(i, imp)| (imp.severity, *i));
-    found.into_iter().map(|(_, imp)| imp).collect()
+    // Every finding starts with the exercise's defaults: an owner, a due date and a
+    // status, so the record can be followed up.
+    let x = &record.exercise;
+    found
+        .into_iter()
+        .map(|(_, imp)| Improvement {
+            owner: x.finding_owner.clone(),
+            due: x.finding_due.clone(),
+            status: x.finding_status,
+            ..imp
+        })
+        .collect()
+}
+
+/// What the service indicators saw, for a failed verification with a `within`: the
+/// run's own downtime explains the failure ("down 2.0 s against a 1 s `within`")
+/// better than the check's last verdict alone. Empty when nothing connects them.
+fn service_context(record: &RunRecord, s: &StepRecord) -> String {
+    use crate::model::ServiceState as S;
+    let o = &record.objectives;
+    let Some(within) = s.within_ms.filter(|_| s.phase == Phase::Verification) else {
+        return String::new();
+    };
+    let res = o
+        .resolution_ms
+        .map_or(String::new(), |r| format!(", resolution {}", human_ms(r)));
+    // The check's deadline on the disruption's clock: `within` runs from its own start.
+    let deadline = o
+        .disruption_start_ms
+        .map_or(within, |t0| (s.started_ms - t0).max(0.0) + within);
+    match (o.service, o.downtime_ms, o.rto_measured_ms) {
+        (S::Restored, Some(down), Some(rto)) if rto > deadline => format!(
+            "; the service indicators saw the service down {} and restored only {} after the disruption{res}, later than this check's {} `within` allowed ({} after the disruption): it ran out before the service was back, so shorten the outage (e.g. the restart or failover delay) or allow a longer `within`",
+            human_ms(down),
+            human_ms(rto),
+            human_ms(within),
+            human_ms(deadline)
+        ),
+        (S::Restored, Some(down), Some(rto)) => format!(
+            "; the service indicators saw the service down {} and restored {} after the disruption{res}, within this check's {} `within`: the check itself expects something the restored service did not show",
+            human_ms(down),
+            human_ms(rto),
+            human_ms(within)
+        ),
+        (S::NotRestored, _, _) => format!(
+            "; the service indicators never saw the service restored{res}: no `within` could have held"
+        ),
+        (S::NeverDown, _, _) => format!(
+            "; the service indicators never saw the service down{res}: the failure is in what this check expects, not an outage"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A channel that did not get every message: whoever relies on it did not hear
@@ -124,6 +178,9 @@ fn notification_rule(record: &RunRecord) -> Vec<Improvement> {
                 about this run. The drill itself was not affected."
                 .into(),
             step: None,
+            owner: None,
+            due: None,
+            status: Default::default(),
         })
         .collect()
 }
@@ -159,6 +216,9 @@ fn imp(
         evidence,
         recommendation: recommendation.into(),
         step: Some(s.name.clone()),
+        owner: None,
+        due: None,
+        status: Default::default(),
     }
 }
 
@@ -179,7 +239,11 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
                 Severity::High,
                 s,
                 format!("critical {} \"{}\" failed", s.phase.as_str(), s.name),
-                format!("failed after {attempts}: {}", s.detail),
+                format!(
+                    "failed after {attempts}: {}{}",
+                    s.detail,
+                    service_context(record, s)
+                ),
                 rec,
             ));
         }
@@ -189,8 +253,9 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
             s,
             format!("non-critical {} \"{}\" failed", s.phase.as_str(), s.name),
             format!(
-                "failed after {attempts} (did not fail the drill): {}",
-                s.detail
+                "failed after {attempts} (did not fail the drill): {}{}",
+                s.detail,
+                service_context(record, s)
             ),
             "Find out why it did not hold and fix the behaviour; if it matters for business \
              continuity, make it `critical: true` so CI catches it.",
@@ -481,15 +546,54 @@ fn rto_rule(record: &RunRecord) -> Option<Improvement> {
         severity,
         title: title.into(),
         evidence: format!(
-            "service restored {} after the disruption (measured RTO) against an RTO of {} ({:.0}% of it; warning above {:.0}%)",
+            "service restored {} after the disruption (measured RTO) against an RTO of {} ({:.0}% of it; warning above {:.0}%){}",
             human_ms(took),
             human_ms(rto),
             100.0 * share,
-            100.0 * RTO_NEAR_SHARE
+            100.0 * RTO_NEAR_SHARE,
+            rto_breakdown(record)
         ),
         recommendation: recommendation.into(),
         step: None,
+        owner: None,
+        due: None,
+        status: Default::default(),
     })
+}
+
+/// Where the measured RTO went, from the figures the run has: the time until the
+/// indicators saw the service down, how long it stayed down, and the fault whose own
+/// impact window was the longest. Empty when the indicators measured none of it.
+fn rto_breakdown(record: &RunRecord) -> String {
+    let o = &record.objectives;
+    let mut parts = Vec::new();
+    if let (Some(d), Some(down)) = (o.detect_ms, o.downtime_ms) {
+        let res = o
+            .resolution_ms
+            .map_or(String::new(), |r| format!(", resolution {}", human_ms(r)));
+        parts.push(format!(
+            "the indicators saw the service down {} after the disruption and it stayed down {}{res}",
+            human_ms(d),
+            human_ms(down)
+        ));
+    }
+    let longest = record
+        .steps
+        .iter()
+        .filter_map(|s| Some((s, s.fault.as_ref()?.impact_ms?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((s, ms)) = longest {
+        parts.push(format!(
+            "the longest impact was fault \"{}\"'s ({})",
+            s.name,
+            human_ms(ms)
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join("; "))
+    }
 }
 
 /// When a fault was in effect, ms since run start: from the moment its effect was

@@ -4,7 +4,9 @@
 //! Renderers read only [`RunRecord`], so `firedrill report journal.json`
 //! re-renders any past run exactly.
 
+pub mod history;
 pub mod improvements;
+pub mod integrity;
 pub mod render;
 pub(crate) mod words;
 pub mod write;

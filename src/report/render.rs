@@ -9,6 +9,7 @@
 //! its line (see [`escape_md`]); templates never use `{{{ }}}` on run data.
 
 mod chart;
+mod exercise;
 mod junit;
 pub use junit::set_non_critical_as_failure;
 mod view;

@@ -142,7 +142,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 }
 
 /// Writes journal.json, report.html, report.md and junit.xml into `dir` (created if
-/// missing), each atomically; stops at the first error.
+/// missing), each atomically, then the manifest of the directory
+/// ([`super::integrity::seal`]) last; stops at the first error.
 pub fn write_reports(
     record: &RunRecord,
     dir: &Path,
@@ -155,6 +156,7 @@ pub fn write_reports(
         write_atomic(&p, render(record, f, template_dir)?.as_bytes())?;
         out.push(p);
     }
+    out.push(super::integrity::seal(dir)?);
     Ok(out)
 }
 

@@ -114,6 +114,96 @@ pub struct Metadata {
     /// Free-form labels copied into the journal.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Identifier of the exercise in the business-continuity programme (e.g. `BCP-2025-Q3-07`), shown on the exercise record; defaults to the run id.
+    #[serde(default)]
+    pub exercise_id: Option<String>,
+    /// The environment the drill runs against (e.g. `staging`, `production`): part of the exercise's scope.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The systems in the exercise's scope (e.g. `message-relay`, `wecom-gateway`).
+    #[serde(default)]
+    pub systems: Vec<String>,
+    /// Why the exercise is run: the risk it addresses and what a pass proves.
+    #[serde(default)]
+    pub rationale: Option<String>,
+    /// Reference to the risk-register or business-impact-analysis entry the exercise covers (an id or a URL).
+    #[serde(default)]
+    pub risk_ref: Option<String>,
+    /// Who takes part in the exercise and in which role; `firedrill run --participant NAME:ROLE` adds more.
+    #[serde(default)]
+    pub participants: Vec<Participant>,
+    /// Defaults for the findings (identified improvements) of each run: who owns them, when they are due, their status.
+    #[serde(default)]
+    pub findings: FindingDefaults,
+    /// Roles that sign the exercise record off; the report has a signature line for each. Default: exercise lead and system owner.
+    #[serde(default)]
+    pub sign_off: Vec<String>,
+}
+
+/// A person taking part in an exercise.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    /// Name of the person (or team).
+    pub name: String,
+    /// Their role in the exercise (e.g. `exercise lead`, `observer`, `on-call`).
+    pub role: String,
+}
+
+/// Defaults given to every finding of a run, to be changed in the follow-up.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FindingDefaults {
+    /// Who owns the findings; defaults to `metadata.owner`.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Time from the run's start until a finding is due (e.g. `14d`, `30d`); the record shows the resulting date.
+    #[serde(default = "default_due_in")]
+    pub due_in: HumanDuration,
+    /// Status a new finding starts in.
+    #[serde(default)]
+    pub status: FindingStatus,
+}
+
+fn default_due_in() -> HumanDuration {
+    HumanDuration::from_millis(30 * 24 * 3600 * 1000)
+}
+
+impl Default for FindingDefaults {
+    fn default() -> Self {
+        Self {
+            owner: None,
+            due_in: default_due_in(),
+            status: FindingStatus::default(),
+        }
+    }
+}
+
+/// Follow-up status of a finding.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingStatus {
+    /// Not yet addressed.
+    #[default]
+    Open,
+    /// Someone is working on it.
+    InProgress,
+    /// Addressed (to be confirmed by the next exercise).
+    Closed,
+    /// Accepted as a known risk; no change planned.
+    Accepted,
+}
+
+impl FindingStatus {
+    /// In words, as the reports show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingStatus::Open => "open",
+            FindingStatus::InProgress => "in progress",
+            FindingStatus::Closed => "closed",
+            FindingStatus::Accepted => "accepted",
+        }
+    }
 }
 
 /// Time objectives for the drill.

@@ -69,10 +69,9 @@ verifications:
 fn journal(reports: &Path) -> serde_json::Value {
     let dir = std::fs::read_dir(reports)
         .unwrap()
-        .next()
-        .expect("a report directory")
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("a report directory");
     serde_json::from_str(&std::fs::read_to_string(dir.join("journal.json")).unwrap()).unwrap()
 }
 

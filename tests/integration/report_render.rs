@@ -80,8 +80,23 @@ fn html_is_self_contained() {
         "From the disruption (the first fault taking effect)",
         "Recovery time after recovery started",
         "1 min",
-        "Identified improvements",
+        "Findings (identified improvements)",
         "slow-detection",
+        // The exercise record.
+        "BCP-2025-Q1-07",
+        "staging",
+        "message-relay, sms-gateway",
+        "BIA-12 (customer notifications)",
+        "Alice Wang",
+        "exercise lead",
+        "Bob Li",
+        "Deviations from plan",
+        "Lessons learned",
+        "Sign-off",
+        "system owner",
+        "2025-04-13",
+        "commit 0123456789abcdef0123456789abcdef01234567",
+        "Scenario as run",
         "SIGCONT sent to 2 process(es); both running again",
         "after its start: 57% of within)",
         "First held after the disruption",
@@ -317,7 +332,7 @@ fn sparse_runs_render_in_every_format() {
 }
 
 #[test]
-fn write_reports_writes_four_files_and_a_faithful_journal() {
+fn write_reports_writes_four_files_a_faithful_journal_and_the_manifest_last() {
     let r = record();
     let dir = tempfile::tempdir().unwrap();
     let files = write_reports(&r, dir.path(), None).unwrap();
@@ -327,8 +342,16 @@ fn write_reports_writes_four_files_and_a_faithful_journal() {
         .collect();
     assert_eq!(
         names,
-        ["journal.json", "report.html", "report.md", "junit.xml"]
+        [
+            "journal.json",
+            "report.html",
+            "report.md",
+            "junit.xml",
+            "MANIFEST.sha256"
+        ]
     );
+    let v = firedrill::report::integrity::verify(dir.path(), None).unwrap();
+    assert!(v.ok() && v.intact == 4, "{v:?}");
     let back: RunRecord =
         serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     assert_eq!(back, r);

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::chart::{self, Chart};
+use super::exercise::{self, ExerciseView};
 use super::junit::{self, Junit};
 use crate::model::*;
 use crate::report::improvements::active_window;
@@ -34,6 +35,8 @@ pub(crate) struct View<'a> {
     pub junit: Junit,
     /// Excerpts of what failed checks saw, one row per output of an attempt, in run order.
     pub evidence: Vec<EvidenceView<'a>>,
+    /// The exercise record: scope, participants, deviations, findings, lessons, sign-off.
+    pub exercise: ExerciseView<'a>,
 }
 
 /// One output (stdout, stderr or body) of one attempt of a failed check.
@@ -307,6 +310,7 @@ impl<'a> View<'a> {
             chart: chart::layout(run),
             junit: junit::build(run),
             evidence: evidence_view(run),
+            exercise: exercise::build(run),
             run,
         }
     }
@@ -496,6 +500,40 @@ fn objectives_view(run: &RunRecord) -> ObjectivesView {
             measured: o.rpo_ms.map_or("not measured".into(), human_ms),
             result: "not measured".into(),
             status: "skipped",
+        });
+    }
+    // Success rates: each traffic load's share of good requests per phase, against
+    // its verdict (a declared threshold, or none).
+    for s in run.steps.iter().filter(|s| s.metrics.contains_key("all.count")) {
+        let rate = |p: &str| {
+            s.metrics
+                .get(&format!("{p}.success_rate"))
+                .map(|v| format!("{p} {:.2}%", 100.0 * v))
+        };
+        let measured: Vec<String> = crate::probe::traffic::BUCKETS
+            .into_iter()
+            .filter_map(rate)
+            .collect();
+        let (result, status) = match s.status {
+            StepStatus::Passed => ("met", "passed"),
+            StepStatus::Skipped => ("not judged", "skipped"),
+            _ if !s.critical => ("MISSED (non-critical)", "medium"),
+            _ => ("MISSED", "failed"),
+        };
+        rows.push(ObjectiveRow {
+            name: "Success rate",
+            definition: format!(
+                "Share of the requests of the traffic load \"{}\" that succeeded, per phase.",
+                s.name
+            ),
+            declared: s.description.clone(),
+            measured: if measured.is_empty() {
+                "not measured".into()
+            } else {
+                measured.join(", ")
+            },
+            result: result.into(),
+            status,
         });
     }
     rows.push(plain(

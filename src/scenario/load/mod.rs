@@ -76,6 +76,8 @@ pub struct Drill {
     pub file: PathBuf,
     /// SHA-256 of the file bytes, hex.
     pub sha256: String,
+    /// The scenario file's text, as read (embedded in the journal).
+    pub text: String,
     pub scenario: Scenario,
     pub faults: Vec<ResolvedFault>,
     /// Resolved targets by name, `local` included.
@@ -214,6 +216,7 @@ pub fn load_str(
     Ok(Drill {
         file: path.to_path_buf(),
         sha256: hex(&Sha256::digest(text.as_bytes())),
+        text: text.to_string(),
         scenario,
         faults,
         targets: targets.resolved,
@@ -553,5 +556,26 @@ faults:
             one(&text),
             "18:11: faults[0].ttl: found `{{ttl}}`, expected one of the declared vars (port)"
         );
+    }
+
+    /// The exercise record's people and roles: blanks are named by their path, all at once.
+    #[test]
+    fn blank_participants_and_sign_off_roles_are_errors() {
+        let text = GOOD.replace(
+            "metadata: { name: t }",
+            "metadata: { name: t, participants: [ { name: Al, role: lead }, { name: \" \", role: \"\" } ], sign_off: [ \"\" ] }",
+        );
+        let e = errors(&text, &[]);
+        let paths: Vec<&str> = e.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "metadata.participants[1].name",
+                "metadata.participants[1].role",
+                "metadata.sign_off[0]"
+            ],
+            "{e:#?}"
+        );
+        assert!(e[0].message.contains("found an empty name"), "{e:#?}");
     }
 }

@@ -157,6 +157,28 @@ pub(super) fn validate(
             ));
         }
     }
+    if let Some(metadata) = &scenario.metadata {
+        // The exercise record names people and roles: a blank one is a mistake.
+        for (i, p) in metadata.participants.iter().enumerate() {
+            for (field, v) in [("name", &p.name), ("role", &p.role)] {
+                if v.trim().is_empty() {
+                    errors.push(diag.value_at(
+                        &format!("metadata.participants[{i}].{field}"),
+                        format!("found an empty {field}, expected a non-empty {field}"),
+                    ));
+                }
+            }
+        }
+        for (i, role) in metadata.sign_off.iter().enumerate() {
+            if role.trim().is_empty() {
+                errors.push(diag.value_at(
+                    &format!("metadata.sign_off[{i}]"),
+                    "found an empty role, expected the role that signs (e.g. `system owner`)"
+                        .into(),
+                ));
+            }
+        }
+    }
     if scenario.faults_written && scenario.faults.is_empty() {
         errors.push(diag.value_at(
             "faults",

@@ -206,11 +206,13 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
     }
 }
 
-/// The only report directory under `dir`.
+/// The only report directory under `dir` (the history index files beside it are not
+/// report directories).
 pub fn report_dir(dir: &Path) -> PathBuf {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
         .collect();
     assert_eq!(
         entries.len(),

@@ -45,6 +45,9 @@ pub fn step(phase: Phase, name: &str, started_ms: f64, duration_ms: f64) -> Step
     }
 }
 
+/// The scenario text embedded in the fixture's journal.
+pub const SCENARIO_TEXT: &str = "apiVersion: firedrill/v1\nkind: Scenario\nmetadata: { name: wecom-relay-failover }\nfaults: []\n";
+
 pub fn record() -> RunRecord {
     let mut steps = Vec::new();
 
@@ -289,6 +292,7 @@ pub fn record() -> RunRecord {
         tool: ToolInfo {
             name: "firedrill".into(),
             version: "0.1.0".into(),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         },
         run_id: "20250314T021000Z-7f3a".into(),
         scenario: ScenarioInfo {
@@ -300,6 +304,7 @@ pub fn record() -> RunRecord {
             file: "scenarios/wecom-relay-failover.yaml".into(),
             sha256: "3f1c9a4e5b7d2c8f0a6e1b3d5c7f9a2e4b6d8c0f1a3e5b7d9c2f4a6e8b0d1c3f".into(),
             labels,
+            text: Some(SCENARIO_TEXT.into()),
         },
         host: "drill-runner-01".into(),
         operator: "alice".into(),
@@ -345,6 +350,29 @@ pub fn record() -> RunRecord {
         ledger: "/var/lib/firedrill/ledgers/20250314T021000Z-7f3a.jsonl".into(),
         rehearsal: false,
         notifications: Vec::new(),
+        exercise: ExerciseRecord {
+            id: Some("BCP-2025-Q1-07".into()),
+            environment: Some("staging".into()),
+            systems: vec!["message-relay".into(), "sms-gateway".into()],
+            rationale: Some("WeCom outages stop customer notifications; SMS must take over".into()),
+            risk_ref: Some("BIA-12 (customer notifications)".into()),
+            participants: vec![
+                ParticipantRecord {
+                    name: "Alice Wang".into(),
+                    role: "exercise lead".into(),
+                    source: "scenario".into(),
+                },
+                ParticipantRecord {
+                    name: "Bob Li".into(),
+                    role: "observer".into(),
+                    source: "command line".into(),
+                },
+            ],
+            sign_off: vec!["exercise lead".into(), "system owner".into()],
+            finding_owner: Some("messaging-sre".into()),
+            finding_due: Some("2025-04-13".into()),
+            finding_status: firedrill::scenario::FindingStatus::Open,
+        },
     };
     r.improvements = improvements::derive(&r);
     r
