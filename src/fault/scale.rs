@@ -1,0 +1,320 @@
+//! `scale`: set a Deployment or StatefulSet to N replicas (the "zone down" drill),
+//! and put it back.
+//!
+//! The original replica count is in the undo record (the ledger) and also on the
+//! object itself, as the annotation [`ANNOTATION`] (with the run id in
+//! [`RUN_ANNOTATION`]), written *before* the replicas change. So the revert —
+//! from the run, or `firedrill recover` — restores it, and an operator on another
+//! machine without the ledger can read it back with `kubectl` (README). The revert
+//! sets the replicas back through the `scale` subresource, removes both
+//! annotations, and is idempotent.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Effect, FaultCtx, FaultError, RevertCtx, Reverted, ms_since};
+use crate::duration::HumanDuration;
+use crate::target::Target;
+pub use crate::target::kubernetes::WorkloadKind;
+use crate::target::kubernetes::{self as k8s, Cluster, Permission, replicas};
+
+/// The annotation that holds the replica count to restore.
+pub const ANNOTATION: &str = "firedrill.dev/original-replicas";
+/// The annotation that names the run that scaled the workload.
+pub const RUN_ANNOTATION: &str = "firedrill.dev/scaled-by-run";
+
+/// Parameters of `scale`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// Kind of the workload.
+    pub workload: WorkloadKind,
+    /// Name of the workload.
+    pub name: String,
+    /// Namespace of the workload; default: the target's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Replicas to set (0 takes the workload down).
+    pub replicas: u32,
+    /// How long to wait for the workload to reach the new count (ready replicas at most `replicas` when scaling down, at least when scaling up) before declaring the fault not effective.
+    #[serde(default = "default_verify")]
+    pub verify_timeout: HumanDuration,
+}
+
+fn default_verify() -> HumanDuration {
+    HumanDuration::from_millis(60_000)
+}
+
+/// The undo record of `scale`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Undo {
+    pub target: Target,
+    pub namespace: String,
+    pub workload: WorkloadKind,
+    pub name: String,
+    /// `spec.replicas` before the fault: what the revert restores.
+    pub original: i32,
+    /// What the fault set.
+    pub replicas: i32,
+}
+
+/// Merge-patches `body` into the workload (`patch_scale` for `/scale`).
+async fn patch(
+    client: &kube::Client,
+    ns: &str,
+    kind: WorkloadKind,
+    name: &str,
+    scale: bool,
+    body: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let pp = PatchParams::default();
+    let p = Patch::Merge(&body);
+    match (kind, scale) {
+        (WorkloadKind::Deployment, false) => {
+            Api::<Deployment>::namespaced(client.clone(), ns).patch(name, &pp, &p).await.map(drop)
+        }
+        (WorkloadKind::Deployment, true) => Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch_scale(name, &pp, &p)
+            .await
+            .map(drop),
+        (WorkloadKind::StatefulSet, false) => {
+            Api::<StatefulSet>::namespaced(client.clone(), ns).patch(name, &pp, &p).await.map(drop)
+        }
+        (WorkloadKind::StatefulSet, true) => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .patch_scale(name, &pp, &p)
+            .await
+            .map(drop),
+    }
+}
+
+/// Polls until `ok(ready)` holds or `timeout`: ms it took, or the last count seen.
+async fn wait_ready(
+    client: &kube::Client,
+    u: &Undo,
+    timeout: Duration,
+    ok: impl Fn(i32) -> bool,
+) -> Result<f64, i32> {
+    let start = Instant::now();
+    let mut last = -1;
+    loop {
+        if let Ok((_, ready, _)) = replicas(client, &u.namespace, u.workload, &u.name).await {
+            last = ready;
+            if ok(ready) {
+                return Ok(ms_since(start));
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cluster(target: &Target) -> Result<&Cluster, FaultError> {
+    target.cluster().ok_or_else(|| {
+        FaultError::Precondition(format!(
+            "scale acts on a kubernetes target, found {}",
+            target.describe()
+        ))
+    })
+}
+
+async fn client(target: &Target) -> Result<kube::Client, FaultError> {
+    cluster(target)?
+        .client()
+        .await
+        .map_err(|e| FaultError::System(e.to_string()))
+}
+
+impl Scale {
+    fn namespace<'a>(&'a self, cluster: &'a Cluster) -> &'a str {
+        self.namespace.as_deref().unwrap_or(&cluster.namespace)
+    }
+
+    pub(crate) fn validate(&self, _target: &Target) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        if self.name.trim().is_empty() {
+            errs.push((
+                "with.name".into(),
+                "found an empty name, expected the name of the workload".into(),
+            ));
+        }
+        if let Some(ns) = &self.namespace
+            && let Err(e) = k8s::check_namespace(ns)
+        {
+            errs.push(("with.namespace".into(), e));
+        }
+        errs
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "scale {} {} to {} replica(s); expected at most {} ready within {} (restored on revert)",
+            self.workload.kind(),
+            self.name,
+            self.replicas,
+            self.replicas,
+            self.verify_timeout
+        )
+    }
+
+    pub(crate) fn permissions(&self, cluster: &Cluster) -> Vec<Permission> {
+        let ns = self.namespace(cluster);
+        let r = self.workload.plural();
+        vec![
+            Permission::new("get", "apps", r, ns),
+            Permission::new("patch", "apps", r, ns),
+            Permission::new("get", "apps", &format!("{r}/scale"), ns),
+            Permission::new("patch", "apps", &format!("{r}/scale"), ns),
+        ]
+    }
+
+    pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
+        let c = cluster(ctx.target)?;
+        let ns = self.namespace(c).to_string();
+        let client = client(ctx.target).await?;
+        let (original, _, _) = replicas(&client, &ns, self.workload, &self.name)
+            .await
+            .map_err(|e| {
+                FaultError::Precondition(format!(
+                    "cannot read {} {} in namespace {ns}: {e}",
+                    self.workload.kind(),
+                    self.name
+                ))
+            })?;
+        Ok(Undo {
+            target: ctx.target.clone(),
+            namespace: ns,
+            workload: self.workload,
+            name: self.name.clone(),
+            original,
+            replicas: self.replicas as i32,
+        })
+    }
+
+    pub(crate) async fn apply(&self, ctx: &FaultCtx<'_>, u: &Undo) -> Result<Effect, FaultError> {
+        let client = client(&u.target).await?;
+        let sys = |what: &str, e: kube::Error| {
+            FaultError::System(format!("cannot {what} {} {}: {e}", u.workload.kind(), u.name))
+        };
+        // The object carries its own way back before it changes.
+        patch(
+            &client,
+            &u.namespace,
+            u.workload,
+            &u.name,
+            false,
+            serde_json::json!({ "metadata": { "annotations": {
+                ANNOTATION: u.original.to_string(),
+                RUN_ANNOTATION: ctx.run_id,
+            } } }),
+        )
+        .await
+        .map_err(|e| sys("annotate", e))?;
+        patch(
+            &client,
+            &u.namespace,
+            u.workload,
+            &u.name,
+            true,
+            serde_json::json!({ "spec": { "replicas": u.replicas } }),
+        )
+        .await
+        .map_err(|e| sys("scale", e))?;
+        let to = u.replicas;
+        let seen = wait_ready(&client, u, self.verify_timeout.0, |r| r <= to).await;
+        let (measured, as_declared) = match seen {
+            Ok(ms) => (
+                format!(
+                    "{} {} scaled from {} to {to} replica(s); {to} or fewer ready after {ms:.0} ms",
+                    u.workload.kind(),
+                    u.name,
+                    u.original
+                ),
+                true,
+            ),
+            Err(last) => (
+                format!(
+                    "{} {} set to {to} replica(s) but still {last} ready after {}",
+                    u.workload.kind(),
+                    u.name,
+                    self.verify_timeout
+                ),
+                false,
+            ),
+        };
+        Ok(Effect {
+            declared: self.describe(),
+            measured,
+            as_declared,
+            effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
+            details: serde_json::json!({
+                "namespace": u.namespace, "workload": format!("{}/{}", u.workload.kind(), u.name),
+                "original_replicas": u.original, "replicas": u.replicas,
+                "annotation": ANNOTATION,
+            }),
+        })
+    }
+}
+
+impl Undo {
+    /// Sets the replicas back and removes the annotations; idempotent.
+    pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
+        let client = client(&self.target).await?;
+        let sys = |what: &str, e: kube::Error| {
+            FaultError::System(format!(
+                "cannot {what} {} {} in namespace {}: {e}",
+                self.workload.kind(),
+                self.name,
+                self.namespace
+            ))
+        };
+        let start = Instant::now();
+        patch(
+            &client,
+            &self.namespace,
+            self.workload,
+            &self.name,
+            true,
+            serde_json::json!({ "spec": { "replicas": self.original } }),
+        )
+        .await
+        .map_err(|e| sys("scale back", e))?;
+        patch(
+            &client,
+            &self.namespace,
+            self.workload,
+            &self.name,
+            false,
+            serde_json::json!({ "metadata": { "annotations": {
+                ANNOTATION: null, RUN_ANNOTATION: null,
+            } } }),
+        )
+        .await
+        .map_err(|e| sys("remove the annotations of", e))?;
+        let want = self.original;
+        let (measured, restored_after_ms) = if ctx.hurry {
+            (format!("replicas set back to {want} (not waiting)"), None)
+        } else {
+            match wait_ready(&client, self, Duration::from_secs(120), |r| r >= want).await {
+                Ok(_) => (
+                    format!("replicas set back to {want}; {want} ready"),
+                    Some(ms_since(start)),
+                ),
+                Err(last) => (
+                    format!("replicas set back to {want}; only {last} ready after 120 s"),
+                    None,
+                ),
+            }
+        };
+        Ok(Reverted {
+            measured,
+            restored_after_ms,
+            details: serde_json::json!({ "replicas": want }),
+        })
+    }
+}
