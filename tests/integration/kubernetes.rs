@@ -320,7 +320,14 @@ fn an_end_to_end_drill_kills_measures_and_reports() {
     for text in [&md, &html] {
         assert!(text.contains(pod.as_str()), "pod {pod} in the report");
         assert!(text.contains("recovery was the controller"), "controller's recovery in the report");
+        assert!(text.contains("Deployment/web"), "the workload row");
     }
+    let replacement = effect.details["pods"][0]["replacement"].as_str().unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with(&format!("| kill a web pod | {pod} |")))
+        .unwrap_or_else(|| panic!("a row for {pod} in\n{md}"));
+    assert!(row.contains(replacement) && row.ends_with("| replaced |"), "{row}");
 }
 
 #[test]
@@ -422,6 +429,12 @@ fn validation_refuses_empty_selectors_system_namespaces_and_host_kinds_on_a_clus
     let probe = "verifications:\n  - name: v\n    probe: { command: { run: 'true', target: shop } }";
     let e = validate_out(&fake, KILL_ONE, probe);
     assert!(e.contains("verifications[0].probe.command.target"), "{e}");
+    let recovery = "recovery:\n  - name: r\n    command: { run: 'true', target: shop }";
+    let e = validate_out(&fake, KILL_ONE, recovery);
+    assert!(e.contains("recovery[0].command.target") && e.contains("runs no shell command"), "{e}");
+    let scale_local = "  - name: k\n    kind: scale\n    with: { workload: deployment, name: web, replicas: 0 }";
+    let e = validate_out(&fake, scale_local, "");
+    assert!(e.contains("faults[0].target") && e.contains("expected a kubernetes target"), "{e}");
     // Nothing was asked of the cluster.
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
@@ -547,4 +560,22 @@ fn the_manifests_are_valid_objects_and_the_role_grants_what_the_preflight_asks()
         assert!(!r.verbs.iter().any(|v| v == "*"), "{r:?}");
         assert!(!r.resources.iter().flatten().any(|v| v == "*"), "{r:?}");
     }
+}
+
+#[test]
+fn a_cluster_is_not_a_shell_host() {
+    let fake = fake_with(1, 50, 50);
+    let t = target(&fake);
+    let rt = rt();
+    let e = rt.block_on(t.run(&firedrill::target::Cmd::new("true"))).unwrap_err();
+    assert!(e.to_string().contains("running a program is not supported on a kubernetes target"), "{e}");
+    let e = t.processes().unwrap_err();
+    assert!(e.to_string().contains("not supported on a kubernetes target"), "{e}");
+    let e = rt
+        .block_on(t.connect_tcp("127.0.0.1:1".parse().unwrap(), None, None))
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported on a kubernetes target"), "{e}");
+    assert!(rt.block_on(t.resolve("example.org", 80)).is_err());
+    assert!(!t.sockets_here());
+    assert_eq!(t.describe(), "kubernetes:fake/shop");
 }

@@ -242,6 +242,17 @@ pub(super) fn validate(
         {
             let path = format!("traffic[{i}].probe.target");
             errors.push(undefined_target(diag, &path, name, targets));
+        } else if let Some(name) = t.probe.target.as_deref()
+            && let Some(target) = targets.resolved.get(name)
+            && !target.is_host()
+        {
+            errors.push(diag.value_at(
+                &format!("traffic[{i}].probe.target"),
+                format!(
+                    "found target `{name}` ({}), expected a host target: a kubernetes target has no network here",
+                    target.describe()
+                ),
+            ));
         }
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
