@@ -437,16 +437,34 @@ impl PodKill {
         if let Some(l) = self.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
             wp = wp.labels(l);
         }
-        let stream = api
+        let first = api
             .watch(&wp, &undo.resource_version)
             .await
             .map_err(|e| FaultError::System(format!("cannot watch the pods of namespace {}: {e}", undo.namespace)))?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (watch_api, mut rv) = (api.clone(), undo.resource_version.clone());
         let reader = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(ev) = stream.next().await {
-                if tx.send((Instant::now(), ev)).is_err() {
-                    break;
+            // A watch ends after its timeout (or when the server closes it): it is
+            // opened again from the last resourceVersion seen, so no event is lost.
+            let mut stream = Box::pin(first);
+            loop {
+                while let Some(ev) = stream.next().await {
+                    if let Ok(WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p)) = &ev
+                        && let Some(v) = &p.metadata.resource_version
+                    {
+                        rv = v.clone();
+                    }
+                    let fatal = matches!(ev, Err(_) | Ok(WatchEvent::Error(_)));
+                    if tx.send((Instant::now(), ev)).is_err() || fatal {
+                        return;
+                    }
+                }
+                match watch_api.watch(&wp, &rv).await {
+                    Ok(s) => stream = Box::pin(s),
+                    Err(e) => {
+                        let _ = tx.send((Instant::now(), Err(e)));
+                        return;
+                    }
                 }
             }
         });
@@ -488,6 +506,7 @@ impl PodKill {
         while !m.done() {
             tokio::select! {
                 ev = rx.recv() => match ev {
+                    Some((_, Ok(WatchEvent::Error(s)))) => { stop = Some(format!("the watch failed: {s}")); break; }
                     Some((at, Ok(ev))) => m.event(at, ev),
                     Some((_, Err(e))) => { stop = Some(format!("the watch failed: {e}")); break; }
                     None => { stop = Some("the watch ended".into()); break; }
@@ -552,8 +571,10 @@ impl Drop for AbortOnDrop {
 }
 
 fn list_error(api: &Api<Pod>, e: kube::Error) -> FaultError {
-    let _ = api;
-    FaultError::System(format!("cannot list pods: {e}"))
+    FaultError::System(format!(
+        "cannot list pods in namespace {}: {e}",
+        api.namespace().unwrap_or("?")
+    ))
 }
 
 fn pod_ref(p: &Pod) -> PodRef {
@@ -676,7 +697,6 @@ impl<'a> Measure<'a> {
                 p.2 = true;
             }
         }
-        m.pods.retain(|_, _| true);
         m
     }
 

@@ -274,7 +274,7 @@ impl Undo {
             ))
         };
         let start = Instant::now();
-        patch(
+        let back = patch(
             &client,
             &self.namespace,
             self.workload,
@@ -282,8 +282,24 @@ impl Undo {
             true,
             serde_json::json!({ "spec": { "replicas": self.original } }),
         )
-        .await
-        .map_err(|e| sys("scale back", e))?;
+        .await;
+        match back {
+            Ok(()) => {}
+            // Deleted meanwhile: nothing is left to restore (as a namespace that is gone).
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                return Ok(Reverted {
+                    measured: format!(
+                        "{} {} no longer exists in namespace {}: nothing to restore",
+                        self.workload.kind(),
+                        self.name,
+                        self.namespace
+                    ),
+                    restored_after_ms: None,
+                    details: serde_json::json!({ "gone": true }),
+                });
+            }
+            Err(e) => return Err(sys("scale back", e)),
+        }
         patch(
             &client,
             &self.namespace,

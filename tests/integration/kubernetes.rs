@@ -200,6 +200,32 @@ fn replacement_times_match_the_controllers_known_delays() {
 }
 
 #[test]
+fn a_watch_that_ends_is_opened_again_from_the_last_resource_version() {
+    // Every watch ends after 250 ms; the replacement is Ready after 1.2 s.
+    let fake = FakeK8s::start(FakeConfig {
+        recreate_delay: Duration::from_millis(700),
+        ready_delay: Duration::from_millis(500),
+        watch_cap: Some(Duration::from_millis(250)),
+        workloads: vec![WorkloadSpec::deployment(NS, "web", 2)],
+        ..FakeConfig::default()
+    });
+    let (_, effect) = kill(&fake, "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 20s }").unwrap();
+    let r = &effect.details["pods"][0];
+    assert!(within_10pct(r["scheduled_ms"].as_f64().unwrap(), 700.0), "{r}");
+    assert!(within_10pct(r["ready_ms"].as_f64().unwrap(), 1200.0), "{r}");
+    assert!(fake.watches() >= 3, "watched {} times", fake.watches());
+    // Each watch after the first starts where the previous one stopped.
+    let rvs: Vec<u64> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains("watch=true") || r.contains("watch=1"))
+        .filter_map(|r| r.split("resourceVersion=").nth(1)?.split('&').next()?.parse().ok())
+        .collect();
+    assert!(rvs.windows(2).all(|w| w[0] <= w[1]), "{rvs:?}");
+    assert!(rvs.last() > rvs.first(), "{rvs:?}");
+}
+
+#[test]
 fn a_grace_period_keeps_the_pod_until_it_ends() {
     let fake = fake_with(2, 100, 100);
     let (_, effect) = kill(&fake, "{ label_selector: app=web, grace_period: 1s, recovery_timeout: 20s }").unwrap();

@@ -107,6 +107,9 @@ pub struct FakeConfig {
     pub workloads: Vec<WorkloadSpec>,
     /// Extra pods with no owner (`namespace`, `name`, labels).
     pub bare_pods: Vec<(String, String, BTreeMap<String, String>)>,
+    /// Ends every watch after this long, whatever its `timeoutSeconds` (as an API
+    /// server or a proxy in between may): clients must watch again.
+    pub watch_cap: Option<Duration>,
 }
 
 impl Default for FakeConfig {
@@ -117,6 +120,7 @@ impl Default for FakeConfig {
             pod_grace_s: 0,
             workloads: Vec::new(),
             bare_pods: Vec::new(),
+            watch_cap: None,
         }
     }
 }
@@ -170,6 +174,8 @@ struct State {
     config: FakeConfig,
     /// When each pod became Ready (by uid), for the tests' own reckoning.
     ready_at: BTreeMap<String, Instant>,
+    /// How many watches were opened.
+    watches: u32,
 }
 
 struct Shared {
@@ -279,6 +285,11 @@ impl FakeK8s {
             .collect()
     }
 
+    /// How many watches were opened.
+    pub fn watches(&self) -> u32 {
+        self.shared.state.lock().unwrap().watches
+    }
+
     pub fn deletes(&self) -> Vec<DeleteRecord> {
         self.shared.state.lock().unwrap().deletes.clone()
     }
@@ -354,6 +365,7 @@ impl State {
             requests: Vec::new(),
             config,
             ready_at: BTreeMap::new(),
+            watches: 0,
         }
     }
 
@@ -926,7 +938,10 @@ async fn watch_pods(sock: &mut TcpStream, shared: &Arc<Shared>, req: &Request) -
         .unwrap_or_else(|| shared.state.lock().unwrap().rv);
     sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
         .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let cap = shared.state.lock().unwrap().config.watch_cap;
+    let deadline = tokio::time::Instant::now()
+        + cap.unwrap_or(Duration::from_secs(timeout)).min(Duration::from_secs(timeout));
+    shared.state.lock().unwrap().watches += 1;
     loop {
         let notified = shared.changed.notified();
         tokio::pin!(notified);
