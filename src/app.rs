@@ -228,7 +228,10 @@ fn print_matching(drill: &Drill, step: &str) {
                 outln!("          - {}", crate::secrets::redact(&p));
             }
         }
-        Some(Err(e)) => outln!("        cannot list the matching pods: {}", crate::secrets::redact(&e)),
+        Some(Err(e)) => outln!(
+            "        cannot list the matching pods: {}",
+            crate::secrets::redact(&e)
+        ),
     }
 }
 

@@ -379,7 +379,12 @@ impl Engine {
     /// the injection (exit 3) naming verb, resource and namespace.
     async fn preflight(&self, run: &mut RunState) {
         let mut by_cluster: Vec<(&crate::target::kubernetes::Cluster, Vec<_>)> = Vec::new();
-        for f in self.drill.faults.iter().filter(|f| f.step.level <= self.opts.level) {
+        for f in self
+            .drill
+            .faults
+            .iter()
+            .filter(|f| f.step.level <= self.opts.level)
+        {
             let Some(cluster) = f.target.cluster() else {
                 continue;
             };

@@ -189,7 +189,11 @@ impl FaultSpec {
                                 "{}{}: {}",
                                 p.name,
                                 p.node.map_or(String::new(), |n| format!(" on {n}")),
-                                if ok { "candidate" } else { "not a candidate (not Running and Ready, or terminating)" }
+                                if ok {
+                                    "candidate"
+                                } else {
+                                    "not a candidate (not Running and Ready, or terminating)"
+                                }
                             )
                         })
                         .collect()

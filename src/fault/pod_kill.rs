@@ -222,7 +222,11 @@ impl PodKill {
             && !self.allow_system_namespaces
             && (SYSTEM_NAMESPACES.contains(&ns.as_str()) || self.protected_namespaces.contains(&ns))
         {
-            let path = if self.namespace.is_some() { "with.namespace" } else { "target" };
+            let path = if self.namespace.is_some() {
+                "with.namespace"
+            } else {
+                "target"
+            };
             errs.push((
                 path.into(),
                 format!("found protected namespace `{ns}`, expected an application namespace (set `allow_system_namespaces: true` to drill it anyway)"),
@@ -240,7 +244,10 @@ impl PodKill {
             _ => {}
         }
         if self.max_pods == Some(0) {
-            errs.push(("with.max_pods".into(), "found 0, expected at least 1".into()));
+            errs.push((
+                "with.max_pods".into(),
+                "found 0, expected at least 1".into(),
+            ));
         }
         if let Some(g) = self.grace_period
             && g.0.subsec_nanos() != 0
@@ -273,15 +280,25 @@ impl PodKill {
         let ns = self
             .namespace
             .as_deref()
-            .map_or("the target's namespace".to_string(), |n| format!("namespace {n}"));
-        let cap = self.max_pods.map_or(String::new(), |m| format!(", at most {m}"));
-        let grace = self.grace_period.map_or("each pod's own grace period".to_string(), |g| {
-            format!("grace period {}s", g.0.as_secs())
-        });
+            .map_or("the target's namespace".to_string(), |n| {
+                format!("namespace {n}")
+            });
+        let cap = self
+            .max_pods
+            .map_or(String::new(), |m| format!(", at most {m}"));
+        let grace = self
+            .grace_period
+            .map_or("each pod's own grace period".to_string(), |g| {
+                format!("grace period {}s", g.0.as_secs())
+            });
         format!(
             "delete {}{cap} of the {}pods matching {} in {ns} ({grace}); expected the controller to replace each with a Ready pod within {}",
             self.mode.describe(),
-            if self.include_not_ready { "" } else { "Running and Ready " },
+            if self.include_not_ready {
+                ""
+            } else {
+                "Running and Ready "
+            },
             sel.join(" and "),
             self.recovery_timeout
         )
@@ -309,9 +326,15 @@ impl PodKill {
     }
 
     /// The pods that match now, with whether each is a candidate (for `plan`).
-    pub(crate) async fn matching(&self, target: &Target) -> Result<Vec<(PodRef, bool)>, FaultError> {
+    pub(crate) async fn matching(
+        &self,
+        target: &Target,
+    ) -> Result<Vec<(PodRef, bool)>, FaultError> {
         let cluster = self.cluster(target)?;
-        let client = cluster.client().await.map_err(|e| FaultError::System(e.to_string()))?;
+        let client = cluster
+            .client()
+            .await
+            .map_err(|e| FaultError::System(e.to_string()))?;
         let api: Api<Pod> = Api::namespaced(client, self.namespace(cluster));
         let pods = self.list_candidates(&api).await?;
         Ok(pods
@@ -331,10 +354,18 @@ impl PodKill {
     /// The pods that match the selectors and names, sorted by name.
     async fn list_candidates(&self, api: &Api<Pod>) -> Result<Vec<Pod>, FaultError> {
         let mut lp = ListParams::default();
-        if let Some(l) = self.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(l) = self
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             lp = lp.labels(l);
         }
-        if let Some(f) = self.field_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(f) = self
+            .field_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             lp = lp.fields(f);
         }
         let list = api.list(&lp).await.map_err(|e| list_error(api, e))?;
@@ -343,7 +374,10 @@ impl PodKill {
             .into_iter()
             .filter(|p| {
                 self.names.is_empty()
-                    || self.names.iter().any(|n| Some(n) == p.metadata.name.as_ref())
+                    || self
+                        .names
+                        .iter()
+                        .any(|n| Some(n) == p.metadata.name.as_ref())
             })
             .collect();
         pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -353,20 +387,35 @@ impl PodKill {
     pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
         let cluster = self.cluster(ctx.target)?;
         let ns = self.namespace(cluster).to_string();
-        let client = cluster.client().await.map_err(|e| FaultError::System(e.to_string()))?;
+        let client = cluster
+            .client()
+            .await
+            .map_err(|e| FaultError::System(e.to_string()))?;
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         // What the watch will cover (the label selector only: a replacement has
         // another name, and may not match a field selector), listed first: its
         // resourceVersion is where the watch starts.
         let mut lp = ListParams::default();
-        if let Some(l) = self.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(l) = self
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             lp = lp.labels(l);
         }
         let watched = api.list(&lp).await.map_err(|e| list_error(&api, e))?;
-        let resource_version = watched.metadata.resource_version.clone().unwrap_or_default();
+        let resource_version = watched
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
         let matched = self.list_candidates(&api).await?;
         let candidates: Vec<&Pod> = matched.iter().filter(|p| self.is_candidate(p)).collect();
-        let what = if self.include_not_ready { "" } else { "Running and Ready " };
+        let what = if self.include_not_ready {
+            ""
+        } else {
+            "Running and Ready "
+        };
         let wanted = count_for(self.mode, candidates.len()).map_err(|e| {
             FaultError::Precondition(format!(
                 "{e}: {} {what}pod(s) of {} match in namespace {ns} ({} match at all)",
@@ -391,8 +440,12 @@ impl PodKill {
         }
         let mut owners = Vec::new();
         for p in &matched {
-            let Some(o) = k8s::controller_of(p) else { continue };
-            if !chosen.iter().any(|c| c.owner_uid.as_deref() == Some(o.uid.as_str()))
+            let Some(o) = k8s::controller_of(p) else {
+                continue;
+            };
+            if !chosen
+                .iter()
+                .any(|c| c.owner_uid.as_deref() == Some(o.uid.as_str()))
                 || owners.iter().any(|x: &Owner| x.uid == o.uid)
             {
                 continue;
@@ -427,20 +480,33 @@ impl PodKill {
         sel.join(" and ")
     }
 
-    pub(crate) async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
+    pub(crate) async fn apply(
+        &self,
+        ctx: &FaultCtx<'_>,
+        undo: &Undo,
+    ) -> Result<Effect, FaultError> {
         let cluster = self.cluster(&undo.target)?;
-        let client = cluster.client().await.map_err(|e| FaultError::System(e.to_string()))?;
+        let client = cluster
+            .client()
+            .await
+            .map_err(|e| FaultError::System(e.to_string()))?;
         let api: Api<Pod> = Api::namespaced(client, &undo.namespace);
         // The watch is open before the first delete and read by its own task, so
         // every event is stamped when it arrives, deletes or not.
         let mut wp = WatchParams::default().timeout(290);
-        if let Some(l) = self.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(l) = self
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             wp = wp.labels(l);
         }
-        let first = api
-            .watch(&wp, &undo.resource_version)
-            .await
-            .map_err(|e| FaultError::System(format!("cannot watch the pods of namespace {}: {e}", undo.namespace)))?;
+        let first = api.watch(&wp, &undo.resource_version).await.map_err(|e| {
+            FaultError::System(format!(
+                "cannot watch the pods of namespace {}: {e}",
+                undo.namespace
+            ))
+        })?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (watch_api, mut rv) = (api.clone(), undo.resource_version.clone());
         let reader = tokio::spawn(async move {
@@ -449,7 +515,9 @@ impl PodKill {
             let mut stream = Box::pin(first);
             loop {
                 while let Some(ev) = stream.next().await {
-                    if let Ok(WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p)) = &ev
+                    if let Ok(
+                        WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p),
+                    ) = &ev
                         && let Some(v) = &p.metadata.resource_version
                     {
                         rv = v.clone();
@@ -515,7 +583,8 @@ impl PodKill {
                 _ = ctx.cancel.cancelled() => { stop = Some("the drill is aborting".into()); break; }
             }
         }
-        let (measured, rows, workloads, unrecovered) = m.report(self.recovery_timeout, stop.as_deref());
+        let (measured, rows, workloads, unrecovered) =
+            m.report(self.recovery_timeout, stop.as_deref());
         let as_declared = errors.is_empty();
         let effect = Effect {
             declared: self.describe(),
@@ -593,7 +662,8 @@ async fn owner(
     ns: &str,
     o: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
 ) -> Result<Owner, FaultError> {
-    let fail = |e: kube::Error| FaultError::System(format!("cannot read {} {}: {e}", o.kind, o.name));
+    let fail =
+        |e: kube::Error| FaultError::System(format!("cannot read {} {}: {e}", o.kind, o.name));
     match o.kind.as_str() {
         "ReplicaSet" => {
             let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
@@ -605,7 +675,9 @@ async fn owner(
                 .owner_references
                 .as_ref()
                 .and_then(|os| os.iter().find(|x| x.controller == Some(true)))
-                .map_or(format!("ReplicaSet/{}", o.name), |d| format!("{}/{}", d.kind, d.name));
+                .map_or(format!("ReplicaSet/{}", o.name), |d| {
+                    format!("{}/{}", d.kind, d.name)
+                });
             Ok(Owner {
                 uid: o.uid.clone(),
                 workload,
@@ -715,13 +787,19 @@ impl<'a> Measure<'a> {
                 t.gone_ms = Some(t.since(at));
             }
         } else {
-            let terminating = k8s::pod_terminating(&pod) || self.tracks.iter().any(|t| t.pod.uid == r.uid);
-            self.pods
-                .insert(r.uid.clone(), (r.owner_uid.clone(), k8s::pod_ready(&pod), terminating));
+            let terminating =
+                k8s::pod_terminating(&pod) || self.tracks.iter().any(|t| t.pod.uid == r.uid);
+            self.pods.insert(
+                r.uid.clone(),
+                (r.owner_uid.clone(), k8s::pod_ready(&pod), terminating),
+            );
             // A replacement: a new uid with the owner of a deleted pod, counted once,
             // for the earliest-deleted pod of that owner still without one.
             if !self.known.contains(&r.uid) {
-                let assigned = self.tracks.iter().any(|t| t.replacement_uid.as_deref() == Some(&r.uid));
+                let assigned = self
+                    .tracks
+                    .iter()
+                    .any(|t| t.replacement_uid.as_deref() == Some(&r.uid));
                 if !assigned
                     && let Some(t) = self
                         .tracks
@@ -753,14 +831,17 @@ impl<'a> Measure<'a> {
             let ready = self
                 .pods
                 .values()
-                .filter(|(own, ready, term)| own.as_deref() == Some(o.uid.as_str()) && *ready && !*term)
+                .filter(|(own, ready, term)| {
+                    own.as_deref() == Some(o.uid.as_str()) && *ready && !*term
+                })
                 .count();
             let replaced = self
                 .tracks
                 .iter()
                 .filter(|t| t.pod.owner_uid.as_deref() == Some(o.uid.as_str()))
                 .all(|t| t.ready_ms.is_some());
-            if ready as i64 >= i64::from(desired) && replaced
+            if ready as i64 >= i64::from(desired)
+                && replaced
                 && let Some(first) = self
                     .tracks
                     .iter()
@@ -777,7 +858,9 @@ impl<'a> Measure<'a> {
     }
 
     fn done(&self) -> bool {
-        self.tracks.iter().all(|t| t.gone_ms.is_some() && t.ready_ms.is_some())
+        self.tracks
+            .iter()
+            .all(|t| t.gone_ms.is_some() && t.ready_ms.is_some())
             && self
                 .undo
                 .owners
@@ -792,7 +875,12 @@ impl<'a> Measure<'a> {
         &self,
         timeout: HumanDuration,
         stop: Option<&str>,
-    ) -> (String, Vec<serde_json::Value>, Vec<serde_json::Value>, Option<String>) {
+    ) -> (
+        String,
+        Vec<serde_json::Value>,
+        Vec<serde_json::Value>,
+        Option<String>,
+    ) {
         let rows: Vec<serde_json::Value> = self
             .tracks
             .iter()
@@ -833,7 +921,13 @@ impl<'a> Measure<'a> {
         let ready: Vec<String> = self
             .tracks
             .iter()
-            .filter_map(|t| Some(format!("{} {:.0} ms", t.replacement.as_deref()?, t.ready_ms?)))
+            .filter_map(|t| {
+                Some(format!(
+                    "{} {:.0} ms",
+                    t.replacement.as_deref()?,
+                    t.ready_ms?
+                ))
+            })
             .collect();
         if !ready.is_empty() {
             measured.push_str(&format!(
@@ -843,7 +937,10 @@ impl<'a> Measure<'a> {
         }
         for o in &self.undo.owners {
             if let (Some(d), Some(b)) = (o.desired, self.back.get(&o.uid)) {
-                measured.push_str(&format!("; {} back to {d} Ready after {b:.0} ms", o.workload));
+                measured.push_str(&format!(
+                    "; {} back to {d} Ready after {b:.0} ms",
+                    o.workload
+                ));
             }
         }
         let missing: Vec<String> = self
@@ -866,7 +963,13 @@ impl<'a> Measure<'a> {
             .owners
             .iter()
             .filter(|o| o.desired.is_some() && !self.back.contains_key(&o.uid))
-            .map(|o| format!("{} not back to {} Ready", o.workload, o.desired.unwrap_or(0)))
+            .map(|o| {
+                format!(
+                    "{} not back to {} Ready",
+                    o.workload,
+                    o.desired.unwrap_or(0)
+                )
+            })
             .collect();
         let unrecovered = if missing.is_empty() && not_back.is_empty() {
             None
@@ -960,19 +1063,30 @@ mod tests {
         assert_eq!(errs[0].0, "with");
         let errs = spec("{ label_selector: app=web, mode: { percent: 0 } }").validate(&cluster());
         assert_eq!(errs[0].0, "with.mode.percent", "{errs:?}");
-        let errs = spec("{ label_selector: app=web, mode: { percent: 100.5 } }").validate(&cluster());
+        let errs =
+            spec("{ label_selector: app=web, mode: { percent: 100.5 } }").validate(&cluster());
         assert_eq!(errs[0].0, "with.mode.percent");
         let errs = spec("{ label_selector: app=web, namespace: kube-system }").validate(&cluster());
         assert_eq!(errs[0].0, "with.namespace");
-        assert!(errs[0].1.contains("protected namespace `kube-system`"), "{errs:?}");
         assert!(
-            spec("{ label_selector: app=web, namespace: kube-system, allow_system_namespaces: true }")
+            errs[0].1.contains("protected namespace `kube-system`"),
+            "{errs:?}"
+        );
+        assert!(
+            spec(
+                "{ label_selector: app=web, namespace: kube-system, allow_system_namespaces: true }"
+            )
+            .validate(&cluster())
+            .is_empty()
+        );
+        let errs =
+            spec("{ label_selector: app=web, protected_namespaces: [shop] }").validate(&cluster());
+        assert_eq!(errs[0].0, "target", "{errs:?}");
+        assert!(
+            spec("{ names: [web-1], mode: all }")
                 .validate(&cluster())
                 .is_empty()
         );
-        let errs = spec("{ label_selector: app=web, protected_namespaces: [shop] }").validate(&cluster());
-        assert_eq!(errs[0].0, "target", "{errs:?}");
-        assert!(spec("{ names: [web-1], mode: all }").validate(&cluster()).is_empty());
         let errs = spec("{ names: [a], grace_period: 1500ms }").validate(&cluster());
         assert_eq!(errs[0].0, "with.grace_period");
     }

@@ -74,16 +74,18 @@ async fn patch(
     let pp = PatchParams::default();
     let p = Patch::Merge(&body);
     match (kind, scale) {
-        (WorkloadKind::Deployment, false) => {
-            Api::<Deployment>::namespaced(client.clone(), ns).patch(name, &pp, &p).await.map(drop)
-        }
+        (WorkloadKind::Deployment, false) => Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(drop),
         (WorkloadKind::Deployment, true) => Api::<Deployment>::namespaced(client.clone(), ns)
             .patch_scale(name, &pp, &p)
             .await
             .map(drop),
-        (WorkloadKind::StatefulSet, false) => {
-            Api::<StatefulSet>::namespaced(client.clone(), ns).patch(name, &pp, &p).await.map(drop)
-        }
+        (WorkloadKind::StatefulSet, false) => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(drop),
         (WorkloadKind::StatefulSet, true) => Api::<StatefulSet>::namespaced(client.clone(), ns)
             .patch_scale(name, &pp, &p)
             .await
@@ -199,7 +201,11 @@ impl Scale {
     pub(crate) async fn apply(&self, ctx: &FaultCtx<'_>, u: &Undo) -> Result<Effect, FaultError> {
         let client = client(&u.target).await?;
         let sys = |what: &str, e: kube::Error| {
-            FaultError::System(format!("cannot {what} {} {}: {e}", u.workload.kind(), u.name))
+            FaultError::System(format!(
+                "cannot {what} {} {}: {e}",
+                u.workload.kind(),
+                u.name
+            ))
         };
         // The object carries its own way back before it changes.
         patch(

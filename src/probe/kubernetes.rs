@@ -56,7 +56,12 @@ pub struct WorkloadRef {
 impl KubernetesProbe {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        if self.workload.is_none() && self.label_selector.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        if self.workload.is_none()
+            && self
+                .label_selector
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+        {
             errs.push((
                 "workload".into(),
                 "found neither `workload` nor `label_selector`, expected at least one".into(),
@@ -111,7 +116,11 @@ impl KubernetesProbe {
         obs
     }
 
-    async fn observe_cluster(&self, cluster: &Cluster, obs: &mut Observation) -> Result<(), String> {
+    async fn observe_cluster(
+        &self,
+        cluster: &Cluster,
+        obs: &mut Observation,
+    ) -> Result<(), String> {
         let ns = self.namespace.as_deref().unwrap_or(&cluster.namespace);
         let client = cluster.client().await.map_err(|e| e.to_string())?;
         let mut summary = serde_json::Map::new();
@@ -120,7 +129,11 @@ impl KubernetesProbe {
             let (desired, ready, available) = replicas(&client, ns, w.kind, &w.name)
                 .await
                 .map_err(|e| format!("cannot read {} {}: {e}", w.kind.kind(), w.name))?;
-            for (k, v) in [("desired", desired), ("ready", ready), ("available", available)] {
+            for (k, v) in [
+                ("desired", desired),
+                ("ready", ready),
+                ("available", available),
+            ] {
                 obs.metrics.insert(k.into(), f64::from(v));
                 summary.insert(k.into(), v.into());
             }
@@ -133,7 +146,11 @@ impl KubernetesProbe {
                 ));
             }
         }
-        if let Some(sel) = self.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(sel) = self
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             let api: Api<Pod> = Api::namespaced(client.clone(), ns);
             let pods = api
                 .list(&ListParams::default().labels(sel))

@@ -187,7 +187,10 @@ pub(crate) fn pod_terminating(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
 
 /// Whether the pod has been placed on a node.
 pub(crate) fn pod_scheduled(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
         || pod_condition(pod, "PodScheduled")
 }
 
@@ -335,7 +338,10 @@ pub async fn replicas(
 ) -> Result<(i32, i32, i32), kube::Error> {
     Ok(match kind {
         WorkloadKind::Deployment => {
-            let d = kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns).get(name).await?;
+            let d =
+                kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+                    .get(name)
+                    .await?;
             let s = d.status.unwrap_or_default();
             (
                 d.spec.replicas.unwrap_or(1),
@@ -344,7 +350,12 @@ pub async fn replicas(
             )
         }
         WorkloadKind::StatefulSet => {
-            let d = kube::Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), ns).get(name).await?;
+            let d = kube::Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(
+                client.clone(),
+                ns,
+            )
+            .get(name)
+            .await?;
             let s = d.status.unwrap_or_default();
             (
                 d.spec.replicas.unwrap_or(1),
@@ -354,4 +365,3 @@ pub async fn replicas(
         }
     })
 }
-

@@ -56,11 +56,21 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// `pod_kill` with `with` (YAML flow) through the library, as the engine does.
-fn kill(fake: &FakeK8s, with: &str) -> Result<(firedrill::fault::Undo, firedrill::fault::Effect), FaultError> {
+fn kill(
+    fake: &FakeK8s,
+    with: &str,
+) -> Result<(firedrill::fault::Undo, firedrill::fault::Effect), FaultError> {
     let spec = fault(&format!("kind: pod_kill\nwith: {with}"));
     let t = target(fake);
     let runtime = Runtime::default();
-    rt().block_on(inject(&spec, &t, &run_id(), "kill", Duration::from_secs(60), &runtime))
+    rt().block_on(inject(
+        &spec,
+        &t,
+        &run_id(),
+        "kill",
+        Duration::from_secs(60),
+        &runtime,
+    ))
 }
 
 fn deleted_names(fake: &FakeK8s) -> Vec<String> {
@@ -76,8 +86,8 @@ fn modes_delete_the_right_number_of_pods_with_percent_rounded_down() {
         ("one", 5, 1),
         ("all", 3, 3),
         ("{ fixed: 2 }", 5, 2),
-        ("{ percent: 50 }", 5, 2),   // 2.5 rounded down
-        ("{ percent: 10 }", 3, 1),   // 0.3 rounded down is 0: at least one
+        ("{ percent: 50 }", 5, 2), // 2.5 rounded down
+        ("{ percent: 10 }", 3, 1), // 0.3 rounded down is 0: at least one
         ("{ percent: 100 }", 4, 4),
     ];
     for (mode, pods, want) in cases {
@@ -87,7 +97,10 @@ fn modes_delete_the_right_number_of_pods_with_percent_rounded_down() {
             .unwrap_or_else(|e| panic!("mode {mode}: {e}"));
         let deleted = deleted_names(&fake);
         assert_eq!(deleted.len(), want, "mode {mode}: {deleted:?}");
-        assert!(deleted.iter().all(|d| before.contains(d)), "{deleted:?} ⊄ {before:?}");
+        assert!(
+            deleted.iter().all(|d| before.contains(d)),
+            "{deleted:?} ⊄ {before:?}"
+        );
         assert_eq!(effect.details["seed"], 7);
         assert_eq!(effect.details["candidates"], pods);
         assert_eq!(effect.details["chosen"].as_array().unwrap().len(), want);
@@ -106,16 +119,25 @@ fn the_same_seed_picks_the_same_pods() {
     };
     assert_eq!(pick(11), pick(11));
     let all: std::collections::BTreeSet<Vec<String>> = (0..6).map(pick).collect();
-    assert!(all.len() > 1, "different seeds pick different pods: {all:?}");
+    assert!(
+        all.len() > 1,
+        "different seeds pick different pods: {all:?}"
+    );
 }
 
 #[test]
 fn max_pods_caps_what_the_mode_selects() {
     let fake = fake_with(5, 50, 50);
-    let (undo, effect) = kill(&fake, "{ label_selector: app=web, mode: all, max_pods: 2, grace_period: 0s }").unwrap();
+    let (undo, effect) = kill(
+        &fake,
+        "{ label_selector: app=web, mode: all, max_pods: 2, grace_period: 0s }",
+    )
+    .unwrap();
     assert_eq!(deleted_names(&fake).len(), 2);
     assert_eq!(effect.details["capped_from"], 5);
-    let firedrill::fault::Undo::PodKill(_) = undo else { panic!("{undo:?}") };
+    let firedrill::fault::Undo::PodKill(_) = undo else {
+        panic!("{undo:?}")
+    };
 }
 
 #[test]
@@ -123,11 +145,21 @@ fn too_few_candidates_injects_nothing_and_names_the_count() {
     let fake = fake_with(3, 50, 50);
     let err = kill(&fake, "{ label_selector: app=web, mode: { fixed: 5 } }").unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("found 3 candidate pod(s), expected at least 5"), "{msg}");
+    assert!(
+        msg.contains("found 3 candidate pod(s), expected at least 5"),
+        "{msg}"
+    );
     assert!(fake.deletes().is_empty());
     // Field selectors are the server's: none of these pods is on node-9.
-    let err = kill(&fake, "{ label_selector: app=web, field_selector: spec.nodeName=node-9 }").unwrap_err();
-    assert!(err.to_string().contains("found 0 candidate pod(s)"), "{err}");
+    let err = kill(
+        &fake,
+        "{ label_selector: app=web, field_selector: spec.nodeName=node-9 }",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("found 0 candidate pod(s)"),
+        "{err}"
+    );
     assert!(fake.deletes().is_empty());
 }
 
@@ -135,7 +167,11 @@ fn too_few_candidates_injects_nothing_and_names_the_count() {
 fn names_and_field_selectors_narrow_the_choice() {
     let fake = fake_with(4, 50, 50);
     let pods: Vec<String> = fake.ready_pods(NS).into_iter().map(|p| p.0).collect();
-    kill(&fake, &format!("{{ names: [{}], mode: all, grace_period: 0s }}", pods[2])).unwrap();
+    kill(
+        &fake,
+        &format!("{{ names: [{}], mode: all, grace_period: 0s }}", pods[2]),
+    )
+    .unwrap();
     assert_eq!(deleted_names(&fake), vec![pods[2].clone()]);
     let node = "node-2";
     let on_node: Vec<String> = fake
@@ -146,7 +182,10 @@ fn names_and_field_selectors_narrow_the_choice() {
         .collect();
     let before = fake.deletes().len();
     kill(&fake, &format!("{{ label_selector: app=web, field_selector: spec.nodeName={node}, mode: all, grace_period: 0s }}")).unwrap();
-    let mut now: Vec<String> = fake.deletes()[before..].iter().map(|d| d.name.clone()).collect();
+    let mut now: Vec<String> = fake.deletes()[before..]
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
     now.sort();
     let mut want = on_node.clone();
     want.sort();
@@ -156,7 +195,11 @@ fn names_and_field_selectors_narrow_the_choice() {
 #[test]
 fn a_bare_pod_without_a_controller_is_refused() {
     let fake = FakeK8s::start(FakeConfig {
-        bare_pods: vec![(NS.into(), "lonely".into(), [("app".to_string(), "lonely".to_string())].into())],
+        bare_pods: vec![(
+            NS.into(),
+            "lonely".into(),
+            [("app".to_string(), "lonely".to_string())].into(),
+        )],
         ..FakeConfig::default()
     });
     let err = kill(&fake, "{ label_selector: app=lonely }").unwrap_err();
@@ -187,8 +230,14 @@ fn replacement_times_match_the_controllers_known_delays() {
         // A new pod with a new UID, counted for one deleted pod only.
         let uid = r["replacement_uid"].as_str().unwrap().to_string();
         assert!(deletes.iter().all(|d| d.uid != uid));
-        assert!(replacements.insert(uid), "replacement counted twice: {rows:?}");
-        assert_eq!(deletes.iter().find(|d| d.name == r["pod"]).unwrap().grace, Some(0));
+        assert!(
+            replacements.insert(uid),
+            "replacement counted twice: {rows:?}"
+        );
+        assert_eq!(
+            deletes.iter().find(|d| d.name == r["pod"]).unwrap().grace,
+            Some(0)
+        );
     }
     let w = &effect.details["workloads"][0];
     assert_eq!(w["workload"], "Deployment/web");
@@ -209,9 +258,16 @@ fn a_watch_that_ends_is_opened_again_from_the_last_resource_version() {
         workloads: vec![WorkloadSpec::deployment(NS, "web", 2)],
         ..FakeConfig::default()
     });
-    let (_, effect) = kill(&fake, "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 20s }").unwrap();
+    let (_, effect) = kill(
+        &fake,
+        "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 20s }",
+    )
+    .unwrap();
     let r = &effect.details["pods"][0];
-    assert!(within_10pct(r["scheduled_ms"].as_f64().unwrap(), 700.0), "{r}");
+    assert!(
+        within_10pct(r["scheduled_ms"].as_f64().unwrap(), 700.0),
+        "{r}"
+    );
     assert!(within_10pct(r["ready_ms"].as_f64().unwrap(), 1200.0), "{r}");
     assert!(fake.watches() >= 3, "watched {} times", fake.watches());
     // Each watch after the first starts where the previous one stopped.
@@ -219,7 +275,14 @@ fn a_watch_that_ends_is_opened_again_from_the_last_resource_version() {
         .requests()
         .iter()
         .filter(|r| r.contains("watch=true") || r.contains("watch=1"))
-        .filter_map(|r| r.split("resourceVersion=").nth(1)?.split('&').next()?.parse().ok())
+        .filter_map(|r| {
+            r.split("resourceVersion=")
+                .nth(1)?
+                .split('&')
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     assert!(rvs.windows(2).all(|w| w[0] <= w[1]), "{rvs:?}");
     assert!(rvs.last() > rvs.first(), "{rvs:?}");
@@ -228,7 +291,11 @@ fn a_watch_that_ends_is_opened_again_from_the_last_resource_version() {
 #[test]
 fn a_grace_period_keeps_the_pod_until_it_ends() {
     let fake = fake_with(2, 100, 100);
-    let (_, effect) = kill(&fake, "{ label_selector: app=web, grace_period: 1s, recovery_timeout: 20s }").unwrap();
+    let (_, effect) = kill(
+        &fake,
+        "{ label_selector: app=web, grace_period: 1s, recovery_timeout: 20s }",
+    )
+    .unwrap();
     assert_eq!(fake.deletes()[0].grace, Some(1));
     let r = &effect.details["pods"][0];
     // Gone after the grace; replaced meanwhile (a terminating pod does not count).
@@ -242,8 +309,14 @@ fn a_pod_not_replaced_in_time_fails_the_fault_with_its_table() {
         workloads: vec![WorkloadSpec::deployment(NS, "web", 2).no_recreate()],
         ..FakeConfig::default()
     });
-    let err = kill(&fake, "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 1s }").unwrap_err();
-    let FaultError::Unrecovered { effect, why } = err else { panic!("{err}") };
+    let err = kill(
+        &fake,
+        "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 1s }",
+    )
+    .unwrap_err();
+    let FaultError::Unrecovered { effect, why } = err else {
+        panic!("{err}")
+    };
     assert!(why.contains("within the recovery_timeout of 1s"), "{why}");
     assert!(why.contains("no replacement"), "{why}");
     assert!(why.contains("Deployment/web not back to 2 Ready"), "{why}");
@@ -261,16 +334,34 @@ fn scale_down_and_back_with_the_annotation() {
     let runtime = Runtime::default();
     let rt = rt();
     let (undo, effect) = rt
-        .block_on(inject(&spec, &t, "scalerun1", "down", Duration::from_secs(60), &runtime))
+        .block_on(inject(
+            &spec,
+            &t,
+            "scalerun1",
+            "down",
+            Duration::from_secs(60),
+            &runtime,
+        ))
         .unwrap();
     assert!(effect.as_declared, "{}", effect.measured);
     let (replicas, ann) = fake.workload(NS, Kind::Deployment, "web");
     assert_eq!(replicas, 1);
-    assert_eq!(ann.get("firedrill.dev/original-replicas").map(String::as_str), Some("3"));
-    assert_eq!(ann.get("firedrill.dev/scaled-by-run").map(String::as_str), Some("scalerun1"));
+    assert_eq!(
+        ann.get("firedrill.dev/original-replicas")
+            .map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        ann.get("firedrill.dev/scaled-by-run").map(String::as_str),
+        Some("scalerun1")
+    );
     assert_eq!(fake.ready_pods(NS).len(), 1);
     let reverted = rt.block_on(revert(&undo)).unwrap();
-    assert!(reverted.restored_after_ms.is_some(), "{}", reverted.measured);
+    assert!(
+        reverted.restored_after_ms.is_some(),
+        "{}",
+        reverted.measured
+    );
     let (replicas, ann) = fake.workload(NS, Kind::Deployment, "web");
     assert_eq!(replicas, 3);
     assert!(ann.is_empty(), "{ann:?}");
@@ -316,7 +407,9 @@ fn an_end_to_end_drill_kills_measures_and_reports() {
     probe: { kubernetes: { target: shop, workload: { kind: deployment, name: web }, min_ready: 3 } }";
     let scen = write_scenario(dir.path(), &scenario(&fake, KILL_ONE, verif));
     let reports = dir.path().join("reports");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports).output().unwrap();
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
     assert_exit(&out, 0);
     assert_eq!(fake.deletes().len(), 1);
     let j = journal(&reports);
@@ -324,17 +417,25 @@ fn an_end_to_end_drill_kills_measures_and_reports() {
     let step = j.steps.iter().find(|s| s.name == "kill a web pod").unwrap();
     let fr = step.fault.as_ref().unwrap();
     let effect = fr.effect.as_ref().unwrap();
-    assert_eq!(effect.details["pods"][0]["pod"], fake.deletes()[0].name.as_str());
+    assert_eq!(
+        effect.details["pods"][0]["pod"],
+        fake.deletes()[0].name.as_str()
+    );
     assert!(effect.details["pods"][0]["ready_ms"].as_f64().unwrap() >= 600.0 * 0.9);
     assert_eq!(fr.reversible, Some(false));
     let revert = fr.revert.as_ref().unwrap();
     let measured = &revert.result.as_ref().unwrap().measured;
-    assert!(measured.contains("recovery was the controller's"), "{revert:?}");
+    assert!(
+        measured.contains("recovery was the controller's"),
+        "{revert:?}"
+    );
     // The preflight asked for what pod_kill does.
     let reviews = fake.reviews();
     for (verb, res) in [("list", "pods"), ("watch", "pods"), ("delete", "pods")] {
         assert!(
-            reviews.iter().any(|r| r.verb == verb && r.resource == res && r.namespace == NS),
+            reviews
+                .iter()
+                .any(|r| r.verb == verb && r.resource == res && r.namespace == NS),
             "{verb} {res}: {reviews:?}"
         );
     }
@@ -345,7 +446,10 @@ fn an_end_to_end_drill_kills_measures_and_reports() {
     let pod = &fake.deletes()[0].name;
     for text in [&md, &html] {
         assert!(text.contains(pod.as_str()), "pod {pod} in the report");
-        assert!(text.contains("recovery was the controller"), "controller's recovery in the report");
+        assert!(
+            text.contains("recovery was the controller"),
+            "controller's recovery in the report"
+        );
         assert!(text.contains("Deployment/web"), "the workload row");
     }
     let replacement = effect.details["pods"][0]["replacement"].as_str().unwrap();
@@ -353,7 +457,10 @@ fn an_end_to_end_drill_kills_measures_and_reports() {
         .lines()
         .find(|l| l.starts_with(&format!("| kill a web pod | {pod} |")))
         .unwrap_or_else(|| panic!("a row for {pod} in\n{md}"));
-    assert!(row.contains(replacement) && row.ends_with("| replaced |"), "{row}");
+    assert!(
+        row.contains(replacement) && row.ends_with("| replaced |"),
+        "{row}"
+    );
 }
 
 #[test]
@@ -363,14 +470,19 @@ fn a_denied_permission_injects_nothing_and_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let scen = write_scenario(dir.path(), &scenario(&fake, KILL_ONE, ""));
     let reports = dir.path().join("reports");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports).output().unwrap();
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
     let stderr = assert_exit(&out, 3);
     assert!(fake.deletes().is_empty());
     assert!(!fake.requests().iter().any(|r| r.starts_with("DELETE")));
     let j = journal(&reports);
     assert_eq!(j.outcome.status, Status::InjectionFailed);
     let all = format!("{stderr}{}", serde_json::to_string(&j).unwrap());
-    assert!(all.contains("cannot delete pods in namespace shop"), "{all}");
+    assert!(
+        all.contains("cannot delete pods in namespace shop"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -388,7 +500,9 @@ fn an_unrecovered_pod_fails_the_drill() {
     let extra = "steady_state:\n  - name: anything\n    probe: { command: { run: 'true' } }\nindicators:\n  - name: up\n    probe: { command: { run: 'true' } }";
     let scen = write_scenario(dir.path(), &scenario(&fake, faults, extra));
     let reports = dir.path().join("reports");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports).output().unwrap();
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
     assert_exit(&out, 1);
     let j = journal(&reports);
     assert_eq!(j.outcome.status, Status::Failed);
@@ -396,7 +510,11 @@ fn an_unrecovered_pod_fails_the_drill() {
     assert_eq!(step.status, StepStatus::Failed);
     let effect = step.fault.as_ref().unwrap().effect.as_ref().unwrap();
     assert!(effect.details["pods"][0]["replacement"].is_null());
-    assert!(j.outcome.reason.contains("not recovered"), "{}", j.outcome.reason);
+    assert!(
+        j.outcome.reason.contains("not recovered"),
+        "{}",
+        j.outcome.reason
+    );
 }
 
 #[test]
@@ -412,7 +530,10 @@ fn scale_is_reverted_by_recover_after_the_engine_is_killed() {
     let state = dir.path().join("state");
     let mut engine = spawn_drill(&scen, "k8skill1", &state, &dir.path().join("reports"));
     assert!(
-        wait_until(Duration::from_secs(30), || fake.workload(NS, Kind::Deployment, "web").0 == 0
+        wait_until(Duration::from_secs(30), || fake
+            .workload(NS, Kind::Deployment, "web")
+            .0
+            == 0
             && fake.ready_pods(NS).is_empty()),
         "scaled to 0"
     );
@@ -442,25 +563,42 @@ fn validation_refuses_empty_selectors_system_namespaces_and_host_kinds_on_a_clus
     let fake = fake_with(1, 50, 50);
     let empty = "  - name: k\n    kind: pod_kill\n    target: shop\n    with: { mode: all }";
     let e = validate_out(&fake, empty, "");
-    assert!(e.contains("faults[0].with") && e.contains("found no pod selector"), "{e}");
+    assert!(
+        e.contains("faults[0].with") && e.contains("found no pod selector"),
+        "{e}"
+    );
     let system = "  - name: k\n    kind: pod_kill\n    target: shop\n    with: { namespace: kube-system, label_selector: k8s-app=kube-dns }";
     let e = validate_out(&fake, system, "");
-    assert!(e.contains("faults[0].with.namespace") && e.contains("protected namespace `kube-system`"), "{e}");
+    assert!(
+        e.contains("faults[0].with.namespace") && e.contains("protected namespace `kube-system`"),
+        "{e}"
+    );
     let zero = "  - name: k\n    kind: pod_kill\n    target: shop\n    with: { label_selector: app=web, mode: { percent: 0 } }";
     let e = validate_out(&fake, zero, "");
     assert!(e.contains("faults[0].with.mode.percent"), "{e}");
     let host = "  - name: k\n    kind: process_kill\n    target: shop\n    with: { name: nginx }";
     let e = validate_out(&fake, host, "");
-    assert!(e.contains("faults[0].target") && e.contains("expected a host target"), "{e}");
-    let probe = "verifications:\n  - name: v\n    probe: { command: { run: 'true', target: shop } }";
+    assert!(
+        e.contains("faults[0].target") && e.contains("expected a host target"),
+        "{e}"
+    );
+    let probe =
+        "verifications:\n  - name: v\n    probe: { command: { run: 'true', target: shop } }";
     let e = validate_out(&fake, KILL_ONE, probe);
     assert!(e.contains("verifications[0].probe.command.target"), "{e}");
     let recovery = "recovery:\n  - name: r\n    command: { run: 'true', target: shop }";
     let e = validate_out(&fake, KILL_ONE, recovery);
-    assert!(e.contains("recovery[0].command.target") && e.contains("runs no shell command"), "{e}");
-    let scale_local = "  - name: k\n    kind: scale\n    with: { workload: deployment, name: web, replicas: 0 }";
+    assert!(
+        e.contains("recovery[0].command.target") && e.contains("runs no shell command"),
+        "{e}"
+    );
+    let scale_local =
+        "  - name: k\n    kind: scale\n    with: { workload: deployment, name: web, replicas: 0 }";
     let e = validate_out(&fake, scale_local, "");
-    assert!(e.contains("faults[0].target") && e.contains("expected a kubernetes target"), "{e}");
+    assert!(
+        e.contains("faults[0].target") && e.contains("expected a kubernetes target"),
+        "{e}"
+    );
     // Nothing was asked of the cluster.
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
@@ -475,7 +613,10 @@ fn plan_lists_the_pods_a_selector_matches_now() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("matches 3 pod(s) right now"), "{text}");
     for (name, _) in fake.ready_pods(NS) {
-        assert!(text.contains(&format!("{name} on node-")), "{name} in {text}");
+        assert!(
+            text.contains(&format!("{name} on node-")),
+            "{name} in {text}"
+        );
     }
     assert!(fake.deletes().is_empty());
 }
@@ -493,7 +634,11 @@ fn the_kubernetes_probe_sees_a_workload_below_desired() {
     firedrill::install_crypto_provider();
     let http = reqwest::Client::new();
     let vars = firedrill::scenario::Resolved::default();
-    let ctx = firedrill::probe::ProbeCtx { targets: &targets, http: &http, vars: &vars };
+    let ctx = firedrill::probe::ProbeCtx {
+        targets: &targets,
+        http: &http,
+        vars: &vars,
+    };
     let rt = rt();
     let obs = rt.block_on(spec.observe(&ctx));
     assert_eq!(obs.error, None, "{obs:?}");
@@ -501,17 +646,25 @@ fn the_kubernetes_probe_sees_a_workload_below_desired() {
     assert_eq!(obs.metrics["ready"], 2.0);
     assert_eq!(obs.metrics["pods_ready"], 2.0);
     assert_eq!(obs.metrics["restarts_max"], 0.0);
-    let _ = kill(&fake, "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 100ms }");
+    let _ = kill(
+        &fake,
+        "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 100ms }",
+    );
     let obs = rt.block_on(spec.observe(&ctx));
     let e = obs.error.clone().unwrap_or_default();
-    assert!(e.contains("Deployment web: 1 ready, 1 available, expected at least 2"), "{obs:?}");
+    assert!(
+        e.contains("Deployment web: 1 ready, 1 available, expected at least 2"),
+        "{obs:?}"
+    );
     assert_eq!(obs.metrics["ready"], 1.0);
 }
 
 // ---- deploy/kubernetes ------------------------------------------------------------
 
 fn manifest<T: serde::de::DeserializeOwned>(file: &str) -> T {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes")
+        .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -528,26 +681,47 @@ fn the_manifests_are_valid_objects_and_the_role_grants_what_the_preflight_asks()
     let pvc: PersistentVolumeClaim = manifest("pvc.yaml");
     let cron: CronJob = manifest("cronjob.yaml");
     // Every file is in the directory, and of the kind it says.
-    let mut files: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|f| f.ends_with(".yaml"))
-        .collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
     files.sort();
-    assert_eq!(files, ["configmap.yaml", "cronjob.yaml", "pvc.yaml", "role.yaml", "rolebinding.yaml", "serviceaccount.yaml"]);
+    assert_eq!(
+        files,
+        [
+            "configmap.yaml",
+            "cronjob.yaml",
+            "pvc.yaml",
+            "role.yaml",
+            "rolebinding.yaml",
+            "serviceaccount.yaml"
+        ]
+    );
 
     let sa_name = sa.metadata.name.clone().unwrap();
     let ns = sa.metadata.namespace.clone().unwrap();
     assert_eq!(binding.role_ref.kind, "Role");
     assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
     let subject = &binding.subjects.as_ref().unwrap()[0];
-    assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", sa_name.as_str()));
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", sa_name.as_str())
+    );
     let job = cron.spec.job_template.spec.unwrap().template.spec.unwrap();
     assert_eq!(job.service_account_name.as_deref(), Some(sa_name.as_str()));
     let vols = job.volumes.unwrap();
-    assert!(vols.iter().any(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == cm.metadata.name.as_deref()));
-    assert!(vols.iter().any(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str())
-        == pvc.metadata.name.as_deref()));
+    assert!(
+        vols.iter()
+            .any(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == cm.metadata.name.as_deref())
+    );
+    assert!(vols.iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .map(|c| c.claim_name.as_str())
+            == pvc.metadata.name.as_deref()
+    }));
     let args = job.containers[0].args.clone().unwrap();
     assert_eq!(args[0], "run");
 
@@ -559,7 +733,12 @@ fn the_manifests_are_valid_objects_and_the_role_grants_what_the_preflight_asks()
     assert_exit(&out, 0);
 
     // Every permission the preflight asks for the kubernetes faults is granted.
-    let cluster = Target::Kubernetes(Cluster { kubeconfig: None, context: None, in_cluster: true, namespace: ns.clone() });
+    let cluster = Target::Kubernetes(Cluster {
+        kubeconfig: None,
+        context: None,
+        in_cluster: true,
+        namespace: ns.clone(),
+    });
     let rules = role.rules.unwrap();
     let specs = [
         "kind: pod_kill\nwith: { label_selector: app=web }",
@@ -571,10 +750,16 @@ fn the_manifests_are_valid_objects_and_the_role_grants_what_the_preflight_asks()
         for p in fault(yaml).permissions(&cluster) {
             asked += 1;
             assert_eq!(p.namespace, ns);
-            let resource = if p.subresource.is_empty() { p.resource.clone() } else { format!("{}/{}", p.resource, p.subresource) };
+            let resource = if p.subresource.is_empty() {
+                p.resource.clone()
+            } else {
+                format!("{}/{}", p.resource, p.subresource)
+            };
             let granted = rules.iter().any(|r| {
                 r.api_groups.as_ref().is_some_and(|g| g.contains(&p.group))
-                    && r.resources.as_ref().is_some_and(|rs| rs.contains(&resource))
+                    && r.resources
+                        .as_ref()
+                        .is_some_and(|rs| rs.contains(&resource))
                     && r.verbs.contains(&p.verb)
             });
             assert!(granted, "the Role does not grant {}", p.describe());
@@ -593,14 +778,28 @@ fn a_cluster_is_not_a_shell_host() {
     let fake = fake_with(1, 50, 50);
     let t = target(&fake);
     let rt = rt();
-    let e = rt.block_on(t.run(&firedrill::target::Cmd::new("true"))).unwrap_err();
-    assert!(e.to_string().contains("running a program is not supported on a kubernetes target"), "{e}");
+    let e = rt
+        .block_on(t.run(&firedrill::target::Cmd::new("true")))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("running a program is not supported on a kubernetes target"),
+        "{e}"
+    );
     let e = t.processes().unwrap_err();
-    assert!(e.to_string().contains("not supported on a kubernetes target"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("not supported on a kubernetes target"),
+        "{e}"
+    );
     let e = rt
         .block_on(t.connect_tcp("127.0.0.1:1".parse().unwrap(), None, None))
         .unwrap_err();
-    assert!(e.to_string().contains("not supported on a kubernetes target"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("not supported on a kubernetes target"),
+        "{e}"
+    );
     assert!(rt.block_on(t.resolve("example.org", 80)).is_err());
     assert!(!t.sockets_here());
     assert_eq!(t.describe(), "kubernetes:fake/shop");

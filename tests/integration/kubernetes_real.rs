@@ -35,7 +35,9 @@ impl Lab {
         let ns = format!("firedrill-e2e-{tag}");
         let client = rt.block_on(async {
             let kc = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
             kube::Client::try_from(cfg).unwrap()
         });
         let lab = Lab { ns, client, rt };
@@ -66,7 +68,10 @@ impl Lab {
                 .await
                 .unwrap();
         });
-        assert!(lab.wait_ready(3, Duration::from_secs(180)), "web never got 3 Ready pods");
+        assert!(
+            lab.wait_ready(3, Duration::from_secs(180)),
+            "web never got 3 Ready pods"
+        );
         lab
     }
 
@@ -80,9 +85,12 @@ impl Lab {
                         .iter()
                         .filter(|p| {
                             p.metadata.deletion_timestamp.is_none()
-                                && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                                })
+                                && p.status
+                                    .as_ref()
+                                    .and_then(|s| s.conditions.as_ref())
+                                    .is_some_and(|c| {
+                                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                    })
                         })
                         .count()
                 })
@@ -117,7 +125,9 @@ faults:
 impl Drop for Lab {
     fn drop(&mut self) {
         let nss: Api<Namespace> = Api::all(self.client.clone());
-        let _ = self.rt.block_on(nss.delete(&self.ns, &DeleteParams::default()));
+        let _ = self
+            .rt
+            .block_on(nss.delete(&self.ns, &DeleteParams::default()));
     }
 }
 
@@ -136,12 +146,21 @@ fn real_pod_kill_drill_measures_replacement() {
         ),
     );
     let reports = dir.path().join("reports");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports).output().unwrap();
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
     assert_exit(&out, 0);
     let j = journal(&reports);
     assert_eq!(j.outcome.status, Status::Passed);
     let step = j.steps.iter().find(|s| s.name == "kill one").unwrap();
-    let d = &step.fault.as_ref().unwrap().effect.as_ref().unwrap().details;
+    let d = &step
+        .fault
+        .as_ref()
+        .unwrap()
+        .effect
+        .as_ref()
+        .unwrap()
+        .details;
     for r in d["pods"].as_array().unwrap() {
         let gone = r["gone_ms"].as_f64().unwrap();
         let sched = r["scheduled_ms"].as_f64().unwrap();
@@ -181,7 +200,10 @@ fn real_scale_is_reverted_by_recover_after_sigkill() {
         .block_on(Api::<Deployment>::namespaced(lab.client.clone(), &lab.ns).get("web"))
         .unwrap();
     let ann = d.metadata.annotations.unwrap_or_default();
-    assert!(!ann.contains_key("firedrill.dev/original-replicas"), "{ann:?}");
+    assert!(
+        !ann.contains_key("firedrill.dev/original-replicas"),
+        "{ann:?}"
+    );
 }
 
 #[test]
@@ -200,7 +222,9 @@ fn real_unrecovered_pods_fail_the_drill() {
         ),
     );
     let reports = dir.path().join("reports");
-    let out = run_cmd(&scen, &dir.path().join("state"), &reports).output().unwrap();
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
     assert_exit(&out, 1);
     assert_eq!(journal(&reports).outcome.status, Status::Failed);
 }

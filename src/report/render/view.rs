@@ -86,7 +86,11 @@ fn pod_kill_rows(run: &RunRecord) -> (Vec<PodRow>, Vec<WorkloadRow>) {
                 gone_ms: p["gone_ms"].as_f64(),
                 scheduled_ms: p["scheduled_ms"].as_f64(),
                 ready_ms: ready,
-                label: if ready.is_some() { "replaced" } else { "NOT REPLACED" },
+                label: if ready.is_some() {
+                    "replaced"
+                } else {
+                    "NOT REPLACED"
+                },
                 status: if ready.is_some() { "passed" } else { "failed" },
             });
         }
@@ -94,7 +98,9 @@ fn pod_kill_rows(run: &RunRecord) -> (Vec<PodRow>, Vec<WorkloadRow>) {
             workloads.push(WorkloadRow {
                 fault: s.name.clone(),
                 workload: text(&w["workload"]),
-                desired: w["desired"].as_i64().map_or("unknown".into(), |n| n.to_string()),
+                desired: w["desired"]
+                    .as_i64()
+                    .map_or("unknown".into(), |n| n.to_string()),
                 back_ms: w["back_ms"].as_f64(),
             });
         }

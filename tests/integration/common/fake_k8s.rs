@@ -333,18 +333,25 @@ impl Drop for FakeK8s {
 }
 
 pub fn name_of(p: &Value) -> String {
-    p["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    p["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn uid_of(p: &Value) -> String {
-    p["metadata"]["uid"].as_str().unwrap_or_default().to_string()
+    p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn is_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn now_rfc3339() -> String {
@@ -597,7 +604,11 @@ impl Shared {
 
     /// Creates a pod of `key` after the first delay, Ready after the second. Called
     /// with the state locked: takes the delays rather than the lock.
-    fn schedule_create(self: &Arc<Self>, key: (String, Kind, String), (recreate, ready): (Duration, Duration)) {
+    fn schedule_create(
+        self: &Arc<Self>,
+        key: (String, Kind, String),
+        (recreate, ready): (Duration, Duration),
+    ) {
         let me = self.clone();
         self.rt.spawn(async move {
             tokio::time::sleep(recreate).await;
@@ -642,7 +653,10 @@ impl Shared {
             return Err(status(
                 409,
                 "Conflict",
-                &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {}", uid_of(&pod)),
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {}",
+                    uid_of(&pod)
+                ),
             ));
         }
         let asked = body["gracePeriodSeconds"].as_i64();
@@ -653,7 +667,11 @@ impl Shared {
             grace: asked,
             at: Instant::now(),
         });
-        let grace = asked.unwrap_or(pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
+        let grace = asked.unwrap_or(
+            pod["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30),
+        );
         if !pod["metadata"]["deletionTimestamp"].is_null() {
             return Ok(pod);
         }
@@ -846,7 +864,13 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
                 .headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
                 let mut chunk = [0u8; 8192];
@@ -893,7 +917,10 @@ async fn serve_conn(mut sock: TcpStream, shared: Arc<Shared>) -> std::io::Result
             st.requests
                 .push(format!("{} {}?{}", req.method, req.path, q.join("&")));
         }
-        let watch = matches!(req.query.get("watch").map(String::as_str), Some("true" | "1"));
+        let watch = matches!(
+            req.query.get("watch").map(String::as_str),
+            Some("true" | "1")
+        );
         if watch && req.method == "GET" {
             watch_pods(&mut sock, &shared, &req).await?;
             continue;
@@ -913,13 +940,20 @@ async fn serve_conn(mut sock: TcpStream, shared: Arc<Shared>) -> std::io::Result
 
 /// `/api/v1/namespaces/NS/pods?watch=true&resourceVersion=RV`: every pod event after
 /// RV that matches the selectors, one JSON line per chunk, until `timeoutSeconds`.
-async fn watch_pods(sock: &mut TcpStream, shared: &Arc<Shared>, req: &Request) -> std::io::Result<()> {
+async fn watch_pods(
+    sock: &mut TcpStream,
+    shared: &Arc<Shared>,
+    req: &Request,
+) -> std::io::Result<()> {
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let ns = match parts.as_slice() {
         ["api", "v1", "namespaces", ns, "pods"] => ns.to_string(),
         _ => {
             let body = serde_json::to_vec(&status(404, "NotFound", "no such watch").body).unwrap();
-            let head = format!("HTTP/1.1 404 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 404 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
             sock.write_all(head.as_bytes()).await?;
             return sock.write_all(&body).await;
         }
@@ -936,11 +970,15 @@ async fn watch_pods(sock: &mut TcpStream, shared: &Arc<Shared>, req: &Request) -
         .get("resourceVersion")
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| shared.state.lock().unwrap().rv);
-    sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await?;
+    sock.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await?;
     let cap = shared.state.lock().unwrap().config.watch_cap;
     let deadline = tokio::time::Instant::now()
-        + cap.unwrap_or(Duration::from_secs(timeout)).min(Duration::from_secs(timeout));
+        + cap
+            .unwrap_or(Duration::from_secs(timeout))
+            .min(Duration::from_secs(timeout));
     shared.state.lock().unwrap().watches += 1;
     loop {
         let notified = shared.changed.notified();
@@ -965,7 +1003,8 @@ async fn watch_pods(sock: &mut TcpStream, shared: &Arc<Shared>, req: &Request) -
         for ev in batch {
             let mut line = serde_json::to_vec(&ev).unwrap();
             line.push(b'\n');
-            sock.write_all(format!("{:x}\r\n", line.len()).as_bytes()).await?;
+            sock.write_all(format!("{:x}\r\n", line.len()).as_bytes())
+                .await?;
             sock.write_all(&line).await?;
             sock.write_all(b"\r\n").await?;
         }
@@ -1011,7 +1050,9 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Resp {
                 .pods
                 .iter()
                 .filter(|((n, _), p)| {
-                    n == ns && label_match(&labels, &p["metadata"]["labels"]) && field_match(&fields, p)
+                    n == ns
+                        && label_match(&labels, &p["metadata"]["labels"])
+                        && field_match(&fields, p)
                 })
                 .map(|(_, p)| p.clone())
                 .collect();
@@ -1037,9 +1078,10 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Resp {
         },
         ["apis", "apps", "v1", "namespaces", ns, "replicasets", name] if m == "GET" => {
             let st = shared.state.lock().unwrap();
-            let found = st.workloads.iter().find(|((n, _, _), w)| {
-                n == ns && w.rs.as_ref().is_some_and(|r| r.0 == *name)
-            });
+            let found = st
+                .workloads
+                .iter()
+                .find(|((n, _, _), w)| n == ns && w.rs.as_ref().is_some_and(|r| r.0 == *name));
             match found {
                 Some((key, w)) => {
                     let (rs_name, rs_uid) = w.rs.clone().unwrap();
@@ -1057,9 +1099,16 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Resp {
                 None => not_found("replicasets.apps", name),
             }
         }
-        ["apis", "apps", "v1", "namespaces", ns, plural, name, rest @ ..]
-            if *plural == "deployments" || *plural == "statefulsets" =>
-        {
+        [
+            "apis",
+            "apps",
+            "v1",
+            "namespaces",
+            ns,
+            plural,
+            name,
+            rest @ ..,
+        ] if *plural == "deployments" || *plural == "statefulsets" => {
             let kind = if *plural == "deployments" {
                 Kind::Deployment
             } else {
@@ -1096,7 +1145,12 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Resp {
                 _ => status(405, "MethodNotAllowed", "method not allowed"),
             }
         }
-        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if m == "POST" => {
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] if m == "POST" => {
             let a = &req.body["spec"]["resourceAttributes"];
             let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
             let resource = if s("subresource").is_empty() {
@@ -1122,9 +1176,16 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Resp {
             } else {
                 json!({ "allowed": true, "reason": "allowed by the fake" })
             };
-            Resp { code: 201, body: out }
+            Resp {
+                code: 201,
+                body: out,
+            }
         }
-        _ => status(404, "NotFound", &format!("the fake has no {} {}", req.method, req.path)),
+        _ => status(
+            404,
+            "NotFound",
+            &format!("the fake has no {} {}", req.method, req.path),
+        ),
     }
 }
 
@@ -1151,5 +1212,8 @@ pub fn find<'a>(pods: &'a [Value], name: &str) -> Option<&'a Value> {
 
 /// The fixture directory of the scenario files of the Kubernetes tests.
 pub fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kubernetes"))
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kubernetes"
+    ))
 }
