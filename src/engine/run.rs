@@ -538,6 +538,7 @@ impl Engine {
             f.step.name, effect.measured, effect.declared
         );
         rec.detail = effect.measured.clone();
+        let effect_ms = effect.effective_after_ms.map(|e| rec.started_ms + e);
         rec.fault.as_mut().unwrap().effect = Some(effect);
         if ok {
             self.timeline
@@ -545,13 +546,21 @@ impl Engine {
             // The disruption starts when the first fault took effect: the time of
             // its `fault_effective` event, so that journal and timeline agree.
             if run.disruption_start_ms.is_none() {
-                run.disruption_start_ms = self
+                let event_ms = self
                     .timeline
                     .events()
                     .iter()
                     .rev()
                     .find(|e| e.event == "fault_effective")
                     .map(|e| e.t_ms);
+                // A kind that keeps measuring after it took effect (pod_kill waits
+                // for the replacements) returns long after its effect: there the
+                // disruption starts at the effect it measured.
+                run.disruption_start_ms = if f.spec.measures_after_effect() {
+                    effect_ms.or(event_ms)
+                } else {
+                    event_ms
+                };
                 run.background.start(
                     &self.drill,
                     &self.http,

@@ -160,6 +160,13 @@ impl FaultSpec {
         matches!(self, FaultSpec::PodKill(_) | FaultSpec::Scale(_))
     }
 
+    /// Whether `apply` goes on measuring after the fault took effect (pod_kill
+    /// waits for the controller's replacements): the disruption then starts at the
+    /// effect's own time (`effective_after_ms`), not when `apply` returned.
+    pub fn measures_after_effect(&self) -> bool {
+        matches!(self, FaultSpec::PodKill(_))
+    }
+
     /// The Kubernetes permissions the fault needs on `target` (checked with
     /// SelfSubjectAccessReview before anything is injected); empty for host faults.
     pub fn permissions(&self, target: &Target) -> Vec<crate::target::kubernetes::Permission> {

@@ -464,6 +464,36 @@ fn an_end_to_end_drill_kills_measures_and_reports() {
 }
 
 #[test]
+fn the_disruption_starts_at_the_deletes_not_when_the_replacements_are_ready() {
+    // Replacement Ready 1.5 s after the delete; the indicator (all 3 Ready) sees the
+    // workload down from the delete until then.
+    let fake = fake_with(3, 900, 600);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "indicators:
+  - name: web at full strength
+    interval: 100ms
+    restored_after: 1
+    probe: { kubernetes: { target: shop, workload: { kind: deployment, name: web } } }";
+    let scen = write_scenario(dir.path(), &scenario(&fake, KILL_ONE, extra));
+    let reports = dir.path().join("reports");
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let j = journal(&reports);
+    let step = j.steps.iter().find(|s| s.name == "kill a web pod").unwrap();
+    let effect = step.fault.as_ref().unwrap().effect.as_ref().unwrap();
+    let start = j.objectives.disruption_start_ms.unwrap();
+    // At the deletes (the step's start plus the effect's own time), long before the
+    // step ended with the replacement Ready.
+    let at = step.started_ms + effect.effective_after_ms.unwrap();
+    assert!((start - at).abs() < 1.0, "disruption {start} vs effect {at}");
+    assert!(step.started_ms + step.duration_ms - start > 1000.0, "{step:?}");
+    let down = j.objectives.downtime_ms.expect("downtime measured");
+    assert!(down > 1000.0 && down < 3000.0, "downtime {down} ms");
+}
+
+#[test]
 fn a_denied_permission_injects_nothing_and_exits_3() {
     let fake = fake_with(3, 50, 50);
     fake.deny("delete", "pods", NS);
