@@ -211,23 +211,25 @@ impl FaultSpec {
 
     /// Static checks beyond the types: returns `(path relative to the step, message)`.
     pub fn validate(&self, target: &Target) -> Vec<(String, String)> {
-        // A cluster is not a host, and a host is not a cluster.
+        // A cluster is not a host, and a host is not a cluster (reported with the
+        // kind's own problems: every problem in one run).
+        let mut errs = Vec::new();
         if self.acts_on_cluster() != target.cluster().is_some() {
             let expected = if self.acts_on_cluster() {
                 "a kubernetes target"
             } else {
                 "a host target (local, netns, ...): a cluster runs no program and has no network here"
             };
-            return vec![(
+            errs.push((
                 "target".into(),
                 format!(
                     "found target {} for fault kind `{}`, expected {expected}",
                     target.describe(),
                     self.kind()
                 ),
-            )];
+            ));
         }
-        match self {
+        errs.extend(match self {
             FaultSpec::ProcessKill(f) => f.validate(target),
             FaultSpec::Latency(f) => f.validate(target),
             FaultSpec::HttpFault(f) => f.validate(target),
@@ -235,7 +237,8 @@ impl FaultSpec {
             FaultSpec::NetworkRateLimit(f) => f.validate(target),
             FaultSpec::PodKill(f) => f.validate(target),
             FaultSpec::Scale(f) => f.validate(target),
-        }
+        });
+        errs
     }
 
     /// The declared effect, in words (used by `plan` and the report).

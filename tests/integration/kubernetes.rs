@@ -487,8 +487,14 @@ fn the_disruption_starts_at_the_deletes_not_when_the_replacements_are_ready() {
     // At the deletes (the step's start plus the effect's own time), long before the
     // step ended with the replacement Ready.
     let at = step.started_ms + effect.effective_after_ms.unwrap();
-    assert!((start - at).abs() < 1.0, "disruption {start} vs effect {at}");
-    assert!(step.started_ms + step.duration_ms - start > 1000.0, "{step:?}");
+    assert!(
+        (start - at).abs() < 1.0,
+        "disruption {start} vs effect {at}"
+    );
+    assert!(
+        step.started_ms + step.duration_ms - start > 1000.0,
+        "{step:?}"
+    );
     let down = j.objectives.downtime_ms.expect("downtime measured");
     assert!(down > 1000.0 && down < 3000.0, "downtime {down} ms");
 }
@@ -833,4 +839,75 @@ fn a_cluster_is_not_a_shell_host() {
     assert!(rt.block_on(t.resolve("example.org", 80)).is_err());
     assert!(!t.sockets_here());
     assert_eq!(t.describe(), "kubernetes:fake/shop");
+}
+
+#[test]
+fn pods_not_running_and_ready_are_not_candidates_unless_asked() {
+    // The replacement of a first kill stays not Ready for 30 s.
+    let fake = fake_with(3, 50, 30_000);
+    let _ = kill(
+        &fake,
+        "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 300ms }",
+    )
+    .unwrap_err();
+    assert!(fake.wait_pods(NS, Duration::from_secs(5), |p| p.len() == 3));
+    let not_ready: Vec<String> = fake
+        .pods(NS)
+        .iter()
+        .filter(|p| !common::fake_k8s::is_ready(p))
+        .map(common::fake_k8s::name_of)
+        .collect();
+    assert_eq!(not_ready.len(), 1);
+    let before = fake.deletes().len();
+    let err = kill(
+        &fake,
+        "{ label_selector: app=web, mode: all, grace_period: 0s, recovery_timeout: 300ms }",
+    )
+    .unwrap_err();
+    let FaultError::Unrecovered { effect, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(effect.details["candidates"], 2);
+    let hit: Vec<String> = fake.deletes()[before..]
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    assert_eq!(hit.len(), 2);
+    assert!(!hit.contains(&not_ready[0]), "{hit:?}");
+    // With `include_not_ready`, the pending pods count too.
+    let fake = fake_with(3, 50, 30_000);
+    let _ = kill(
+        &fake,
+        "{ label_selector: app=web, grace_period: 0s, recovery_timeout: 300ms }",
+    );
+    assert!(fake.wait_pods(NS, Duration::from_secs(5), |p| p.len() == 3));
+    let err = kill(&fake, "{ label_selector: app=web, mode: all, include_not_ready: true, grace_period: 0s, recovery_timeout: 300ms }")
+        .unwrap_err();
+    let FaultError::Unrecovered { effect, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(effect.details["candidates"], 3);
+}
+
+#[test]
+fn a_statefulset_pod_is_replaced_under_its_own_name_with_a_new_uid() {
+    let fake = FakeK8s::start(FakeConfig {
+        recreate_delay: Duration::from_millis(300),
+        ready_delay: Duration::from_millis(300),
+        workloads: vec![WorkloadSpec::statefulset(NS, "db", 3)],
+        ..FakeConfig::default()
+    });
+    let (_, effect) = kill(
+        &fake,
+        "{ label_selector: app=db, names: [db-1], grace_period: 0s, recovery_timeout: 20s }",
+    )
+    .unwrap();
+    let r = &effect.details["pods"][0];
+    assert_eq!(r["pod"], "db-1");
+    assert_eq!(r["replacement"], "db-1");
+    assert_ne!(r["replacement_uid"], r["uid"]);
+    assert!(within_10pct(r["ready_ms"].as_f64().unwrap(), 600.0), "{r}");
+    let w = &effect.details["workloads"][0];
+    assert_eq!(w["workload"], "StatefulSet/db");
+    assert_eq!(w["desired"], 3);
 }
