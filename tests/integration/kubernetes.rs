@@ -911,3 +911,10 @@ fn a_statefulset_pod_is_replaced_under_its_own_name_with_a_new_uid() {
     assert_eq!(w["workload"], "StatefulSet/db");
     assert_eq!(w["desired"], 3);
 }
+
+#[test]
+fn the_shipped_kubernetes_scenario_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/kubernetes-pod-kill.yaml");
+    let out = firedrill().arg("validate").arg(&path).output().unwrap();
+    assert_exit(&out, 0);
+}
