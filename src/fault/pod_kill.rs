@@ -622,7 +622,7 @@ impl Undo {
     pub(crate) async fn revert(&self, _ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         Ok(Reverted {
             measured: format!(
-                "nothing to revert: {} deleted pod(s) cannot be undeleted; recovery was the controller's (see the fault's effect)",
+                "{} deleted pod(s) cannot be undeleted; recovery was the controller's (see the pod replacement table)",
                 self.pods.len()
             ),
             restored_after_ms: None,
