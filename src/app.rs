@@ -110,6 +110,12 @@ pub fn main(cli: Cli) -> i32 {
                 })
                 .collect();
             let _ = &a.tag; // only there so a revert can find this process by its command line
+            if let Some(undo) = &a.scale_undo {
+                return crate::fault::scale::deadman_main(
+                    std::time::Duration::from_millis(a.ttl_ms),
+                    undo,
+                );
+            }
             crate::fault::process_kill::deadman_main(
                 std::time::Duration::from_millis(a.ttl_ms),
                 &procs,

@@ -60,6 +60,10 @@ pub struct Undo {
     pub original: i32,
     /// What the fault set.
     pub replicas: i32,
+    /// Tag on the dead-man watcher's command line (`firedrill __deadman --tag …`),
+    /// so any process can find and end it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadman_tag: Option<String>,
 }
 
 /// Merge-patches `body` into the workload (`patch_scale` for `/scale`).
@@ -195,6 +199,7 @@ impl Scale {
             name: self.name.clone(),
             original,
             replicas: self.replicas as i32,
+            deadman_tag: Some(format!("{}-scale-{}", ctx.run_id, tag_part(ctx.step))),
         })
     }
 
@@ -206,6 +211,12 @@ impl Scale {
                 u.workload.kind(),
                 u.name
             ))
+        };
+        // The dead-man first: from here on the workload comes back after the ttl
+        // even if the engine dies (and the ledger is not replayed).
+        let deadman = match &u.deadman_tag {
+            Some(tag) => Some(spawn_deadman(tag, ctx.ttl, u, ctx.runtime)?),
+            None => None,
         };
         // The object carries its own way back before it changes.
         patch(
@@ -262,14 +273,20 @@ impl Scale {
                 "namespace": u.namespace, "workload": format!("{}/{}", u.workload.kind(), u.name),
                 "original_replicas": u.original, "replicas": u.replicas,
                 "annotation": ANNOTATION,
+                "deadman_pid": deadman,
+                "deadman_ttl_ms": ctx.ttl.as_millis() as u64,
             }),
         })
     }
 }
 
 impl Undo {
-    /// Sets the replicas back and removes the annotations; idempotent.
+    /// Sets the replicas back and removes the annotations, and ends the dead-man
+    /// watcher; idempotent.
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
+        if let Some(tag) = &self.deadman_tag {
+            super::process_kill::end_deadman(tag, ctx.runtime).await;
+        }
         let client = client(&self.target).await?;
         let sys = |what: &str, e: kube::Error| {
             FaultError::System(format!(
@@ -338,5 +355,88 @@ impl Undo {
             restored_after_ms,
             details: serde_json::json!({ "replicas": want }),
         })
+    }
+}
+
+/// The readable part of a dead-man tag: the step name's first 24 letters and
+/// digits, and a hash of the whole name (two long names alike stay apart).
+fn tag_part(step: &str) -> String {
+    use sha2::Digest;
+    let readable: String = step
+        .chars()
+        .take(24)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let hash = sha2::Sha256::digest(step.as_bytes());
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{hex}")
+}
+
+/// Starts the dead-man watcher: a detached `firedrill __deadman` in its own session
+/// (and, where it can, outside the engine's cgroup) that reverts `undo` when the ttl
+/// runs out, unless a revert ends it first. Its pid.
+fn spawn_deadman(
+    tag: &str,
+    ttl: Duration,
+    undo: &Undo,
+    runtime: &crate::rt::Runtime,
+) -> Result<u32, FaultError> {
+    use std::os::unix::process::CommandExt;
+    let exe = crate::rt::self_exe().map_err(|e| {
+        FaultError::System(format!(
+            "cannot find the firedrill binary for the dead-man watcher: {e}"
+        ))
+    })?;
+    // The record holds no secret (a kubeconfig path and context, not its tokens).
+    let json = serde_json::to_string(undo).map_err(|e| FaultError::System(e.to_string()))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__deadman")
+        .arg("--tag")
+        .arg(tag)
+        .arg("--ttl-ms")
+        .arg(ttl.as_millis().to_string())
+        .arg("--scale-undo")
+        .arg(json)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = cmd
+        .spawn()
+        .map_err(|e| FaultError::System(format!("cannot start the dead-man watcher: {e}")))?;
+    let pid = child.id();
+    runtime.adopt(child);
+    let placement = crate::target::cgroup::move_out_of_engine_cgroup(pid);
+    tracing::info!(pid, tag, "scale dead-man watcher {}", placement.describe());
+    Ok(pid)
+}
+
+/// Body of `firedrill __deadman --scale-undo JSON`: sleep for the ttl, then put the
+/// replicas back as a revert would (without waiting for them to be ready). Exit code
+/// 0 when restored, 1 when it could not be.
+pub fn deadman_main(ttl: Duration, undo_json: &str) -> i32 {
+    std::thread::sleep(ttl);
+    let Ok(mut undo) = serde_json::from_str::<Undo>(undo_json) else {
+        return 1;
+    };
+    // Not itself: ending its own watcher would end this very process.
+    undo.deadman_tag = None;
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 1;
+    };
+    crate::install_crypto_provider();
+    let ctx = RevertCtx {
+        runtime: None,
+        hurry: true,
+    };
+    match rt.block_on(undo.revert(&ctx)) {
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::warn!("scale dead-man could not restore the replicas: {e}");
+            1
+        }
     }
 }

@@ -22,6 +22,10 @@ use firedrill::target::kubernetes::Cluster;
 const NS: &str = "shop";
 
 fn target(fake: &FakeK8s) -> Target {
+    // `scale` starts its dead-man watcher with the firedrill binary, not this one.
+    // SAFETY: every test sets the same value; nothing reads it concurrently in a way
+    // that a torn write could affect (set before any fault runs in this test).
+    unsafe { std::env::set_var("FIREDRILL_EXE", env!("CARGO_BIN_EXE_firedrill")) };
     Target::Kubernetes(Cluster {
         kubeconfig: Some(fake.kubeconfig().display().to_string()),
         context: Some("fake".into()),
@@ -356,7 +360,21 @@ fn scale_down_and_back_with_the_annotation() {
         Some("scalerun1")
     );
     assert_eq!(fake.ready_pods(NS).len(), 1);
+    let firedrill::fault::Undo::Scale(u) = &undo else {
+        panic!("{undo:?}")
+    };
+    let tag = u.deadman_tag.clone().expect("scale has a dead-man watcher");
+    assert!(
+        effect.details["deadman_pid"].as_u64().is_some(),
+        "{}",
+        effect.details
+    );
+    assert_eq!(pids_matching(&format!("__deadman --tag {tag} ")).len(), 1);
     let reverted = rt.block_on(revert(&undo)).unwrap();
+    assert!(
+        pids_matching(&format!("__deadman --tag {tag} ")).is_empty(),
+        "the revert ends the watcher"
+    );
     assert!(
         reverted.restored_after_ms.is_some(),
         "{}",
@@ -554,6 +572,51 @@ fn an_unrecovered_pod_fails_the_drill() {
 }
 
 #[test]
+fn scales_dead_man_restores_the_replicas_after_the_ttl_without_recover() {
+    let fake = fake_with(3, 50, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let faults = "  - name: zone down
+    kind: scale
+    target: shop
+    with: { workload: deployment, name: web, replicas: 0 }
+    ttl: 3s
+    ramp_up: 60s";
+    let scen = write_scenario(dir.path(), &scenario(&fake, faults, ""));
+    let state = dir.path().join("state");
+    let mut engine = spawn_drill(&scen, "k8sttl1", &state, &dir.path().join("reports"));
+    assert!(
+        wait_until(Duration::from_secs(30), || fake
+            .workload(NS, Kind::Deployment, "web")
+            .0
+            == 0),
+        "scaled to 0"
+    );
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let killed = std::time::Instant::now();
+    assert_eq!(
+        fake.workload(NS, Kind::Deployment, "web").0,
+        0,
+        "still down right after the kill"
+    );
+    // Nobody runs recover: the watcher puts it back after the ttl.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let (replicas, annotations) = fake.workload(NS, Kind::Deployment, "web");
+            replicas == 3 && annotations.is_empty()
+        }),
+        "restored by the dead-man, annotations removed"
+    );
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(fake.wait_pods(NS, Duration::from_secs(5), |p| p.len() == 3));
+    // recover still finds the record, and reverting again changes nothing.
+    recover_all(&state);
+    assert_eq!(fake.workload(NS, Kind::Deployment, "web").0, 3);
+    assert!(pids_matching("__deadman --tag k8sttl1-").is_empty());
+}
+
+#[test]
 fn scale_is_reverted_by_recover_after_the_engine_is_killed() {
     let fake = fake_with(3, 50, 50);
     let dir = tempfile::tempdir().unwrap();
@@ -585,6 +648,8 @@ fn scale_is_reverted_by_recover_after_the_engine_is_killed() {
     assert!(ann.is_empty(), "{ann:?}");
     assert!(fake.wait_pods(NS, Duration::from_secs(5), |p| p.len() == 3));
     assert_eq!(pending_in_ledger(&state, "k8skill1"), 0);
+    // The revert ended the dead-man watcher (its ttl was the 15 min default).
+    assert!(pids_matching("__deadman --tag k8skill1-").is_empty());
 }
 
 fn validate_out(fake: &FakeK8s, faults: &str, extra: &str) -> String {
