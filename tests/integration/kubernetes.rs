@@ -983,3 +983,37 @@ fn the_shipped_kubernetes_scenario_is_valid() {
     let out = firedrill().arg("validate").arg(&path).output().unwrap();
     assert_exit(&out, 0);
 }
+
+#[test]
+fn an_unreadable_kubeconfig_fails_the_preflight_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-kubeconfig");
+    let text = format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: k8s-no-config }}
+targets:
+  shop: {{ kubernetes: {{ kubeconfig: "{}", namespace: {NS} }} }}
+faults:
+{KILL_ONE}
+"#,
+        missing.display()
+    );
+    let scen = write_scenario(dir.path(), &text);
+    let reports = dir.path().join("reports");
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    let stderr = assert_exit(&out, 3);
+    let j = journal(&reports);
+    let all = format!("{stderr}{}", j.outcome.reason);
+    assert!(
+        all.contains("cannot read the kubeconfig of kubernetes:"),
+        "{all}"
+    );
+    assert!(
+        j.steps
+            .iter()
+            .all(|s| s.fault.as_ref().is_none_or(|f| f.ledger_seq.is_none()))
+    );
+}
