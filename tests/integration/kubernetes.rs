@@ -1017,3 +1017,29 @@ faults:
             .all(|s| s.fault.as_ref().is_none_or(|f| f.ledger_seq.is_none()))
     );
 }
+
+#[test]
+fn too_few_candidates_in_a_drill_exits_3_with_the_count() {
+    let fake = fake_with(2, 50, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let faults = "  - name: kill five
+    kind: pod_kill
+    target: shop
+    with: { label_selector: app=web, mode: { fixed: 5 } }";
+    let scen = write_scenario(dir.path(), &scenario(&fake, faults, ""));
+    let reports = dir.path().join("reports");
+    let out = run_cmd(&scen, &dir.path().join("state"), &reports)
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let j = journal(&reports);
+    assert_eq!(j.outcome.status, Status::InjectionFailed);
+    let step = j.steps.iter().find(|s| s.name == "kill five").unwrap();
+    assert!(
+        step.detail
+            .contains("found 2 candidate pod(s), expected at least 5"),
+        "{}",
+        step.detail
+    );
+    assert!(fake.deletes().is_empty());
+}
