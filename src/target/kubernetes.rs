@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
-    /// Path of the kubeconfig file; default: `KUBECONFIG`, else `~/.kube/config`. Not with `in_cluster`.
+    /// Path of the kubeconfig file (`~/` is the home directory); default: `KUBECONFIG`, else `~/.kube/config`. Not with `in_cluster`.
     #[serde(default)]
     pub kubeconfig: Option<String>,
     /// Context of the kubeconfig to use; default: its current context.
@@ -147,7 +147,7 @@ impl Cluster {
                 user: None,
             };
             let r = match &self.kubeconfig {
-                Some(path) => match kube::config::Kubeconfig::read_from(path) {
+                Some(path) => match kube::config::Kubeconfig::read_from(expand_home(path)) {
                     Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &options).await,
                     Err(e) => Err(e),
                 },
@@ -159,6 +159,15 @@ impl Cluster {
             })?
         };
         kube::Client::try_from(config).map_err(|source| ClientError::Client { target, source })
+    }
+}
+
+/// `~/x` as `$HOME/x`, as a shell would have written it (kubeconfig paths are
+/// usually given that way); anything else as is.
+fn expand_home(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => std::path::PathBuf::from(path),
     }
 }
 
@@ -364,4 +373,57 @@ pub async fn replicas(
             )
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_is_expanded_in_kubeconfig_paths_only_at_the_start() {
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(
+            expand_home("~/.kube/config"),
+            std::path::Path::new(&home).join(".kube/config")
+        );
+        assert_eq!(
+            expand_home("/etc/kube/config"),
+            std::path::PathBuf::from("/etc/kube/config")
+        );
+        assert_eq!(expand_home("a/~/b"), std::path::PathBuf::from("a/~/b"));
+    }
+
+    #[test]
+    fn namespaces_are_dns_labels_and_permissions_read_as_kubectl_would() {
+        assert!(check_namespace("shop-1").is_ok());
+        for bad in ["", "Shop", "-shop", "shop-", "a_b", &"x".repeat(64)] {
+            assert!(check_namespace(bad).is_err(), "{bad}");
+        }
+        let p = Permission::new("patch", "apps", "deployments/scale", "shop");
+        assert_eq!(p.subresource, "scale");
+        assert_eq!(
+            p.describe(),
+            "patch apps/deployments/scale in namespace shop"
+        );
+        assert_eq!(
+            Permission::new("delete", "", "pods", "shop").describe(),
+            "delete pods in namespace shop"
+        );
+    }
+
+    #[test]
+    fn a_cluster_describes_itself_by_context_and_namespace() {
+        let mut c = KubernetesSpec {
+            kubeconfig: None,
+            context: Some("prod".into()),
+            in_cluster: false,
+            namespace: "shop".into(),
+        };
+        assert_eq!(c.resolve().describe(), "kubernetes:prod/shop");
+        assert!(c.validate().is_empty());
+        c.in_cluster = true;
+        c.kubeconfig = Some("x".into());
+        let errs = c.validate();
+        assert_eq!(errs[0].0, "kubernetes.in_cluster");
+    }
 }
