@@ -86,7 +86,14 @@ impl KubernetesSpec {
 
     pub(crate) fn resolve(&self) -> Cluster {
         Cluster {
-            kubeconfig: self.kubeconfig.clone(),
+            // Absolute in the ledger: `recover` may run from another directory.
+            kubeconfig: self.kubeconfig.as_ref().map(|p| {
+                if p.starts_with("~/") {
+                    p.clone()
+                } else {
+                    std::path::absolute(p).map_or_else(|_| p.clone(), |a| a.display().to_string())
+                }
+            }),
             context: self.context.clone(),
             in_cluster: self.in_cluster,
             namespace: self.namespace.clone(),
