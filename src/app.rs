@@ -181,6 +181,12 @@ pub fn main(cli: Cli) -> i32 {
                 })
                 .collect();
             let _ = &a.tag; // only there so a revert can find this process by its command line
+            if let Some(undo) = &a.scale_undo {
+                return crate::fault::scale::deadman_main(
+                    std::time::Duration::from_millis(a.ttl_ms),
+                    undo,
+                );
+            }
             crate::fault::process_kill::deadman_main(
                 std::time::Duration::from_millis(a.ttl_ms),
                 &procs,
@@ -309,10 +315,38 @@ fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 
                     s.name,
                     s.description
                 );
+                if s.phase == "fault" {
+                    print_matching(drill, &s.name);
+                }
             }
         }
     }
     EXIT_OK
+}
+
+/// Under a `pod_kill` step of the plan: the pods its selector matches right now
+/// (a read of the cluster; nothing is changed).
+fn print_matching(drill: &Drill, step: &str) {
+    let Some(f) = drill.faults.iter().find(|f| f.step.name == step) else {
+        return;
+    };
+    if !f.spec.acts_on_cluster() {
+        return;
+    }
+    match runtime().block_on(f.spec.matching_now(&f.target)) {
+        None => {}
+        Some(Ok(pods)) if pods.is_empty() => outln!("        matches no pod right now"),
+        Some(Ok(pods)) => {
+            outln!("        matches {} pod(s) right now:", pods.len());
+            for p in pods {
+                outln!("          - {}", crate::secrets::redact(&p));
+            }
+        }
+        Some(Err(e)) => outln!(
+            "        cannot list the matching pods: {}",
+            crate::secrets::redact(&e)
+        ),
+    }
 }
 
 async fn run_drill(

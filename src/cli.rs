@@ -280,6 +280,9 @@ pub struct DeadmanArgs {
     /// Directory of a frozen cgroup2 cgroup to thaw (repeatable).
     #[arg(long = "thaw-cgroup")]
     pub thaw_cgroups: Vec<PathBuf>,
+    /// The undo record (JSON) of a `scale` fault to revert when the ttl runs out.
+    #[arg(long = "scale-undo")]
+    pub scale_undo: Option<String>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

@@ -3,7 +3,9 @@
 //! A preflight that injects nothing. For the engine: the ledger and report
 //! directories take a write. For every target the faults (up to `--level`) act on:
 //! it answers, its lock is free, nftables is usable there when a fault needs it, and
-//! this process holds `CAP_NET_ADMIN` when one does. For every fault: its `prepare`
+//! this process holds `CAP_NET_ADMIN` when one does; a Kubernetes cluster, which runs
+//! no commands, is asked instead for every permission its faults need
+//! (SelfSubjectAccessReview, as the run's own preflight). For every fault: its `prepare`
 //! runs — the same side-effect-free resolution a real run makes before writing the
 //! undo record — so a selector that matches no process, a name that does not
 //! resolve or a proxy port already taken shows up now, with the words the drill
@@ -116,7 +118,27 @@ pub async fn examine(
     }
     for (name, (target, nft)) in &per_target {
         let subject = format!("target {name}");
-        out.push(answers(target, &subject).await);
+        match target.cluster() {
+            // A cluster runs no commands: what it must grant is the faults' verbs.
+            Some(cluster) => {
+                let mut perms: Vec<_> = faults
+                    .iter()
+                    .filter(|f| f.target.describe() == *name)
+                    .flat_map(|f| f.spec.permissions(&f.target))
+                    .collect();
+                perms.sort();
+                perms.dedup();
+                out.push(match crate::target::kubernetes::preflight(cluster, &perms).await {
+                    Ok(()) => finding(
+                        Verdict::Ok,
+                        &subject,
+                        format!("{} permission(s) granted (SelfSubjectAccessReview)", perms.len()),
+                    ),
+                    Err(e) => finding(Verdict::Fail, &subject, e),
+                });
+            }
+            None => out.push(answers(target, &subject).await),
+        }
         out.push(lock_free(lock_dir, target, &subject));
         if *nft {
             out.push(nft_usable(target, &subject).await);
@@ -142,7 +164,7 @@ fn needs_nft(undo: &Undo) -> bool {
     match undo {
         Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
         Undo::Latency(u) | Undo::HttpFault(u) => u.redirect.is_some(),
-        Undo::ProcessKill(_) => false,
+        Undo::ProcessKill(_) | Undo::PodKill(_) | Undo::Scale(_) => false,
     }
 }
 

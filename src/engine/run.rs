@@ -391,6 +391,9 @@ impl Engine {
     async fn inject(&self, run: &mut RunState) {
         self.runtime.set_phase(Phase::Fault);
         let tl = &self.timeline;
+        if !run.abort.is_tripped() {
+            self.preflight(run).await;
+        }
         // The indicators see the service before the first fault, to see it change.
         if !run.abort.is_tripped()
             && self
@@ -473,6 +476,51 @@ impl Engine {
         }
     }
 
+    /// Before anything is injected: every permission the faults up to `--level` need
+    /// on a Kubernetes cluster, asked with SelfSubjectAccessReview. One missing fails
+    /// the injection (exit 3) naming verb, resource and namespace.
+    async fn preflight(&self, run: &mut RunState) {
+        let mut by_cluster: Vec<(&crate::target::kubernetes::Cluster, Vec<_>)> = Vec::new();
+        for f in self
+            .drill
+            .faults
+            .iter()
+            .filter(|f| f.step.level <= self.opts.level)
+        {
+            let Some(cluster) = f.target.cluster() else {
+                continue;
+            };
+            let perms = f.spec.permissions(&f.target);
+            match by_cluster.iter_mut().find(|(c, _)| *c == cluster) {
+                Some((_, all)) => all.extend(perms),
+                None => by_cluster.push((cluster, perms)),
+            }
+        }
+        for (cluster, mut perms) in by_cluster {
+            perms.sort();
+            perms.dedup();
+            let asked = perms.len();
+            match crate::target::kubernetes::preflight(cluster, &perms).await {
+                Ok(()) => self.timeline.event(
+                    Phase::Fault,
+                    "preflight_passed",
+                    None,
+                    format!(
+                        "permission preflight on {}: {asked} permission(s) granted",
+                        cluster.describe()
+                    ),
+                ),
+                Err(e) => {
+                    self.timeline
+                        .event(Phase::Fault, "preflight_failed", None, e.clone());
+                    run.injection_failed = true;
+                    run.abort.trip(AbortReason::InjectionFailed, e);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Injects one fault and records how it went on `rec`; a fault that cannot be
     /// injected, or whose measured effect differs from the declared one, aborts the
     /// drill.
@@ -495,7 +543,23 @@ impl Engine {
         let outcome = self.inject_fault(f, ttl, started, rec, run).await;
         rec.duration_ms = ms(started.elapsed());
         match outcome {
-            Ok(()) => rec.status = StepStatus::Passed,
+            Ok(None) => rec.status = StepStatus::Passed,
+            // It took effect; what it requires of the system did not happen.
+            Ok(Some(why)) => {
+                rec.status = StepStatus::Failed;
+                tl.event(
+                    Phase::Fault,
+                    "fault_unrecovered",
+                    Some(&f.step.name),
+                    format!("{}: {why}", f.step.name),
+                );
+                if !run.abort.is_tripped() {
+                    run.abort.trip(
+                        AbortReason::CriticalFailure,
+                        format!("fault `{}`: {why}", f.step.name),
+                    );
+                }
+            }
             Err(e) => {
                 rec.status = StepStatus::Error;
                 if rec.detail.is_empty() {
@@ -520,6 +584,8 @@ impl Engine {
 
     /// One fault: prepare, write the undo record, start the guards, apply, and check
     /// the measured effect against the declared one. Fills in `rec` as it goes.
+    /// `Ok(Some(why))`: it took effect, but the system did not recover from it as
+    /// the fault requires (the step fails, not the injection).
     async fn inject_fault(
         &self,
         f: &ResolvedFault,
@@ -527,7 +593,7 @@ impl Engine {
         started: Instant,
         rec: &mut StepRecord,
         run: &mut RunState,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         let ctx = FaultCtx {
             run_id: &self.run_id,
             step: &f.step.name,
@@ -555,7 +621,11 @@ impl Engine {
         run.injected.insert(seq, run.steps.len());
         run.guards
             .start(&self.drill, &self.http, &self.timeline, &run.abort);
-        let effect = f.spec.apply(&ctx, &undo).await.map_err(|e| e.to_string())?;
+        let (effect, unrecovered) = match f.spec.apply(&ctx, &undo).await {
+            Ok(e) => (e, None),
+            Err(crate::fault::FaultError::Unrecovered { effect, why }) => (*effect, Some(why)),
+            Err(e) => return Err(e.to_string()),
+        };
         // Test hook (debug builds only): prove that a panicking engine still reverts.
         #[cfg(debug_assertions)]
         if std::env::var("FIREDRILL_DEBUG_PANIC_AFTER").is_ok_and(|s| s == f.step.name) {
@@ -570,6 +640,7 @@ impl Engine {
             f.step.name, effect.measured, effect.declared
         );
         rec.detail = effect.measured.clone();
+        let effect_ms = effect.effective_after_ms.map(|e| rec.started_ms + e);
         rec.fault.as_mut().unwrap().effect = Some(effect);
         if ok {
             self.notifier.notify(
@@ -583,13 +654,21 @@ impl Engine {
             // The disruption starts when the first fault took effect: the time of
             // its `fault_effective` event, so that journal and timeline agree.
             if run.disruption_start_ms.is_none() {
-                run.disruption_start_ms = self
+                let event_ms = self
                     .timeline
                     .events()
                     .iter()
                     .rev()
                     .find(|e| e.event == "fault_effective")
                     .map(|e| e.t_ms);
+                // A kind that keeps measuring after it took effect (pod_kill waits
+                // for the replacements) returns long after its effect: there the
+                // disruption starts at the effect it measured.
+                run.disruption_start_ms = if f.spec.measures_after_effect() {
+                    effect_ms.or(event_ms)
+                } else {
+                    event_ms
+                };
                 run.background.start(
                     &self.drill,
                     &self.http,
@@ -598,7 +677,7 @@ impl Engine {
                     run.disruption_start_ms,
                 );
             }
-            Ok(())
+            Ok(unrecovered)
         } else {
             Err(format!("measured effect differs from declared: {msg}"))
         }
@@ -1116,7 +1195,9 @@ impl Engine {
             s.critical
                 && matches!(
                     s.phase,
-                    Phase::Precheck | Phase::Verification | Phase::AfterRecovery
+                    // A fault step fails (rather than errs) when the system did not
+                    // recover from it as required.
+                    Phase::Precheck | Phase::Verification | Phase::AfterRecovery | Phase::Fault
                 )
                 && s.status == StepStatus::Failed
         });

@@ -18,9 +18,11 @@ pub(crate) mod latency;
 pub(crate) mod network;
 pub(crate) mod network_partition;
 pub(crate) mod network_rate_limit;
+pub(crate) mod pod_kill;
 pub(crate) mod process_kill;
 pub(crate) mod proxy_placement;
 pub(crate) mod proxy_redirect;
+pub(crate) mod scale;
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,10 @@ pub enum FaultSpec {
     NetworkPartition(network_partition::NetworkPartition),
     /// Cap new connections or packets per second to some destinations (nftables `limit`, expires with the ttl).
     NetworkRateLimit(network_rate_limit::NetworkRateLimit),
+    /// Delete pods of a Kubernetes workload (seeded random choice) and measure, from watch events, how its controller replaced them.
+    PodKill(pod_kill::PodKill),
+    /// Set a Kubernetes Deployment or StatefulSet to N replicas; restored on revert (also from the annotation it leaves on the object).
+    Scale(scale::Scale),
 }
 
 /// Why a fault could not be injected or reverted.
@@ -60,6 +66,11 @@ pub enum FaultError {
     /// The fault was applied but its effect could not be observed.
     #[error("fault not effective: {0}")]
     NotEffective(String),
+    /// The fault took effect, but the system did not recover from it as the fault
+    /// requires (pods not replaced in time): the step fails, and with it the drill,
+    /// while `effect` still goes into the report.
+    #[error("{why}")]
+    Unrecovered { effect: Box<Effect>, why: String },
 }
 
 /// What a fault needs from the engine.
@@ -124,6 +135,10 @@ pub enum Undo {
     NetworkPartition(network::Undo),
     /// Chains and sets added to the run's nftables table by `network_rate_limit`.
     NetworkRateLimit(network::Undo),
+    /// Pods deleted by `pod_kill` (nothing to undo: the controller replaces them).
+    PodKill(pod_kill::Undo),
+    /// The replica count `scale` changed, and the original.
+    Scale(scale::Undo),
 }
 
 impl FaultSpec {
@@ -135,18 +150,95 @@ impl FaultSpec {
             FaultSpec::HttpFault(_) => "http_fault",
             FaultSpec::NetworkPartition(_) => "network_partition",
             FaultSpec::NetworkRateLimit(_) => "network_rate_limit",
+            FaultSpec::PodKill(_) => "pod_kill",
+            FaultSpec::Scale(_) => "scale",
         }
+    }
+
+    /// Whether the kind acts on a Kubernetes cluster (every other kind needs a host).
+    pub fn acts_on_cluster(&self) -> bool {
+        matches!(self, FaultSpec::PodKill(_) | FaultSpec::Scale(_))
+    }
+
+    /// Whether `apply` goes on measuring after the fault took effect (pod_kill
+    /// waits for the controller's replacements): the disruption then starts at the
+    /// effect's own time (`effective_after_ms`), not when `apply` returned.
+    pub fn measures_after_effect(&self) -> bool {
+        matches!(self, FaultSpec::PodKill(_))
+    }
+
+    /// The Kubernetes permissions the fault needs on `target` (checked with
+    /// SelfSubjectAccessReview before anything is injected); empty for host faults.
+    pub fn permissions(&self, target: &Target) -> Vec<crate::target::kubernetes::Permission> {
+        let Some(cluster) = target.cluster() else {
+            return Vec::new();
+        };
+        match self {
+            FaultSpec::PodKill(f) => f.permissions(cluster),
+            FaultSpec::Scale(f) => f.permissions(cluster),
+            _ => Vec::new(),
+        }
+    }
+
+    /// For `plan`: the pods a `pod_kill` selector matches right now, one line each
+    /// (`name (node) candidate|not Running and Ready`); None for other kinds.
+    pub async fn matching_now(&self, target: &Target) -> Option<Result<Vec<String>, String>> {
+        let FaultSpec::PodKill(f) = self else {
+            return None;
+        };
+        Some(
+            f.matching(target)
+                .await
+                .map(|pods| {
+                    pods.into_iter()
+                        .map(|(p, ok)| {
+                            format!(
+                                "{}{}: {}",
+                                p.name,
+                                p.node.map_or(String::new(), |n| format!(" on {n}")),
+                                if ok {
+                                    "candidate"
+                                } else {
+                                    "not a candidate (not Running and Ready, or terminating)"
+                                }
+                            )
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+        )
     }
 
     /// Static checks beyond the types: returns `(path relative to the step, message)`.
     pub fn validate(&self, target: &Target) -> Vec<(String, String)> {
-        match self {
+        // A cluster is not a host, and a host is not a cluster (reported with the
+        // kind's own problems: every problem in one run).
+        let mut errs = Vec::new();
+        if self.acts_on_cluster() != target.cluster().is_some() {
+            let expected = if self.acts_on_cluster() {
+                "a kubernetes target"
+            } else {
+                "a host target (local, netns, ...): a cluster runs no program and has no network here"
+            };
+            errs.push((
+                "target".into(),
+                format!(
+                    "found target {} for fault kind `{}`, expected {expected}",
+                    target.describe(),
+                    self.kind()
+                ),
+            ));
+        }
+        errs.extend(match self {
             FaultSpec::ProcessKill(f) => f.validate(target),
             FaultSpec::Latency(f) => f.validate(target),
             FaultSpec::HttpFault(f) => f.validate(target),
             FaultSpec::NetworkPartition(f) => f.validate(target),
             FaultSpec::NetworkRateLimit(f) => f.validate(target),
-        }
+            FaultSpec::PodKill(f) => f.validate(target),
+            FaultSpec::Scale(f) => f.validate(target),
+        });
+        errs
     }
 
     /// The declared effect, in words (used by `plan` and the report).
@@ -157,6 +249,8 @@ impl FaultSpec {
             FaultSpec::HttpFault(f) => f.describe(),
             FaultSpec::NetworkPartition(f) => f.describe(),
             FaultSpec::NetworkRateLimit(f) => f.describe(),
+            FaultSpec::PodKill(f) => f.describe(),
+            FaultSpec::Scale(f) => f.describe(),
         }
     }
 
@@ -169,6 +263,8 @@ impl FaultSpec {
             FaultSpec::HttpFault(f) => f.prepare(ctx).await.map(Undo::HttpFault),
             FaultSpec::NetworkPartition(f) => f.prepare(ctx).await.map(Undo::NetworkPartition),
             FaultSpec::NetworkRateLimit(f) => f.prepare(ctx).await.map(Undo::NetworkRateLimit),
+            FaultSpec::PodKill(f) => f.prepare(ctx).await.map(Undo::PodKill),
+            FaultSpec::Scale(f) => f.prepare(ctx).await.map(Undo::Scale),
         }
     }
 
@@ -181,6 +277,8 @@ impl FaultSpec {
             (FaultSpec::HttpFault(f), Undo::HttpFault(u)) => f.apply(ctx, u).await,
             (FaultSpec::NetworkPartition(f), Undo::NetworkPartition(u)) => f.apply(ctx, u).await,
             (FaultSpec::NetworkRateLimit(f), Undo::NetworkRateLimit(u)) => f.apply(ctx, u).await,
+            (FaultSpec::PodKill(f), Undo::PodKill(u)) => f.apply(ctx, u).await,
+            (FaultSpec::Scale(f), Undo::Scale(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
             _ => Err(FaultError::Precondition(
                 "undo record does not match fault kind".into(),
@@ -227,6 +325,8 @@ impl Undo {
             Undo::HttpFault(_) => "http_fault",
             Undo::NetworkPartition(_) => "network_partition",
             Undo::NetworkRateLimit(_) => "network_rate_limit",
+            Undo::PodKill(_) => "pod_kill",
+            Undo::Scale(_) => "scale",
         }
     }
 
@@ -239,6 +339,8 @@ impl Undo {
             Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
+            Undo::PodKill(u) => u.revert(ctx).await,
+            Undo::Scale(u) => u.revert(ctx).await,
         }
     }
 
@@ -249,6 +351,8 @@ impl Undo {
             Undo::ProcessKill(u) => &u.target,
             Undo::Latency(u) | Undo::HttpFault(u) => &u.target,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => &u.target,
+            Undo::PodKill(u) => &u.target,
+            Undo::Scale(u) => &u.target,
         }
     }
 
@@ -280,6 +384,26 @@ impl Undo {
                 let to: Vec<&str> = u.resolved.iter().map(|r| r.to.as_str()).collect();
                 format!("{n} address(es) from {} in table {}", to.join(", "), u.table)
             }
+            Undo::PodKill(u) => {
+                let names: Vec<&str> = u.pods.iter().take(5).map(|p| p.name.as_str()).collect();
+                let more = u.pods.len().saturating_sub(names.len());
+                format!(
+                    "{} of {} candidate pod(s) in {} would be deleted now: {}{}",
+                    u.pods.len(),
+                    u.candidates,
+                    u.namespace,
+                    names.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                )
+            }
+            Undo::Scale(u) => format!(
+                "{} {}/{} has {} replica(s) now; would be scaled to {}",
+                u.workload.kind(),
+                u.namespace,
+                u.name,
+                u.original,
+                u.replicas
+            ),
         }
     }
 
@@ -289,6 +413,8 @@ impl Undo {
             Undo::ProcessKill(u) => u.is_reversible(),
             Undo::Latency(_) | Undo::HttpFault(_) => true,
             Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
+            Undo::PodKill(_) => false,
+            Undo::Scale(_) => true,
         }
     }
 }

@@ -219,6 +219,8 @@ impl ProcessKill {
         // kind has to say whether it can).
         match target {
             Target::Local | Target::Netns { .. } => {}
+            // Refused for every host fault by `FaultSpec::validate`.
+            Target::Kubernetes(_) => {}
         }
         errs
     }
@@ -853,8 +855,9 @@ fn spawn_deadman(
     Ok((pid, placement))
 }
 
-/// Ends the dead-man watcher carrying `tag`, wherever it was started from.
-async fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
+/// Ends the dead-man watcher carrying `tag`, wherever it was started from (also
+/// the watcher of `scale`).
+pub(crate) async fn end_deadman(tag: &str, runtime: Option<&crate::rt::Runtime>) {
     let needle = format!("__deadman --tag {tag} ");
     let mut homes = Vec::new();
     for p in procs::list().unwrap_or_default() {

@@ -10,6 +10,7 @@
 pub(crate) mod command;
 pub(crate) mod expect;
 pub(crate) mod http;
+pub(crate) mod kubernetes;
 pub(crate) mod tcp;
 pub mod traffic;
 
@@ -35,6 +36,8 @@ pub enum ProbeSpec {
     Command(command::CommandProbe),
     /// Open-model HTTP load at a fixed rate: success rate and latency percentiles in `metrics`.
     Traffic(traffic::TrafficProbe),
+    /// A Kubernetes workload's ready replicas, the pods of a selector all Ready, restart counts (on a `kubernetes` target).
+    Kubernetes(kubernetes::KubernetesProbe),
 }
 
 /// One observation made by a probe. Fields a probe kind does not produce stay `None`.
@@ -77,6 +80,7 @@ impl ProbeSpec {
             ProbeSpec::Tcp(_) => "tcp",
             ProbeSpec::Command(_) => "command",
             ProbeSpec::Traffic(_) => "traffic",
+            ProbeSpec::Kubernetes(_) => "kubernetes",
         }
     }
 
@@ -87,6 +91,7 @@ impl ProbeSpec {
             ProbeSpec::Tcp(t) => t.target.as_deref(),
             ProbeSpec::Http(h) => h.target.as_deref(),
             ProbeSpec::Traffic(t) => t.target.as_deref(),
+            ProbeSpec::Kubernetes(k) => Some(&k.target),
         }
     }
 
@@ -97,6 +102,7 @@ impl ProbeSpec {
             ProbeSpec::Tcp(p) => p.validate(),
             ProbeSpec::Command(p) => p.validate(),
             ProbeSpec::Traffic(p) => p.validate(),
+            ProbeSpec::Kubernetes(p) => p.validate(),
         }
     }
 
@@ -108,6 +114,7 @@ impl ProbeSpec {
             ProbeSpec::Tcp(p) => p.describe(),
             ProbeSpec::Command(p) => p.describe(),
             ProbeSpec::Traffic(p) => p.describe(),
+            ProbeSpec::Kubernetes(p) => p.describe(),
         }
     }
 
@@ -120,6 +127,7 @@ impl ProbeSpec {
             ProbeSpec::Tcp(p) => p.observe(ctx).await,
             ProbeSpec::Command(p) => p.observe(ctx).await,
             ProbeSpec::Traffic(p) => p.observe(ctx).await,
+            ProbeSpec::Kubernetes(p) => p.observe(ctx).await,
         }
     }
 }

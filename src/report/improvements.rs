@@ -505,9 +505,16 @@ fn fault_rules(record: &RunRecord, s: &StepRecord, f: &FaultRecord, out: &mut Ve
             s,
             format!("fault \"{}\" cannot be undone by the engine", s.name),
             format!("{} on {}: {how}", f.kind, f.target),
-            "Recovery from this fault relies on the system itself (supervisor restart, replica \
-             takeover): verify that mechanism explicitly, e.g. a verification that the process \
-             came back, or rehearse with a reversible variant (SIGSTOP) first.",
+            if f.kind == "pod_kill" {
+                // The fault measures the controller's replacement itself.
+                "Recovery from deleted pods is the controller's: the pod replacement table shows \
+                 how long it took per pod; keep `recovery_timeout` at what the service can afford, \
+                 and watch the service during the kill with indicators or guards."
+            } else {
+                "Recovery from this fault relies on the system itself (supervisor restart, replica \
+                 takeover): verify that mechanism explicitly, e.g. a verification that the process \
+                 came back, or rehearse with a reversible variant (SIGSTOP) first."
+            },
         ));
     }
 }

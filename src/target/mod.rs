@@ -17,6 +17,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod host;
+pub mod kubernetes;
 pub(crate) mod local;
 pub(crate) mod netns;
 pub(crate) mod procs;
@@ -41,6 +42,8 @@ use crate::duration::HumanDuration;
 pub enum TargetSpec {
     /// A network namespace on this host, by its `ip netns` name.
     Netns(String),
+    /// A Kubernetes cluster (kubeconfig and context, or in-cluster) and its default namespace. Not a shell host: only the `pod_kill` and `scale` faults and the `kubernetes` probe act on it.
+    Kubernetes(kubernetes::KubernetesSpec),
 }
 
 impl TargetSpec {
@@ -52,6 +55,7 @@ impl TargetSpec {
                 .map(|e| ("netns".to_string(), e))
                 .into_iter()
                 .collect(),
+            TargetSpec::Kubernetes(k) => k.validate(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum Target {
     Local,
     /// A network namespace on this host.
     Netns { name: String },
+    /// A Kubernetes cluster: not a shell host.
+    Kubernetes(kubernetes::Cluster),
 }
 
 /// A program to run on a target: never a shell unless the caller names one
@@ -208,6 +214,9 @@ pub enum TargetError {
         target: String,
         after: HumanDuration,
     },
+    /// A cluster is not a shell host: it runs no program and has no network here.
+    #[error("{what} is not supported on a kubernetes target ({target})")]
+    Unsupported { what: &'static str, target: String },
 }
 
 impl TargetError {
@@ -223,6 +232,7 @@ impl TargetError {
             TargetError::TimedOut { .. } | TargetError::ConnectTimedOut { .. } => {
                 io::ErrorKind::TimedOut
             }
+            TargetError::Unsupported { .. } => io::ErrorKind::Unsupported,
         }
     }
 }
@@ -237,6 +247,29 @@ impl Target {
     pub fn from_spec(spec: &TargetSpec) -> Self {
         match spec {
             TargetSpec::Netns(n) => Target::Netns { name: n.clone() },
+            TargetSpec::Kubernetes(k) => Target::Kubernetes(k.resolve()),
+        }
+    }
+
+    /// The cluster, when the target is one (what the kubernetes faults and probe act on).
+    pub fn cluster(&self) -> Option<&kubernetes::Cluster> {
+        match self {
+            Target::Kubernetes(c) => Some(c),
+            Target::Local | Target::Netns { .. } => None,
+        }
+    }
+
+    /// Whether the target is a host that runs programs and has processes and a
+    /// network here (every kind but a cluster).
+    pub fn is_host(&self) -> bool {
+        self.cluster().is_none()
+    }
+
+    /// The error of a host-only operation on a cluster.
+    fn unsupported(&self, what: &'static str) -> TargetError {
+        TargetError::Unsupported {
+            what,
+            target: self.describe(),
         }
     }
 
@@ -245,6 +278,7 @@ impl Target {
         match self {
             Target::Local => local::describe(),
             Target::Netns { name } => netns::describe(name),
+            Target::Kubernetes(c) => c.describe(),
         }
     }
 
@@ -253,6 +287,7 @@ impl Target {
         match self {
             Target::Local => local::lock_key(),
             Target::Netns { name } => netns::lock_key(name),
+            Target::Kubernetes(c) => c.lock_key(),
         }
     }
 
@@ -262,6 +297,8 @@ impl Target {
         match self {
             Target::Local => local::control_path(),
             Target::Netns { .. } => netns::control_path(),
+            // No network fault acts on a cluster: there is no path of ours to cover.
+            Target::Kubernetes(_) => Vec::new(),
         }
     }
 
@@ -271,6 +308,7 @@ impl Target {
     pub fn sockets_here(&self) -> bool {
         match self {
             Target::Local | Target::Netns { .. } => true,
+            Target::Kubernetes(_) => false,
         }
     }
 
@@ -280,6 +318,7 @@ impl Target {
         match self {
             Target::Local => false,
             Target::Netns { name } => netns::is_gone(name),
+            Target::Kubernetes(_) => false,
         }
     }
 
@@ -291,6 +330,7 @@ impl Target {
         let spawned = match self {
             Target::Local => local::spawn(&mut c),
             Target::Netns { name } => netns::spawn(name, c).await,
+            Target::Kubernetes(_) => return Err(self.unsupported("running a program")),
         };
         spawned.map_err(|source| TargetError::Spawn {
             program: cmd.program.clone(),
@@ -361,6 +401,7 @@ impl Target {
         let r = match self {
             Target::Local => local::in_network(f).await,
             Target::Netns { name } => netns::in_network(name, f).await,
+            Target::Kubernetes(_) => return Err(self.unsupported("running code in its network")),
         };
         r.map_err(|source| TargetError::Enter {
             target: self.describe(),
@@ -403,6 +444,7 @@ impl Target {
         let r = match self {
             Target::Local => local::resolve(host, port).await,
             Target::Netns { name } => netns::resolve(name, host, port).await,
+            Target::Kubernetes(_) => return Err(self.unsupported("resolving a name")),
         };
         let err = |source| TargetError::Resolve {
             host: host.to_string(),
@@ -428,10 +470,14 @@ impl Target {
         timeout: Option<Duration>,
         mark: Option<u32>,
     ) -> Result<tokio::net::TcpStream, TargetError> {
+        if !self.is_host() {
+            return Err(self.unsupported("connecting TCP"));
+        }
         let connect = async {
             match self {
                 Target::Local => local::connect_tcp(addr, mark).await,
                 Target::Netns { name } => netns::connect_tcp(name, addr, mark).await,
+                Target::Kubernetes(_) => unreachable!("refused above"),
             }
         };
         let r = match timeout {
@@ -470,10 +516,14 @@ impl Target {
     /// target holds the processes whose network namespace is its own (they share this
     /// host's pid namespace, so their pids are this host's).
     pub fn processes(&self) -> std::io::Result<Vec<ProcInfo>> {
+        if !self.is_host() {
+            return Err(self.unsupported("listing processes").into());
+        }
         let all = procs::list()?;
         match self {
             Target::Local => Ok(all),
             Target::Netns { name } => procs::in_netns(all, name),
+            Target::Kubernetes(_) => unreachable!("refused above"),
         }
     }
 
@@ -487,6 +537,7 @@ impl Target {
     ) -> std::io::Result<bool> {
         match self {
             Target::Local | Target::Netns { .. } => procs::signal(pid, start_time, signal),
+            Target::Kubernetes(_) => Err(self.unsupported("signalling a process").into()),
         }
     }
 }

@@ -19,6 +19,8 @@ mod drill_e2e;
 mod evidence;
 mod interrupted_record;
 mod invalid_scenarios;
+mod kubernetes;
+mod kubernetes_real;
 mod network_cli;
 mod network_lab;
 mod network_partition;

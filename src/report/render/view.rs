@@ -37,6 +37,78 @@ pub(crate) struct View<'a> {
     pub evidence: Vec<EvidenceView<'a>>,
     /// The exercise record: scope, participants, deviations, findings, lessons, sign-off.
     pub exercise: ExerciseView<'a>,
+    /// One row per pod deleted by a `pod_kill` fault: when it was gone, when its
+    /// replacement was scheduled and Ready (ms since its delete).
+    pub pod_replacements: Vec<PodRow>,
+    /// One row per workload of a `pod_kill` fault: when it was back to its desired Ready replicas.
+    pub workloads_back: Vec<WorkloadRow>,
+}
+
+/// A pod deleted by `pod_kill` and its replacement, from the fault's effect details.
+#[derive(Serialize)]
+pub(crate) struct PodRow {
+    pub fault: String,
+    pub pod: String,
+    pub node: String,
+    pub replacement: String,
+    pub gone_ms: Option<f64>,
+    pub scheduled_ms: Option<f64>,
+    pub ready_ms: Option<f64>,
+    /// `replaced` or `NOT REPLACED`.
+    pub label: &'static str,
+    pub status: &'static str,
+}
+
+/// A workload whose pods `pod_kill` deleted.
+#[derive(Serialize)]
+pub(crate) struct WorkloadRow {
+    pub fault: String,
+    pub workload: String,
+    pub desired: String,
+    pub back_ms: Option<f64>,
+}
+
+/// The per-pod and per-workload rows of every `pod_kill` fault that took effect.
+fn pod_kill_rows(run: &RunRecord) -> (Vec<PodRow>, Vec<WorkloadRow>) {
+    let (mut pods, mut workloads) = (Vec::new(), Vec::new());
+    for s in &run.steps {
+        let Some(f) = s.fault.as_ref().filter(|f| f.kind == "pod_kill") else {
+            continue;
+        };
+        let Some(d) = f.effect.as_ref().map(|e| &e.details) else {
+            continue;
+        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("—").to_string();
+        for p in d["pods"].as_array().into_iter().flatten() {
+            let ready = p["ready_ms"].as_f64();
+            pods.push(PodRow {
+                fault: s.name.clone(),
+                pod: text(&p["pod"]),
+                node: text(&p["node"]),
+                replacement: text(&p["replacement"]),
+                gone_ms: p["gone_ms"].as_f64(),
+                scheduled_ms: p["scheduled_ms"].as_f64(),
+                ready_ms: ready,
+                label: if ready.is_some() {
+                    "replaced"
+                } else {
+                    "NOT REPLACED"
+                },
+                status: if ready.is_some() { "passed" } else { "failed" },
+            });
+        }
+        for w in d["workloads"].as_array().into_iter().flatten() {
+            workloads.push(WorkloadRow {
+                fault: s.name.clone(),
+                workload: text(&w["workload"]),
+                desired: w["desired"]
+                    .as_i64()
+                    .map_or("unknown".into(), |n| n.to_string()),
+                back_ms: w["back_ms"].as_f64(),
+            });
+        }
+    }
+    (pods, workloads)
 }
 
 /// One output (stdout, stderr or body) of one attempt of a failed check.
@@ -292,7 +364,10 @@ impl<'a> View<'a> {
                 })
                 .collect()
         };
+        let (pod_replacements, workloads_back) = pod_kill_rows(run);
         View {
+            pod_replacements,
+            workloads_back,
             outcome: outcome_view(&run.outcome),
             objectives: objectives_view(run),
             counts: counts(run),

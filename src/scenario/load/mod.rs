@@ -334,7 +334,7 @@ faults:
         let text = GOOD.replace("      tcp: {", "      tpc: {");
         assert_eq!(
             one(&text),
-            "13:7: prechecks[1].probe.tpc: found `tpc`, expected one of `http`, `tcp`, `command`, `traffic`"
+            "13:7: prechecks[1].probe.tpc: found `tpc`, expected one of `http`, `tcp`, `command`, `traffic`, `kubernetes`"
         );
     }
 

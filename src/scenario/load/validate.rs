@@ -270,6 +270,17 @@ pub(super) fn validate(
         {
             let path = format!("traffic[{i}].probe.target");
             errors.push(undefined_target(diag, &path, name, targets));
+        } else if let Some(name) = t.probe.target.as_deref()
+            && let Some(target) = targets.resolved.get(name)
+            && !target.is_host()
+        {
+            errors.push(diag.value_at(
+                &format!("traffic[{i}].probe.target"),
+                format!(
+                    "found target `{name}` ({}), expected a host target: a kubernetes target has no network here",
+                    target.describe()
+                ),
+            ));
         }
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
@@ -313,6 +324,17 @@ pub(super) fn validate(
                 &format!("recovery[{i}].command.target"),
                 &r.command.target,
                 targets,
+            ));
+        } else if let Some(t) = targets.resolved.get(&r.command.target)
+            && !t.is_host()
+        {
+            errors.push(diag.value_at(
+                &format!("recovery[{i}].command.target"),
+                format!(
+                    "found target `{}` ({}), expected a host target: a kubernetes target runs no shell command",
+                    r.command.target,
+                    t.describe()
+                ),
             ));
         }
         if r.command.run.trim().is_empty() {
@@ -381,6 +403,26 @@ fn probe_checks(
             &format!("{pbase}.target"),
             t,
             targets,
+        ));
+    }
+    // A cluster is not a host: only the kubernetes probe observes one, and it
+    // observes nothing else.
+    if let Some(t) = probe.target()
+        && let Some(target) = targets.resolved.get(t)
+        && (probe.kind() == "kubernetes") != target.cluster().is_some()
+    {
+        let expected = if probe.kind() == "kubernetes" {
+            "a kubernetes target"
+        } else {
+            "a host target: a kubernetes target runs no program and has no network here"
+        };
+        errors.push(diag.value_at(
+            &format!("{pbase}.target"),
+            format!(
+                "found target `{t}` ({}) for a `{}` probe, expected {expected}",
+                target.describe(),
+                probe.kind()
+            ),
         ));
     }
     for (p, msg) in probe.validate() {
