@@ -208,7 +208,13 @@ impl Relay {
                 let sh = self.shared.lock().unwrap();
                 let mut v = serde_json::to_value(&sh.stats).unwrap_or_default();
                 v["pending"] = json!(sh.queue.len());
-                v["channels"] = json!(self.cfg.channels.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+                v["channels"] = json!(
+                    self.cfg
+                        .channels
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect::<Vec<_>>()
+                );
                 Response::json(200, v)
             }
             _ => Response::json(404, json!({ "errcode": 404, "errmsg": "not found" })),
@@ -239,9 +245,13 @@ impl Relay {
                 Some(ch) => {
                     sh.queue.pop_front();
                     sh.stats.delivered += 1;
-                    *sh.stats.via.entry(self.cfg.channels[ch].name.clone()).or_default() += 1;
+                    *sh.stats
+                        .via
+                        .entry(self.cfg.channels[ch].name.clone())
+                        .or_default() += 1;
                     sh.stats.last_channel = Some(self.cfg.channels[ch].name.clone());
-                    let _ = self.spool_write(&mut sh, &json!({ "op": "done", "id": msg.id }), false);
+                    let _ =
+                        self.spool_write(&mut sh, &json!({ "op": "done", "id": msg.id }), false);
                     if sh.queue.is_empty()
                         && let Some(f) = sh.spool.as_mut()
                     {
@@ -371,12 +381,16 @@ impl Relay {
                 Ok(tok.to_string())
             }
             (Some(c @ (45009 | -1)), _) => Err(Outcome::Backoff(format!("gettoken errcode {c}"))),
-            (c, _) => Err(Outcome::Definite(format!("gettoken errcode {}", c.unwrap_or(-999)))),
+            (c, _) => Err(Outcome::Definite(format!(
+                "gettoken errcode {}",
+                c.unwrap_or(-999)
+            ))),
         }
     }
 
     async fn send(&self, ch: &Channel, msg: &Msg) -> Outcome {
-        let mut body = json!({ "msgtype": msg.msgtype, msg.msgtype.clone(): { "content": msg.content } });
+        let mut body =
+            json!({ "msgtype": msg.msgtype, msg.msgtype.clone(): { "content": msg.content } });
         let req = match ch.kind {
             Kind::App => {
                 let tok = match self.token(ch).await {
@@ -389,12 +403,17 @@ impl Relay {
                     body["enable_duplicate_check"] = json!(1);
                     body["duplicate_check_interval"] = json!(1800);
                 }
-                self.http
-                    .post(format!("{}/cgi-bin/message/send?access_token={}", ch.base, enc(&tok)))
+                self.http.post(format!(
+                    "{}/cgi-bin/message/send?access_token={}",
+                    ch.base,
+                    enc(&tok)
+                ))
             }
-            Kind::Webhook => self
-                .http
-                .post(format!("{}/cgi-bin/webhook/send?key={}", ch.base, enc(&self.cfg.webhook_key))),
+            Kind::Webhook => self.http.post(format!(
+                "{}/cgi-bin/webhook/send?key={}",
+                ch.base,
+                enc(&self.cfg.webhook_key)
+            )),
         };
         let r = req.json(&body).timeout(self.cfg.timeout).send().await;
         let r = match r {
@@ -528,11 +547,17 @@ fn main() -> ExitCode {
     let mut file = None;
     if let Some(p) = &cfg.spool {
         queue.extend(replay(p));
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(p);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p);
         match f {
             Ok(f) => file = Some(f),
             Err(e) => {
-                eprintln!("firedrill-wecom-relay: cannot open the spool {}: {e}", p.display());
+                eprintln!(
+                    "firedrill-wecom-relay: cannot open the spool {}: {e}",
+                    p.display()
+                );
                 return ExitCode::from(1);
             }
         }

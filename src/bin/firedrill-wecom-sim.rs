@@ -203,7 +203,12 @@ impl Sim {
             return err(40001, "invalid credential");
         }
         st.token_seq += 1;
-        let token = format!("simtok-{}-{}-{}", self.cfg.name, st.token_seq, fastrand::u64(..));
+        let token = format!(
+            "simtok-{}-{}-{}",
+            self.cfg.name,
+            st.token_seq,
+            fastrand::u64(..)
+        );
         let exp = Instant::now() + self.cfg.token_ttl;
         st.tokens.retain(|_, e| *e > Instant::now());
         st.tokens.insert(token.clone(), exp);
@@ -214,7 +219,11 @@ impl Sim {
     }
 
     async fn send(self: &Arc<Self>, req: &Request, webhook: bool) -> Option<Response> {
-        self.count(if webhook { "webhook_send" } else { "message_send" });
+        self.count(if webhook {
+            "webhook_send"
+        } else {
+            "message_send"
+        });
         let (mode, delay) = {
             let st = self.state.lock().unwrap();
             (st.mode, st.delay_ms)
@@ -276,8 +285,12 @@ impl Sim {
             return err(41009, "missing content");
         };
         if !webhook && v["enable_duplicate_check"].as_i64() == Some(1) {
-            let window = Duration::from_secs(v["duplicate_check_interval"].as_u64().unwrap_or(1800));
-            let key = format!("{msgtype}\u{0}{}\u{0}{content}", v["touser"].as_str().unwrap_or(""));
+            let window =
+                Duration::from_secs(v["duplicate_check_interval"].as_u64().unwrap_or(1800));
+            let key = format!(
+                "{msgtype}\u{0}{}\u{0}{content}",
+                v["touser"].as_str().unwrap_or("")
+            );
             if let Some(at) = st.dedup.get(&key)
                 && now.duration_since(*at) < window
             {
