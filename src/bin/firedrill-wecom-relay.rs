@@ -230,15 +230,15 @@ impl Relay {
                 continue;
             };
             let delivered = self.deliver(&mut msg).await;
-            if self.settle(delivered, &msg) {
-                tokio::time::sleep(self.cfg.backoff.max(Duration::from_millis(100))).await;
+            if let Some(pause) = self.settle(delivered, &msg) {
+                tokio::time::sleep(pause).await;
             }
         }
     }
 
-    /// Books the outcome of one delivery; `true`: every channel failed and the
-    /// message stays at the head of the spool (the worker pauses before retrying).
-    fn settle(&self, delivered: Option<usize>, msg: &Msg) -> bool {
+    /// Books the outcome of one delivery; `Some(pause)`: every channel failed, the
+    /// message stays in the spool and the worker pauses before going on.
+    fn settle(&self, delivered: Option<usize>, msg: &Msg) -> Option<Duration> {
         let mut sh = self.shared.lock().unwrap();
         {
             match delivered {
@@ -266,16 +266,23 @@ impl Relay {
                     eprintln!("relay: dropped {} (every channel failed, no spool)", msg.id);
                 }
                 None => {
+                    sh.stats.spool_retries += 1;
+                    if msg.pinned.is_some() && sh.queue.len() > 1 {
+                        // In doubt on a channel that is down: it waits for that
+                        // channel at the back, the others go on (order is lost).
+                        sh.queue.pop_front();
+                        sh.queue.push_back(msg.clone());
+                        return Some(Duration::from_millis(10));
+                    }
                     // Stays at the head of the spool; retried after a pause.
                     if let Some(h) = sh.queue.front_mut() {
                         h.pinned = msg.pinned;
                     }
-                    sh.stats.spool_retries += 1;
-                    return true;
+                    return Some(self.cfg.backoff.max(Duration::from_millis(100)));
                 }
             }
         }
-        false
+        None
     }
 
     /// Tries the channels in priority order; returns the one that delivered.
@@ -294,6 +301,9 @@ impl Relay {
                 continue; // in doubt elsewhere: only that channel may get it
             }
             let skip = ch.open_until.lock().unwrap().is_some_and(|t| t > now);
+            if skip && msg.pinned == Some(ci) {
+                return None; // its channel is still down: wait for it
+            }
             // A channel that failed lately is skipped, unless all did (then each is tried).
             if skip && !all_open && msg.pinned.is_none() {
                 continue;

@@ -1084,6 +1084,8 @@ impl Engine {
                 _ => Some(true),
             },
             objectives_critical: sc.objectives.critical,
+            rpo_ms: sc.objectives.rpo.map(|d| ms(d.0)),
+            rpo_measured_ms: run.rpo_ms,
             recovery_steps_ok: recovered.steps_ok,
         });
         self.timeline.event_unprinted(

@@ -487,15 +487,31 @@ fn objectives_view(run: &RunRecord) -> ObjectivesView {
         ),
     ];
     if o.rpo_objective_ms.is_some() || o.rpo_ms.is_some() {
+        let (result, status) = match (o.rpo_objective_ms, o.rpo_ms) {
+            (_, None) => ("not measured".to_string(), "skipped"),
+            (None, Some(_)) => ("no RPO declared".to_string(), "skipped"),
+            (Some(r), Some(m)) if m <= r => ("met".to_string(), "passed"),
+            (Some(_), Some(_)) => (
+                format!("EXCEEDED{lenient}"),
+                if o.critical { "failed" } else { "medium" },
+            ),
+        };
         rows.push(ObjectiveRow {
             name: "RPO",
-            definition: "Largest data-loss window; measured only by a probe that writes and \
-                         reads back data, and no such probe ran."
-                .into(),
+            definition: if o.rpo_ms.is_some() {
+                "Data-loss window measured by the `delivery:` messages: from the send of the \
+                 first acknowledged message that was never delivered to the acknowledgement of \
+                 the last one (0 when nothing acknowledged was lost)."
+                    .into()
+            } else {
+                "Largest data-loss window; measured only by a `delivery:` entry (messages \
+                 sent and counted where they arrive), and none ran."
+                    .into()
+            },
             declared: declared(o.rpo_objective_ms),
             measured: o.rpo_ms.map_or("not measured".into(), human_ms),
-            result: "not measured".into(),
-            status: "skipped",
+            result,
+            status,
         });
     }
     rows.push(plain(
