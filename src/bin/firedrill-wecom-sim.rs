@@ -9,7 +9,7 @@
 //! - `POST /cgi-bin/webhook/send?key=…` (group robot; 93000 on a wrong key).
 //!
 //! Errcodes: 40014 invalid token, 42001 expired token, 45009 frequency limit
-//! (`--quota N` calls per `--quota-window-ms`), -1 system busy, 60020 caller IP not
+//! (`--quota N` `message/send` calls per `--quota-window-ms`), -1 system busy, 60020 caller IP not
 //! allowed (the last two and others through the admin mode).
 //!
 //! Admin (loopback, for drills and tests): `GET /admin/messages` (every accepted
@@ -264,7 +264,8 @@ impl Sim {
                 Some(_) => {}
             }
         }
-        if self.cfg.quota > 0 {
+        // The quota is the app API's; a group robot has limits of its own.
+        if !webhook && self.cfg.quota > 0 {
             if now.duration_since(st.window_start) >= self.cfg.quota_window {
                 st.window_start = now;
                 st.window_calls = 0;

@@ -38,3 +38,4 @@ mod side_by_side;
 mod steady_state;
 mod traffic_probe;
 mod unbounded_input;
+mod wecom;
