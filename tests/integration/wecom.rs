@@ -58,7 +58,11 @@ fn sim(port: u16, name: &str, dir: &Path, extra: &[&str]) -> Child {
         .spawn()
         .expect("start the simulator");
     assert!(
-        common::wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        common::wait_until(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
         "simulator {name} did not listen on {port}"
     );
     c
@@ -77,7 +81,10 @@ impl Stack {
     fn start(dir: &Path, relay_flags: &[&str]) -> Stack {
         let base = port_base();
         let (relay, primary, standby) = (base, base + 1, base + 2);
-        let mut children = vec![sim(primary, "primary", dir, &[]), sim(standby, "standby", dir, &[])];
+        let mut children = vec![
+            sim(primary, "primary", dir, &[]),
+            sim(standby, "standby", dir, &[]),
+        ];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_firedrill-wecom-relay"));
         cmd.args(["--port", &relay.to_string()])
             .arg("--channel")
@@ -96,7 +103,11 @@ impl Stack {
         }
         children.push(cmd.spawn().expect("start the relay"));
         assert!(
-            common::wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", relay)).is_ok()),
+            common::wait_until(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                relay
+            ))
+            .is_ok()),
             "relay did not listen on {relay}"
         );
         Stack {
@@ -109,18 +120,31 @@ impl Stack {
     }
 
     /// `firedrill run scenarios/wecom/NAME.yaml` against this stack.
-    fn drill(&self, name: &str, level: &str) -> (std::process::Output, firedrill::model::RunRecord, PathBuf) {
-        let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/wecom/{name}.yaml"));
-        let reports = self.dir.join(format!("reports-{name}-{level}-{}", self.relay));
+    fn drill(
+        &self,
+        name: &str,
+        level: &str,
+    ) -> (std::process::Output, firedrill::model::RunRecord, PathBuf) {
+        let scenario =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/wecom/{name}.yaml"));
+        let reports = self
+            .dir
+            .join(format!("reports-{name}-{level}-{}", self.relay));
         let out = common::run_cmd(&scenario, &self.dir.join("state"), &reports)
             .args(["--level", level])
             .args(["--var", &format!("relay_port={}", self.relay)])
             .args(["--var", &format!("primary_port={}", self.primary)])
             .args(["--var", &format!("standby_port={}", self.standby)])
             .arg("--var")
-            .arg(format!("primary_pidfile={}", self.dir.join("primary.pid").display()))
+            .arg(format!(
+                "primary_pidfile={}",
+                self.dir.join("primary.pid").display()
+            ))
             .arg("--var")
-            .arg(format!("standby_pidfile={}", self.dir.join("standby.pid").display()))
+            .arg(format!(
+                "standby_pidfile={}",
+                self.dir.join("standby.pid").display()
+            ))
             .output()
             .expect("run firedrill");
         let report = common::report_dir(&reports);
@@ -145,11 +169,12 @@ impl Stack {
         copies
     }
 
-    /// What the relay says it received from the delivery probe (the verification
-    /// sends one message of its own).
-    fn relay_received(&self) -> f64 {
+    /// What the relay says it received from the delivery probe: `own_sends` is what
+    /// the scenario's checks sent of their own (the outage and network-cut
+    /// verifications send one message).
+    fn relay_received(&self, own_sends: f64) -> f64 {
         let (_, v) = http(self.relay, "GET", "/stats", "");
-        v["received"].as_f64().unwrap() - 1.0
+        v["received"].as_f64().unwrap() - own_sends
     }
 }
 
@@ -179,13 +204,13 @@ fn delivery_step(r: &firedrill::model::RunRecord) -> &firedrill::model::StepReco
 }
 
 /// The probe's figures agree with the simulators' own lists and the relay's count.
-fn assert_counts_match(stack: &Stack, m: &BTreeMap<String, f64>) {
+fn assert_counts_match(stack: &Stack, m: &BTreeMap<String, f64>, own_sends: f64) {
     let accepted = stack.accepted();
     let distinct = accepted.len() as f64;
     let extra: u64 = accepted.values().map(|n| n - 1).sum();
     assert_eq!(m["delivered"], distinct, "{m:?}");
     assert_eq!(m["duplicated"], extra as f64, "{m:?}");
-    assert_eq!(m["acknowledged"], stack.relay_received(), "{m:?}");
+    assert_eq!(m["acknowledged"], stack.relay_received(own_sends), "{m:?}");
     assert_eq!(m["lost"], m["acknowledged"] - distinct, "{m:?}");
 }
 
@@ -197,40 +222,104 @@ fn rules(r: &firedrill::model::RunRecord) -> Vec<String> {
 fn the_simulator_speaks_wecom() {
     let dir = tempfile::tempdir().unwrap();
     let port = port_base();
-    let _sim = ChildGuard(sim(port, "api", dir.path(), &["--quota", "3", "--quota-window-ms", "60000"]));
-    let (_, v) = http(port, "GET", "/cgi-bin/gettoken?corpid=ww1&corpsecret=wrong", "");
+    let _sim = ChildGuard(sim(
+        port,
+        "api",
+        dir.path(),
+        &["--quota", "3", "--quota-window-ms", "60000"],
+    ));
+    let (_, v) = http(
+        port,
+        "GET",
+        "/cgi-bin/gettoken?corpid=ww1&corpsecret=wrong",
+        "",
+    );
     assert_eq!(v["errcode"], 40001, "{v}");
-    let (_, v) = http(port, "GET", &format!("/cgi-bin/gettoken?corpid=ww1&corpsecret={SECRET}"), "");
+    let (_, v) = http(
+        port,
+        "GET",
+        &format!("/cgi-bin/gettoken?corpid=ww1&corpsecret={SECRET}"),
+        "",
+    );
     assert_eq!(v["errcode"], 0, "{v}");
     assert_eq!(v["expires_in"], 7200, "{v}");
     let tok = v["access_token"].as_str().unwrap().to_string();
-    let send = |token: &str, body: &str| http(port, "POST", &format!("/cgi-bin/message/send?access_token={token}"), body).1;
-    assert_eq!(send("nope", r#"{"msgtype":"text","text":{"content":"a"}}"#)["errcode"], 40014);
-    let v = send(&tok, r#"{"touser":"@all","msgtype":"text","text":{"content":"one"},"enable_duplicate_check":1}"#);
+    let send = |token: &str, body: &str| {
+        http(
+            port,
+            "POST",
+            &format!("/cgi-bin/message/send?access_token={token}"),
+            body,
+        )
+        .1
+    };
+    assert_eq!(
+        send("nope", r#"{"msgtype":"text","text":{"content":"a"}}"#)["errcode"],
+        40014
+    );
+    let v = send(
+        &tok,
+        r#"{"touser":"@all","msgtype":"text","text":{"content":"one"},"enable_duplicate_check":1}"#,
+    );
     assert_eq!(v["errcode"], 0, "{v}");
     assert!(v["msgid"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
     // WeCom's duplicate check: the same content again is answered but not sent again.
-    let v = send(&tok, r#"{"touser":"@all","msgtype":"text","text":{"content":"one"},"enable_duplicate_check":1}"#);
+    let v = send(
+        &tok,
+        r#"{"touser":"@all","msgtype":"text","text":{"content":"one"},"enable_duplicate_check":1}"#,
+    );
     assert_eq!(v["errcode"], 0, "{v}");
-    let v = send(&tok, r#"{"msgtype":"markdown","markdown":{"content":"**two**"}}"#);
+    let v = send(
+        &tok,
+        r#"{"msgtype":"markdown","markdown":{"content":"**two**"}}"#,
+    );
     assert_eq!(v["errcode"], 0, "{v}");
     // The quota (3 per window) is spent: 45009.
-    assert_eq!(send(&tok, r#"{"msgtype":"text","text":{"content":"four"}}"#)["errcode"], 45009);
-    let hook = http(port, "POST", &format!("/cgi-bin/webhook/send?key={HOOK_KEY}"), r#"{"msgtype":"text","text":{"content":"robot"}}"#).1;
+    assert_eq!(
+        send(&tok, r#"{"msgtype":"text","text":{"content":"four"}}"#)["errcode"],
+        45009
+    );
+    let hook = http(
+        port,
+        "POST",
+        &format!("/cgi-bin/webhook/send?key={HOOK_KEY}"),
+        r#"{"msgtype":"text","text":{"content":"robot"}}"#,
+    )
+    .1;
     assert_eq!(hook["errcode"], 0, "{hook}");
-    let bad = http(port, "POST", "/cgi-bin/webhook/send?key=x", r#"{"msgtype":"text","text":{"content":"r"}}"#).1;
+    let bad = http(
+        port,
+        "POST",
+        "/cgi-bin/webhook/send?key=x",
+        r#"{"msgtype":"text","text":{"content":"r"}}"#,
+    )
+    .1;
     assert_eq!(bad["errcode"], 93000, "{bad}");
     let (_, list) = http(port, "GET", "/admin/messages", "");
-    let contents: Vec<&str> = list["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    let contents: Vec<&str> = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
     assert_eq!(contents, vec!["one", "**two**", "robot"]);
     assert!(list["messages"][0]["received_ms"].as_f64().unwrap() > 1.7e12);
     // Admin controls: expired tokens, busy, caller IP not allowed.
     http(port, "POST", "/admin/expire_tokens", "");
-    assert_eq!(send(&tok, r#"{"msgtype":"text","text":{"content":"x"}}"#)["errcode"], 42001);
+    assert_eq!(
+        send(&tok, r#"{"msgtype":"text","text":{"content":"x"}}"#)["errcode"],
+        42001
+    );
     http(port, "POST", "/admin/mode", r#"{"mode":"busy"}"#);
-    assert_eq!(send(&tok, r#"{"msgtype":"text","text":{"content":"x"}}"#)["errcode"], -1);
+    assert_eq!(
+        send(&tok, r#"{"msgtype":"text","text":{"content":"x"}}"#)["errcode"],
+        -1
+    );
     http(port, "POST", "/admin/mode", r#"{"mode":"ip_denied"}"#);
-    assert_eq!(send(&tok, r#"{"msgtype":"text","text":{"content":"x"}}"#)["errcode"], 60020);
+    assert_eq!(
+        send(&tok, r#"{"msgtype":"text","text":{"content":"x"}}"#)["errcode"],
+        60020
+    );
 }
 
 struct ChildGuard(Child);
@@ -254,8 +343,12 @@ fn outage_drill_finds_duplicates_and_the_fix_removes_them() {
         let m = &delivery_step(&r).metrics;
         assert!(m["duplicated"] > 0.0, "{m:?}");
         assert_eq!(m["lost"], 0.0, "{m:?}");
-        assert_counts_match(&stack, m);
-        assert!(rules(&r).contains(&"message-duplicates".to_string()), "{:?}", rules(&r));
+        assert_counts_match(&stack, m, 1.0);
+        assert!(
+            rules(&r).contains(&"message-duplicates".to_string()),
+            "{:?}",
+            rules(&r)
+        );
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
         assert!(md.contains("duplicated"), "{md}");
         assert!(md.contains("message-duplicates"), "{md}");
@@ -268,9 +361,13 @@ fn outage_drill_finds_duplicates_and_the_fix_removes_them() {
     assert_eq!(m["duplicated"], 0.0, "{m:?} (before the fix: {before})");
     assert_eq!(m["lost"], 0.0, "{m:?}");
     assert!(m["acknowledged"] > 100.0, "{m:?}");
-    assert_counts_match(&stack, m);
+    assert_counts_match(&stack, m, 1.0);
     assert_eq!(r.objectives.rpo_ms, Some(0.0));
-    assert!(!rules(&r).iter().any(|x| x.starts_with("message-")), "{:?}", rules(&r));
+    assert!(
+        !rules(&r).iter().any(|x| x.starts_with("message-")),
+        "{:?}",
+        rules(&r)
+    );
 }
 
 /// The relay without its spool acknowledges messages and drops them when every
@@ -279,7 +376,10 @@ fn outage_drill_finds_duplicates_and_the_fix_removes_them() {
 /// drill loses nothing.
 #[test]
 fn network_cut_catches_the_relay_without_spool_losing_messages() {
-    if !skip::can_run_as_root("network_cut_catches_the_relay_without_spool_losing_messages", "for nftables") {
+    if !skip::can_run_as_root(
+        "network_cut_catches_the_relay_without_spool_losing_messages",
+        "for nftables",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -291,9 +391,13 @@ fn network_cut_catches_the_relay_without_spool_losing_messages() {
         assert!(m["lost"] > 0.0, "{m:?}");
         assert!(m["loss_rate"] > 0.0, "{m:?}");
         assert!(m["rpo_ms"] > 0.0, "{m:?}");
-        assert_counts_match(&stack, m);
+        assert_counts_match(&stack, m, 1.0);
         assert_eq!(r.objectives.rpo_ms, Some(m["rpo_ms"]));
-        assert!(rules(&r).contains(&"message-loss".to_string()), "{:?}", rules(&r));
+        assert!(
+            rules(&r).contains(&"message-loss".to_string()),
+            "{:?}",
+            rules(&r)
+        );
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
         assert!(md.contains("message-loss"), "{md}");
         assert!(md.contains("EXCEEDED"), "the RPO row: {md}");
@@ -306,7 +410,7 @@ fn network_cut_catches_the_relay_without_spool_losing_messages() {
     let m = &delivery_step(&r).metrics;
     assert_eq!(m["lost"], 0.0, "{m:?}");
     assert_eq!(m["duplicated"], 0.0, "{m:?}");
-    assert_counts_match(&stack, m);
+    assert_counts_match(&stack, m, 1.0);
 }
 
 trait TapMkdir {
@@ -316,5 +420,34 @@ impl TapMkdir for PathBuf {
     fn tap_mkdir(self) -> Self {
         std::fs::create_dir_all(&self).unwrap();
         self
+    }
+}
+
+/// The token-expiry and quota drills at `full` pass against the relay as shipped:
+/// it refreshes its token on 42001, backs off on 45009 and fails over, and the
+/// probe's counts match the simulators'.
+#[test]
+fn token_expiry_and_quota_drills_pass_with_the_shipped_relay() {
+    if !skip::can_run_as_root(
+        "token_expiry_and_quota_drills_pass_with_the_shipped_relay",
+        "for nftables",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (name, counter) in [("token-expiry", "token_refreshes"), ("quota", "backoffs")] {
+        let stack = Stack::start(&dir.path().join(name).tap_mkdir(), &[]);
+        let (out, r, _) = stack.drill(name, "full");
+        common::assert_exit(&out, 0);
+        let m = &delivery_step(&r).metrics;
+        assert_eq!(m["lost"], 0.0, "{name}: {m:?}");
+        assert_eq!(m["duplicated"], 0.0, "{name}: {m:?}");
+        assert_counts_match(&stack, m, 0.0);
+        let (_, stats) = http(stack.relay, "GET", "/stats", "");
+        assert!(stats[counter].as_f64().unwrap() > 1.0, "{name}: {stats}");
+        assert!(
+            stats["via"]["standby"].as_f64().unwrap_or(0.0) > 0.0,
+            "{name}: failed over: {stats}"
+        );
     }
 }
