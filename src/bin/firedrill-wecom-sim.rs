@@ -18,7 +18,10 @@
 //! blackhole|reset", "delay_ms": N}`, `POST /admin/expire_tokens`, `POST /admin/clear`,
 //! `GET /health`.
 //!
-//! Secrets come from the environment, never the command line:
+//! Tokens are stateless (issue time, nonce and a MAC keyed by the corp secret), so a
+//! private deployment sharing the corp secret accepts the public API's tokens, and a
+//! restart does not invalidate them. Secrets come from the environment, never the
+//! command line:
 //! `WECOM_SIM_CORPSECRET` (default `sim-secret`), `WECOM_SIM_WEBHOOK_KEY` (default
 //! `sim-key`).
 
@@ -98,8 +101,8 @@ struct Config {
 struct State {
     mode: Mode,
     delay_ms: u64,
-    tokens: HashMap<String, Instant>,
-    token_seq: u64,
+    /// Tokens issued before this (Unix ms) are expired (`/admin/expire_tokens`).
+    revoked_before_ms: f64,
     window_start: Instant,
     window_calls: u64,
     messages: Vec<Value>,
@@ -169,12 +172,11 @@ impl Sim {
             }
             ("POST", "/admin/expire_tokens") => {
                 let mut st = self.state.lock().unwrap();
-                let now = Instant::now();
-                let n = st.tokens.len();
-                for exp in st.tokens.values_mut() {
-                    *exp = now;
-                }
-                Some(Response::json(200, json!({ "expired": n })))
+                st.revoked_before_ms = unix_ms();
+                Some(Response::json(
+                    200,
+                    json!({ "expired": "every token issued so far" }),
+                ))
             }
             ("POST", "/admin/clear") => {
                 let mut st = self.state.lock().unwrap();
@@ -189,10 +191,30 @@ impl Sim {
         }
     }
 
+    /// A token any instance with the same corp secret accepts (as a private
+    /// deployment sharing the corp's credentials would): issue time, nonce, MAC.
+    fn issue(&self, issued_ms: u64, nonce: u64) -> String {
+        format!("{issued_ms}.{nonce:016x}.{}", self.mac(issued_ms, nonce))
+    }
+
+    fn mac(&self, issued_ms: u64, nonce: u64) -> String {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(format!("{}\u{0}{issued_ms}\u{0}{nonce}", self.cfg.secret));
+        d[..12].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The issue time (Unix ms) of a genuine token.
+    fn check(&self, token: &str) -> Option<f64> {
+        let mut it = token.split('.');
+        let issued: u64 = it.next()?.parse().ok()?;
+        let nonce = u64::from_str_radix(it.next()?, 16).ok()?;
+        (it.next()? == self.mac(issued, nonce) && it.next().is_none()).then_some(issued as f64)
+    }
+
     fn gettoken(&self, req: &Request) -> Response {
         self.count("gettoken");
-        let mut st = self.state.lock().unwrap();
-        match st.mode {
+        let mode = self.state.lock().unwrap().mode;
+        match mode {
             Mode::Busy => return err(-1, "system busy"),
             Mode::IpDenied => return err(60020, "not allow to access from your ip"),
             _ => {}
@@ -202,16 +224,7 @@ impl Sim {
         {
             return err(40001, "invalid credential");
         }
-        st.token_seq += 1;
-        let token = format!(
-            "simtok-{}-{}-{}",
-            self.cfg.name,
-            st.token_seq,
-            fastrand::u64(..)
-        );
-        let exp = Instant::now() + self.cfg.token_ttl;
-        st.tokens.retain(|_, e| *e > Instant::now());
-        st.tokens.insert(token.clone(), exp);
+        let token = self.issue(unix_ms() as u64, fastrand::u64(..));
         Response::json(
             200,
             json!({ "errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": self.cfg.token_ttl.as_secs() }),
@@ -258,9 +271,14 @@ impl Sim {
                 return err(93000, "invalid webhook url");
             }
         } else {
-            match req.query.get("access_token").and_then(|t| st.tokens.get(t)) {
+            match req.query.get("access_token").and_then(|t| self.check(t)) {
                 None => return err(40014, "invalid access_token"),
-                Some(exp) if *exp <= now => return err(42001, "access_token expired"),
+                Some(issued) if issued < st.revoked_before_ms => {
+                    return err(42001, "access_token expired");
+                }
+                Some(issued) if unix_ms() > issued + self.cfg.token_ttl.as_secs_f64() * 1000.0 => {
+                    return err(42001, "access_token expired");
+                }
                 Some(_) => {}
             }
         }
@@ -349,8 +367,7 @@ fn main() -> ExitCode {
         state: Mutex::new(State {
             mode,
             delay_ms: num("--delay-ms", 1000),
-            tokens: HashMap::new(),
-            token_seq: 0,
+            revoked_before_ms: 0.0,
             window_start: Instant::now(),
             window_calls: 0,
             messages: Vec::new(),
