@@ -451,3 +451,49 @@ fn token_expiry_and_quota_drills_pass_with_the_shipped_relay() {
         );
     }
 }
+
+/// The staged switchover: at `standard` it goes through (all four stages, nothing
+/// lost or duplicated, counts matching the simulators); at `full` the private
+/// deployment hangs mid-way, a guard rolls it back, and the fault's revert says at
+/// which stage the switchover stood.
+#[test]
+fn staged_switchover_goes_through_and_is_rolled_back_by_a_guard() {
+    if !skip::can_run_as_root(
+        "staged_switchover_goes_through_and_is_rolled_back_by_a_guard",
+        "for nftables",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let stack = Stack::start(&dir.path().join("a").tap_mkdir(), &[]);
+        let (out, r, _) = stack.drill("switchover", "standard");
+        common::assert_exit(&out, 0);
+        let m = &delivery_step(&r).metrics;
+        assert_eq!(m["lost"], 0.0, "{m:?}");
+        assert_eq!(m["duplicated"], 0.0, "{m:?}");
+        assert_counts_match(&stack, m, 0.0);
+        let (_, standby) = http(stack.standby, "GET", "/admin/stats", "");
+        assert!(standby["accepted"].as_u64().unwrap() > 10, "{standby}");
+        let sw = &r
+            .steps
+            .iter()
+            .find(|s| s.name.starts_with("staged switchover"))
+            .unwrap();
+        let revert = sw.fault.as_ref().unwrap().revert.as_ref().unwrap();
+        let reverted = &revert.result.as_ref().unwrap().measured;
+        assert!(
+            reverted.contains("switchover at stage 4 of 4 (100%)"),
+            "{reverted}"
+        );
+    }
+    let stack = Stack::start(&dir.path().join("b").tap_mkdir(), &[]);
+    let (out, r, report) = stack.drill("switchover", "full");
+    common::assert_exit(&out, 1);
+    assert!(
+        r.guards.iter().any(|g| g.breached),
+        "a guard rolled it back"
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("switchover at stage"), "{md}");
+}
