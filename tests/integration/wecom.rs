@@ -400,9 +400,12 @@ fn network_cut_catches_the_relay_without_spool_losing_messages() {
         );
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
         assert!(md.contains("message-loss"), "{md}");
+        assert!(md.contains("### Message delivery"), "{md}");
+        assert!(md.contains(&format!("{} sent", m["sent"])), "{md}");
         assert!(md.contains("EXCEEDED"), "the RPO row: {md}");
         let html = std::fs::read_to_string(report.join("report.html")).unwrap();
         assert!(html.contains("acknowledged message(s) lost"), "html report");
+        assert!(html.contains("<h2>Message delivery</h2>"), "html report");
     }
     let stack = Stack::start(&dir.path().join("b").tap_mkdir(), &[]);
     let (out, r, _) = stack.drill("network-cut", "full");
