@@ -500,3 +500,60 @@ fn staged_switchover_goes_through_and_is_rolled_back_by_a_guard() {
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("switchover at stage"), "{md}");
 }
+
+/// `scripts/wecom-drill.sh`, the one command a new user runs: it starts both
+/// simulators and the relay, runs the outage drill (which finds the shipped
+/// relay's duplicates: exit 1), writes the reports and stops everything it started.
+#[test]
+fn the_one_command_outage_drill_runs_and_cleans_up() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_firedrill")).parent().unwrap();
+    let base = port_base();
+    let reports = dir.path().join("reports");
+    let mut child = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/wecom-drill.sh"
+        ))
+        .args(["outage", "--level", "smoke", "--report-dir"])
+        .arg(&reports)
+        .env("PORT_BASE", base.to_string())
+        .env("FIREDRILL_BIN_DIR", bin_dir)
+        .env("FIREDRILL_STATE_DIR", dir.path().join("state"))
+        .env("FIREDRILL_LOCK_DIR", common::own_lock_dir())
+        .env_remove("RELAY_FLAGS")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let code = common::wait_exit(&mut child, Duration::from_secs(180));
+    if code.is_none() {
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    }
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("message-duplicates"), "{out}");
+    let r = common::journal(&reports);
+    assert!(delivery_step(&r).metrics["duplicated"] > 0.0);
+    // Nothing it started is left: every port of the stack is free again.
+    for p in [base, base + 1, base + 2] {
+        assert!(
+            common::wait_until(Duration::from_secs(5), || TcpStream::connect((
+                "127.0.0.1",
+                p
+            ))
+            .is_err()),
+            "port {p} still answers after the script ended"
+        );
+    }
+}
