@@ -152,7 +152,10 @@ pub(crate) struct DeliveryView {
     pub out_of_order: String,
     pub rpo: String,
     pub gap: String,
-    pub bad: bool,
+    /// Some acknowledged message was lost.
+    pub any_lost: bool,
+    /// Some message was delivered more than once.
+    pub any_duplicated: bool,
     pub rows: Vec<DeliveryRow>,
 }
 
@@ -216,7 +219,8 @@ fn delivery_views(run: &RunRecord) -> Vec<DeliveryView> {
                 out_of_order: n("out_of_order"),
                 rpo: g("rpo_ms").map_or("-".into(), crate::report::words::human_ms),
                 gap: g("max_delivery_gap_ms").map_or("-".into(), crate::report::words::human_ms),
-                bad: g("lost").unwrap_or(0.0) > 0.0 || g("duplicated").unwrap_or(0.0) > 0.0,
+                any_lost: g("lost").unwrap_or(0.0) > 0.0,
+                any_duplicated: g("duplicated").unwrap_or(0.0) > 0.0,
                 rows,
             }
         })
