@@ -10,7 +10,8 @@
 //! - sustained = every message acknowledged, achieved ≥ 98% of the target, and the
 //!   probe's p99 delivery latency under 50 ms (the probe is not falling behind);
 //! - the probe's CPU time per message (getrusage of this process: only the probe
-//!   runs here).
+//!   runs here), and its ratio to a baseline measured in the same run: a plain loop
+//!   sending the same requests at the same rate (`vs base`).
 //!
 //! Reference: the bench reads the sink itself, joins the raw (sent, received) pairs
 //! by id, and computes the percentiles with an independent selection
@@ -62,6 +63,27 @@ fn get(port: u16, path: &str) -> serde_json::Value {
 fn reference(mut v: Vec<f64>, q: f64) -> f64 {
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     *v.select_nth_unstable_by(rank - 1, f64::total_cmp).1
+}
+
+/// The baseline: the same requests at the same rate by a plain loop (clock-scheduled
+/// `reqwest` sends, responses read and dropped: no id, no templating, no figures).
+async fn baseline(http: reqwest::Client, url: String, rate: f64, n: u64) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
+        let req = http.post(&url).body(format!(
+            "{{\"msgtype\":\"text\",\"text\":{{\"content\":\"base {i}\"}}}}"
+        ));
+        tasks.spawn(async move {
+            if let Ok(r) = req.send().await {
+                let _ = r.bytes().await;
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 fn main() {
@@ -119,11 +141,12 @@ fn main() {
         "delivery probe, one core (current-thread runtime on CPU 0; simulator on CPU 1), {secs} s per rate, simulator {sim_bin}"
     );
     println!(
-        "{:>8} {:>9} {:>7} {:>10} {:>9} | {:>21} | {:>21} | {:>9}",
+        "{:>8} {:>9} {:>7} {:>10} {:>7} {:>9} | {:>21} | {:>21} | {:>9}",
         "target",
         "achieved",
         "acked%",
         "CPU us/msg",
+        "vs base",
         "sustained",
         "probe p50/p95/p99 ms",
         "ref p50/p95/p99 ms",
@@ -161,6 +184,15 @@ fn main() {
         ));
         let took = t0.elapsed();
         let cpu = cpu_time() - cpu0;
+        let n_base = (rate * secs) as u64;
+        let b0 = cpu_time();
+        rt.block_on(baseline(
+            http.clone(),
+            format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key=bench-key"),
+            rate,
+            n_base,
+        ));
+        let base_per_msg = (cpu_time() - b0).as_secs_f64() / n_base as f64;
         let body = get(port, "/admin/messages");
         let received = delivery::extract(&sink, &body, &prefix).unwrap();
         let m = delivery::figures(&sent, &received);
@@ -192,9 +224,10 @@ fn main() {
             best = Some(rate);
         }
         println!(
-            "{rate:>8} {achieved:>9.0} {:>7.2} {:>10.1} {:>9} | {:>6.2}/{:>6.2}/{:>7.2} | {:>6.2}/{:>6.2}/{:>7.2} | {diff:>9.4}",
+            "{rate:>8} {achieved:>9.0} {:>7.2} {:>10.1} {:>6.2}x {:>9} | {:>6.2}/{:>6.2}/{:>7.2} | {:>6.2}/{:>6.2}/{:>7.2} | {diff:>9.4}",
             100.0 * acked / n,
             cpu.as_secs_f64() * 1e6 / n,
+            cpu.as_secs_f64() / n / base_per_msg,
             if sustained { "yes" } else { "no" },
             probe[0],
             probe[1],
