@@ -53,6 +53,9 @@ pub struct DeliveryStep {
     pub send: DeliverySend,
     /// Where delivered messages are counted (every copy in every sink counts).
     pub sinks: Vec<DeliverySink>,
+    /// Send the messages and read the sinks from inside this target (a `netns` target, for example): its connections and name lookups are the target's. Defaults to this host.
+    #[serde(default)]
+    pub target: Option<String>,
     /// Sending starts this long before the first fault (delays the faults by this much).
     #[serde(default = "default_window")]
     pub before: HumanDuration,
@@ -228,7 +231,7 @@ impl DeliveryStep {
     pub fn describe(&self) -> String {
         let sinks: Vec<&str> = self.sinks.iter().map(|k| k.url.as_str()).collect();
         format!(
-            "delivery: {} msg/s{} by HTTP {} {}, counted at {}",
+            "delivery: {} msg/s{} by HTTP {} {}, counted at {}{}",
             self.send.rate,
             self.send
                 .count
@@ -236,7 +239,11 @@ impl DeliveryStep {
                 .unwrap_or_default(),
             self.send.method.to_uppercase(),
             self.send.url,
-            sinks.join(", ")
+            sinks.join(", "),
+            self.target
+                .as_deref()
+                .map(|t| format!(", from {t}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -337,7 +344,9 @@ struct Running {
     started: Instant,
     started_ms: f64,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Vec<Sent>>,
+    task: tokio::task::JoinHandle<Result<Vec<Sent>, String>>,
+    /// Where the messages are sent from and the sinks read from (`None`: this host).
+    target: Option<crate::target::Target>,
 }
 
 impl Section {
@@ -364,20 +373,40 @@ impl Section {
             .map(|s| {
                 let prefix = new_prefix();
                 let stop = CancellationToken::new();
-                let task = tokio::spawn(send_loop(
+                let (send, pre, phase, stop2) = (
                     Arc::new(s.send.clone()),
                     prefix.clone(),
-                    ctx.http.clone(),
                     Some(runtime.subscribe_phase()),
-                    cap,
                     stop.clone(),
-                ));
+                );
+                let target = s
+                    .target
+                    .as_deref()
+                    .map(|name| super::http::named_target(ctx, name));
+                let (task, target) = match target {
+                    None => {
+                        let http = ctx.http.clone();
+                        let t = tokio::spawn(async move {
+                            Ok(send_loop(send, pre, http, phase, cap, stop2).await)
+                        });
+                        (t, None)
+                    }
+                    Some(Ok(target)) => {
+                        let t =
+                            tokio::spawn(super::http::from_target(target.clone(), move |http| {
+                                send_loop(send, pre, http, phase, cap, stop2)
+                            }));
+                        (t, Some(target))
+                    }
+                    Some(Err(e)) => (tokio::spawn(async move { Err(e) }), None),
+                };
                 Running {
                     prefix,
                     started: Instant::now(),
                     started_ms: now_ms,
                     stop,
                     task,
+                    target,
                 }
             })
             .collect();
@@ -422,21 +451,46 @@ impl Section {
         let mut out = Vec::new();
         for (s, r) in self.steps.iter().zip(self.runs) {
             r.stop.cancel();
-            let sent = r.task.await.unwrap_or_default();
-            let received = collect(s, &sent, &r.prefix, http, hurry).await;
+            let sent = match r.task.await {
+                Ok(Ok(sent)) => Ok(sent),
+                Ok(Err(e)) => Err(format!("the messages could not be sent: {e}")),
+                Err(e) => Err(format!("the sender failed: {e}")),
+            };
+            let received = match (&sent, r.target) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(sent), None) => collect(s, sent, &r.prefix, http, hurry).await,
+                (Ok(sent), Some(target)) => {
+                    let (s2, sent2, pre, hurry2) =
+                        (s.clone(), sent.clone(), r.prefix.clone(), hurry.clone());
+                    super::http::from_target(target, move |http| async move {
+                        collect(&s2, &sent2, &pre, &http, &hurry2).await
+                    })
+                    .await
+                    .and_then(|x| x)
+                }
+            };
+            let sent = sent.unwrap_or_default();
             let mut v = match received {
                 Ok(rcv) => judge(s, &sent, &rcv),
-                Err(e) => TrafficVerdict {
-                    name: s.name.clone(),
-                    critical: s.critical,
-                    description: s.describe(),
-                    passed: Some(false),
-                    started_ms: 0.0,
-                    duration_ms: 0.0,
-                    requests: sent.len() as u32,
-                    detail: format!("the sinks could not be read: {e}"),
-                    metrics: BTreeMap::new(),
-                },
+                // Without the sinks nothing is known of delivery: only what was sent
+                // and acknowledged is reported (no loss figure, no RPO).
+                Err(e) => {
+                    let acked = sent.iter().filter(|m| m.acked_ms.is_some()).count();
+                    TrafficVerdict {
+                        name: s.name.clone(),
+                        critical: s.critical,
+                        description: s.describe(),
+                        passed: Some(false),
+                        started_ms: 0.0,
+                        duration_ms: 0.0,
+                        requests: sent.len() as u32,
+                        detail: format!("{} sent, {acked} acknowledged; FAILED: {e}", sent.len()),
+                        metrics: BTreeMap::from([
+                            ("sent".to_string(), sent.len() as f64),
+                            ("acknowledged".to_string(), acked as f64),
+                        ]),
+                    }
+                }
             };
             v.started_ms = r.started_ms;
             v.duration_ms = r.started.elapsed().as_secs_f64() * 1000.0;
@@ -449,6 +503,18 @@ impl Section {
 /// Reads every sink until each acknowledged message was found or `settle` ran out
 /// (or `hurry` fired), then returns every copy found in the last reading.
 async fn collect(
+    s: &DeliveryStep,
+    sent: &[Sent],
+    prefix: &str,
+    http: &reqwest::Client,
+    hurry: &CancellationToken,
+) -> Result<Vec<Received>, String> {
+    collect_until(s, sent, prefix, http, hurry)
+        .await
+        .map_err(|e| format!("the sinks could not be read: {e}"))
+}
+
+async fn collect_until(
     s: &DeliveryStep,
     sent: &[Sent],
     prefix: &str,

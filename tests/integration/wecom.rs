@@ -557,3 +557,137 @@ fn the_one_command_outage_drill_runs_and_cleans_up() {
         );
     }
 }
+
+/// A `delivery:` entry with `target:` sends and reads its sinks from inside that
+/// target: a simulator listening only on a namespace's own 127.0.0.1 gets every
+/// message; the same entry from this host reaches nothing and fails.
+#[test]
+fn delivery_from_a_netns_target_sends_and_counts_from_inside_it() {
+    let Some(lab) = common::netns::Lab::new("delivery_netns") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = port_base();
+    let pidfile = dir.path().join("nssim.pid");
+    let mut sim = Command::new("ip")
+        .args(["netns", "exec", &lab.client])
+        .arg(env!("CARGO_BIN_EXE_firedrill-wecom-sim"))
+        .args(["--port", &port.to_string(), "--name", "ns"])
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .env("WECOM_SIM_WEBHOOK_KEY", HOOK_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), || pidfile.exists()));
+    let marker = common::Marker::spawn("wecomdelivns");
+    let scenario = |target: &str| {
+        format!(
+            r#"
+apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: delivery-from-a-namespace }}
+objectives: {{ max_duration: 1m, rpo: 0s }}
+targets:
+  client: {{ netns: {ns} }}
+faults:
+  - name: freeze marker
+    kind: process_kill
+    with: {{ pattern: "^{tag} ", signal: STOP }}
+    ramp_up: 1s
+    ttl: 1m
+delivery:
+  - name: messages from the namespace
+    {target}
+    send:
+      url: "http://127.0.0.1:{port}/cgi-bin/webhook/send?key={HOOK_KEY}"
+      body: '{{"msgtype": "text", "text": {{"content": "ns ${{id}}"}}}}'
+      rate: 20
+      timeout: 1s
+      success: {{ json: {{ path: $.errcode, eq: 0 }} }}
+    sinks:
+      - url: "http://127.0.0.1:{port}/admin/messages"
+        items: $.messages[*]
+        id: $.content
+        received_ms: $.received_ms
+    before: 1s
+    after: 1s
+    settle: 3s
+    expect: {{ metrics: {{ loss_rate: {{ eq: 0 }}, duplicate_rate: {{ eq: 0 }} }} }}
+"#,
+            ns = lab.client,
+            tag = marker.tag
+        )
+    };
+    let run = |name: &str, target: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let scen = common::write_scenario(&d, &scenario(target));
+        let out = common::run_cmd(&scen, &d.join("state"), &d.join("reports"))
+            .output()
+            .unwrap();
+        (out, common::journal(&d.join("reports")))
+    };
+    let (out, r) = run("inside", "target: client");
+    common::assert_exit(&out, 0);
+    let m = &delivery_step_named(&r, "messages from the namespace").metrics;
+    assert!(m["sent"] >= 20.0, "{m:?}");
+    assert_eq!(m["delivered"], m["sent"], "{m:?}");
+    assert_eq!(r.objectives.rpo_ms, Some(0.0));
+    let (_, list) = {
+        // The simulator's own count, read from inside the namespace.
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.client, "bash", "-c"])
+            .arg(format!(
+                "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /admin/stats HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n' >&3; cat <&3"
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        (
+            (),
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(list["accepted"].as_f64(), Some(m["delivered"]), "{list}");
+    // From this host the same entry reaches nothing: no acknowledgement, a failure.
+    let (out, r) = run("outside", "");
+    common::assert_exit(&out, 1);
+    let s = delivery_step_named(&r, "messages from the namespace");
+    assert_eq!(s.metrics.get("acknowledged"), Some(&0.0), "{}", s.detail);
+    assert!(
+        s.detail.contains("the sinks could not be read"),
+        "{}",
+        s.detail
+    );
+    assert_eq!(
+        r.objectives.rpo_ms, None,
+        "nothing acknowledged: RPO not measured"
+    );
+    // `ip netns exec` execs the simulator; its pidfile says so too.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(sim.id() as i32);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    if common::wait_exit(&mut sim, Duration::from_secs(5)).is_none() {
+        let _ = sim.kill();
+        let _ = sim.wait();
+    }
+}
+
+fn delivery_step_named<'a>(
+    r: &'a firedrill::model::RunRecord,
+    name: &str,
+) -> &'a firedrill::model::StepRecord {
+    r.steps
+        .iter()
+        .find(|s| s.name == name)
+        .expect("the delivery step")
+}

@@ -252,6 +252,12 @@ pub(super) fn validate(
         }
     }
     for (i, t) in decoded(&scenario.delivery) {
+        if let Some(name) = t.target.as_deref()
+            && !targets.names.contains(name)
+        {
+            let path = format!("delivery[{i}].target");
+            errors.push(undefined_target(diag, &path, name, targets));
+        }
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("delivery[{i}].{p}"), msg));
         }
