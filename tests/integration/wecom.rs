@@ -20,11 +20,12 @@ use crate::common::{self, skip};
 const SECRET: &str = "test-secret-wecom";
 const HOOK_KEY: &str = "test-hook-wecom";
 
-/// Port blocks of 3 (relay, primary, standby), one per stack, never reused in a run.
+/// Port blocks of 3 (relay, primary, standby), one per stack, never reused in a run;
+/// kept below 32768, where the kernel's ephemeral ports (and `free_port`) start.
 fn port_base() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    32000 + (std::process::id() as u16 % 60) * 15 + n * 3
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 10;
+    32000 + (std::process::id() % 40) as u16 * 30 + n * 3
 }
 
 /// One HTTP/1.1 exchange (`Connection: close`): status and JSON body.
