@@ -25,7 +25,7 @@ const HOOK_KEY: &str = "test-hook-wecom";
 fn port_base() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed) % 10;
-    32000 + (std::process::id() % 40) as u16 * 30 + n * 3
+    32000 + (std::process::id() % 20) as u16 * 30 + n * 3
 }
 
 /// One HTTP/1.1 exchange (`Connection: close`): status and JSON body.
