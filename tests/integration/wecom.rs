@@ -570,7 +570,7 @@ fn delivery_from_a_netns_target_sends_and_counts_from_inside_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = port_base();
     let pidfile = dir.path().join("nssim.pid");
-    let mut sim = Command::new("ip")
+    let sim = Command::new("ip")
         .args(["netns", "exec", &lab.client])
         .arg(env!("CARGO_BIN_EXE_firedrill-wecom-sim"))
         .args(["--port", &port.to_string(), "--name", "ns"])
@@ -582,6 +582,9 @@ fn delivery_from_a_netns_target_sends_and_counts_from_inside_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped even when an assertion below fails (the namespace goes with the lab,
+    // the process would not).
+    let _sim = NsSim(sim, pidfile.clone());
     assert!(common::wait_until(Duration::from_secs(10), || pidfile.exists()));
     let marker = common::Marker::spawn("wecomdelivns");
     let scenario = |target: &str| {
@@ -671,15 +674,21 @@ delivery:
         r.objectives.rpo_ms, None,
         "nothing acknowledged: RPO not measured"
     );
-    // `ip netns exec` execs the simulator; its pidfile says so too.
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(sim.id() as i32);
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    if common::wait_exit(&mut sim, Duration::from_secs(5)).is_none() {
-        let _ = sim.kill();
-        let _ = sim.wait();
+}
+
+/// A simulator started with `ip netns exec` (which execs it), stopped on drop.
+struct NsSim(Child, PathBuf);
+impl Drop for NsSim {
+    fn drop(&mut self) {
+        let pid: i32 = std::fs::read_to_string(&self.1)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(self.0.id() as i32);
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        if common::wait_exit(&mut self.0, Duration::from_secs(5)).is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
