@@ -325,7 +325,7 @@ pub struct ObjectivesRecord {
     /// Declared RPO, ms.
     #[serde(default)]
     pub rpo_objective_ms: Option<f64>,
-    /// Measured data-loss window, ms; None: no probe measures one yet.
+    /// Measured data-loss window, ms (the largest of the `delivery:` entries' `rpo_ms`); None: no delivery entry measured one.
     #[serde(default)]
     pub rpo_ms: Option<f64>,
     /// The steady-state re-check's polling interval (the smallest `interval` of its

@@ -26,8 +26,12 @@ pub(super) struct Verdict<'a> {
     pub(super) rto_measured_ms: Option<f64>,
     /// Whether the service indicators saw the service restored (None: not measured).
     pub(super) service_restored: Option<bool>,
-    /// Whether missing the RTO fails the drill.
+    /// Whether missing the RTO or the RPO fails the drill.
     pub(super) objectives_critical: bool,
+    /// The declared RPO, ms.
+    pub(super) rpo_ms: Option<f64>,
+    /// The data-loss window measured by the `delivery:` entries, ms (None: not measured).
+    pub(super) rpo_measured_ms: Option<f64>,
     /// Every recovery step passed.
     pub(super) recovery_steps_ok: bool,
 }
@@ -83,6 +87,16 @@ pub(super) fn decide(v: &Verdict) -> (Status, String) {
                 "measured RTO {took:.0} ms (disruption to service restored) is above the RTO of {rto:.0} ms"
             ),
         )
+    } else if let (Some(rpo), Some(lost)) = (v.rpo_ms, v.rpo_measured_ms)
+        && v.objectives_critical
+        && lost > rpo
+    {
+        (
+            Status::Failed,
+            format!(
+                "measured RPO {lost:.0} ms (acknowledged messages lost) is above the RPO of {rpo:.0} ms"
+            ),
+        )
     } else if !v.recovery_steps_ok {
         (Status::Failed, "a recovery step failed".into())
     } else {
@@ -124,8 +138,37 @@ mod tests {
             rto_measured_ms: None,
             service_restored: None,
             objectives_critical: true,
+            rpo_ms: None,
+            rpo_measured_ms: None,
             recovery_steps_ok: true,
         }
+    }
+
+    #[test]
+    fn a_missed_rpo_fails_and_an_unmeasured_one_never_does() {
+        let missed = Verdict {
+            rpo_ms: Some(0.0),
+            rpo_measured_ms: Some(2500.0),
+            ..passing(&[])
+        };
+        let (status, reason) = decide(&missed);
+        assert_eq!(status, Status::Failed);
+        assert!(reason.contains("measured RPO 2500 ms"), "{reason}");
+        let met = Verdict {
+            rpo_measured_ms: Some(0.0),
+            ..missed
+        };
+        assert_eq!(decide(&met).0, Status::Passed);
+        let unmeasured = Verdict {
+            rpo_measured_ms: None,
+            ..missed
+        };
+        assert_eq!(decide(&unmeasured).0, Status::Passed);
+        let lenient = Verdict {
+            objectives_critical: false,
+            ..missed
+        };
+        assert_eq!(decide(&lenient).0, Status::Passed);
     }
 
     fn gaps_of(l: &Ledger) -> Vec<String> {

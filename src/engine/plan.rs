@@ -59,6 +59,21 @@ pub fn plan(drill: &Drill, level: Level) -> Vec<PlannedStep> {
             ),
         });
     }
+    for t in &sc.delivery {
+        out.push(PlannedStep {
+            phase: "delivery",
+            name: t.name.clone(),
+            runs: true,
+            description: format!(
+                "{} from after the prechecks to after the steady state ({} before the first fault, {} after recovery, then up to {} for stragglers){}",
+                t.describe(),
+                t.before,
+                t.after,
+                t.settle,
+                if t.critical { "" } else { " (non-critical)" }
+            ),
+        });
+    }
     for f in &drill.faults {
         let runs = f.step.level <= level;
         let ttl = f.step.ttl.unwrap_or(sc.objectives.max_duration);

@@ -88,6 +88,10 @@ struct RunState {
     disruption_start_ms: Option<f64>,
     /// The `traffic:` loads, from after the prechecks to after the steady state.
     traffic: Section,
+    /// The `delivery:` senders, over the same span as the traffic loads.
+    delivery: crate::probe::delivery::Section,
+    /// The data-loss window measured by the `delivery:` entries (the largest).
+    rpo_ms: Option<f64>,
     /// Where each injected fault's step is in `steps`, by ledger sequence number:
     /// its revert is recorded there.
     injected: BTreeMap<u64, usize>,
@@ -110,6 +114,8 @@ impl RunState {
             indicators: Indicators::default(),
             disruption_start_ms: None,
             traffic: Section::not_started(&drill.scenario.traffic),
+            delivery: crate::probe::delivery::Section::not_started(&drill.scenario.delivery),
+            rpo_ms: None,
             injected: BTreeMap::new(),
             injection_failed: false,
         }
@@ -360,6 +366,30 @@ impl Engine {
             return;
         }
         let sc = &self.drill.scenario;
+        // Delivery senders first: their `before` window overlaps the traffic's.
+        let ctx = self.probe_ctx();
+        let senders = crate::probe::delivery::Section::start(
+            &sc.delivery,
+            &self.runtime,
+            &ctx,
+            sc.objectives.max_duration.0,
+            self.timeline.now_ms(),
+            run.abort.token(),
+        );
+        for t in &sc.delivery {
+            self.timeline.event(
+                Phase::Precheck,
+                "delivery_started",
+                Some(&t.name),
+                format!(
+                    "messages `{}` started: {}; baseline {} before the first fault",
+                    t.name,
+                    t.describe(),
+                    t.before
+                ),
+            );
+        }
+        run.delivery = senders.await;
         run.traffic = Section::start(
             &sc.traffic,
             &self.runtime,
@@ -1153,7 +1183,36 @@ impl Engine {
     async fn finish(&self, run: &mut RunState, control: &Control) {
         // Judging consumes the section; an empty one takes its place.
         let traffic = std::mem::replace(&mut run.traffic, Section::not_started(&[]));
-        for v in traffic.finish(&control.hurry).await {
+        let delivery = std::mem::replace(
+            &mut run.delivery,
+            crate::probe::delivery::Section::not_started(&[]),
+        );
+        let (traffic, delivery) = tokio::join!(
+            traffic.finish(&control.hurry),
+            delivery.finish(&self.http, &control.hurry)
+        );
+        for v in delivery {
+            if v.passed.is_some() {
+                if let Some(r) = v.metrics.get("rpo_ms")
+                    && v.metrics.get("acknowledged").is_some_and(|a| *a > 0.0)
+                {
+                    run.rpo_ms = Some(run.rpo_ms.map_or(*r, |x: f64| x.max(*r)));
+                }
+                self.timeline.event(
+                    Phase::SteadyState,
+                    "delivery_stopped",
+                    Some(&v.name),
+                    format!(
+                        "messages `{}` stopped after {} sends in {:.1} s",
+                        v.name,
+                        v.requests,
+                        v.duration_ms / 1000.0
+                    ),
+                );
+            }
+            run.steps.push(StepRecord::from(v));
+        }
+        for v in traffic {
             if v.passed.is_some() {
                 self.timeline.event(
                     Phase::SteadyState,
@@ -1222,6 +1281,8 @@ impl Engine {
                 _ => Some(true),
             },
             objectives_critical: sc.objectives.critical,
+            rpo_ms: sc.objectives.rpo.map(|d| ms(d.0)),
+            rpo_measured_ms: run.rpo_ms,
             recovery_steps_ok: recovered.steps_ok,
         });
         // Said first, so no reader takes a rehearsal's PASSED for a drill's.
@@ -1262,8 +1323,8 @@ impl Engine {
             rto_measured_ms: service.rto_measured_ms,
             resolution_ms: service.resolution_ms,
             rpo_objective_ms: sc.objectives.rpo.map(|d| ms(d.0)),
-            // No probe measures a data-loss window yet: never claim one.
-            rpo_ms: None,
+            // Only a `delivery:` entry measures a data-loss window: never claim one otherwise.
+            rpo_ms: run.rpo_ms,
             recovery_resolution_ms: steady.resolution_ms,
         };
         self.record(started_at, outcome, objectives, run.steps, recovered.guards)

@@ -145,6 +145,16 @@ pub(crate) async fn revert(undo: &Undo, ctx: &RevertCtx<'_>) -> Result<Reverted,
             r.measured,
             h["requests"].as_u64().unwrap_or(0)
         );
+        // A staged switchover: where it stood when it was rolled back.
+        for stage in h["rules"].as_array().into_iter().flatten() {
+            if let Some(s) = stage["stage"].as_str() {
+                r.measured = format!(
+                    "{}; switchover at stage {s} when reverted ({} request(s) rerouted)",
+                    r.measured,
+                    h["rerouted"].as_u64().unwrap_or(0)
+                );
+            }
+        }
     }
     Ok(r)
 }

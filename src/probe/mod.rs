@@ -8,6 +8,7 @@
 //! A new probe kind is one new file and one variant of [`ProbeSpec`].
 
 pub(crate) mod command;
+pub mod delivery;
 pub(crate) mod expect;
 pub(crate) mod http;
 pub(crate) mod kubernetes;

@@ -31,6 +31,7 @@ pub struct HttpFaults {
     answered: AtomicU64,
     aborted: AtomicU64,
     delayed: AtomicU64,
+    rerouted: AtomicU64,
 }
 
 /// Counters of an HTTP-mode proxy.
@@ -46,6 +47,8 @@ pub struct HttpCounters {
     pub aborted: u64,
     /// Requests forwarded after a delay.
     pub delayed: u64,
+    /// Requests sent to an alternate upstream by `reroute`.
+    pub rerouted: u64,
     /// Per rule, in order: requests matched and requests the action applied to.
     pub rules: Vec<RuleCounters>,
 }
@@ -57,6 +60,9 @@ pub struct RuleCounters {
     pub rule: String,
     pub matched: u64,
     pub applied: u64,
+    /// A staged reroute: the stage in effect (1-based) and its percentage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 impl HttpFaults {
@@ -68,6 +74,7 @@ impl HttpFaults {
             answered: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
+            rerouted: AtomicU64::new(0),
         }
     }
 
@@ -78,6 +85,7 @@ impl HttpFaults {
             answered: self.answered.load(Relaxed),
             aborted: self.aborted.load(Relaxed),
             delayed: self.delayed.load(Relaxed),
+            rerouted: self.rerouted.load(Relaxed),
             rules: self
                 .rules
                 .iter()
@@ -85,6 +93,13 @@ impl HttpFaults {
                     rule: r.rule.describe(),
                     matched: r.matched.load(Relaxed),
                     applied: r.applied.load(Relaxed),
+                    stage: r.stage().map(|(i, s)| {
+                        let n = match &r.rule.action {
+                            super::rules::Action::Reroute(x) => x.stages.len(),
+                            _ => 0,
+                        };
+                        format!("{} of {n} ({}%)", i + 1, s * 100.0)
+                    }),
                 })
                 .collect(),
         }
@@ -489,6 +504,8 @@ pub(crate) async fn serve(
         s: upstream,
         buf: Vec::with_capacity(BUF_SIZE),
     };
+    // The alternate upstream of `reroute` rules, opened on first use.
+    let mut alt: Option<(std::net::SocketAddr, Side)> = None;
     loop {
         let Some(req) = read_head(&mut c, parse_request).await? else {
             return Ok(()); // client closed between requests
@@ -519,6 +536,27 @@ pub(crate) async fn serve(
             Decision::Delay(d) => {
                 faults.delayed.fetch_add(1, Relaxed);
                 super::timer::sleep_until(read_at + d).await;
+            }
+            Decision::Reroute(to) => {
+                if alt.as_ref().is_none_or(|(a, _)| *a != to) {
+                    let s = TcpStream::connect(to).await?;
+                    let _ = s.set_nodelay(true);
+                    alt = Some((
+                        to,
+                        Side {
+                            s,
+                            buf: Vec::with_capacity(BUF_SIZE),
+                        },
+                    ));
+                }
+                faults.rerouted.fetch_add(1, Relaxed);
+                let (_, a) = alt.as_mut().expect("opened above");
+                match exchange(&mut c, a, &req, stats).await? {
+                    Exchange::Done => {}
+                    Exchange::Close => return c.s.shutdown().await,
+                    Exchange::AltClosed => alt = None,
+                }
+                continue;
             }
             Decision::Forward => {}
         }
@@ -560,6 +598,53 @@ pub(crate) async fn serve(
         if close || req.close {
             return c.s.shutdown().await;
         }
+    }
+}
+
+/// How a rerouted exchange ended.
+enum Exchange {
+    /// Answered; the client connection goes on.
+    Done,
+    /// Answered; the client asked to close (or the answer did).
+    Close,
+    /// Answered, and the alternate upstream closes its side: open it again next time.
+    AltClosed,
+}
+
+/// Sends one request (head already parsed in `c`) to `a` and relays the answer:
+/// the plain forwarding path of a rerouted request (no protocol switch).
+async fn exchange(
+    c: &mut Side,
+    a: &mut Side,
+    req: &ReqHead,
+    stats: &Stats,
+) -> std::io::Result<Exchange> {
+    let head = upstream_head(&c.buf[..req.len], req.expect_continue);
+    a.s.write_all(&head).await?;
+    stats.bytes_up.fetch_add(head.len() as u64, Relaxed);
+    c.consume(req.len);
+    relay_body(c, Some(&mut a.s), req.framing, &stats.bytes_up).await?;
+    loop {
+        let Some(resp) = read_head(a, |b| parse_response(b, &req.method)).await? else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "alternate upstream closed without answering",
+            ));
+        };
+        c.s.write_all(&a.buf[..resp.len]).await?;
+        stats.bytes_down.fetch_add(resp.len as u64, Relaxed);
+        a.consume(resp.len);
+        if (100..200).contains(&resp.status) {
+            continue;
+        }
+        relay_body(a, Some(&mut c.s), resp.framing, &stats.bytes_down).await?;
+        return Ok(if req.close {
+            Exchange::Close
+        } else if resp.close {
+            Exchange::AltClosed
+        } else {
+            Exchange::Done
+        });
     }
 }
 

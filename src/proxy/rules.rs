@@ -70,6 +70,43 @@ pub enum Action {
     Abort,
     /// Forward the request after a delay (fixed plus jitter).
     Delay(DelaySpec),
+    /// Switchover: send the request to another upstream (`to`) instead, for the rule's share of matching requests, or for a share that grows in `stages`.
+    Reroute(Reroute),
+}
+
+/// Where `reroute` sends requests, and how the share grows.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reroute {
+    /// The alternate upstream, `ip:port` (plain HTTP).
+    pub to: String,
+    /// A staged switchover: each stage sends its `percentage` of the matching requests to `to` for its `hold`, counted from the fault taking effect; the last stage then stays. Without stages, the rule's `percentage`/`probability` is the share (default all).
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+}
+
+/// One stage of a staged switchover.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Share of the matching requests sent to the alternate upstream, 0 to 100.
+    pub percentage: f64,
+    /// How long the stage lasts before the next one starts.
+    pub hold: HumanDuration,
+}
+
+impl Reroute {
+    /// The stage in effect `elapsed` after the start: its index and share (0..=1).
+    pub fn stage_at(&self, elapsed: Duration) -> Option<(usize, f64)> {
+        let mut end = Duration::ZERO;
+        for (i, s) in self.stages.iter().enumerate() {
+            end += s.hold.0;
+            if elapsed < end || i + 1 == self.stages.len() {
+                return Some((i, s.percentage / 100.0));
+            }
+        }
+        None
+    }
 }
 
 /// A fixed HTTP response.
@@ -279,6 +316,38 @@ impl Rule {
                     ));
                 }
             }
+            Action::Reroute(r) => {
+                if r.to.parse::<std::net::SocketAddr>().is_err() {
+                    errs.push((
+                        "action.reroute.to".into(),
+                        format!("found `{}`, expected an `ip:port` address", r.to),
+                    ));
+                }
+                if !r.stages.is_empty() && (self.probability.is_some() || self.percentage.is_some())
+                {
+                    errs.push((
+                        "action.reroute.stages".into(),
+                        "found stages and a rule share, expected one of them (each stage has its percentage)".into(),
+                    ));
+                }
+                for (i, s) in r.stages.iter().enumerate() {
+                    if !(0.0..=100.0).contains(&s.percentage) {
+                        errs.push((
+                            format!("action.reroute.stages[{i}].percentage"),
+                            format!(
+                                "found {}, expected a percentage from 0 to 100",
+                                s.percentage
+                            ),
+                        ));
+                    }
+                    if s.hold.0.is_zero() {
+                        errs.push((
+                            format!("action.reroute.stages[{i}].hold"),
+                            "found `0s`, expected a positive duration".into(),
+                        ));
+                    }
+                }
+            }
             Action::WecomTokenExpired | Action::WecomBusy | Action::Http429(_) | Action::Abort => {}
         }
         errs
@@ -309,6 +378,16 @@ impl Rule {
             Action::Http429(r) => format!("answer 429, Retry-After {}", r.retry_after),
             Action::Abort => "reset the connection".into(),
             Action::Delay(d) => format!("delay {}", d.toxic().describe()),
+            Action::Reroute(r) if r.stages.is_empty() => format!("reroute to {}", r.to),
+            Action::Reroute(r) => format!(
+                "reroute to {} in stages {}",
+                r.to,
+                r.stages
+                    .iter()
+                    .map(|s| format!("{}% for {}", s.percentage, s.hold))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            ),
         };
         let share = self.share();
         if share < 1.0 {
@@ -330,6 +409,8 @@ pub(crate) enum Decision {
     Respond(Vec<u8>),
     /// Reset the client connection.
     Abort,
+    /// Forward to this other upstream instead.
+    Reroute(std::net::SocketAddr),
 }
 
 /// A rule ready to run: compiled matcher, live bucket, counters.
@@ -341,6 +422,8 @@ pub(crate) struct Compiled {
     pub matched: AtomicU64,
     /// Requests the action was applied to (for rate limits: the ones rejected).
     pub applied: AtomicU64,
+    /// When the rule started to apply (a staged reroute counts its stages from here).
+    pub started: Instant,
 }
 
 #[derive(Debug)]
@@ -385,6 +468,15 @@ impl Compiled {
             bucket: bucket.map(Mutex::new),
             matched: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// For a staged reroute: the stage in effect now, `(index, share)`.
+    pub(crate) fn stage(&self) -> Option<(usize, f64)> {
+        match &self.rule.action {
+            Action::Reroute(r) => r.stage_at(self.started.elapsed()),
+            _ => None,
         }
     }
 
@@ -407,7 +499,7 @@ impl Compiled {
     /// Decides for one matching request (counts it).
     pub(crate) fn decide(&self) -> Decision {
         self.matched.fetch_add(1, Relaxed);
-        let share = self.rule.share();
+        let share = self.stage().map_or(self.rule.share(), |(_, s)| s);
         if share < 1.0 && fastrand::f64() >= share {
             return Decision::Forward;
         }
@@ -451,6 +543,11 @@ impl Compiled {
             Action::Delay(d) => match d.toxic().sample() {
                 Some(t) => Decision::Delay(t),
                 None => Decision::Forward,
+            },
+            // Validated as `ip:port`; an unparsable one is forwarded untouched.
+            Action::Reroute(r) => match r.to.parse() {
+                Ok(a) => Decision::Reroute(a),
+                Err(_) => return Decision::Forward,
             },
         };
         self.applied.fetch_add(1, Relaxed);
@@ -537,5 +634,46 @@ mod tests {
         assert!((0..100).all(|_| r.decide() == Decision::Forward));
         assert_eq!(r.applied.load(Relaxed), 0);
         assert_eq!(r.matched.load(Relaxed), 100);
+    }
+
+    #[test]
+    fn reroute_stages_follow_the_clock_and_validate() {
+        let r: Reroute = serde_json::from_value(serde_json::json!({
+            "to": "127.0.0.1:9",
+            "stages": [{ "percentage": 0, "hold": "2s" }, { "percentage": 10, "hold": "2s" }, { "percentage": 100, "hold": "1s" }]
+        }))
+        .unwrap();
+        let at = |ms| r.stage_at(Duration::from_millis(ms));
+        assert_eq!(at(0), Some((0, 0.0)));
+        assert_eq!(at(2500), Some((1, 0.1)));
+        assert_eq!(at(4100), Some((2, 1.0)));
+        assert_eq!(at(60_000), Some((2, 1.0)), "the last stage stays");
+        let rule = Rule {
+            matcher: Match::default(),
+            action: Action::Reroute(r.clone()),
+            probability: None,
+            percentage: Some(50.0),
+        };
+        let paths: Vec<String> = rule.validate().into_iter().map(|e| e.0).collect();
+        assert_eq!(paths, ["action.reroute.stages"]);
+        // Stage 0 (0%) forwards everything; a static reroute sends every request away.
+        let c = Compiled::new(Rule {
+            percentage: None,
+            ..rule
+        });
+        assert!((0..50).all(|_| c.decide() == Decision::Forward));
+        let all = Compiled::new(Rule {
+            matcher: Match::default(),
+            action: Action::Reroute(Reroute {
+                to: "127.0.0.1:9".into(),
+                stages: vec![],
+            }),
+            probability: None,
+            percentage: None,
+        });
+        assert_eq!(
+            all.decide(),
+            Decision::Reroute("127.0.0.1:9".parse().unwrap())
+        );
     }
 }

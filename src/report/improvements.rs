@@ -343,6 +343,7 @@ fn step_rules(record: &RunRecord, s: &StepRecord) -> Vec<Improvement> {
         fault_rules(record, s, f, &mut out);
     }
     regression_rule(s, &mut out);
+    delivery_rules(s, &mut out);
     out
 }
 
@@ -411,6 +412,75 @@ fn regression_rule(s: &StepRecord, out: &mut Vec<Improvement>) {
                  `traffic:` threshold for the phase; otherwise shorten failover (retries, \
                  timeouts, health-check interval) so fewer requests fail or stall."
             },
+        ));
+    }
+}
+
+/// `message-loss` and `message-duplicates`: a `delivery:` entry (its figures carry a
+/// `duplicate_rate`) that found acknowledged messages never delivered, or messages
+/// delivered more than once: whether or not the scenario declared a threshold.
+fn delivery_rules(s: &StepRecord, out: &mut Vec<Improvement>) {
+    let m = &s.metrics;
+    if !m.contains_key("duplicate_rate") {
+        return;
+    }
+    let g = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    let phases = |what: &str| {
+        crate::probe::traffic::BUCKETS
+            .iter()
+            .filter(|b| g(&format!("{b}.{what}")) > 0.0)
+            .map(|b| format!("{} {b}", g(&format!("{b}.{what}"))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if g("lost") > 0.0 {
+        out.push(imp(
+            "message-loss",
+            Severity::High,
+            s,
+            format!(
+                "\"{}\": {} acknowledged message(s) lost, measured RPO {}",
+                s.name,
+                g("lost"),
+                human_ms(g("rpo_ms"))
+            ),
+            format!(
+                "{} of {} acknowledged messages never arrived in any sink (loss rate {:.2}%; by phase of sending: {}); \
+                 the data-loss window (first lost message sent to last lost one acknowledged) is {}",
+                g("lost"),
+                g("acknowledged"),
+                100.0 * g("loss_rate"),
+                phases("lost"),
+                human_ms(g("rpo_ms"))
+            ),
+            "The system acknowledged messages it then dropped: make the acknowledgement \
+             mean durable (write messages to a persistent queue or spool before answering, \
+             keep them there until a channel confirms delivery, and drain it when a channel \
+             returns), or stop acknowledging while every channel is down.",
+        ));
+    }
+    if g("duplicated") > 0.0 {
+        out.push(imp(
+            "message-duplicates",
+            Severity::High,
+            s,
+            format!(
+                "\"{}\": {} message(s) delivered more than once",
+                s.name,
+                g("duplicated")
+            ),
+            format!(
+                "{} extra copies among {} delivered messages (duplicate rate {:.2}%; by phase of sending: {})",
+                g("duplicated"),
+                g("delivered"),
+                100.0 * g("duplicate_rate"),
+                phases("duplicated")
+            ),
+            "A send whose outcome is unknown (a timeout) was sent again, to the same or \
+             another channel, and both copies arrived: send an idempotency key or use the \
+             API's duplicate check (WeCom `enable_duplicate_check`), and never re-send a \
+             message in doubt through another channel (for the shipped relay: \
+             `--safe-failover`).",
         ));
     }
 }

@@ -67,6 +67,9 @@ pub struct Scenario {
     /// Continuous open-model load from the end of the prechecks to the end of the steady-state re-check; its figures are judged per phase (before, during, recovery, after the faults).
     #[serde(default)]
     pub traffic: Vec<crate::probe::traffic::TrafficStep>,
+    /// Messages with unique ids sent through the system under test at a fixed rate from the end of the prechecks to the end of the steady-state re-check, then counted in sinks: sent, delivered, lost, duplicated, delivery latency per phase and the measured RPO (reported as the run's RPO).
+    #[serde(default)]
+    pub delivery: Vec<crate::probe::delivery::DeliveryStep>,
     /// Steps run after every injected fault has been reverted (newest first).
     #[serde(default)]
     pub recovery: Vec<RecoveryStep>,
@@ -213,7 +216,7 @@ pub struct Objectives {
     /// Recovery-time objective: the service indicators must be restored within this time of the disruption (the first fault taking effect). A measured RTO above it fails the drill unless `critical: false`.
     #[serde(default)]
     pub rto: Option<HumanDuration>,
-    /// Recovery-point objective (largest acceptable data-loss window). No probe measures data loss yet, so it is reported as "not measured", never as met.
+    /// Recovery-point objective (largest acceptable data-loss window). Measured by the `delivery:` entries (the time span of acknowledged messages that were lost); without any it is reported as "not measured", never as met.
     #[serde(default)]
     pub rpo: Option<HumanDuration>,
     /// Whether missing an objective fails the drill (exit 1); `false` reports it without failing.

@@ -48,3 +48,4 @@ mod steady_state;
 mod traffic_probe;
 mod unbounded_input;
 mod var_file;
+mod wecom;

@@ -538,3 +538,64 @@ fn exercise_record_from_metadata() {
         ]
     );
 }
+
+/// Adds a `delivery:` entry (passed: the rules fire on the figures, threshold or not).
+fn delivery(r: &mut RunRecord, lost: f64, duplicated: f64) {
+    let mut s = step(Phase::Verification, "messages", 1_000.0, 30_000.0);
+    for (k, v) in [
+        ("sent", 200.0),
+        ("acknowledged", 200.0),
+        ("delivered", 200.0 - lost),
+        ("lost", lost),
+        ("duplicated", duplicated),
+        ("loss_rate", lost / 200.0),
+        ("duplicate_rate", duplicated / (200.0 - lost)),
+        ("rpo_ms", if lost > 0.0 { 4200.0 } else { 0.0 }),
+        ("during.lost", lost),
+        ("during.duplicated", duplicated),
+        ("during.sent", 120.0),
+    ] {
+        s.metrics.insert(k.into(), v);
+    }
+    r.steps.push(s);
+}
+
+#[test]
+fn delivery_rules_name_loss_and_duplicates() {
+    let rules = |lost, dup| {
+        let mut r = base();
+        delivery(&mut r, lost, dup);
+        derive(&r)
+    };
+    assert!(
+        rules(0.0, 0.0)
+            .iter()
+            .all(|i| !i.rule.starts_with("message-"))
+    );
+    let found = rules(7.0, 0.0);
+    let loss = found.iter().find(|i| i.rule == "message-loss").unwrap();
+    assert_eq!(loss.severity, Severity::High);
+    assert!(
+        loss.title
+            .contains("7 acknowledged message(s) lost, measured RPO 4.2 s"),
+        "{}",
+        loss.title
+    );
+    assert!(loss.evidence.contains("7 during"), "{}", loss.evidence);
+    assert!(found.iter().all(|i| i.rule != "message-duplicates"));
+    let found = rules(0.0, 3.0);
+    let dup = found
+        .iter()
+        .find(|i| i.rule == "message-duplicates")
+        .unwrap();
+    assert!(
+        dup.title.contains("3 message(s) delivered more than once"),
+        "{}",
+        dup.title
+    );
+    assert!(
+        dup.recommendation.contains("--safe-failover"),
+        "{}",
+        dup.recommendation
+    );
+}

@@ -18,6 +18,7 @@ use serde_json::Value as J;
 use serde_yaml::Value;
 
 use super::diagnostics::{Diagnostic, Diags, backticked, join, strip_location};
+use crate::probe::delivery::DeliveryStep;
 use crate::probe::traffic::TrafficStep;
 use crate::scenario::{
     Check, FaultStep, Guard, Indicator, Metadata, Objectives, RecoveryStep, Scenario, ScenarioKind,
@@ -50,6 +51,7 @@ pub(super) struct Parsed {
     pub faults: Vec<Option<FaultStep>>,
     pub verifications: Vec<Option<Check>>,
     pub traffic: Vec<Option<TrafficStep>>,
+    pub delivery: Vec<Option<DeliveryStep>>,
     pub recovery: Vec<Option<RecoveryStep>>,
     pub steady_state: Vec<Option<Check>>,
     pub after_recovery: Vec<Option<Check>>,
@@ -82,6 +84,7 @@ impl Parsed {
             faults: all(self.faults)?,
             verifications: all(self.verifications)?,
             traffic: all(self.traffic)?,
+            delivery: all(self.delivery)?,
             recovery: all(self.recovery)?,
             steady_state: all(self.steady_state)?,
             after_recovery: all(self.after_recovery)?,
@@ -106,6 +109,7 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
         faults: vec![],
         verifications: vec![],
         traffic: vec![],
+        delivery: vec![],
         recovery: vec![],
         steady_state: vec![],
         after_recovery: vec![],
@@ -142,6 +146,7 @@ pub(super) fn scenario(doc: &J, diag: &Diags<'_>, errors: &mut Vec<Diagnostic>) 
             }
             "verifications" => p.verifications = d.list(v, key),
             "traffic" => p.traffic = d.list(v, key),
+            "delivery" => p.delivery = d.list(v, key),
             "recovery" => p.recovery = d.list(v, key),
             "steady_state" => p.steady_state = d.list(v, key),
             "after_recovery" => p.after_recovery = d.list(v, key),

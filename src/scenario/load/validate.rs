@@ -216,6 +216,10 @@ pub(super) fn validate(
             "traffic",
             step_names(&scenario.traffic, |t| t.name.as_str()),
         ),
+        (
+            "delivery",
+            step_names(&scenario.delivery, |t| t.name.as_str()),
+        ),
         ("faults", step_names(&scenario.faults, |f| f.name.as_str())),
         (
             "recovery",
@@ -284,6 +288,17 @@ pub(super) fn validate(
         }
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
+        }
+    }
+    for (i, t) in decoded(&scenario.delivery) {
+        if let Some(name) = t.target.as_deref()
+            && !targets.names.contains(name)
+        {
+            let path = format!("delivery[{i}].target");
+            errors.push(undefined_target(diag, &path, name, targets));
+        }
+        for (p, msg) in t.validate() {
+            errors.push(diag.value_at(&format!("delivery[{i}].{p}"), msg));
         }
     }
     // Guards and indicators are both polled probes that act after a count of
