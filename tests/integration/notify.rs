@@ -179,3 +179,95 @@ faults:
     assert!(stderr.contains("notify[0].timeout: found 2m, expected more than 0 and at most 30s"), "{stderr}");
     assert!(stderr.contains("notify[1].to"), "{stderr}");
 }
+
+/// The WeCom robot channel against the project's WeCom simulator: the messages land
+/// in its admin list as WeCom markdown, and a robot with a wrong key (WeCom answers
+/// HTTP 200 with errcode 93000) is recorded as not delivered.
+#[test]
+fn wecom_robot_notifications_reach_the_wecom_simulator_and_errcodes_count_as_failures() {
+    const SIM_KEY: &str = "simKEY-42";
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_firedrill-wecom-sim"))
+        .args(["--port", &port.to_string(), "--name", "robot"])
+        .env("WECOM_SIM_WEBHOOK_KEY", SIM_KEY)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let marker = Marker::spawn("notifysim");
+    let file = write_scenario(
+        dir.path(),
+        &format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: notify-sim }}
+vars:
+  robot: {{ env: FD_NOTIFY_ROBOT, secret: true }}
+  wrong: {{ env: FD_NOTIFY_WRONG, secret: true }}
+notify:
+  - name: ops-room
+    to: {{ wecom_robot: {{ url: "{{{{robot}}}}" }} }}
+  - name: stale-key
+    to: {{ wecom_robot: {{ url: "{{{{wrong}}}}" }} }}
+    events: [finished]
+faults:
+  - name: kill marker
+    kind: process_kill
+    with: {{ pattern: "^{} ", signal: KILL }}
+"#,
+            marker.tag
+        ),
+    );
+    let reports = dir.path().join("reports");
+    let out = drill_cmd(&file, "notifysim1", &dir.path().join("state"), &reports)
+        .arg("--lock-dir")
+        .arg(dir.path().join("locks"))
+        .env("FD_NOTIFY_ROBOT", format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key={SIM_KEY}"))
+        .env("FD_NOTIFY_WRONG", format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key=old-{SIM_KEY}"))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let admin = admin_get::blocking_get(&format!("http://127.0.0.1:{port}/admin/messages"));
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let msgs = admin["messages"].as_array().expect("the simulator's message list").clone();
+    let contents: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            assert_eq!(m["msgtype"], "markdown", "{m}");
+            m["content"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(contents.len(), 3, "{contents:?}");
+    assert!(contents[0].contains("`notify-sim`: drill started"), "{contents:?}");
+    assert!(contents[1].contains("fault `kill marker` injected"), "{contents:?}");
+    assert!(contents[2].contains("PASSED (exit code 0)"), "{contents:?}");
+    let j = journal(&reports);
+    let stale: Vec<_> = j.notifications.iter().filter(|n| n.channel == "stale-key").collect();
+    assert_eq!(stale.len(), 1);
+    assert!(!stale[0].delivered);
+    assert!(stale[0].detail.contains("errcode 93000"), "{}", stale[0].detail);
+    assert!(!serde_json::to_string(&j).unwrap().contains(SIM_KEY));
+}
+
+/// A plain HTTP/1.0 GET of the simulator's admin list (no client library needed).
+mod admin_get {
+    use std::io::{Read, Write};
+    pub fn blocking_get(url: &str) -> serde_json::Value {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (_, body) = out.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap()
+    }
+}
