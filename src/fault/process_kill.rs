@@ -219,6 +219,15 @@ impl ProcessKill {
         // kind has to say whether it can).
         match target {
             Target::Local | Target::Netns { .. } => {}
+            // Signals, /proc reads and the dead-man watcher of this kind act on this
+            // host's kernel; on a remote host they go through the `command` fault.
+            Target::Ssh(s) => errs.push((
+                "target".into(),
+                format!(
+                    "found ssh target {}, expected a local or netns target: `process_kill` acts through this host's kernel; on a remote host use the `command` fault (e.g. apply `pkill -STOP -x relay`, revert `pkill -CONT -x relay`, with a ttl)",
+                    s.describe()
+                ),
+            )),
         }
         errs
     }

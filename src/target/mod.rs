@@ -20,8 +20,10 @@ pub(crate) mod host;
 pub(crate) mod local;
 pub(crate) mod netns;
 pub(crate) mod procs;
+pub(crate) mod ssh;
 
 pub use procs::ProcInfo;
+pub use ssh::{KnownHostsPolicy, SshSpec};
 
 use std::future::Future;
 use std::io;
@@ -41,6 +43,8 @@ use crate::duration::HumanDuration;
 pub enum TargetSpec {
     /// A network namespace on this host, by its `ip netns` name.
     Netns(String),
+    /// A remote host reached over SSH (one multiplexed connection per host).
+    Ssh(SshSpec),
 }
 
 impl TargetSpec {
@@ -52,6 +56,7 @@ impl TargetSpec {
                 .map(|e| ("netns".to_string(), e))
                 .into_iter()
                 .collect(),
+            TargetSpec::Ssh(s) => s.validate(),
         }
     }
 }
@@ -64,6 +69,8 @@ pub enum Target {
     Local,
     /// A network namespace on this host.
     Netns { name: String },
+    /// A remote host over SSH.
+    Ssh(SshSpec),
 }
 
 /// A program to run on a target: never a shell unless the caller names one
@@ -182,6 +189,8 @@ pub enum TargetError {
         target: String,
         after: HumanDuration,
     },
+    #[error("{target}: {message}")]
+    Ssh { target: String, message: String },
     #[error("cannot enter {target}: {source}")]
     Enter { target: String, source: io::Error },
     #[error("cannot listen on {addr} on {target}: {source}")]
@@ -223,6 +232,7 @@ impl TargetError {
             TargetError::TimedOut { .. } | TargetError::ConnectTimedOut { .. } => {
                 io::ErrorKind::TimedOut
             }
+            TargetError::Ssh { .. } => io::ErrorKind::ConnectionAborted,
         }
     }
 }
@@ -237,6 +247,7 @@ impl Target {
     pub fn from_spec(spec: &TargetSpec) -> Self {
         match spec {
             TargetSpec::Netns(n) => Target::Netns { name: n.clone() },
+            TargetSpec::Ssh(s) => Target::Ssh(s.clone()),
         }
     }
 
@@ -245,6 +256,7 @@ impl Target {
         match self {
             Target::Local => local::describe(),
             Target::Netns { name } => netns::describe(name),
+            Target::Ssh(s) => s.describe(),
         }
     }
 
@@ -253,6 +265,7 @@ impl Target {
         match self {
             Target::Local => local::lock_key(),
             Target::Netns { name } => netns::lock_key(name),
+            Target::Ssh(s) => s.lock_key(),
         }
     }
 
@@ -262,6 +275,7 @@ impl Target {
         match self {
             Target::Local => local::control_path(),
             Target::Netns { .. } => netns::control_path(),
+            Target::Ssh(s) => s.control_path(),
         }
     }
 
@@ -271,6 +285,7 @@ impl Target {
     pub fn sockets_here(&self) -> bool {
         match self {
             Target::Local | Target::Netns { .. } => true,
+            Target::Ssh(_) => false,
         }
     }
 
@@ -280,6 +295,8 @@ impl Target {
         match self {
             Target::Local => false,
             Target::Netns { name } => netns::is_gone(name),
+            // A host that does not answer may come back: never assumed gone.
+            Target::Ssh(_) => false,
         }
     }
 
@@ -291,6 +308,7 @@ impl Target {
         let spawned = match self {
             Target::Local => local::spawn(&mut c),
             Target::Netns { name } => netns::spawn(name, c).await,
+            Target::Ssh(s) => return Box::pin(spawn_ssh(s, cmd)).await,
         };
         spawned.map_err(|source| TargetError::Spawn {
             program: cmd.program.clone(),
@@ -303,6 +321,9 @@ impl Target {
     /// returns its exit code and output. A non-zero exit is an [`Output`], not an
     /// error.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, TargetError> {
+        if let Target::Ssh(s) = self {
+            return Box::pin(ssh::run(s, cmd)).await;
+        }
         let start = Instant::now();
         let mut child = self.spawn(cmd).await?;
         let io_err = |source| TargetError::Io {
@@ -361,6 +382,10 @@ impl Target {
         let r = match self {
             Target::Local => local::in_network(f).await,
             Target::Netns { name } => netns::in_network(name, f).await,
+            Target::Ssh(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "sockets cannot be opened in a remote host's network from the engine",
+            )),
         };
         r.map_err(|source| TargetError::Enter {
             target: self.describe(),
@@ -403,6 +428,7 @@ impl Target {
         let r = match self {
             Target::Local => local::resolve(host, port).await,
             Target::Netns { name } => netns::resolve(name, host, port).await,
+            Target::Ssh(s) => return Box::pin(ssh::resolve(s, host, port)).await,
         };
         let err = |source| TargetError::Resolve {
             host: host.to_string(),
@@ -432,6 +458,10 @@ impl Target {
             match self {
                 Target::Local => local::connect_tcp(addr, mark).await,
                 Target::Netns { name } => netns::connect_tcp(name, addr, mark).await,
+                Target::Ssh(_) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a TCP socket cannot live on a remote host; remote probes run a program there",
+                )),
             }
         };
         let r = match timeout {
@@ -474,6 +504,10 @@ impl Target {
         match self {
             Target::Local => Ok(all),
             Target::Netns { name } => procs::in_netns(all, name),
+            Target::Ssh(s) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("the processes of {} are listed over ssh, not from this host", s.describe()),
+            )),
         }
     }
 
@@ -487,6 +521,10 @@ impl Target {
     ) -> std::io::Result<bool> {
         match self {
             Target::Local | Target::Netns { .. } => procs::signal(pid, start_time, signal),
+            Target::Ssh(s) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("processes of {} are signalled over ssh, not from this host", s.describe()),
+            )),
         }
     }
 }
@@ -523,6 +561,28 @@ fn listen_blocking(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     Ok(sock.into())
+}
+
+/// [`Target::spawn`] on an ssh target: secrets that travel on stdin ahead of the
+/// program's own input are written here; the caller writes the rest.
+async fn spawn_ssh(s: &SshSpec, cmd: &Cmd) -> Result<tokio::process::Child, TargetError> {
+    let (mut child, stdin) = ssh::spawn(s, cmd).await?;
+    if !cmd.env.is_empty()
+        && let (Some(mut pipe), Some(all)) = (child.stdin.take(), stdin)
+    {
+        let own = cmd.stdin.as_ref().map_or(0, Vec::len);
+        let head = &all[..all.len() - own];
+        pipe.write_all(head).await.map_err(|source| TargetError::Io {
+            program: cmd.program.clone(),
+            target: s.describe(),
+            source,
+        })?;
+        // Without input of its own, the program reads end-of-file after the header.
+        if cmd.stdin.is_some() {
+            child.stdin = Some(pipe);
+        }
+    }
+    Ok(child)
 }
 
 #[cfg(test)]

@@ -1,0 +1,467 @@
+//! The `ssh` target: another host, reached over SSH.
+//!
+//! One multiplexed master connection per host (the `openssh` crate, process mux: an
+//! `ssh -M` ControlMaster in a private temp directory), opened on first use and kept
+//! in a process-wide cache. Every program then runs as one more `ssh -S <socket>`
+//! session over that master, so a command costs a channel, not a handshake. The
+//! master sends keep-alives (`ServerAliveInterval`), so a dead link is noticed within
+//! seconds; a session that finds the master gone drops it from the cache and the
+//! next call reconnects (reverts retry, see the engine).
+//!
+//! What never happens here:
+//! - a value reaching a remote shell unquoted: the remote side of SSH always runs a
+//!   shell on the command line it gets, so every argument is single-quoted
+//!   ([`quote`]) and arrives as is;
+//! - a secret on a remote command line (`ps` shows it to every user of the host):
+//!   [`Cmd::envs`] variables travel on stdin, ahead of the program's own input, and
+//!   a small `sh` prologue on the host exports them before it `exec`s the program;
+//! - an interactive prompt: `BatchMode=yes`, and `sudo -n` (a password prompt is a
+//!   clear error at connect time, not a hang).
+//!
+//! Host keys are checked strictly by default (`known_hosts: strict`): an unknown or
+//! changed key refuses the connection with ssh's own words. `accept_new` records an
+//! unknown key and still refuses a changed one.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Cmd, TargetError};
+use crate::duration::HumanDuration;
+
+/// How to reach a remote host over SSH (also written into ledgers, so that
+/// `firedrill recover` reconnects the same way).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    /// Host name or IP address of the remote host.
+    pub host: String,
+    /// SSH port of the remote host.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// User to log in as; default: ssh's own choice (this user, or `~/.ssh/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Private key file to authenticate with; when set, only this key is offered (`IdentitiesOnly=yes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// Run every program through `sudo -n` on the host (non-interactive: a user without password-less sudo is refused with a clear error when connecting, never prompted).
+    #[serde(default)]
+    pub sudo: bool,
+    /// Host-key policy: `strict` (default: the host's key must already be in known_hosts) or `accept_new` (an unknown key is recorded; a changed key is still refused).
+    #[serde(default)]
+    pub known_hosts: KnownHostsPolicy,
+    /// known_hosts file to check the host key against; default: ssh's own (`~/.ssh/known_hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<String>,
+    /// How long connecting (TCP and SSH handshake) may take.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Reach the host through this jump host (`[user@]host[:port]`, ssh's `-J`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
+}
+
+/// Host-key checking of an `ssh` target.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KnownHostsPolicy {
+    /// The host's key must already be in known_hosts; anything else is refused.
+    #[default]
+    Strict,
+    /// An unknown host's key is added to known_hosts; a changed key is refused.
+    AcceptNew,
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// Keep-alive interval of a master: with ssh's default `ServerAliveCountMax` of 3, a
+/// dead link is noticed within about 6 s.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// How long a master outlives its last session once this engine has gone (killed
+/// without closing it): long enough for `recover` right after, short enough that
+/// nothing lingers.
+const PERSIST_S: usize = 30;
+
+/// A host name, user or jump host becomes an argument of the local `ssh`: one
+/// starting with `-` would be an option, and whitespace or control characters have
+/// no business there.
+fn check_word(field: &str, v: &str, what: &str) -> Option<(String, String)> {
+    let bad = v.is_empty()
+        || v.starts_with('-')
+        || v.chars().any(|c| c.is_whitespace() || c.is_control())
+        || v.len() > 255;
+    bad.then(|| {
+        (
+            field.to_string(),
+            format!("found `{v}`, expected {what}: not empty, not starting with `-`, no spaces or control characters"),
+        )
+    })
+}
+
+impl SshSpec {
+    /// Static checks: `(path relative to the target's entry, message)`.
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        out.extend(check_word("ssh.host", &self.host, "a host name or address"));
+        if let Some(u) = &self.user {
+            out.extend(check_word("ssh.user", u, "a user name"));
+        }
+        if let Some(j) = &self.jump {
+            out.extend(check_word("ssh.jump", j, "a jump host `[user@]host[:port]`"));
+        }
+        if self.port == 0 {
+            out.push(("ssh.port".into(), "found 0, expected a port from 1 to 65535".into()));
+        }
+        if self.connect_timeout.0.is_zero() {
+            out.push((
+                "ssh.connect_timeout".into(),
+                "found 0s, expected a positive duration".into(),
+            ));
+        }
+        out
+    }
+
+    /// `ssh:deploy@10.0.0.5:22`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.user {
+            Some(u) => format!("ssh:{u}@{}:{}", self.host, self.port),
+            None => format!("ssh:{}:{}", self.host, self.port),
+        }
+    }
+
+    /// One host is one lock, however the engine logs in to it.
+    pub(crate) fn lock_key(&self) -> String {
+        format!("ssh-{}-{}", self.host, self.port)
+    }
+
+    /// The addresses of the host and of its jump host: the engine's link to it.
+    pub(crate) fn control_path(&self) -> Vec<IpAddr> {
+        let mut out = addrs_of(&self.host, self.port);
+        if let Some(j) = &self.jump {
+            let hostport = j.rsplit('@').next().unwrap_or(j);
+            let (h, p) = match hostport.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().unwrap_or(22)),
+                _ => (hostport, 22),
+            };
+            out.extend(addrs_of(h.trim_start_matches('[').trim_end_matches(']'), p));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Key of the connection cache: everything that changes how we log in.
+    fn cache_key(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.describe())
+    }
+}
+
+fn addrs_of(host: &str, port: u16) -> Vec<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return vec![ip];
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map(|a| a.map(|s| s.ip()).collect())
+        .unwrap_or_default()
+}
+
+/// Open masters, by [`SshSpec::cache_key`].
+static SESSIONS: LazyLock<tokio::sync::Mutex<HashMap<String, Arc<openssh::Session>>>> =
+    LazyLock::new(Default::default);
+
+fn ssh_err(spec: &SshSpec, message: impl Into<String>) -> TargetError {
+    TargetError::Ssh {
+        target: spec.describe(),
+        message: message.into(),
+    }
+}
+
+/// The master for `spec`: the cached one, or a new connection (checked: a `sudo`
+/// target also proves `sudo -n` works before anything runs).
+pub(crate) async fn session(spec: &SshSpec) -> Result<Arc<openssh::Session>, TargetError> {
+    let key = spec.cache_key();
+    let mut cache = SESSIONS.lock().await;
+    if let Some(s) = cache.get(&key) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(connect(spec).await?);
+    cache.insert(key, s.clone());
+    drop(cache);
+    if spec.sudo {
+        let out = run_over(spec, &s, &Cmd::new("true").timeout(spec.connect_timeout.0)).await?;
+        if !out.success() {
+            forget(spec).await;
+            return Err(ssh_err(
+                spec,
+                format!(
+                    "`sudo -n` was refused ({}); expected password-less sudo (NOPASSWD) for this user, since a drill never answers a prompt",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// Drops the cached master of `spec` (it was found dead): the next use reconnects.
+pub(crate) async fn forget(spec: &SshSpec) {
+    SESSIONS.lock().await.remove(&spec.cache_key());
+}
+
+async fn connect(spec: &SshSpec) -> Result<openssh::Session, TargetError> {
+    let mut b = openssh::SessionBuilder::default();
+    b.port(spec.port)
+        .known_hosts_check(match spec.known_hosts {
+            KnownHostsPolicy::Strict => openssh::KnownHosts::Strict,
+            KnownHostsPolicy::AcceptNew => openssh::KnownHosts::Add,
+        })
+        .connect_timeout(spec.connect_timeout.0.max(Duration::from_secs(1)))
+        .server_alive_interval(KEEPALIVE)
+        .control_directory(std::env::temp_dir())
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(PERSIST_S).expect("non-zero"),
+        ));
+    if let Some(u) = &spec.user {
+        b.user(u.clone());
+    }
+    if let Some(k) = &spec.identity_file {
+        b.keyfile(k);
+    }
+    if let Some(f) = &spec.known_hosts_file {
+        b.user_known_hosts_file(f);
+    }
+    if let Some(j) = &spec.jump {
+        b.jump_hosts([j.as_str()]);
+    }
+    // The whole handshake is bounded too: ConnectTimeout covers only the TCP part.
+    let limit = spec.connect_timeout.0 * 2 + Duration::from_secs(5);
+    match tokio::time::timeout(limit, b.connect(&spec.host)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(ssh_err(spec, connect_message(&e))),
+        Err(_) => Err(ssh_err(
+            spec,
+            format!("connecting timed out after {}", HumanDuration(limit)),
+        )),
+    }
+}
+
+/// ssh's own words for a failed connection, with what to do for the usual ones.
+fn connect_message(e: &openssh::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        src = s.source();
+    }
+    let text = text.trim().to_string();
+    if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION") {
+        format!(
+            "cannot connect: {text}; the host's key is not the one in known_hosts (known_hosts: strict); expected its key in known_hosts (ssh-keyscan, checked out of band) or `known_hosts: accept_new` for a host never seen before"
+        )
+    } else {
+        format!("cannot connect: {text}")
+    }
+}
+
+/// Quotes `s` for a POSIX shell: it arrives as one word, as is.
+pub(crate) fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Exports `NAME=VALUE` lines read from stdin up to an empty line, then runs "$@"
+/// with what is left of stdin (`read` takes a pipe byte by byte: nothing more).
+const ENV_PROLOGUE: &str =
+    r#"while IFS= read -r l && [ -n "$l" ]; do export "$l" || exit 126; done; exec "$@""#;
+
+/// The remote command line and the bytes for its stdin.
+fn remote_line(spec: &SshSpec, cmd: &Cmd) -> Result<(String, Option<Vec<u8>>), String> {
+    let mut words: Vec<String> = Vec::new();
+    if spec.sudo {
+        words.extend(["sudo", "-n", "--"].map(String::from));
+    }
+    let mut stdin = cmd.stdin.clone();
+    if !cmd.env.is_empty() {
+        let mut head = Vec::new();
+        for (k, v) in &cmd.env {
+            let name_ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok || v.contains(['\n', '\0']) {
+                return Err(format!(
+                    "environment variable `{k}` cannot travel over ssh: expected a name of letters, digits and `_` and a value without newlines"
+                ));
+            }
+            head.extend_from_slice(format!("{k}={v}\n").as_bytes());
+        }
+        head.push(b'\n');
+        head.extend(stdin.take().unwrap_or_default());
+        stdin = Some(head);
+        words.extend(["sh", "-c", ENV_PROLOGUE, "firedrill-env"].map(String::from));
+    }
+    words.push(cmd.program.clone());
+    words.extend(cmd.args.iter().cloned());
+    let line = words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+    Ok((line, stdin))
+}
+
+/// The local `ssh` client command that runs `cmd` on the host over master `s`.
+fn client_cmd(spec: &SshSpec, s: &openssh::Session, cmd: &Cmd) -> Result<Cmd, TargetError> {
+    let (line, stdin) = remote_line(spec, cmd).map_err(|m| ssh_err(spec, m))?;
+    let ctl = s.control_socket().to_string_lossy().into_owned();
+    // `-p 9` and host `none`: should the master be gone, this client must fail, not
+    // open a connection of its own (as the openssh crate does).
+    let mut c = Cmd::new("ssh").args([
+        "-S",
+        &ctl,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ControlMaster=no",
+        "-T",
+        "-p",
+        "9",
+        "none",
+        "--",
+        &line,
+    ]);
+    c.stdin = stdin;
+    c.timeout = cmd.timeout;
+    Ok(c)
+}
+
+/// Starts `cmd` on the host: the returned child is the local `ssh` client; its
+/// stdin, stdout and stderr are the remote program's.
+pub(super) async fn spawn(
+    spec: &SshSpec,
+    cmd: &Cmd,
+) -> Result<(tokio::process::Child, Option<Vec<u8>>), TargetError> {
+    let s = session(spec).await?;
+    let c = client_cmd(spec, &s, cmd)?;
+    let child = c.to_command().spawn().map_err(|source| TargetError::Spawn {
+        program: cmd.program.clone(),
+        target: spec.describe(),
+        source,
+    })?;
+    Ok((child, c.stdin))
+}
+
+async fn run_over(
+    spec: &SshSpec,
+    s: &openssh::Session,
+    cmd: &Cmd,
+) -> Result<super::Output, TargetError> {
+    let c = client_cmd(spec, s, cmd)?;
+    super::Target::Local.run(&c).await.map_err(|e| match e {
+        TargetError::TimedOut { after, .. } => TargetError::TimedOut {
+            program: cmd.program.clone(),
+            target: spec.describe(),
+            after,
+        },
+        other => ssh_err(spec, other.to_string()),
+    })
+}
+
+/// Runs `cmd` on the host. Exit status 255 is ssh's own failure: when the master
+/// is found dead it is forgotten (the next call reconnects) and this is an error,
+/// not an [`super::Output`].
+pub(super) async fn run(spec: &SshSpec, cmd: &Cmd) -> Result<super::Output, TargetError> {
+    let s = session(spec).await?;
+    let out = run_over(spec, &s, cmd).await?;
+    if out.code == Some(255) && s.check().await.is_err() {
+        forget(spec).await;
+        return Err(ssh_err(
+            spec,
+            format!(
+                "the connection to {} was lost while running `{}`: {}",
+                spec.host,
+                cmd.program,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Resolves `host` as the remote host does (`getent ahosts`).
+pub(super) async fn resolve(spec: &SshSpec, host: &str, port: u16) -> Result<Vec<SocketAddr>, TargetError> {
+    let out = run(
+        spec,
+        &Cmd::new("getent").args(["ahosts", host]).timeout(Duration::from_secs(10)),
+    )
+    .await?;
+    let mut addrs: Vec<SocketAddr> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    addrs.dedup();
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SshSpec {
+        serde_yaml::from_str("host: 10.1.2.3\nuser: deploy").unwrap()
+    }
+
+    #[test]
+    fn quoting_keeps_every_byte() {
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn secrets_travel_on_stdin_not_on_the_line() {
+        let cmd = Cmd::new("curl")
+            .arg("-sS")
+            .envs([("TOKEN", "s3cret")])
+            .stdin(b"body".to_vec());
+        let (line, stdin) = remote_line(&spec(), &cmd).unwrap();
+        assert!(!line.contains("s3cret"), "{line}");
+        assert_eq!(stdin.unwrap(), b"TOKEN=s3cret\n\nbody");
+        let mut s = spec();
+        s.sudo = true;
+        let (line, _) = remote_line(&s, &Cmd::new("id")).unwrap();
+        assert_eq!(line, "'sudo' '-n' '--' 'id'");
+    }
+
+    #[test]
+    fn a_value_with_a_newline_is_refused() {
+        let cmd = Cmd::new("x").envs([("A", "1\nB=2")]);
+        assert!(remote_line(&spec(), &cmd).is_err());
+    }
+
+    #[test]
+    fn defaults_and_checks() {
+        let s = spec();
+        assert_eq!(s.port, 22);
+        assert_eq!(s.known_hosts, KnownHostsPolicy::Strict);
+        assert_eq!(s.describe(), "ssh:deploy@10.1.2.3:22");
+        assert_eq!(s.control_path(), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        let bad: SshSpec = serde_yaml::from_str("host: -oProxyCommand=x\nport: 0").unwrap();
+        let errs = bad.validate();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].0, "ssh.host");
+        assert!(serde_yaml::from_str::<SshSpec>("host: a\nbogus: 1").is_err());
+    }
+}
