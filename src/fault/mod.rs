@@ -13,6 +13,7 @@
 //! A new fault kind is one new file, one variant in [`FaultSpec`] and one in [`Undo`]:
 //! the compiler points at every `match` that needs an arm.
 
+pub(crate) mod command;
 pub(crate) mod http_fault;
 pub(crate) mod latency;
 pub(crate) mod network;
@@ -46,6 +47,8 @@ pub enum FaultSpec {
     NetworkPartition(network_partition::NetworkPartition),
     /// Cap new connections or packets per second to some destinations (nftables `limit`, expires with the ttl).
     NetworkRateLimit(network_rate_limit::NetworkRateLimit),
+    /// Any fault as a pair of shell commands on any target (local, netns, ssh): `apply`, and `revert` (in the ledger before `apply` runs, armed on the host as a dead-man at the ttl).
+    Command(command::CommandFault),
 }
 
 /// Why a fault could not be injected or reverted.
@@ -124,6 +127,8 @@ pub enum Undo {
     NetworkPartition(network::Undo),
     /// Chains and sets added to the run's nftables table by `network_rate_limit`.
     NetworkRateLimit(network::Undo),
+    /// The revert line of a `command` fault and its dead-man on the host.
+    Command(command::Undo),
 }
 
 impl FaultSpec {
@@ -135,6 +140,7 @@ impl FaultSpec {
             FaultSpec::HttpFault(_) => "http_fault",
             FaultSpec::NetworkPartition(_) => "network_partition",
             FaultSpec::NetworkRateLimit(_) => "network_rate_limit",
+            FaultSpec::Command(_) => "command",
         }
     }
 
@@ -146,6 +152,7 @@ impl FaultSpec {
             FaultSpec::HttpFault(f) => f.validate(target),
             FaultSpec::NetworkPartition(f) => f.validate(target),
             FaultSpec::NetworkRateLimit(f) => f.validate(target),
+            FaultSpec::Command(f) => f.validate(target),
         }
     }
 
@@ -157,6 +164,7 @@ impl FaultSpec {
             FaultSpec::HttpFault(f) => f.describe(),
             FaultSpec::NetworkPartition(f) => f.describe(),
             FaultSpec::NetworkRateLimit(f) => f.describe(),
+            FaultSpec::Command(f) => f.describe(),
         }
     }
 
@@ -169,6 +177,7 @@ impl FaultSpec {
             FaultSpec::HttpFault(f) => f.prepare(ctx).await.map(Undo::HttpFault),
             FaultSpec::NetworkPartition(f) => f.prepare(ctx).await.map(Undo::NetworkPartition),
             FaultSpec::NetworkRateLimit(f) => f.prepare(ctx).await.map(Undo::NetworkRateLimit),
+            FaultSpec::Command(f) => f.prepare(ctx).await.map(Undo::Command),
         }
     }
 
@@ -181,6 +190,7 @@ impl FaultSpec {
             (FaultSpec::HttpFault(f), Undo::HttpFault(u)) => f.apply(ctx, u).await,
             (FaultSpec::NetworkPartition(f), Undo::NetworkPartition(u)) => f.apply(ctx, u).await,
             (FaultSpec::NetworkRateLimit(f), Undo::NetworkRateLimit(u)) => f.apply(ctx, u).await,
+            (FaultSpec::Command(f), Undo::Command(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
             _ => Err(FaultError::Precondition(
                 "undo record does not match fault kind".into(),
@@ -215,6 +225,7 @@ impl Undo {
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => {
                 Some(std::time::Duration::from_secs(u.ttl_s.into()))
             }
+            // Its watcher may have failed to run the revert: its revert tells.
             _ => None,
         }
     }
@@ -227,6 +238,7 @@ impl Undo {
             Undo::HttpFault(_) => "http_fault",
             Undo::NetworkPartition(_) => "network_partition",
             Undo::NetworkRateLimit(_) => "network_rate_limit",
+            Undo::Command(_) => "command",
         }
     }
 
@@ -239,6 +251,7 @@ impl Undo {
             Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
+            Undo::Command(u) => u.revert(ctx).await,
         }
     }
 
@@ -249,6 +262,7 @@ impl Undo {
             Undo::ProcessKill(u) => &u.target,
             Undo::Latency(u) | Undo::HttpFault(u) => &u.target,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => &u.target,
+            Undo::Command(u) => &u.target,
         }
     }
 
@@ -258,6 +272,7 @@ impl Undo {
             Undo::ProcessKill(u) => u.is_reversible(),
             Undo::Latency(_) | Undo::HttpFault(_) => true,
             Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
+            Undo::Command(_) => true,
         }
     }
 }
