@@ -68,6 +68,9 @@ pub struct Undo {
     pub deadman_tag: String,
     /// The dead-man's delay after injection, in seconds.
     pub ttl_s: u64,
+    /// When the dead-man fires at the earliest (RFC 3339, UTC): the ttl counted
+    /// from the moment this record was made, just before it was armed.
+    pub fires_at: String,
 }
 
 /// Arms the watcher: `$1` tag, `$2` ttl in seconds, the revert line on stdin.
@@ -119,6 +122,9 @@ elif [ -f "$b.pid" ] || [ "$(cat "$b.how" 2>/dev/null)" = systemd ]; then echo a
 else echo none; fi
 "#;
 
+/// Retries of a revert whose link to the host was lost (after 1 s, 2 s, 4 s).
+const RETRIES: u32 = 3;
+
 fn sh(script: &str, args: &[&str]) -> Cmd {
     Cmd::new("sh")
         .args(["-c", script, "firedrill"])
@@ -168,6 +174,10 @@ impl CommandFault {
             timeout_s: self.timeout.0.as_secs().max(1),
             deadman_tag: format!("{}-{}-{nonce:08x}", tag_part(ctx.run_id), tag_part(ctx.step)),
             ttl_s: ctx.ttl.as_secs().max(1),
+            fires_at: humantime::format_rfc3339_seconds(
+                SystemTime::now() + Duration::from_secs(ctx.ttl.as_secs().max(1)),
+            )
+            .to_string(),
         })
     }
 
@@ -266,19 +276,30 @@ impl Undo {
     pub(crate) async fn revert(&self, _ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
         let t = &self.target;
-        let out = t
-            .run(
-                &sh(REVERT, &[&self.deadman_tag, &self.revert])
-                    .timeout(Duration::from_secs(self.timeout_s)),
-            )
-            .await
-            .map_err(|e| {
-                FaultError::System(format!(
-                    "revert pending on {}: {e}; its dead-man fires {}s after injection",
-                    t.describe(),
-                    self.ttl_s
-                ))
-            })?;
+        let cmd = sh(REVERT, &[&self.deadman_tag, &self.revert])
+            .timeout(Duration::from_secs(self.timeout_s));
+        // A lost link may come back (the ssh target reconnects on the next call):
+        // retried with backoff; a host that stays away keeps its dead-man.
+        let mut attempt = 0;
+        let out = loop {
+            match t.run(&cmd).await {
+                Ok(out) => break out,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted && attempt < RETRIES => {
+                    tracing::warn!(host = %t.describe(), attempt, "revert: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(FaultError::System(format!(
+                        "revert pending on {}: {e} (after {} attempts); its dead-man fires at {} and runs `{}` there by itself",
+                        t.describe(),
+                        attempt + 1,
+                        self.fires_at,
+                        self.revert
+                    )));
+                }
+            }
+        };
         let stdout = String::from_utf8_lossy(&out.stdout);
         let last = stdout.lines().last().unwrap_or("").to_string();
         let code = last.split_whitespace().nth(1).unwrap_or("?").to_string();

@@ -123,11 +123,14 @@ impl Fleet {
         for h in &mut fleet.hosts {
             h.sshd = Some(
                 Command::new("ip")
-                    .args(["netns", "exec", &h.ns, "/usr/sbin/sshd", "-D", "-e", "-f"])
+                    .args(["netns", "exec", &h.ns, "/usr/sbin/sshd", "-D", "-f"])
                     .arg(d.join("sshd_config"))
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
+                    // Its log (`-E`): readiness probes make it complain on stderr.
+                    .arg("-E")
+                    .arg(d.join(format!("sshd-{}.log", h.ip)))
+                    .stderr(Stdio::null())
                     .spawn()
                     .expect("sshd"),
             );

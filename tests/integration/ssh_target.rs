@@ -1,0 +1,289 @@
+//! The `ssh` target against real sshd hosts in network namespaces
+//! ([`crate::common::sshd::Fleet`]): programs and their arguments arrive as is,
+//! secrets travel on stdin, unknown host keys are refused, and whole drills (command
+//! probe, `command` fault, recovery command) run over SSH, with the ledger naming
+//! the ssh target and `recover` reconnecting from it. A cut link leaves the revert
+//! to the dead-man on the host, which runs it by itself at the ttl.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use firedrill::target::{Cmd, KnownHostsPolicy, Target};
+
+use crate::common::sshd::Fleet;
+use crate::common::{assert_exit, wait_until};
+
+/// Standard output then standard error, after checking the exit code.
+fn exit_text(out: &std::process::Output, code: i32) -> String {
+    let err = assert_exit(out, code);
+    format!("{}{err}", String::from_utf8_lossy(&out.stdout))
+}
+
+/// A long-running process started inside host `i`'s namespace, named `name` (a
+/// symlink to `sleep`, so `/proc/PID/comm` is the name).
+struct Svc {
+    child: std::process::Child,
+    pub name: String,
+}
+
+impl Svc {
+    fn start(fleet: &Fleet, i: usize, name: &str) -> Svc {
+        let link = fleet.path(name);
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &fleet.hosts[i].ns])
+            .arg(&link)
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let svc = Svc {
+            child,
+            name: name.to_string(),
+        };
+        assert!(wait_until(Duration::from_secs(5), || svc.state().is_some()));
+        svc
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// State letter of `/proc/PID/stat` once `ip netns exec` has exec'd the service.
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        let (name, rest) = stat.split_once(") ")?;
+        name.ends_with(&self.name).then(|| rest.chars().next())?
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn programs_arguments_and_secrets_reach_the_host_as_is() {
+    let Some(fleet) = Fleet::new("ssh_target::programs", 1) else {
+        return;
+    };
+    let t = fleet.target(0);
+    let ip = fleet.hosts[0].ip.to_string();
+    let (addr, args, secret, sudo_user) = fleet.block_on(move || async move {
+        // Runs in the host's network: its own address is there.
+        let addr = t
+            .run(&Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", "eth0"]))
+            .await
+            .unwrap();
+        // Every argument arrives as one word, shell characters included.
+        let args = t
+            .run(&Cmd::new("printf").args(["%s|", "a b", "it's", "$(id)", "*", ""]))
+            .await
+            .unwrap();
+        // A secret travels on stdin ahead of the program's own input.
+        let secret = t
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", r#"printf '%s:' "$TOKEN"; cat"#])
+                    .envs([("TOKEN", "s3cret value")])
+                    .stdin(b"body".to_vec()),
+            )
+            .await
+            .unwrap();
+        // Exit codes come back as they are.
+        let code = t.run(&Cmd::new("sh").args(["-c", "exit 7"])).await.unwrap();
+        assert_eq!(code.code, Some(7));
+        // `sudo: true` goes through `sudo -n`, or says clearly that it cannot.
+        let mut spec = match &t {
+            Target::Ssh(s) => s.clone(),
+            _ => unreachable!(),
+        };
+        spec.sudo = true;
+        let sudo = Target::Ssh(spec)
+            .run(&Cmd::new("sh").args(["-c", "echo ${SUDO_USER:-none}"]))
+            .await;
+        (addr, args, secret, sudo)
+    });
+    let addr = String::from_utf8_lossy(&addr.stdout).into_owned();
+    assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    assert_eq!(String::from_utf8_lossy(&args.stdout), "a b|it's|$(id)|*||");
+    assert_eq!(String::from_utf8_lossy(&secret.stdout), "s3cret value:body");
+    match sudo_user {
+        // sudo is installed on the host: the program ran under it.
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "root"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("sudo -n") && e.contains("NOPASSWD"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_unless_accept_new() {
+    let Some(fleet) = Fleet::new("ssh_target::hostkey", 1) else {
+        return;
+    };
+    let empty = fleet.path("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let mut spec = fleet.spec(0);
+    spec.known_hosts_file = Some(empty.display().to_string());
+    let strict = Target::Ssh(spec.clone());
+    spec.known_hosts = KnownHostsPolicy::AcceptNew;
+    let accept = Target::Ssh(spec);
+    let (strict, accept) = fleet.block_on(move || async move {
+        (
+            strict.run(&Cmd::new("true")).await.map(|o| o.code),
+            accept.run(&Cmd::new("true")).await.map(|o| o.code),
+        )
+    });
+    let e = strict.unwrap_err().to_string();
+    assert!(
+        e.contains("Host key verification failed") && e.contains("known_hosts: strict"),
+        "{e}"
+    );
+    assert_eq!(accept.unwrap(), Some(0));
+    let learned = std::fs::read_to_string(&empty).unwrap();
+    assert!(learned.contains("ssh-ed25519"), "{learned}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A drill on one host: a command precheck there, a `command` fault freezing a
+/// service there, a verification seeing it frozen, a recovery command.
+fn freeze_scenario(fleet: &Fleet, svc: &Svc, ttl: &str, verify_for: &str) -> String {
+    let marker = fleet.path("recovered");
+    format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-freeze }}
+targets:
+  h0: {target}
+prechecks:
+  - name: service runs on the host
+    probe: {{ command: {{ run: "pgrep -x {name}", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+faults:
+  - name: freeze the service
+    kind: command
+    target: h0
+    ttl: {ttl}
+    with:
+      apply: "pkill -STOP -x {name}"
+      revert: "pkill -CONT -x {name}"
+      check: "test \"$(ps -o stat= -p $(pgrep -x {name}) | cut -c1)\" = T"
+verifications:
+  - name: the service stays frozen
+    critical: true
+    for: {verify_for}
+    probe: {{ command: {{ run: "ps -o stat= -p $(pgrep -x {name}) | grep -q T", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+recovery:
+  - name: note recovery on the host
+    command: {{ run: "ip -o -4 addr show dev eth0 > {marker}", target: h0 }}
+"#,
+        target = fleet.target_yaml(0),
+        name = svc.name,
+        marker = marker.display(),
+    )
+}
+
+#[test]
+fn a_drill_over_ssh_freezes_and_thaws_and_recovers() {
+    let Some(fleet) = Fleet::new("ssh_target::drill", 1) else {
+        return;
+    };
+    let svc = Svc::start(&fleet, 0, &format!("fdsvc{}", std::process::id() % 100000));
+    let d = fleet.dir.path();
+    let scenario = write(d, "s.yaml", &freeze_scenario(&fleet, &svc, "60s", "1s"));
+    let out = fleet
+        .firedrill()
+        .args(["run", "--run-id", "sshdrill", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--lock-dir")
+        .arg(d.join("locks"))
+        .arg("--report-dir")
+        .arg(d.join("reports"))
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let text = exit_text(&out, 0);
+    assert_eq!(svc.state(), Some('S'), "thawed after the drill\n{text}");
+    // The recovery command ran on the host (its address, seen from there).
+    let rec = std::fs::read_to_string(fleet.path("recovered")).unwrap();
+    assert!(rec.contains(&fleet.hosts[0].ip.to_string()), "{rec}");
+    // The ledger names the ssh target, so `recover` could reconnect from it.
+    let ledger =
+        std::fs::read_to_string(d.join("state/runs/sshdrill/ledger.jsonl")).unwrap_or_default();
+    assert!(
+        ledger.contains(r#""type":"ssh""#) && ledger.contains(&fleet.hosts[0].ip.to_string()),
+        "{ledger}"
+    );
+    // The dead-man was cancelled: no watcher left on the host.
+    let left = fleet.on_host(0, "ls /tmp/firedrill-deadman-0/ | grep sshdrill || true");
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "");
+}
+
+#[test]
+fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
+    let Some(fleet) = Fleet::new("ssh_target::cut", 1) else {
+        return;
+    };
+    let svc = Svc::start(&fleet, 0, &format!("fdcut{}", std::process::id() % 100000));
+    let d = fleet.dir.path();
+    let ttl = Duration::from_secs(8);
+    let scenario = write(d, "s.yaml", &freeze_scenario(&fleet, &svc, "8s", "6s"));
+    let child = fleet
+        .firedrill()
+        .args(["run", "--run-id", "sshcut", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--lock-dir")
+        .arg(d.join("locks"))
+        .arg("--report-dir")
+        .arg(d.join("reports"))
+        .arg(&scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Frozen: the fault took effect; then the engine loses the host.
+    assert!(wait_until(Duration::from_secs(30), || svc.state() == Some('T')));
+    let frozen_at = Instant::now();
+    fleet.link(0, false);
+    // The host thaws by itself within ttl + 2 s of the injection.
+    assert!(
+        wait_until(ttl + Duration::from_secs(2), || svc.state() == Some('S')),
+        "still {:?} {:?} after the freeze",
+        svc.state(),
+        frozen_at.elapsed()
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = exit_text(&out, 4);
+    assert!(text.contains("revert pending on ssh:root@10.66.0.10:22"), "{text}");
+    assert!(text.contains("dead-man fires at"), "{text}");
+    // The link is back: recover finds the dead-man did it, and nothing is left.
+    fleet.link(0, true);
+    let rec = fleet
+        .firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    let rtext = exit_text(&rec, 0);
+    assert!(rtext.contains("dead-man"), "{rtext}");
+    assert_eq!(svc.state(), Some('S'));
+    let again = fleet
+        .firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    let again = exit_text(&again, 0);
+    assert!(!again.contains("freeze the service"), "{again}");
+}
