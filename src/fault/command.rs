@@ -134,7 +134,13 @@ fn sh(script: &str, args: &[&str]) -> Cmd {
 /// Letters, digits, `-` and `_` of `s`: safe in a file and a unit name.
 fn tag_part(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect()
 }
@@ -157,7 +163,10 @@ impl CommandFault {
             ));
         }
         if self.timeout.0.is_zero() {
-            errs.push(("with.timeout".into(), "found 0s, expected a positive duration".into()));
+            errs.push((
+                "with.timeout".into(),
+                "found 0s, expected a positive duration".into(),
+            ));
         }
         errs
     }
@@ -172,7 +181,11 @@ impl CommandFault {
             target: ctx.target.clone(),
             revert: self.revert.clone(),
             timeout_s: self.timeout.0.as_secs().max(1),
-            deadman_tag: format!("{}-{}-{nonce:08x}", tag_part(ctx.run_id), tag_part(ctx.step)),
+            deadman_tag: format!(
+                "{}-{}-{nonce:08x}",
+                tag_part(ctx.run_id),
+                tag_part(ctx.step)
+            ),
             ttl_s: ctx.ttl.as_secs().max(1),
             fires_at: humantime::format_rfc3339_seconds(
                 SystemTime::now() + Duration::from_secs(ctx.ttl.as_secs().max(1)),
@@ -181,7 +194,11 @@ impl CommandFault {
         })
     }
 
-    pub(crate) async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
+    pub(crate) async fn apply(
+        &self,
+        ctx: &FaultCtx<'_>,
+        undo: &Undo,
+    ) -> Result<Effect, FaultError> {
         let t = ctx.target;
         // The dead-man first: from here on the fault expires by itself.
         let ttl = undo.ttl_s.to_string();
@@ -192,7 +209,9 @@ impl CommandFault {
                     .timeout(self.timeout.0),
             )
             .await
-            .map_err(|e| FaultError::System(format!("cannot arm the dead-man on {}: {e}", t.describe())))?;
+            .map_err(|e| {
+                FaultError::System(format!("cannot arm the dead-man on {}: {e}", t.describe()))
+            })?;
         if !armed.success() {
             return Err(FaultError::System(format!(
                 "cannot arm the dead-man on {}: {}",
@@ -203,9 +222,15 @@ impl CommandFault {
         let how = String::from_utf8_lossy(&armed.stdout).trim().to_string();
         let fires_at = SystemTime::now() + Duration::from_secs(undo.ttl_s);
         let out = t
-            .run(&Cmd::new("sh").args(["-c", &self.apply]).timeout(self.timeout.0))
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", &self.apply])
+                    .timeout(self.timeout.0),
+            )
             .await
-            .map_err(|e| FaultError::System(format!("`{}` on {}: {e}", self.apply, t.describe())))?;
+            .map_err(|e| {
+                FaultError::System(format!("`{}` on {}: {e}", self.apply, t.describe()))
+            })?;
         if !out.success() {
             return Err(FaultError::System(format!(
                 "`{}` on {} exited with {}: {}",
@@ -284,7 +309,9 @@ impl Undo {
         let out = loop {
             match t.run(&cmd).await {
                 Ok(out) => break out,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted && attempt < RETRIES => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionAborted && attempt < RETRIES =>
+                {
                     tracing::warn!(host = %t.describe(), attempt, "revert: {e}; retrying");
                     tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
                     attempt += 1;
@@ -325,7 +352,11 @@ impl Undo {
         }
         if out.success() && code == "0" {
             Ok(Reverted {
-                measured: format!("`{}` exited 0 on {}; dead-man cancelled", self.revert, t.describe()),
+                measured: format!(
+                    "`{}` exited 0 on {}; dead-man cancelled",
+                    self.revert,
+                    t.describe()
+                ),
                 restored_after_ms: Some(ms_since(start)),
                 details: serde_json::json!({ "by": "revert" }),
             })
@@ -344,7 +375,10 @@ mod tests {
     use super::*;
 
     fn ctx_parts() -> (crate::rt::Runtime, tokio_util::sync::CancellationToken) {
-        (crate::rt::Runtime::default(), tokio_util::sync::CancellationToken::new())
+        (
+            crate::rt::Runtime::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
     }
 
     #[test]
@@ -377,10 +411,21 @@ mod tests {
         let eff = f.apply(&ctx, &undo).await.unwrap();
         assert!(eff.as_declared && flag.exists(), "{eff:?}");
         assert_eq!(undo.deadman_state().await.as_deref(), Some("armed"));
-        let r = undo.revert(&RevertCtx { runtime: None, hurry: false }).await.unwrap();
+        let r = undo
+            .revert(&RevertCtx {
+                runtime: None,
+                hurry: false,
+            })
+            .await
+            .unwrap();
         assert!(!flag.exists(), "{r:?}");
         assert_eq!(undo.deadman_state().await.as_deref(), Some("none"));
         // Idempotent.
-        undo.revert(&RevertCtx { runtime: None, hurry: false }).await.unwrap();
+        undo.revert(&RevertCtx {
+            runtime: None,
+            hurry: false,
+        })
+        .await
+        .unwrap();
     }
 }

@@ -289,6 +289,16 @@ impl Target {
         }
     }
 
+    /// Locks the target's host itself for run `run_id`, where the lock in this
+    /// host's lock directory cannot reach: a remote host, which engines on other
+    /// machines may drill too. Held until this process exits.
+    pub async fn lock_on_host(&self, run_id: &str) -> Result<(), TargetError> {
+        match self {
+            Target::Local | Target::Netns { .. } => Ok(()),
+            Target::Ssh(s) => Box::pin(ssh::lock_host(s, run_id)).await,
+        }
+    }
+
     /// Whether the target is known to be gone for good (a deleted namespace), and
     /// with it everything a fault left there: reverts then have nothing to undo.
     pub fn is_gone(&self) -> bool {

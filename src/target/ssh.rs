@@ -119,10 +119,17 @@ impl SshSpec {
             out.extend(check_word("ssh.user", u, "a user name"));
         }
         if let Some(j) = &self.jump {
-            out.extend(check_word("ssh.jump", j, "a jump host `[user@]host[:port]`"));
+            out.extend(check_word(
+                "ssh.jump",
+                j,
+                "a jump host `[user@]host[:port]`",
+            ));
         }
         if self.port == 0 {
-            out.push(("ssh.port".into(), "found 0, expected a port from 1 to 65535".into()));
+            out.push((
+                "ssh.port".into(),
+                "found 0, expected a port from 1 to 65535".into(),
+            ));
         }
         if self.connect_timeout.0.is_zero() {
             out.push((
@@ -271,7 +278,8 @@ fn connect_message(e: &openssh::Error) -> String {
         src = s.source();
     }
     let text = text.trim().to_string();
-    if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION") {
+    if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION")
+    {
         format!(
             "cannot connect: {text}; the host's key is not the one in known_hosts (known_hosts: strict); expected its key in known_hosts (ssh-keyscan, checked out of band) or `known_hosts: accept_new` for a host never seen before"
         )
@@ -354,11 +362,14 @@ pub(super) async fn spawn(
 ) -> Result<(tokio::process::Child, Option<Vec<u8>>), TargetError> {
     let s = session(spec).await?;
     let c = client_cmd(spec, &s, cmd)?;
-    let child = c.to_command().spawn().map_err(|source| TargetError::Spawn {
-        program: cmd.program.clone(),
-        target: spec.describe(),
-        source,
-    })?;
+    let child = c
+        .to_command()
+        .spawn()
+        .map_err(|source| TargetError::Spawn {
+            program: cmd.program.clone(),
+            target: spec.describe(),
+            source,
+        })?;
     Ok((child, c.stdin))
 }
 
@@ -400,10 +411,16 @@ pub(super) async fn run(spec: &SshSpec, cmd: &Cmd) -> Result<super::Output, Targ
 }
 
 /// Resolves `host` as the remote host does (`getent ahosts`).
-pub(super) async fn resolve(spec: &SshSpec, host: &str, port: u16) -> Result<Vec<SocketAddr>, TargetError> {
+pub(super) async fn resolve(
+    spec: &SshSpec,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, TargetError> {
     let out = run(
         spec,
-        &Cmd::new("getent").args(["ahosts", host]).timeout(Duration::from_secs(10)),
+        &Cmd::new("getent")
+            .args(["ahosts", host])
+            .timeout(Duration::from_secs(10)),
     )
     .await?;
     let mut addrs: Vec<SocketAddr> = String::from_utf8_lossy(&out.stdout)
@@ -413,6 +430,71 @@ pub(super) async fn resolve(spec: &SshSpec, host: &str, port: u16) -> Result<Vec
         .collect();
     addrs.dedup();
     Ok(addrs)
+}
+
+/// Takes the host's drill lock on fd 9 and holds it while its stdin is open (this
+/// engine alive): `$1` is the run id. The lock file is per network namespace of the
+/// host (`/proc/self/ns/net`): one per host in production, one per namespace when
+/// several "hosts" share a machine (the lab, the tests). Prints `locked`, or
+/// `held by RUN since TIME` and exits 1.
+const LOCK: &str = r#"d=/run/lock; [ -d "$d" ] && [ -w "$d" ] || d=/tmp
+f="$d/firedrill-host-$(readlink /proc/self/ns/net | tr -cd 0-9).lock"
+exec 9>>"$f" || exit 2
+command -v flock > /dev/null || { echo "flock is not installed on the host (util-linux)"; exit 2; }
+if ! flock -n 9; then echo "held by $(cat "$f.owner" 2>/dev/null || echo 'another engine')"; exit 1; fi
+echo "run $1 since $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$f.owner"
+echo locked
+exec cat > /dev/null
+"#;
+
+/// Host locks this process holds, by [`SshSpec::lock_key`]: the remote `flock`
+/// lives as long as the child's stdin is open, so it is released when this process
+/// exits, however it exits.
+static HOST_LOCKS: LazyLock<tokio::sync::Mutex<HashMap<String, tokio::process::Child>>> =
+    LazyLock::new(Default::default);
+
+/// Locks the host itself for run `run_id` (once per process; later calls return at
+/// once), so that two engines on two machines never drill one host together.
+pub(crate) async fn lock_host(spec: &SshSpec, run_id: &str) -> Result<(), TargetError> {
+    use tokio::io::AsyncBufReadExt;
+    let mut locks = HOST_LOCKS.lock().await;
+    if locks.contains_key(&spec.lock_key()) {
+        return Ok(());
+    }
+    let cmd = Cmd::new("sh")
+        .args(["-c", LOCK, "firedrill-lock", run_id])
+        .stdin(Vec::new());
+    let (mut child, _) = spawn(spec, &cmd).await?;
+    let mut line = String::new();
+    let read = async {
+        let out = child.stdout.as_mut().expect("piped");
+        tokio::io::BufReader::new(out).read_line(&mut line).await
+    };
+    let limit = spec.connect_timeout.0 + Duration::from_secs(10);
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(_)) if line.trim() == "locked" => {
+            locks.insert(spec.lock_key(), child);
+            Ok(())
+        }
+        Ok(_) if line.trim().starts_with("held by") => Err(ssh_err(
+            spec,
+            format!(
+                "the host is locked by another drill ({}); expected no other engine drilling it",
+                line.trim().trim_start_matches("held by ")
+            ),
+        )),
+        Ok(_) => Err(ssh_err(
+            spec,
+            format!("cannot lock the host: {}", line.trim()),
+        )),
+        Err(_) => Err(ssh_err(
+            spec,
+            format!(
+                "cannot lock the host: no answer within {}",
+                HumanDuration(limit)
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -457,7 +539,10 @@ mod tests {
         assert_eq!(s.port, 22);
         assert_eq!(s.known_hosts, KnownHostsPolicy::Strict);
         assert_eq!(s.describe(), "ssh:deploy@10.1.2.3:22");
-        assert_eq!(s.control_path(), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            s.control_path(),
+            vec!["10.1.2.3".parse::<IpAddr>().unwrap()]
+        );
         let bad: SshSpec = serde_yaml::from_str("host: -oProxyCommand=x\nport: 0").unwrap();
         let errs = bad.validate();
         assert_eq!(errs.len(), 2, "{errs:?}");

@@ -265,7 +265,10 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
     );
     let out = child.wait_with_output().unwrap();
     let text = exit_text(&out, 4);
-    assert!(text.contains("revert pending on ssh:root@10.66.0.10:22"), "{text}");
+    assert!(
+        text.contains("revert pending on ssh:root@10.66.0.10:22"),
+        "{text}"
+    );
     assert!(text.contains("dead-man fires at"), "{text}");
     // The link is back: recover finds the dead-man did it, and nothing is left.
     fleet.link(0, true);
@@ -286,4 +289,106 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
         .unwrap();
     let again = exit_text(&again, 0);
     assert!(!again.contains("freeze the service"), "{again}");
+}
+
+/// `firedrill run` of `scenario` in the engine's namespace, with its own state.
+fn drill(fleet: &Fleet, scenario: &Path, run_id: &str) -> Command {
+    let d = fleet.dir.path().join(run_id);
+    let mut c = fleet.firedrill();
+    c.args(["run", "--run-id", run_id, "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--lock-dir")
+        .arg(d.join("locks"))
+        .arg("--report-dir")
+        .arg(d.join("reports"))
+        .arg(scenario);
+    c
+}
+
+#[test]
+fn a_host_is_locked_on_the_host_against_another_engine() {
+    let Some(fleet) = Fleet::new("ssh_target::lock", 1) else {
+        return;
+    };
+    let svc = Svc::start(&fleet, 0, &format!("fdlck{}", std::process::id() % 100000));
+    let scenario = write(
+        fleet.dir.path(),
+        "s.yaml",
+        &freeze_scenario(&fleet, &svc, "60s", "8s"),
+    );
+    // Engine A holds the host; engine B (other state and lock directories, as on
+    // another machine) is refused before it injects anything.
+    let a = drill(&fleet, &scenario, "locka")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || svc.state() == Some('T')));
+    let b = drill(&fleet, &scenario, "lockb").output().unwrap();
+    let text = exit_text(&b, 3);
+    assert!(
+        text.contains("locked by another drill (run locka since"),
+        "{text}"
+    );
+    assert_eq!(svc.state(), Some('T'), "B did not thaw what A froze");
+    exit_text(&a.wait_with_output().unwrap(), 0);
+    assert_eq!(svc.state(), Some('S'));
+    // A has exited: its lock went with it.
+    exit_text(
+        &drill(
+            &fleet,
+            &write(
+                fleet.dir.path(),
+                "short.yaml",
+                &freeze_scenario(&fleet, &svc, "60s", "1s"),
+            ),
+            "lockc",
+        )
+        .output()
+        .unwrap(),
+        0,
+    );
+}
+
+#[test]
+fn network_faults_on_a_remote_host_are_refused_at_validation() {
+    let Some(fleet) = Fleet::new("ssh_target::netfault", 0) else {
+        return;
+    };
+    let text = format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: refused }}
+targets:
+  h: {{ ssh: {{ host: 10.66.0.10, user: root }} }}
+faults:
+  - name: cut
+    kind: network_partition
+    target: h
+    with: {{ to: ["10.1.2.3:443"] }}
+  - name: slow
+    kind: latency
+    target: h
+    with: {{ upstream: "10.1.2.3:80", listen: "127.0.0.1:30080", delay: 100ms }}
+  - name: kill
+    kind: process_kill
+    target: h
+    with: {{ name: relay }}
+"#
+    );
+    let s = write(fleet.dir.path(), "s.yaml", &text);
+    let out = fleet.firedrill().arg("validate").arg(&s).output().unwrap();
+    let err = exit_text(&out, 2);
+    assert!(
+        err.contains("faults[0].target: found remote target ssh:root@10.66.0.10:22"),
+        "{err}"
+    );
+    assert!(
+        err.contains("faults[1].target") && err.contains("the proxy runs inside the engine"),
+        "{err}"
+    );
+    assert!(
+        err.contains("faults[2].target") && err.contains("use the `command` fault"),
+        "{err}"
+    );
 }

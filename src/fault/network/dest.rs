@@ -136,6 +136,17 @@ pub(crate) fn validate_common(
             "found no destination, expected at least one IP address, CIDR or host name".into(),
         ));
     }
+    if !target.sockets_here() {
+        // The effect is measured with sockets in the target's network, and the
+        // established SSH session would need an exemption in the rules.
+        errs.push((
+            "target".into(),
+            format!(
+                "found remote target {}, expected `local` or a netns target: network faults on a remote host are not supported yet; use the `command` fault with nft commands and a ttl",
+                target.describe()
+            ),
+        ));
+    }
     let control = target.control_path();
     for (i, entry) in to.iter().enumerate() {
         match parse_dest(entry) {

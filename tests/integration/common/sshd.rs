@@ -31,7 +31,9 @@ pub fn skip_reason() -> Option<String> {
     }
     for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"] {
         if !Path::new(tool).exists() {
-            return Some(format!("{tool} is not installed (apt-get install openssh-server openssh-client)"));
+            return Some(format!(
+                "{tool} is not installed (apt-get install openssh-server openssh-client)"
+            ));
         }
     }
     None
@@ -108,8 +110,18 @@ impl Fleet {
             run(Command::new("ip").args(["netns", "add", &ns]));
             fleet.made.push(ns.clone());
             run(Command::new("ip").args([
-                "-n", &e, "link", "add", &format!("h{i}"), "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
+                "-n",
+                &e,
+                "link",
+                "add",
+                &format!("h{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
             ]));
             ip_batch(&e, &format!("link set h{i} master br0\nlink set h{i} up\n"));
             ip_batch(
@@ -212,7 +224,12 @@ impl Fleet {
     /// `firedrill ARGS` run inside the engine's namespace (`ip netns exec`).
     pub fn firedrill(&self) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.engine, env!("CARGO_BIN_EXE_firedrill")]);
+        c.args([
+            "netns",
+            "exec",
+            &self.engine,
+            env!("CARGO_BIN_EXE_firedrill"),
+        ]);
         c
     }
 
@@ -238,7 +255,16 @@ impl Fleet {
 
 fn keygen(path: &Path) {
     run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "firedrill-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "firedrill-test",
+            "-f",
+        ])
         .arg(path));
 }
 
@@ -250,9 +276,17 @@ fn ip_batch(ns: &str, script: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "ip -n {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip -n {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Pids of every process whose network namespace is `ns`.
