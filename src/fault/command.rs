@@ -145,6 +145,85 @@ fn tag_part(s: &str) -> String {
         .collect()
 }
 
+/// Arms the dead-man of tag `tag` on `target`: `revert` (a shell line) runs there
+/// by itself `ttl_s` seconds from now unless [`cancel_and_revert`] comes first.
+/// Returns how it was armed (`systemd` or `setsid`).
+pub(crate) async fn arm(
+    target: &Target,
+    tag: &str,
+    ttl_s: u64,
+    revert: &str,
+    timeout: Duration,
+) -> Result<String, FaultError> {
+    let armed = target
+        .run(
+            &sh(ARM, &[tag, &ttl_s.to_string()])
+                .stdin(revert.as_bytes().to_vec())
+                .timeout(timeout),
+        )
+        .await
+        .map_err(|e| {
+            FaultError::System(format!(
+                "cannot arm the dead-man on {}: {e}",
+                target.describe()
+            ))
+        })?;
+    if !armed.success() {
+        return Err(FaultError::System(format!(
+            "cannot arm the dead-man on {}: {}",
+            target.describe(),
+            String::from_utf8_lossy(&armed.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&armed.stdout).trim().to_string())
+}
+
+/// What [`cancel_and_revert`] found and did.
+pub(crate) enum Outcome {
+    /// The dead-man had already run the revert, which exited with this code.
+    Fired(String),
+    /// The dead-man was cancelled and the revert ran: its exit code, its output
+    /// (without the status line) and its stderr.
+    Ran(String, String, String),
+}
+
+/// Cancels the dead-man of `tag` on `target`, then runs `revert` there unless the
+/// dead-man already did. A lost link is retried with backoff (the ssh target
+/// reconnects on the next call): a host that stays away keeps its dead-man. On
+/// failure, the last error and the number of attempts.
+pub(crate) async fn cancel_and_revert(
+    target: &Target,
+    tag: &str,
+    revert: &str,
+    timeout: Duration,
+) -> Result<Outcome, (crate::target::TargetError, u32)> {
+    let cmd = sh(REVERT, &[tag, revert]).timeout(timeout);
+    let mut attempt = 0;
+    let out = loop {
+        match target.run(&cmd).await {
+            Ok(out) => break out,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted && attempt < RETRIES => {
+                tracing::warn!(host = %target.describe(), attempt, "revert: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err((e, attempt + 1)),
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    let last = lines.pop().unwrap_or("").to_string();
+    let code = last.split_whitespace().nth(1).unwrap_or("?").to_string();
+    if last.starts_with("fired") {
+        return Ok(Outcome::Fired(code));
+    }
+    Ok(Outcome::Ran(
+        if out.success() { code } else { "?".into() },
+        lines.join("\n"),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    ))
+}
+
 impl CommandFault {
     pub(crate) fn validate(&self, _target: &Target) -> Vec<(String, String)> {
         let mut errs = Vec::new();
@@ -201,25 +280,14 @@ impl CommandFault {
     ) -> Result<Effect, FaultError> {
         let t = ctx.target;
         // The dead-man first: from here on the fault expires by itself.
-        let ttl = undo.ttl_s.to_string();
-        let armed = t
-            .run(
-                &sh(ARM, &[&undo.deadman_tag, &ttl])
-                    .stdin(undo.revert.clone().into_bytes())
-                    .timeout(self.timeout.0),
-            )
-            .await
-            .map_err(|e| {
-                FaultError::System(format!("cannot arm the dead-man on {}: {e}", t.describe()))
-            })?;
-        if !armed.success() {
-            return Err(FaultError::System(format!(
-                "cannot arm the dead-man on {}: {}",
-                t.describe(),
-                String::from_utf8_lossy(&armed.stderr).trim()
-            )));
-        }
-        let how = String::from_utf8_lossy(&armed.stdout).trim().to_string();
+        let how = arm(
+            t,
+            &undo.deadman_tag,
+            undo.ttl_s,
+            &undo.revert,
+            self.timeout.0,
+        )
+        .await?;
         let fires_at = SystemTime::now() + Duration::from_secs(undo.ttl_s);
         let out = t
             .run(
@@ -301,57 +369,29 @@ impl Undo {
     pub(crate) async fn revert(&self, _ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         let start = Instant::now();
         let t = &self.target;
-        let cmd = sh(REVERT, &[&self.deadman_tag, &self.revert])
-            .timeout(Duration::from_secs(self.timeout_s));
-        // A lost link may come back (the ssh target reconnects on the next call):
-        // retried with backoff; a host that stays away keeps its dead-man.
-        let mut attempt = 0;
-        let out = loop {
-            match t.run(&cmd).await {
-                Ok(out) => break out,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::ConnectionAborted && attempt < RETRIES =>
-                {
-                    tracing::warn!(host = %t.describe(), attempt, "revert: {e}; retrying");
-                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(FaultError::System(format!(
-                        "revert pending on {}: {e} (after {} attempts); its dead-man fires at {} and runs `{}` there by itself",
-                        t.describe(),
-                        attempt + 1,
-                        self.fires_at,
-                        self.revert
-                    )));
-                }
-            }
-        };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().unwrap_or("").to_string();
-        let code = last.split_whitespace().nth(1).unwrap_or("?").to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if last.starts_with("fired") {
-            return if code == "0" {
-                Ok(Reverted {
-                    measured: format!(
-                        "the dead-man on {} had already run `{}` at the ttl (exit 0); not run again",
-                        t.describe(),
-                        self.revert
-                    ),
-                    restored_after_ms: None,
-                    details: serde_json::json!({ "by": "deadman" }),
-                })
-            } else {
-                Err(FaultError::System(format!(
-                    "the dead-man on {} ran `{}` at the ttl and it exited {code}",
+        let timeout = Duration::from_secs(self.timeout_s);
+        match cancel_and_revert(t, &self.deadman_tag, &self.revert, timeout).await {
+            Err((e, attempts)) => Err(FaultError::System(format!(
+                "revert pending on {}: {e} (after {attempts} attempts); its dead-man fires at {} and runs `{}` there by itself",
+                t.describe(),
+                self.fires_at,
+                self.revert
+            ))),
+            Ok(Outcome::Fired(code)) if code == "0" => Ok(Reverted {
+                measured: format!(
+                    "the dead-man on {} had already run `{}` at the ttl (exit 0); not run again",
                     t.describe(),
                     self.revert
-                )))
-            };
-        }
-        if out.success() && code == "0" {
-            Ok(Reverted {
+                ),
+                restored_after_ms: None,
+                details: serde_json::json!({ "by": "deadman" }),
+            }),
+            Ok(Outcome::Fired(code)) => Err(FaultError::System(format!(
+                "the dead-man on {} ran `{}` at the ttl and it exited {code}",
+                t.describe(),
+                self.revert
+            ))),
+            Ok(Outcome::Ran(code, _, _)) if code == "0" => Ok(Reverted {
                 measured: format!(
                     "`{}` exited 0 on {}; dead-man cancelled",
                     self.revert,
@@ -359,13 +399,12 @@ impl Undo {
                 ),
                 restored_after_ms: Some(ms_since(start)),
                 details: serde_json::json!({ "by": "revert" }),
-            })
-        } else {
-            Err(FaultError::System(format!(
+            }),
+            Ok(Outcome::Ran(code, _, stderr)) => Err(FaultError::System(format!(
                 "`{}` on {} exited with {code}: {stderr}",
                 self.revert,
                 t.describe()
-            )))
+            ))),
         }
     }
 }

@@ -299,6 +299,15 @@ impl Target {
         }
     }
 
+    /// Whether the target is another machine: its processes, files and kernel are
+    /// reached only by running programs there.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            Target::Local | Target::Netns { .. } => false,
+            Target::Ssh(_) => true,
+        }
+    }
+
     /// Whether the target is known to be gone for good (a deleted namespace), and
     /// with it everything a fault left there: reverts then have nothing to undo.
     pub fn is_gone(&self) -> bool {
@@ -489,6 +498,17 @@ impl Target {
             target: self.describe(),
             source,
         })
+    }
+
+    /// Whether a TCP connection to `addr` opens from the target within `timeout`
+    /// (closed at once). A remote host tries it itself (bash's `/dev/tcp`, the
+    /// address as an argument, never in the script); other targets connect a
+    /// socket of their network.
+    pub async fn tcp_reachable(&self, addr: SocketAddr, timeout: Duration) -> Result<(), TargetError> {
+        match self {
+            Target::Ssh(s) => Box::pin(ssh::tcp_reachable(s, addr, timeout)).await,
+            _ => self.connect_tcp(addr, Some(timeout), None).await.map(drop),
+        }
     }
 
     /// A listening TCP socket on `addr` in the target's network (SO_REUSEADDR,

@@ -432,6 +432,47 @@ pub(super) async fn resolve(
     Ok(addrs)
 }
 
+/// Connects from the host to `addr` within `timeout` (bash's `/dev/tcp`, under
+/// `timeout`): `$0` is the address, `$1` the port, never part of the script.
+pub(super) async fn tcp_reachable(
+    spec: &SshSpec,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), TargetError> {
+    let secs = format!("{:.3}", timeout.as_secs_f64().max(0.001));
+    let out = run(
+        spec,
+        &Cmd::new("timeout")
+            .args([&secs, "bash", "-c", r#"exec 3<>"/dev/tcp/$0/$1""#])
+            .args([addr.ip().to_string(), addr.port().to_string()])
+            // The session's own setup may take a while on a loaded host.
+            .timeout(timeout + Duration::from_secs(10)),
+    )
+    .await?;
+    match out.code {
+        Some(0) => Ok(()),
+        Some(124) => Err(TargetError::ConnectTimedOut {
+            addr,
+            target: spec.describe(),
+            after: HumanDuration(timeout),
+        }),
+        _ => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let kind = if err.contains("refused") {
+                std::io::ErrorKind::ConnectionRefused
+            } else {
+                std::io::ErrorKind::Other
+            };
+            let msg = err.lines().last().unwrap_or("").trim().to_string();
+            Err(TargetError::Connect {
+                addr,
+                target: spec.describe(),
+                source: std::io::Error::new(kind, msg),
+            })
+        }
+    }
+}
+
 /// Takes the host's drill lock on fd 9 and holds it while its stdin is open (this
 /// engine alive): `$1` is the run id. The lock file is per network namespace of the
 /// host (`/proc/self/ns/net`): one per host in production, one per namespace when

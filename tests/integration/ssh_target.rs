@@ -373,7 +373,7 @@ faults:
   - name: kill
     kind: process_kill
     target: h
-    with: {{ name: relay }}
+    with: {{ cgroup: system.slice/relay.service }}
 "#
     );
     let s = write(fleet.dir.path(), "s.yaml", &text);
@@ -388,7 +388,57 @@ faults:
         "{err}"
     );
     assert!(
-        err.contains("faults[2].target") && err.contains("use the `command` fault"),
+        err.contains("faults[2].with.cgroup") && err.contains("on this host only"),
         "{err}"
     );
+}
+
+#[test]
+fn remote_process_kill_freezes_thaws_and_kills_on_the_host() {
+    let Some(fleet) = Fleet::new("ssh_target::pkill", 1) else {
+        return;
+    };
+    let id = std::process::id() % 100000;
+    let frozen = Svc::start(&fleet, 0, &format!("fdfrz{id}"));
+    let killed = Svc::start(&fleet, 0, &format!("fdkil{id}"));
+    let text = format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-pkill }}
+targets:
+  h0: {target}
+faults:
+  - name: freeze
+    kind: process_kill
+    target: h0
+    ttl: 60s
+    with: {{ name: {f}, signal: STOP }}
+  - name: kill
+    kind: process_kill
+    target: h0
+    with: {{ pattern: "^{k} 600$", signal: KILL }}
+verifications:
+  - name: frozen on the host
+    critical: true
+    probe: {{ command: {{ run: "ps -o stat= -p $(pgrep -x {f}) | grep -q T", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+"#,
+        target = fleet.target_yaml(0),
+        f = frozen.name,
+        k = fleet.path(&killed.name).display(),
+    );
+    let s = write(fleet.dir.path(), "s.yaml", &text);
+    let out = drill(&fleet, &s, "pkill").output().unwrap();
+    exit_text(&out, 0);
+    assert_eq!(frozen.state(), Some('S'), "thawed by the revert");
+    assert!(
+        wait_until(Duration::from_secs(5), || killed.state() != Some('S')),
+        "killed"
+    );
+    // The dead-man was cancelled by the revert: nothing left on the host.
+    let left = fleet.on_host(
+        0,
+        "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep pkill || true",
+    );
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "");
 }
