@@ -279,6 +279,21 @@ impl Target {
         }
     }
 
+    /// The control path as it is at run time: [`Target::control_path`], plus, on a
+    /// remote host, the engine's own address as that host sees it (rules run
+    /// there must never cover it). An address that cannot be learnt is left out:
+    /// the host was reached, so the static path still holds.
+    pub async fn control_peers(&self) -> Vec<IpAddr> {
+        let mut out = self.control_path();
+        if let Target::Ssh(s) = self
+            && let Ok(Some(ip)) = Box::pin(ssh::peer(s)).await
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+        out
+    }
+
     /// Whether this process can make sockets in the target's network itself (the
     /// target shares this host's kernel): what the in-engine proxy and
     /// [`Target::in_network`] need.

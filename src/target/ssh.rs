@@ -458,10 +458,17 @@ pub(super) async fn tcp_reachable(
         }),
         _ => {
             let err = String::from_utf8_lossy(&out.stderr);
+            use std::io::ErrorKind as K;
             let kind = if err.contains("refused") {
-                std::io::ErrorKind::ConnectionRefused
+                K::ConnectionRefused
+            } else if err.contains("No route to host") {
+                K::HostUnreachable
+            } else if err.contains("Network is unreachable") {
+                K::NetworkUnreachable
+            } else if err.contains("not permitted") {
+                K::PermissionDenied
             } else {
-                std::io::ErrorKind::Other
+                K::Other
             };
             let msg = err.lines().last().unwrap_or("").trim().to_string();
             Err(TargetError::Connect {
@@ -471,6 +478,28 @@ pub(super) async fn tcp_reachable(
             })
         }
     }
+}
+
+/// The engine's own address as the host sees it (`$SSH_CONNECTION`: client
+/// address first), asked without `sudo` (which would reset the environment).
+pub(crate) async fn peer(spec: &SshSpec) -> Result<Option<IpAddr>, TargetError> {
+    let plain = SshSpec {
+        sudo: false,
+        ..spec.clone()
+    };
+    let s = session(spec).await?;
+    let out = run_over(
+        &plain,
+        &s,
+        &Cmd::new("printenv")
+            .arg("SSH_CONNECTION")
+            .timeout(spec.connect_timeout.0 + Duration::from_secs(10)),
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.parse().ok()))
 }
 
 /// Takes the host's drill lock on fd 9 and holds it while its stdin is open (this

@@ -98,7 +98,10 @@ fn programs_arguments_and_secrets_reach_the_host_as_is() {
         let lo: std::net::SocketAddr = "127.0.0.1:22".parse().unwrap();
         t.tcp_reachable(lo, Duration::from_secs(5)).await.unwrap();
         let closed: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let e = t.tcp_reachable(closed, Duration::from_secs(5)).await.unwrap_err();
+        let e = t
+            .tcp_reachable(closed, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
         // Exit codes come back as they are.
         let code = t.run(&Cmd::new("sh").args(["-c", "exit 7"])).await.unwrap();
@@ -365,9 +368,9 @@ targets:
   h: {{ ssh: {{ host: 10.66.0.10, user: root }} }}
 faults:
   - name: cut
-    kind: network_partition
+    kind: network_rate_limit
     target: h
-    with: {{ to: ["10.1.2.3:443"] }}
+    with: {{ to: ["10.1.2.3:443"], per_second: 5 }}
   - name: slow
     kind: latency
     target: h
@@ -443,4 +446,63 @@ verifications:
         "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep pkill || true",
     );
     assert_eq!(String::from_utf8_lossy(&left.stdout), "");
+}
+
+#[test]
+fn a_remote_partition_blocks_its_destination_never_the_ssh_link() {
+    let Some(fleet) = Fleet::new("ssh_target::partition", 2) else {
+        return;
+    };
+    let ruleset =
+        || String::from_utf8_lossy(&fleet.on_host(0, "nft list ruleset").stdout).into_owned();
+    let before = ruleset();
+    let other = fleet.hosts[1].ip;
+    let scenario = |to: &str| {
+        format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-partition }}
+targets:
+  h0: {target}
+faults:
+  - name: cut h1
+    kind: network_partition
+    target: h0
+    ttl: 60s
+    with: {{ to: ["{to}"], action: drop }}
+verifications:
+  - name: h1 unreachable from h0, over the still-working ssh link
+    critical: true
+    for: 2s
+    probe: {{ command: {{ run: "! timeout 1 bash -c 'exec 3<>/dev/tcp/{other}/22'", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+"#,
+            target = fleet.target_yaml(0),
+        )
+    };
+    let s = write(
+        fleet.dir.path(),
+        "s.yaml",
+        &scenario(&format!("{other}:22")),
+    );
+    let out = drill(&fleet, &s, "part").output().unwrap();
+    let text = exit_text(&out, 0);
+    assert!(text.contains("no answer"), "{text}");
+    // Afterwards h1 answers again, and h0's ruleset is byte-identical.
+    let again = fleet.on_host(
+        0,
+        &format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{other}/22'"),
+    );
+    assert!(again.status.success());
+    assert_eq!(ruleset(), before);
+    // The engine's own address, as h0 sees it, is refused at injection: nothing
+    // is applied.
+    let s = write(fleet.dir.path(), "peer.yaml", &scenario("10.66.0.1"));
+    let out = drill(&fleet, &s, "peer").output().unwrap();
+    let text = exit_text(&out, 3);
+    assert!(
+        text.contains("covers 10.66.0.1, the engine's own control path"),
+        "{text}"
+    );
+    assert_eq!(ruleset(), before);
 }
