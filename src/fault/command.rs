@@ -97,7 +97,9 @@ fi
 /// Last line: `reverted CODE` or `fired CODE`; the revert's output before it.
 const REVERT: &str = r#"d="/tmp/firedrill-deadman-$(id -u)"
 b="$d/$1"
-if [ -f "$b.done" ]; then echo "fired $(cat "$b.done")"; exit 0; fi
+# Fired: say so (once; its files go) and do not run the revert twice.
+fired() { c=$(cat "$b.done"); rm -f "$b.done" "$b.how" "$b.revert" "$b.log" "$b.pid"; echo "fired $c"; exit 0; }
+if [ -f "$b.done" ]; then fired; fi
 if [ "$(cat "$b.how" 2>/dev/null)" = systemd ]; then
   systemctl stop "firedrill-deadman-$1.timer" > /dev/null 2>&1 || true
 elif [ -f "$b.pid" ]; then
@@ -106,7 +108,7 @@ elif [ -f "$b.pid" ]; then
   if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$b"; then kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p"; fi
 fi
 # Fired while we looked: do not run it twice.
-if [ -f "$b.done" ]; then echo "fired $(cat "$b.done")"; exit 0; fi
+if [ -f "$b.done" ]; then fired; fi
 rm -f "$b.pid"
 sh -c "$2"
 c=$?

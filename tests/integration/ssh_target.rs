@@ -294,6 +294,9 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
         .unwrap();
     let again = exit_text(&again, 0);
     assert!(!again.contains("freeze the service"), "{again}");
+    // The dead-man's files went with it.
+    let left = fleet.on_host(0, "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep sshcut || true");
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "");
 }
 
 /// `firedrill run` of `scenario` in the engine's namespace, with its own state.
