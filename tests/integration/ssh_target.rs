@@ -295,7 +295,10 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
     let again = exit_text(&again, 0);
     assert!(!again.contains("freeze the service"), "{again}");
     // The dead-man's files went with it.
-    let left = fleet.on_host(0, "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep sshcut || true");
+    let left = fleet.on_host(
+        0,
+        "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep sshcut || true",
+    );
     assert_eq!(String::from_utf8_lossy(&left.stdout), "");
 }
 
@@ -369,6 +372,9 @@ kind: Scenario
 metadata: {{ name: refused }}
 targets:
   h: {{ ssh: {{ host: 10.66.0.10, user: root }} }}
+prechecks:
+  - name: over http
+    probe: {{ http: {{ url: "http://10.1.2.3/", target: h }} }}
 faults:
   - name: cut
     kind: network_rate_limit
@@ -387,6 +393,10 @@ faults:
     let s = write(fleet.dir.path(), "s.yaml", &text);
     let out = fleet.firedrill().arg("validate").arg(&s).output().unwrap();
     let err = exit_text(&out, 2);
+    assert!(
+        err.contains("prechecks[0].probe.http.target: found remote target"),
+        "{err}"
+    );
     assert!(
         err.contains("faults[0].target: found remote target ssh:root@10.66.0.10:22"),
         "{err}"
