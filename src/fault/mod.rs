@@ -14,6 +14,7 @@
 //! the compiler points at every `match` that needs an arm.
 
 pub(crate) mod command;
+pub(crate) mod group;
 pub(crate) mod http_fault;
 pub(crate) mod latency;
 pub(crate) mod network;
@@ -129,6 +130,8 @@ pub enum Undo {
     NetworkRateLimit(network::Undo),
     /// The revert line of a `command` fault and its dead-man on the host.
     Command(command::Undo),
+    /// One undo record per host of a group target.
+    Group(group::Undo),
 }
 
 impl FaultSpec {
@@ -171,6 +174,14 @@ impl FaultSpec {
     /// Resolves what the fault will touch; no side effects.
     #[tracing::instrument(skip_all, fields(kind = self.kind(), step = ctx.step))]
     pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
+        if ctx.target.members().is_some() {
+            return group::prepare(self, ctx).await.map(Undo::Group);
+        }
+        self.prepare_one(ctx).await
+    }
+
+    /// [`FaultSpec::prepare`] on one host (a group's member, or a single target).
+    pub(crate) async fn prepare_one(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
         match self {
             FaultSpec::ProcessKill(f) => f.prepare(ctx).await.map(Undo::ProcessKill),
             FaultSpec::Latency(f) => f.prepare(ctx).await.map(Undo::Latency),
@@ -184,6 +195,18 @@ impl FaultSpec {
     /// Takes effect and measures it. Only called after `undo` is durably in the ledger.
     #[tracing::instrument(skip_all, fields(kind = self.kind(), step = ctx.step))]
     pub async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
+        if let Undo::Group(u) = undo {
+            return group::apply(self, ctx, u).await;
+        }
+        self.apply_one(ctx, undo).await
+    }
+
+    /// [`FaultSpec::apply`] on one host.
+    pub(crate) async fn apply_one(
+        &self,
+        ctx: &FaultCtx<'_>,
+        undo: &Undo,
+    ) -> Result<Effect, FaultError> {
         match (self, undo) {
             (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
             (FaultSpec::Latency(f), Undo::Latency(u)) => f.apply(ctx, u).await,
@@ -239,6 +262,7 @@ impl Undo {
             Undo::NetworkPartition(_) => "network_partition",
             Undo::NetworkRateLimit(_) => "network_rate_limit",
             Undo::Command(_) => "command",
+            Undo::Group(u) => u.members.first().map_or("group", Undo::kind),
         }
     }
 
@@ -252,6 +276,21 @@ impl Undo {
             Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
             Undo::Command(u) => u.revert(ctx).await,
+            Undo::Group(u) => group::revert(u, ctx).await,
+        }
+    }
+
+    /// [`Undo::revert`] of one host's record (never a group's).
+    pub(crate) async fn revert_one(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
+        match self {
+            Undo::ProcessKill(u) => u.revert(ctx).await,
+            Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
+            Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
+            Undo::Command(u) => u.revert(ctx).await,
+            Undo::Group(_) => Err(FaultError::Precondition(
+                "a group's record holds hosts, not groups".into(),
+            )),
         }
     }
 
@@ -263,6 +302,7 @@ impl Undo {
             Undo::Latency(u) | Undo::HttpFault(u) => &u.target,
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => &u.target,
             Undo::Command(u) => &u.target,
+            Undo::Group(u) => &u.target,
         }
     }
 
@@ -273,6 +313,7 @@ impl Undo {
             Undo::Latency(_) | Undo::HttpFault(_) => true,
             Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
             Undo::Command(_) => true,
+            Undo::Group(u) => u.members.iter().any(Undo::is_reversible),
         }
     }
 }

@@ -221,17 +221,15 @@ impl ProcessKill {
         // kind has to say whether it can).
         match target {
             Target::Local | Target::Netns { .. } => {}
-            // Signals, /proc reads and the dead-man watcher of this kind act on this
-            // host's kernel; on a remote host they go through the `command` fault.
             // Processes of a remote host are listed and signalled there (see
-            // [`remote`]); its cgroups are not reached.
-            Target::Ssh(s) => {
+            // [`remote`]; a group fans out to its hosts); its cgroups are not reached.
+            Target::Ssh(_) | Target::Group(_) => {
                 if self.cgroup.is_some() {
                     errs.push((
                         "with.cgroup".into(),
                         format!(
                             "found `cgroup` on ssh target {}, expected pid, pidfile, name or pattern: cgroups are hit on this host only",
-                            s.describe()
+                            target.describe()
                         ),
                     ));
                 }

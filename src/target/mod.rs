@@ -16,12 +16,14 @@
 //! file.
 
 pub(crate) mod cgroup;
+pub(crate) mod group;
 pub(crate) mod host;
 pub(crate) mod local;
 pub(crate) mod netns;
 pub(crate) mod procs;
 pub(crate) mod ssh;
 
+pub use group::{Group, SshGroupSpec};
 pub use procs::ProcInfo;
 pub use ssh::{KnownHostsPolicy, SshSpec};
 
@@ -45,6 +47,8 @@ pub enum TargetSpec {
     Netns(String),
     /// A remote host reached over SSH (one multiplexed connection per host).
     Ssh(SshSpec),
+    /// A fleet of hosts over SSH, of which a selection is drilled (faults and probes fan out with a concurrency limit).
+    SshGroup(SshGroupSpec),
 }
 
 impl TargetSpec {
@@ -57,6 +61,7 @@ impl TargetSpec {
                 .into_iter()
                 .collect(),
             TargetSpec::Ssh(s) => s.validate(),
+            TargetSpec::SshGroup(g) => g.validate(),
         }
     }
 }
@@ -71,6 +76,8 @@ pub enum Target {
     Netns { name: String },
     /// A remote host over SSH.
     Ssh(SshSpec),
+    /// The chosen hosts of an `ssh_group`.
+    Group(Group),
 }
 
 /// A program to run on a target: never a shell unless the caller names one
@@ -248,6 +255,7 @@ impl Target {
         match spec {
             TargetSpec::Netns(n) => Target::Netns { name: n.clone() },
             TargetSpec::Ssh(s) => Target::Ssh(s.clone()),
+            TargetSpec::SshGroup(g) => Target::Group(g.resolve()),
         }
     }
 
@@ -257,6 +265,7 @@ impl Target {
             Target::Local => local::describe(),
             Target::Netns { name } => netns::describe(name),
             Target::Ssh(s) => s.describe(),
+            Target::Group(g) => g.describe(),
         }
     }
 
@@ -266,6 +275,15 @@ impl Target {
             Target::Local => local::lock_key(),
             Target::Netns { name } => netns::lock_key(name),
             Target::Ssh(s) => s.lock_key(),
+            // One key for the whole group (a file name): each host is also locked
+            // on the host itself, which catches two groups sharing a host.
+            Target::Group(g) => {
+                use sha2::Digest;
+                let keys: Vec<String> = g.members.iter().map(SshSpec::lock_key).collect();
+                let h = sha2::Sha256::digest(keys.join("+").as_bytes());
+                let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("ssh-group-{hex}")
+            }
         }
     }
 
@@ -276,6 +294,13 @@ impl Target {
             Target::Local => local::control_path(),
             Target::Netns { .. } => netns::control_path(),
             Target::Ssh(s) => s.control_path(),
+            Target::Group(g) => {
+                let mut all: Vec<IpAddr> =
+                    g.members.iter().flat_map(|m| m.control_path()).collect();
+                all.sort();
+                all.dedup();
+                all
+            }
         }
     }
 
@@ -285,11 +310,17 @@ impl Target {
     /// the host was reached, so the static path still holds.
     pub async fn control_peers(&self) -> Vec<IpAddr> {
         let mut out = self.control_path();
-        if let Target::Ssh(s) = self
-            && let Ok(Some(ip)) = Box::pin(ssh::peer(s)).await
-            && !out.contains(&ip)
-        {
-            out.push(ip);
+        let hosts: Vec<&SshSpec> = match self {
+            Target::Ssh(s) => vec![s],
+            Target::Group(g) => g.members.iter().collect(),
+            _ => Vec::new(),
+        };
+        for s in hosts {
+            if let Ok(Some(ip)) = Box::pin(ssh::peer(s)).await
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
         }
         out
     }
@@ -300,7 +331,7 @@ impl Target {
     pub fn sockets_here(&self) -> bool {
         match self {
             Target::Local | Target::Netns { .. } => true,
-            Target::Ssh(_) => false,
+            Target::Ssh(_) | Target::Group(_) => false,
         }
     }
 
@@ -311,6 +342,12 @@ impl Target {
         match self {
             Target::Local | Target::Netns { .. } => Ok(()),
             Target::Ssh(s) => Box::pin(ssh::lock_host(s, run_id)).await,
+            Target::Group(g) => {
+                for s in &g.members {
+                    Box::pin(ssh::lock_host(s, run_id)).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -319,7 +356,19 @@ impl Target {
     pub fn is_remote(&self) -> bool {
         match self {
             Target::Local | Target::Netns { .. } => false,
-            Target::Ssh(_) => true,
+            Target::Ssh(_) | Target::Group(_) => true,
+        }
+    }
+
+    /// The hosts of a group target, one target each, and how many may be worked
+    /// on at once (fan-out); None for a single target.
+    pub fn members(&self) -> Option<(Vec<Target>, usize)> {
+        match self {
+            Target::Group(g) => Some((
+                g.members.iter().cloned().map(Target::Ssh).collect(),
+                g.concurrency as usize,
+            )),
+            _ => None,
         }
     }
 
@@ -330,7 +379,7 @@ impl Target {
             Target::Local => false,
             Target::Netns { name } => netns::is_gone(name),
             // A host that does not answer may come back: never assumed gone.
-            Target::Ssh(_) => false,
+            Target::Ssh(_) | Target::Group(_) => false,
         }
     }
 
@@ -343,6 +392,10 @@ impl Target {
             Target::Local => local::spawn(&mut c),
             Target::Netns { name } => netns::spawn(name, c).await,
             Target::Ssh(s) => return Box::pin(spawn_ssh(s, cmd)).await,
+            Target::Group(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a helper is started on one host, not on a group",
+            )),
         };
         spawned.map_err(|source| TargetError::Spawn {
             program: cmd.program.clone(),
@@ -358,49 +411,12 @@ impl Target {
         if let Target::Ssh(s) = self {
             return Box::pin(ssh::run(s, cmd)).await;
         }
+        if let Target::Group(g) = self {
+            return run_on_all(&g.members, g.concurrency as usize, cmd).await;
+        }
         let start = Instant::now();
-        let mut child = self.spawn(cmd).await?;
-        let io_err = |source| TargetError::Io {
-            program: cmd.program.clone(),
-            target: self.describe(),
-            source,
-        };
-        // Stdin is fed while the output is read: a program that writes before it has
-        // read everything must not block on a full pipe.
-        let feed = {
-            let pipe = child.stdin.take();
-            let bytes = cmd.stdin.clone();
-            async move {
-                if let (Some(mut pipe), Some(bytes)) = (pipe, bytes) {
-                    // A program that exits without reading all of it is its business.
-                    let _ = pipe.write_all(&bytes).await;
-                }
-            }
-        };
-        let wait = async {
-            let (_, out) = tokio::join!(feed, child.wait_with_output());
-            out
-        };
-        let out = match cmd.timeout {
-            Some(t) => match tokio::time::timeout(t, wait).await {
-                Ok(r) => r.map_err(io_err)?,
-                // Dropping the child (kill_on_drop) kills it; tokio reaps it.
-                Err(_) => {
-                    return Err(TargetError::TimedOut {
-                        program: cmd.program.clone(),
-                        target: self.describe(),
-                        after: HumanDuration(t),
-                    });
-                }
-            },
-            None => wait.await.map_err(io_err)?,
-        };
-        Ok(Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-            took: start.elapsed(),
-        })
+        let child = self.spawn(cmd).await?;
+        finish(child, cmd, &self.describe(), start).await
     }
 
     /// Runs blocking `f` on a fresh thread whose sockets live in the target's
@@ -416,7 +432,7 @@ impl Target {
         let r = match self {
             Target::Local => local::in_network(f).await,
             Target::Netns { name } => netns::in_network(name, f).await,
-            Target::Ssh(_) => Err(io::Error::new(
+            Target::Ssh(_) | Target::Group(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "sockets cannot be opened in a remote host's network from the engine",
             )),
@@ -463,6 +479,10 @@ impl Target {
             Target::Local => local::resolve(host, port).await,
             Target::Netns { name } => netns::resolve(name, host, port).await,
             Target::Ssh(s) => return Box::pin(ssh::resolve(s, host, port)).await,
+            Target::Group(g) => match g.members.first() {
+                Some(s) => return Box::pin(ssh::resolve(s, host, port)).await,
+                None => Ok(Vec::new()),
+            },
         };
         let err = |source| TargetError::Resolve {
             host: host.to_string(),
@@ -492,7 +512,7 @@ impl Target {
             match self {
                 Target::Local => local::connect_tcp(addr, mark).await,
                 Target::Netns { name } => netns::connect_tcp(name, addr, mark).await,
-                Target::Ssh(_) => Err(io::Error::new(
+                Target::Ssh(_) | Target::Group(_) => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     "a TCP socket cannot live on a remote host; remote probes run a program there",
                 )),
@@ -519,9 +539,20 @@ impl Target {
     /// (closed at once). A remote host tries it itself (bash's `/dev/tcp`, the
     /// address as an argument, never in the script); other targets connect a
     /// socket of their network.
-    pub async fn tcp_reachable(&self, addr: SocketAddr, timeout: Duration) -> Result<(), TargetError> {
+    pub async fn tcp_reachable(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
         match self {
             Target::Ssh(s) => Box::pin(ssh::tcp_reachable(s, addr, timeout)).await,
+            Target::Group(g) => {
+                // Reachable from every chosen host.
+                for s in &g.members {
+                    Box::pin(ssh::tcp_reachable(s, addr, timeout)).await?;
+                }
+                Ok(())
+            }
             _ => self.connect_tcp(addr, Some(timeout), None).await.map(drop),
         }
     }
@@ -549,9 +580,12 @@ impl Target {
         match self {
             Target::Local => Ok(all),
             Target::Netns { name } => procs::in_netns(all, name),
-            Target::Ssh(s) => Err(std::io::Error::new(
+            Target::Ssh(_) | Target::Group(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                format!("the processes of {} are listed over ssh, not from this host", s.describe()),
+                format!(
+                    "the processes of {} are listed over ssh, not from this host",
+                    self.describe()
+                ),
             )),
         }
     }
@@ -566,9 +600,12 @@ impl Target {
     ) -> std::io::Result<bool> {
         match self {
             Target::Local | Target::Netns { .. } => procs::signal(pid, start_time, signal),
-            Target::Ssh(s) => Err(std::io::Error::new(
+            Target::Ssh(_) | Target::Group(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                format!("processes of {} are signalled over ssh, not from this host", s.describe()),
+                format!(
+                    "processes of {} are signalled over ssh, not from this host",
+                    self.describe()
+                ),
             )),
         }
     }
@@ -608,6 +645,108 @@ fn listen_blocking(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+/// Feeds `cmd`'s stdin to `child` while its output is read, to its end or `cmd`'s
+/// timeout (then kills it): what [`Target::run`] does once the program started.
+pub(crate) async fn finish(
+    mut child: tokio::process::Child,
+    cmd: &Cmd,
+    target: &str,
+    start: Instant,
+) -> Result<Output, TargetError> {
+    let io_err = |source| TargetError::Io {
+        program: cmd.program.clone(),
+        target: target.to_string(),
+        source,
+    };
+    // Stdin is fed while the output is read: a program that writes before it has
+    // read everything must not block on a full pipe.
+    let feed = {
+        let pipe = child.stdin.take();
+        let bytes = cmd.stdin.clone();
+        async move {
+            if let (Some(mut pipe), Some(bytes)) = (pipe, bytes) {
+                // A program that exits without reading all of it is its business.
+                let _ = pipe.write_all(&bytes).await;
+            }
+        }
+    };
+    let wait = async {
+        let (_, out) = tokio::join!(feed, child.wait_with_output());
+        out
+    };
+    let out = match cmd.timeout {
+        Some(t) => match tokio::time::timeout(t, wait).await {
+            Ok(r) => r.map_err(io_err)?,
+            // Dropping the child (kill_on_drop) kills it; tokio reaps it.
+            Err(_) => {
+                return Err(TargetError::TimedOut {
+                    program: cmd.program.clone(),
+                    target: target.to_string(),
+                    after: HumanDuration(t),
+                });
+            }
+        },
+        None => wait.await.map_err(io_err)?,
+    };
+    Ok(Output {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+        took: start.elapsed(),
+    })
+}
+
+/// A boxed future that may move between threads (what fan-outs are made of).
+pub(crate) type BoxFut<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs `futs` with at most `limit` of them in progress at once; their results in
+/// the order given.
+pub(crate) async fn bounded<'a, T: 'a>(futs: Vec<BoxFut<'a, T>>, limit: usize) -> Vec<T> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut wrapped: Vec<BoxFut<'a, T>> = Vec::with_capacity(futs.len());
+    for f in futs {
+        let sem = sem.clone();
+        wrapped.push(Box::pin(async move {
+            let _permit = sem.acquire_owned().await;
+            f.await
+        }));
+    }
+    futures_util::future::join_all(wrapped).await
+}
+
+/// [`Target::run`] on a group: `cmd` on every host, at most `limit` at once. The
+/// exit code is the first non-zero one in host order (0 when all succeeded);
+/// every line of output is prefixed with its host.
+async fn run_on_all(members: &[SshSpec], limit: usize, cmd: &Cmd) -> Result<Output, TargetError> {
+    let start = Instant::now();
+    let mut futs: Vec<BoxFut<'_, (String, Result<Output, TargetError>)>> = Vec::new();
+    for s in members {
+        futs.push(Box::pin(
+            async move { (s.describe(), ssh::run(s, cmd).await) },
+        ));
+    }
+    let results = bounded(futs, limit).await;
+    let mut out = Output {
+        code: Some(0),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        took: Duration::ZERO,
+    };
+    for (host, r) in results {
+        let o = r?;
+        if out.code == Some(0) && o.code != Some(0) {
+            out.code = o.code;
+        }
+        for (to, from) in [(&mut out.stdout, &o.stdout), (&mut out.stderr, &o.stderr)] {
+            for line in String::from_utf8_lossy(from).lines() {
+                to.extend_from_slice(format!("[{host}] {line}\n").as_bytes());
+            }
+        }
+    }
+    out.took = start.elapsed();
+    Ok(out)
+}
+
 /// [`Target::spawn`] on an ssh target: secrets that travel on stdin ahead of the
 /// program's own input are written here; the caller writes the rest.
 async fn spawn_ssh(s: &SshSpec, cmd: &Cmd) -> Result<tokio::process::Child, TargetError> {
@@ -617,11 +756,13 @@ async fn spawn_ssh(s: &SshSpec, cmd: &Cmd) -> Result<tokio::process::Child, Targ
     {
         let own = cmd.stdin.as_ref().map_or(0, Vec::len);
         let head = &all[..all.len() - own];
-        pipe.write_all(head).await.map_err(|source| TargetError::Io {
-            program: cmd.program.clone(),
-            target: s.describe(),
-            source,
-        })?;
+        pipe.write_all(head)
+            .await
+            .map_err(|source| TargetError::Io {
+                program: cmd.program.clone(),
+                target: s.describe(),
+                source,
+            })?;
         // Without input of its own, the program reads end-of-file after the header.
         if cmd.stdin.is_some() {
             child.stdin = Some(pipe);

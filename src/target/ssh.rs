@@ -379,14 +379,25 @@ async fn run_over(
     cmd: &Cmd,
 ) -> Result<super::Output, TargetError> {
     let c = client_cmd(spec, s, cmd)?;
-    super::Target::Local.run(&c).await.map_err(|e| match e {
-        TargetError::TimedOut { after, .. } => TargetError::TimedOut {
+    let start = std::time::Instant::now();
+    let child = c
+        .to_command()
+        .spawn()
+        .map_err(|source| TargetError::Spawn {
             program: cmd.program.clone(),
             target: spec.describe(),
-            after,
-        },
-        other => ssh_err(spec, other.to_string()),
-    })
+            source,
+        })?;
+    super::finish(child, &c, "local", start)
+        .await
+        .map_err(|e| match e {
+            TargetError::TimedOut { after, .. } => TargetError::TimedOut {
+                program: cmd.program.clone(),
+                target: spec.describe(),
+                after,
+            },
+            other => ssh_err(spec, other.to_string()),
+        })
 }
 
 /// Runs `cmd` on the host. Exit status 255 is ssh's own failure: when the master
