@@ -343,10 +343,14 @@ impl Target {
             Target::Local | Target::Netns { .. } => Ok(()),
             Target::Ssh(s) => Box::pin(ssh::lock_host(s, run_id)).await,
             Target::Group(g) => {
+                let mut futs: Vec<BoxFut<'_, Result<(), TargetError>>> = Vec::new();
                 for s in &g.members {
-                    Box::pin(ssh::lock_host(s, run_id)).await?;
+                    futs.push(Box::pin(ssh::lock_host(s, run_id)));
                 }
-                Ok(())
+                bounded(futs, g.concurrency as usize)
+                    .await
+                    .into_iter()
+                    .collect()
             }
         }
     }

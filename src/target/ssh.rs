@@ -185,8 +185,10 @@ fn addrs_of(host: &str, port: u16) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-/// Open masters, by [`SshSpec::cache_key`].
-static SESSIONS: LazyLock<tokio::sync::Mutex<HashMap<String, Arc<openssh::Session>>>> =
+/// One slot per host, by [`SshSpec::cache_key`]: the map is locked only to find
+/// the slot, and each slot while its host connects, so hosts connect in parallel.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<openssh::Session>>>>;
+static SESSIONS: LazyLock<tokio::sync::Mutex<HashMap<String, Slot>>> =
     LazyLock::new(Default::default);
 
 fn ssh_err(spec: &SshSpec, message: impl Into<String>) -> TargetError {
@@ -200,13 +202,14 @@ fn ssh_err(spec: &SshSpec, message: impl Into<String>) -> TargetError {
 /// target also proves `sudo -n` works before anything runs).
 pub(crate) async fn session(spec: &SshSpec) -> Result<Arc<openssh::Session>, TargetError> {
     let key = spec.cache_key();
-    let mut cache = SESSIONS.lock().await;
-    if let Some(s) = cache.get(&key) {
+    let slot = SESSIONS.lock().await.entry(key).or_default().clone();
+    let mut held = slot.lock().await;
+    if let Some(s) = held.as_ref() {
         return Ok(s.clone());
     }
     let s = Arc::new(connect(spec).await?);
-    cache.insert(key, s.clone());
-    drop(cache);
+    *held = Some(s.clone());
+    drop(held);
     if spec.sudo {
         let out = run_over(spec, &s, &Cmd::new("true").timeout(spec.connect_timeout.0)).await?;
         if !out.success() {
@@ -225,7 +228,10 @@ pub(crate) async fn session(spec: &SshSpec) -> Result<Arc<openssh::Session>, Tar
 
 /// Drops the cached master of `spec` (it was found dead): the next use reconnects.
 pub(crate) async fn forget(spec: &SshSpec) {
-    SESSIONS.lock().await.remove(&spec.cache_key());
+    let slot = SESSIONS.lock().await.get(&spec.cache_key()).cloned();
+    if let Some(slot) = slot {
+        *slot.lock().await = None;
+    }
 }
 
 async fn connect(spec: &SshSpec) -> Result<openssh::Session, TargetError> {
@@ -538,8 +544,7 @@ static HOST_LOCKS: LazyLock<tokio::sync::Mutex<HashMap<String, tokio::process::C
 /// once), so that two engines on two machines never drill one host together.
 pub(crate) async fn lock_host(spec: &SshSpec, run_id: &str) -> Result<(), TargetError> {
     use tokio::io::AsyncBufReadExt;
-    let mut locks = HOST_LOCKS.lock().await;
-    if locks.contains_key(&spec.lock_key()) {
+    if HOST_LOCKS.lock().await.contains_key(&spec.lock_key()) {
         return Ok(());
     }
     let cmd = Cmd::new("sh")
@@ -554,7 +559,7 @@ pub(crate) async fn lock_host(spec: &SshSpec, run_id: &str) -> Result<(), Target
     let limit = spec.connect_timeout.0 + Duration::from_secs(10);
     match tokio::time::timeout(limit, read).await {
         Ok(Ok(_)) if line.trim() == "locked" => {
-            locks.insert(spec.lock_key(), child);
+            HOST_LOCKS.lock().await.insert(spec.lock_key(), child);
             Ok(())
         }
         Ok(_) if line.trim().starts_with("held by") => Err(ssh_err(
