@@ -234,6 +234,33 @@ pub(crate) async fn forget(spec: &SshSpec) {
     }
 }
 
+/// This process's directory for its masters' sockets and logs
+/// (`$TMPDIR/firedrill-ssh-<pid>`, mode 700), removed when the process exits (the
+/// masters end by themselves [`PERSIST_S`] later). The cached sessions are never
+/// dropped, so the crate's own per-session directories would outlive the process.
+fn control_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    let d = own_control_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)?;
+    // SAFETY: registers a plain `extern "C" fn` with no captured state.
+    HOOK.call_once(|| unsafe {
+        libc::atexit(remove_control_dir);
+    });
+    Ok(d)
+}
+
+fn own_control_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("firedrill-ssh-{}", std::process::id()))
+}
+
+extern "C" fn remove_control_dir() {
+    let _ = std::fs::remove_dir_all(own_control_dir());
+}
+
 async fn connect(spec: &SshSpec) -> Result<openssh::Session, TargetError> {
     let mut b = openssh::SessionBuilder::default();
     b.port(spec.port)
@@ -243,7 +270,12 @@ async fn connect(spec: &SshSpec) -> Result<openssh::Session, TargetError> {
         })
         .connect_timeout(spec.connect_timeout.0.max(Duration::from_secs(1)))
         .server_alive_interval(KEEPALIVE)
-        .control_directory(std::env::temp_dir())
+        .control_directory(control_dir().map_err(|e| {
+            ssh_err(
+                spec,
+                format!("cannot create the control socket directory: {e}"),
+            )
+        })?)
         .control_persist(openssh::ControlPersist::IdleFor(
             std::num::NonZeroUsize::new(PERSIST_S).expect("non-zero"),
         ));
