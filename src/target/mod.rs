@@ -316,13 +316,22 @@ impl Target {
             _ => Vec::new(),
         };
         for s in hosts {
-            if let Ok(Some(ip)) = Box::pin(ssh::peer(s)).await
-                && !out.contains(&ip)
+            if let Ok(Some(link)) = Box::pin(ssh::peer(s)).await
+                && !out.contains(&link.ip())
             {
-                out.push(ip);
+                out.push(link.ip());
             }
         }
         out
+    }
+
+    /// On an `ssh` target, the engine's SSH link as the host sees it: the engine's
+    /// address and the host's SSH port (`$SSH_CONNECTION`). None elsewhere.
+    pub async fn control_link(&self) -> Option<SocketAddr> {
+        match self {
+            Target::Ssh(s) => Box::pin(ssh::peer(s)).await.ok().flatten(),
+            _ => None,
+        }
     }
 
     /// Whether this process can make sockets in the target's network itself (the

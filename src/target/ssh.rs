@@ -531,7 +531,7 @@ pub(super) async fn tcp_reachable(
 
 /// The engine's own address as the host sees it (`$SSH_CONNECTION`: client
 /// address first), asked without `sudo` (which would reset the environment).
-pub(crate) async fn peer(spec: &SshSpec) -> Result<Option<IpAddr>, TargetError> {
+pub(crate) async fn peer(spec: &SshSpec) -> Result<Option<SocketAddr>, TargetError> {
     let plain = SshSpec {
         sudo: false,
         ..spec.clone()
@@ -545,10 +545,16 @@ pub(crate) async fn peer(spec: &SshSpec) -> Result<Option<IpAddr>, TargetError> 
             .timeout(spec.connect_timeout.0 + Duration::from_secs(10)),
     )
     .await?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|a| a.parse().ok()))
+    // "client_ip client_port server_ip server_port"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let w: Vec<&str> = text.split_whitespace().collect();
+    Ok(match (w.first(), w.get(3)) {
+        (Some(ip), Some(port)) => match (ip.parse::<IpAddr>(), port.parse::<u16>()) {
+            (Ok(ip), Ok(port)) => Some(SocketAddr::new(ip, port)),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 /// Takes the host's drill lock on fd 9 and holds it while its stdin is open (this

@@ -489,6 +489,10 @@ verifications:
     for: 2s
     probe: {{ command: {{ run: "! timeout 1 bash -c 'exec 3<>/dev/tcp/{other}/22'", target: h0 }} }}
     expect: {{ exit_code: 0 }}
+  - name: the fault's chains let the engine's ssh link through first
+    critical: true
+    probe: {{ command: {{ run: "nft list table inet firedrill_part | grep -c \"10.66.0.1 .*22 accept comment .firedrill: the engine's ssh link\"", target: h0 }} }}
+    expect: {{ stdout_number: {{ regex: '([0-9]+)', ge: 2 }} }}
 "#,
             target = fleet.target_yaml(0),
         )
