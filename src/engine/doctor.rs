@@ -164,7 +164,8 @@ fn needs_nft(undo: &Undo) -> bool {
     match undo {
         Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
         Undo::Latency(u) | Undo::HttpFault(u) => u.redirect.is_some(),
-        Undo::ProcessKill(_) | Undo::PodKill(_) | Undo::Scale(_) => false,
+        Undo::ProcessKill(_) | Undo::PodKill(_) | Undo::Scale(_) | Undo::Command(_) => false,
+        Undo::Group(g) => g.members.iter().any(needs_nft),
     }
 }
 

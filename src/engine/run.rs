@@ -633,6 +633,11 @@ impl Engine {
             cancel: run.abort.token().clone(),
             runtime: &self.runtime,
         };
+        // A remote host is locked on the host too: engines elsewhere see it.
+        f.target
+            .lock_on_host(&self.run_id)
+            .await
+            .map_err(|e| format!("cannot lock the target: {e}"))?;
         let undo = f
             .spec
             .prepare(&ctx)

@@ -13,6 +13,8 @@
 //! A new fault kind is one new file, one variant in [`FaultSpec`] and one in [`Undo`]:
 //! the compiler points at every `match` that needs an arm.
 
+pub(crate) mod command;
+pub(crate) mod group;
 pub(crate) mod http_fault;
 pub(crate) mod latency;
 pub(crate) mod network;
@@ -52,6 +54,8 @@ pub enum FaultSpec {
     PodKill(pod_kill::PodKill),
     /// Set a Kubernetes Deployment or StatefulSet to N replicas; restored on revert (also from the annotation it leaves on the object).
     Scale(scale::Scale),
+    /// Any fault as a pair of shell commands on any target (local, netns, ssh): `apply`, and `revert` (in the ledger before `apply` runs, armed on the host as a dead-man at the ttl).
+    Command(command::CommandFault),
 }
 
 /// Why a fault could not be injected or reverted.
@@ -139,6 +143,10 @@ pub enum Undo {
     PodKill(pod_kill::Undo),
     /// The replica count `scale` changed, and the original.
     Scale(scale::Undo),
+    /// The revert line of a `command` fault and its dead-man on the host.
+    Command(command::Undo),
+    /// One undo record per host of a group target.
+    Group(group::Undo),
 }
 
 impl FaultSpec {
@@ -152,6 +160,7 @@ impl FaultSpec {
             FaultSpec::NetworkRateLimit(_) => "network_rate_limit",
             FaultSpec::PodKill(_) => "pod_kill",
             FaultSpec::Scale(_) => "scale",
+            FaultSpec::Command(_) => "command",
         }
     }
 
@@ -237,6 +246,7 @@ impl FaultSpec {
             FaultSpec::NetworkRateLimit(f) => f.validate(target),
             FaultSpec::PodKill(f) => f.validate(target),
             FaultSpec::Scale(f) => f.validate(target),
+            FaultSpec::Command(f) => f.validate(target),
         });
         errs
     }
@@ -251,12 +261,21 @@ impl FaultSpec {
             FaultSpec::NetworkRateLimit(f) => f.describe(),
             FaultSpec::PodKill(f) => f.describe(),
             FaultSpec::Scale(f) => f.describe(),
+            FaultSpec::Command(f) => f.describe(),
         }
     }
 
     /// Resolves what the fault will touch; no side effects.
     #[tracing::instrument(skip_all, fields(kind = self.kind(), step = ctx.step))]
     pub async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
+        if ctx.target.members().is_some() {
+            return group::prepare(self, ctx).await.map(Undo::Group);
+        }
+        self.prepare_one(ctx).await
+    }
+
+    /// [`FaultSpec::prepare`] on one host (a group's member, or a single target).
+    pub(crate) async fn prepare_one(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
         match self {
             FaultSpec::ProcessKill(f) => f.prepare(ctx).await.map(Undo::ProcessKill),
             FaultSpec::Latency(f) => f.prepare(ctx).await.map(Undo::Latency),
@@ -265,12 +284,25 @@ impl FaultSpec {
             FaultSpec::NetworkRateLimit(f) => f.prepare(ctx).await.map(Undo::NetworkRateLimit),
             FaultSpec::PodKill(f) => f.prepare(ctx).await.map(Undo::PodKill),
             FaultSpec::Scale(f) => f.prepare(ctx).await.map(Undo::Scale),
+            FaultSpec::Command(f) => f.prepare(ctx).await.map(Undo::Command),
         }
     }
 
     /// Takes effect and measures it. Only called after `undo` is durably in the ledger.
     #[tracing::instrument(skip_all, fields(kind = self.kind(), step = ctx.step))]
     pub async fn apply(&self, ctx: &FaultCtx<'_>, undo: &Undo) -> Result<Effect, FaultError> {
+        if let Undo::Group(u) = undo {
+            return group::apply(self, ctx, u).await;
+        }
+        self.apply_one(ctx, undo).await
+    }
+
+    /// [`FaultSpec::apply`] on one host.
+    pub(crate) async fn apply_one(
+        &self,
+        ctx: &FaultCtx<'_>,
+        undo: &Undo,
+    ) -> Result<Effect, FaultError> {
         match (self, undo) {
             (FaultSpec::ProcessKill(f), Undo::ProcessKill(u)) => f.apply(ctx, u).await,
             (FaultSpec::Latency(f), Undo::Latency(u)) => f.apply(ctx, u).await,
@@ -279,6 +311,7 @@ impl FaultSpec {
             (FaultSpec::NetworkRateLimit(f), Undo::NetworkRateLimit(u)) => f.apply(ctx, u).await,
             (FaultSpec::PodKill(f), Undo::PodKill(u)) => f.apply(ctx, u).await,
             (FaultSpec::Scale(f), Undo::Scale(u)) => f.apply(ctx, u).await,
+            (FaultSpec::Command(f), Undo::Command(u)) => f.apply(ctx, u).await,
             #[allow(unreachable_patterns)]
             _ => Err(FaultError::Precondition(
                 "undo record does not match fault kind".into(),
@@ -313,6 +346,7 @@ impl Undo {
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => {
                 Some(std::time::Duration::from_secs(u.ttl_s.into()))
             }
+            // Its watcher may have failed to run the revert: its revert tells.
             _ => None,
         }
     }
@@ -327,6 +361,8 @@ impl Undo {
             Undo::NetworkRateLimit(_) => "network_rate_limit",
             Undo::PodKill(_) => "pod_kill",
             Undo::Scale(_) => "scale",
+            Undo::Command(_) => "command",
+            Undo::Group(u) => u.members.first().map_or("group", Undo::kind),
         }
     }
 
@@ -341,6 +377,24 @@ impl Undo {
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
             Undo::PodKill(u) => u.revert(ctx).await,
             Undo::Scale(u) => u.revert(ctx).await,
+            Undo::Command(u) => u.revert(ctx).await,
+            Undo::Group(u) => group::revert(u, ctx).await,
+        }
+    }
+
+    /// [`Undo::revert`] of one host's record (never a group's).
+    pub(crate) async fn revert_one(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
+        match self {
+            Undo::ProcessKill(u) => u.revert(ctx).await,
+            Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
+            Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
+            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
+            Undo::PodKill(u) => u.revert(ctx).await,
+            Undo::Scale(u) => u.revert(ctx).await,
+            Undo::Command(u) => u.revert(ctx).await,
+            Undo::Group(_) => Err(FaultError::Precondition(
+                "a group's record holds hosts, not groups".into(),
+            )),
         }
     }
 
@@ -353,6 +407,8 @@ impl Undo {
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => &u.target,
             Undo::PodKill(u) => &u.target,
             Undo::Scale(u) => &u.target,
+            Undo::Command(u) => &u.target,
+            Undo::Group(u) => &u.target,
         }
     }
 
@@ -404,6 +460,18 @@ impl Undo {
                 u.original,
                 u.replicas
             ),
+            Undo::Command(u) => format!(
+                "would run its apply command on {}; revert `{}` armed as a dead-man for {} s",
+                u.target.describe(),
+                u.revert,
+                u.ttl_s
+            ),
+            Undo::Group(u) => u
+                .members
+                .iter()
+                .map(|m| format!("{}: {}", m.target().describe(), m.preview()))
+                .collect::<Vec<_>>()
+                .join("; "),
         }
     }
 
@@ -415,6 +483,8 @@ impl Undo {
             Undo::NetworkPartition(_) | Undo::NetworkRateLimit(_) => true,
             Undo::PodKill(_) => false,
             Undo::Scale(_) => true,
+            Undo::Command(_) => true,
+            Undo::Group(u) => u.members.iter().any(Undo::is_reversible),
         }
     }
 }

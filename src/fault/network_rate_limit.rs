@@ -108,6 +108,16 @@ impl NetworkFault for NetworkRateLimit {
     /// The shared checks, and a rate and a burst that let something through.
     fn validate(&self, target: &Target) -> Vec<(String, String)> {
         let mut errs = network::validate_common(&self.to, &self.ports, self.protocol, target);
+        if target.is_remote() {
+            // Its effect is a burst of connects timed from the target's network.
+            errs.push((
+                "target".into(),
+                format!(
+                    "found remote target {}, expected `local` or a netns target: a rate limit's effect is measured with sockets in the target's network (use network_partition, or the `command` fault, on a remote host)",
+                    target.describe()
+                ),
+            ));
+        }
         if self.per_second == 0 {
             errs.push((
                 "with.per_second".into(),

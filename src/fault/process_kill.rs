@@ -33,6 +33,8 @@ use crate::duration::HumanDuration;
 use crate::target::cgroup::{self, Placement};
 use crate::target::{ProcInfo, Target, procs};
 
+mod remote;
+
 /// Parameters of `process_kill`. Exactly one of `pid`, `pidfile`, `name`, `pattern`,
 /// `cgroup`.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -221,6 +223,19 @@ impl ProcessKill {
             Target::Local | Target::Netns { .. } => {}
             // Refused for every host fault by `FaultSpec::validate`.
             Target::Kubernetes(_) => {}
+            // Processes of a remote host are listed and signalled there (see
+            // [`remote`]; a group fans out to its hosts); its cgroups are not reached.
+            Target::Ssh(_) | Target::Group(_) => {
+                if self.cgroup.is_some() {
+                    errs.push((
+                        "with.cgroup".into(),
+                        format!(
+                            "found `cgroup` on ssh target {}, expected pid, pidfile, name or pattern: cgroups are hit on this host only",
+                            target.describe()
+                        ),
+                    ));
+                }
+            }
         }
         errs
     }
@@ -267,6 +282,9 @@ impl ProcessKill {
     }
 
     pub(crate) async fn prepare(&self, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
+        if ctx.target.is_remote() {
+            return remote::prepare(self, ctx).await;
+        }
         let deadman_tag = (self.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step));
         if let Some(spec) = &self.cgroup {
             let (cg, processes) = self.select_cgroup(spec, ctx.target)?;
@@ -316,12 +334,6 @@ impl ProcessKill {
                 target.describe()
             ))
         })?;
-        let re = self
-            .pattern
-            .as_deref()
-            .map(regex::Regex::new)
-            .transpose()
-            .map_err(|e| FaultError::Precondition(e.to_string()))?;
         let (pid_wanted, source) = match (&self.pid, &self.pidfile) {
             (Some(p), _) => (Some(*p), None),
             (_, Some(f)) => {
@@ -333,6 +345,25 @@ impl ProcessKill {
             }
             _ => (None, None),
         };
+        let matched = self.pick(&procs, pid_wanted, &protected, target)?;
+        Ok((procs, matched, source))
+    }
+
+    /// The processes of `procs` the selection names (`pid_wanted` is the pid given
+    /// or read from the pidfile), never one of `protected`.
+    pub(super) fn pick(
+        &self,
+        procs: &[ProcInfo],
+        pid_wanted: Option<u32>,
+        protected: &[u32],
+        target: &Target,
+    ) -> Result<Vec<ProcInfo>, FaultError> {
+        let re = self
+            .pattern
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| FaultError::Precondition(e.to_string()))?;
         let matched: Vec<ProcInfo> = procs
             .iter()
             .filter(|p| !protected.contains(&p.pid))
@@ -358,7 +389,7 @@ impl ProcessKill {
                 self.describe()
             )));
         }
-        Ok((procs, matched, source))
+        Ok(matched)
     }
 
     /// The cgroup named by `spec` and the processes it holds. Refused when the engine
@@ -417,6 +448,9 @@ impl ProcessKill {
         ctx: &FaultCtx<'_>,
         undo: &Undo,
     ) -> Result<Effect, FaultError> {
+        if ctx.target.is_remote() {
+            return remote::apply(self, ctx, undo).await;
+        }
         let cg_dir = match &undo.cgroup {
             Some(path) => Some(cgroup::dir_of(path).ok_or_else(|| {
                 FaultError::Precondition(format!(
@@ -609,6 +643,9 @@ impl Undo {
     }
 
     pub(crate) async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
+        if self.target.is_remote() {
+            return remote::revert(self).await;
+        }
         let start = Instant::now();
         if self.signal != Signal::Stop {
             return Ok(Reverted {

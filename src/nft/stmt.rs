@@ -138,6 +138,20 @@ pub(crate) fn limit_over(per_second: u32, burst: u32) -> Statement<'static> {
     })
 }
 
+/// `ip saddr 10.0.0.1` (or `ip6 daddr ...`): one address.
+pub(crate) fn addr_eq(side: Side, ip: std::net::IpAddr) -> Statement<'static> {
+    let fam = AddrFamily::of(&super::IpNet::host(ip));
+    match_eq(
+        payload(fam.payload(), side.addr()),
+        Expression::String(Cow::Owned(ip.to_string())),
+    )
+}
+
+/// `accept`.
+pub(crate) fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
 /// `drop`.
 pub(crate) fn drop() -> Statement<'static> {
     Statement::Drop(None)

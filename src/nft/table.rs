@@ -286,6 +286,25 @@ impl RunTable {
         }));
     }
 
+    /// Inserts a rule made of `stmts` at the top of `chain` (before the rules
+    /// added so far in the batch).
+    pub(crate) fn insert_rule(
+        &self,
+        b: &mut Batch<'static>,
+        chain: &str,
+        stmts: Vec<Statement<'static>>,
+        comment: Option<&str>,
+    ) {
+        b.add_cmd(nftables::schema::NfCmd::Insert(NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: s(&self.name),
+            chain: s(chain),
+            expr: Cow::Owned(stmts),
+            comment: comment.map(s),
+            ..Default::default()
+        })));
+    }
+
     /// `delete chain` (its rules go with it). Chains before sets: a set that a rule
     /// still references cannot be deleted.
     pub(crate) fn delete_chain(&self, b: &mut Batch<'static>, chain: &str) {

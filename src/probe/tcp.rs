@@ -76,8 +76,8 @@ async fn connect(target: &Target, host: &str, port: u16, timeout: Duration) -> R
             .map_err(|e| e.to_string())?;
         let mut last = format!("`{host}` resolved to no address");
         for a in addrs {
-            match target.connect_tcp(a, None, None).await {
-                Ok(_) => return Ok(()),
+            match target.tcp_reachable(a, timeout).await {
+                Ok(()) => return Ok(()),
                 Err(e) => last = e.to_string(),
             }
         }

@@ -16,13 +16,17 @@
 //! file.
 
 pub(crate) mod cgroup;
+pub(crate) mod group;
 pub(crate) mod host;
 pub mod kubernetes;
 pub(crate) mod local;
 pub(crate) mod netns;
 pub(crate) mod procs;
+pub(crate) mod ssh;
 
+pub use group::{Group, SshGroupSpec};
 pub use procs::ProcInfo;
+pub use ssh::{KnownHostsPolicy, SshSpec};
 
 use std::future::Future;
 use std::io;
@@ -44,6 +48,10 @@ pub enum TargetSpec {
     Netns(String),
     /// A Kubernetes cluster (kubeconfig and context, or in-cluster) and its default namespace. Not a shell host: only the `pod_kill` and `scale` faults and the `kubernetes` probe act on it.
     Kubernetes(kubernetes::KubernetesSpec),
+    /// A remote host reached over SSH (one multiplexed connection per host).
+    Ssh(SshSpec),
+    /// A fleet of hosts over SSH, of which a selection is drilled (faults and probes fan out with a concurrency limit).
+    SshGroup(SshGroupSpec),
 }
 
 impl TargetSpec {
@@ -56,6 +64,8 @@ impl TargetSpec {
                 .into_iter()
                 .collect(),
             TargetSpec::Kubernetes(k) => k.validate(),
+            TargetSpec::Ssh(s) => s.validate(),
+            TargetSpec::SshGroup(g) => g.validate(),
         }
     }
 }
@@ -70,6 +80,10 @@ pub enum Target {
     Netns { name: String },
     /// A Kubernetes cluster: not a shell host.
     Kubernetes(kubernetes::Cluster),
+    /// A remote host over SSH.
+    Ssh(SshSpec),
+    /// The chosen hosts of an `ssh_group`.
+    Group(Group),
 }
 
 /// A program to run on a target: never a shell unless the caller names one
@@ -188,6 +202,8 @@ pub enum TargetError {
         target: String,
         after: HumanDuration,
     },
+    #[error("{target}: {message}")]
+    Ssh { target: String, message: String },
     #[error("cannot enter {target}: {source}")]
     Enter { target: String, source: io::Error },
     #[error("cannot listen on {addr} on {target}: {source}")]
@@ -233,6 +249,7 @@ impl TargetError {
                 io::ErrorKind::TimedOut
             }
             TargetError::Unsupported { .. } => io::ErrorKind::Unsupported,
+            TargetError::Ssh { .. } => io::ErrorKind::ConnectionAborted,
         }
     }
 }
@@ -248,6 +265,8 @@ impl Target {
         match spec {
             TargetSpec::Netns(n) => Target::Netns { name: n.clone() },
             TargetSpec::Kubernetes(k) => Target::Kubernetes(k.resolve()),
+            TargetSpec::Ssh(s) => Target::Ssh(s.clone()),
+            TargetSpec::SshGroup(g) => Target::Group(g.resolve()),
         }
     }
 
@@ -255,7 +274,7 @@ impl Target {
     pub fn cluster(&self) -> Option<&kubernetes::Cluster> {
         match self {
             Target::Kubernetes(c) => Some(c),
-            Target::Local | Target::Netns { .. } => None,
+            Target::Local | Target::Netns { .. } | Target::Ssh(_) | Target::Group(_) => None,
         }
     }
 
@@ -279,6 +298,8 @@ impl Target {
             Target::Local => local::describe(),
             Target::Netns { name } => netns::describe(name),
             Target::Kubernetes(c) => c.describe(),
+            Target::Ssh(s) => s.describe(),
+            Target::Group(g) => g.describe(),
         }
     }
 
@@ -288,6 +309,16 @@ impl Target {
             Target::Local => local::lock_key(),
             Target::Netns { name } => netns::lock_key(name),
             Target::Kubernetes(c) => c.lock_key(),
+            Target::Ssh(s) => s.lock_key(),
+            // One key for the whole group (a file name): each host is also locked
+            // on the host itself, which catches two groups sharing a host.
+            Target::Group(g) => {
+                use sha2::Digest;
+                let keys: Vec<String> = g.members.iter().map(SshSpec::lock_key).collect();
+                let h = sha2::Sha256::digest(keys.join("+").as_bytes());
+                let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("ssh-group-{hex}")
+            }
         }
     }
 
@@ -299,6 +330,44 @@ impl Target {
             Target::Netns { .. } => netns::control_path(),
             // No network fault acts on a cluster: there is no path of ours to cover.
             Target::Kubernetes(_) => Vec::new(),
+            Target::Ssh(s) => s.control_path(),
+            Target::Group(g) => {
+                let mut all: Vec<IpAddr> =
+                    g.members.iter().flat_map(|m| m.control_path()).collect();
+                all.sort();
+                all.dedup();
+                all
+            }
+        }
+    }
+
+    /// The control path as it is at run time: [`Target::control_path`], plus, on a
+    /// remote host, the engine's own address as that host sees it (rules run
+    /// there must never cover it). An address that cannot be learnt is left out:
+    /// the host was reached, so the static path still holds.
+    pub async fn control_peers(&self) -> Vec<IpAddr> {
+        let mut out = self.control_path();
+        let hosts: Vec<&SshSpec> = match self {
+            Target::Ssh(s) => vec![s],
+            Target::Group(g) => g.members.iter().collect(),
+            _ => Vec::new(),
+        };
+        for s in hosts {
+            if let Ok(Some(link)) = Box::pin(ssh::peer(s)).await
+                && !out.contains(&link.ip())
+            {
+                out.push(link.ip());
+            }
+        }
+        out
+    }
+
+    /// On an `ssh` target, the engine's SSH link as the host sees it: the engine's
+    /// address and the host's SSH port (`$SSH_CONNECTION`). None elsewhere.
+    pub async fn control_link(&self) -> Option<SocketAddr> {
+        match self {
+            Target::Ssh(s) => Box::pin(ssh::peer(s)).await.ok().flatten(),
+            _ => None,
         }
     }
 
@@ -309,6 +378,48 @@ impl Target {
         match self {
             Target::Local | Target::Netns { .. } => true,
             Target::Kubernetes(_) => false,
+            Target::Ssh(_) | Target::Group(_) => false,
+        }
+    }
+
+    /// Locks the target's host itself for run `run_id`, where the lock in this
+    /// host's lock directory cannot reach: a remote host, which engines on other
+    /// machines may drill too. Held until this process exits.
+    pub async fn lock_on_host(&self, run_id: &str) -> Result<(), TargetError> {
+        match self {
+            Target::Local | Target::Netns { .. } | Target::Kubernetes(_) => Ok(()),
+            Target::Ssh(s) => Box::pin(ssh::lock_host(s, run_id)).await,
+            Target::Group(g) => {
+                let mut futs: Vec<BoxFut<'_, Result<(), TargetError>>> = Vec::new();
+                for s in &g.members {
+                    futs.push(Box::pin(ssh::lock_host(s, run_id)));
+                }
+                bounded(futs, g.concurrency as usize)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+
+    /// Whether the target is another machine: its processes, files and kernel are
+    /// reached only by running programs there.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            Target::Local | Target::Netns { .. } | Target::Kubernetes(_) => false,
+            Target::Ssh(_) | Target::Group(_) => true,
+        }
+    }
+
+    /// The hosts of a group target, one target each, and how many may be worked
+    /// on at once (fan-out); None for a single target.
+    pub fn members(&self) -> Option<(Vec<Target>, usize)> {
+        match self {
+            Target::Group(g) => Some((
+                g.members.iter().cloned().map(Target::Ssh).collect(),
+                g.concurrency as usize,
+            )),
+            _ => None,
         }
     }
 
@@ -319,6 +430,8 @@ impl Target {
             Target::Local => false,
             Target::Netns { name } => netns::is_gone(name),
             Target::Kubernetes(_) => false,
+            // A host that does not answer may come back: never assumed gone.
+            Target::Ssh(_) | Target::Group(_) => false,
         }
     }
 
@@ -331,6 +444,11 @@ impl Target {
             Target::Local => local::spawn(&mut c),
             Target::Netns { name } => netns::spawn(name, c).await,
             Target::Kubernetes(_) => return Err(self.unsupported("running a program")),
+            Target::Ssh(s) => return Box::pin(spawn_ssh(s, cmd)).await,
+            Target::Group(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a helper is started on one host, not on a group",
+            )),
         };
         spawned.map_err(|source| TargetError::Spawn {
             program: cmd.program.clone(),
@@ -343,49 +461,15 @@ impl Target {
     /// returns its exit code and output. A non-zero exit is an [`Output`], not an
     /// error.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, TargetError> {
+        if let Target::Ssh(s) = self {
+            return Box::pin(ssh::run(s, cmd)).await;
+        }
+        if let Target::Group(g) = self {
+            return run_on_all(&g.members, g.concurrency as usize, cmd).await;
+        }
         let start = Instant::now();
-        let mut child = self.spawn(cmd).await?;
-        let io_err = |source| TargetError::Io {
-            program: cmd.program.clone(),
-            target: self.describe(),
-            source,
-        };
-        // Stdin is fed while the output is read: a program that writes before it has
-        // read everything must not block on a full pipe.
-        let feed = {
-            let pipe = child.stdin.take();
-            let bytes = cmd.stdin.clone();
-            async move {
-                if let (Some(mut pipe), Some(bytes)) = (pipe, bytes) {
-                    // A program that exits without reading all of it is its business.
-                    let _ = pipe.write_all(&bytes).await;
-                }
-            }
-        };
-        let wait = async {
-            let (_, out) = tokio::join!(feed, child.wait_with_output());
-            out
-        };
-        let out = match cmd.timeout {
-            Some(t) => match tokio::time::timeout(t, wait).await {
-                Ok(r) => r.map_err(io_err)?,
-                // Dropping the child (kill_on_drop) kills it; tokio reaps it.
-                Err(_) => {
-                    return Err(TargetError::TimedOut {
-                        program: cmd.program.clone(),
-                        target: self.describe(),
-                        after: HumanDuration(t),
-                    });
-                }
-            },
-            None => wait.await.map_err(io_err)?,
-        };
-        Ok(Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-            took: start.elapsed(),
-        })
+        let child = self.spawn(cmd).await?;
+        finish(child, cmd, &self.describe(), start).await
     }
 
     /// Runs blocking `f` on a fresh thread whose sockets live in the target's
@@ -402,6 +486,10 @@ impl Target {
             Target::Local => local::in_network(f).await,
             Target::Netns { name } => netns::in_network(name, f).await,
             Target::Kubernetes(_) => return Err(self.unsupported("running code in its network")),
+            Target::Ssh(_) | Target::Group(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "sockets cannot be opened in a remote host's network from the engine",
+            )),
         };
         r.map_err(|source| TargetError::Enter {
             target: self.describe(),
@@ -445,6 +533,11 @@ impl Target {
             Target::Local => local::resolve(host, port).await,
             Target::Netns { name } => netns::resolve(name, host, port).await,
             Target::Kubernetes(_) => return Err(self.unsupported("resolving a name")),
+            Target::Ssh(s) => return Box::pin(ssh::resolve(s, host, port)).await,
+            Target::Group(g) => match g.members.first() {
+                Some(s) => return Box::pin(ssh::resolve(s, host, port)).await,
+                None => Ok(Vec::new()),
+            },
         };
         let err = |source| TargetError::Resolve {
             host: host.to_string(),
@@ -478,6 +571,10 @@ impl Target {
                 Target::Local => local::connect_tcp(addr, mark).await,
                 Target::Netns { name } => netns::connect_tcp(name, addr, mark).await,
                 Target::Kubernetes(_) => unreachable!("refused above"),
+                Target::Ssh(_) | Target::Group(_) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "a TCP socket cannot live on a remote host; remote probes run a program there",
+                )),
             }
         };
         let r = match timeout {
@@ -495,6 +592,28 @@ impl Target {
             target: self.describe(),
             source,
         })
+    }
+
+    /// Whether a TCP connection to `addr` opens from the target within `timeout`
+    /// (closed at once). A remote host tries it itself (bash's `/dev/tcp`, the
+    /// address as an argument, never in the script); other targets connect a
+    /// socket of their network.
+    pub async fn tcp_reachable(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
+        match self {
+            Target::Ssh(s) => Box::pin(ssh::tcp_reachable(s, addr, timeout)).await,
+            Target::Group(g) => {
+                // Reachable from every chosen host.
+                for s in &g.members {
+                    Box::pin(ssh::tcp_reachable(s, addr, timeout)).await?;
+                }
+                Ok(())
+            }
+            _ => self.connect_tcp(addr, Some(timeout), None).await.map(drop),
+        }
     }
 
     /// A listening TCP socket on `addr` in the target's network (SO_REUSEADDR,
@@ -524,6 +643,13 @@ impl Target {
             Target::Local => Ok(all),
             Target::Netns { name } => procs::in_netns(all, name),
             Target::Kubernetes(_) => unreachable!("refused above"),
+            Target::Ssh(_) | Target::Group(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "the processes of {} are listed over ssh, not from this host",
+                    self.describe()
+                ),
+            )),
         }
     }
 
@@ -538,6 +664,13 @@ impl Target {
         match self {
             Target::Local | Target::Netns { .. } => procs::signal(pid, start_time, signal),
             Target::Kubernetes(_) => Err(self.unsupported("signalling a process").into()),
+            Target::Ssh(_) | Target::Group(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "processes of {} are signalled over ssh, not from this host",
+                    self.describe()
+                ),
+            )),
         }
     }
 }
@@ -574,6 +707,132 @@ fn listen_blocking(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     Ok(sock.into())
+}
+
+/// Feeds `cmd`'s stdin to `child` while its output is read, to its end or `cmd`'s
+/// timeout (then kills it): what [`Target::run`] does once the program started.
+pub(crate) async fn finish(
+    mut child: tokio::process::Child,
+    cmd: &Cmd,
+    target: &str,
+    start: Instant,
+) -> Result<Output, TargetError> {
+    let io_err = |source| TargetError::Io {
+        program: cmd.program.clone(),
+        target: target.to_string(),
+        source,
+    };
+    // Stdin is fed while the output is read: a program that writes before it has
+    // read everything must not block on a full pipe.
+    let feed = {
+        let pipe = child.stdin.take();
+        let bytes = cmd.stdin.clone();
+        async move {
+            if let (Some(mut pipe), Some(bytes)) = (pipe, bytes) {
+                // A program that exits without reading all of it is its business.
+                let _ = pipe.write_all(&bytes).await;
+            }
+        }
+    };
+    let wait = async {
+        let (_, out) = tokio::join!(feed, child.wait_with_output());
+        out
+    };
+    let out = match cmd.timeout {
+        Some(t) => match tokio::time::timeout(t, wait).await {
+            Ok(r) => r.map_err(io_err)?,
+            // Dropping the child (kill_on_drop) kills it; tokio reaps it.
+            Err(_) => {
+                return Err(TargetError::TimedOut {
+                    program: cmd.program.clone(),
+                    target: target.to_string(),
+                    after: HumanDuration(t),
+                });
+            }
+        },
+        None => wait.await.map_err(io_err)?,
+    };
+    Ok(Output {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+        took: start.elapsed(),
+    })
+}
+
+/// A boxed future that may move between threads (what fan-outs are made of).
+pub(crate) type BoxFut<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs `futs` with at most `limit` of them in progress at once; their results in
+/// the order given.
+pub(crate) async fn bounded<'a, T: 'a>(futs: Vec<BoxFut<'a, T>>, limit: usize) -> Vec<T> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut wrapped: Vec<BoxFut<'a, T>> = Vec::with_capacity(futs.len());
+    for f in futs {
+        let sem = sem.clone();
+        wrapped.push(Box::pin(async move {
+            let _permit = sem.acquire_owned().await;
+            f.await
+        }));
+    }
+    futures_util::future::join_all(wrapped).await
+}
+
+/// [`Target::run`] on a group: `cmd` on every host, at most `limit` at once. The
+/// exit code is the first non-zero one in host order (0 when all succeeded);
+/// every line of output is prefixed with its host.
+async fn run_on_all(members: &[SshSpec], limit: usize, cmd: &Cmd) -> Result<Output, TargetError> {
+    let start = Instant::now();
+    let mut futs: Vec<BoxFut<'_, (String, Result<Output, TargetError>)>> = Vec::new();
+    for s in members {
+        futs.push(Box::pin(
+            async move { (s.describe(), ssh::run(s, cmd).await) },
+        ));
+    }
+    let results = bounded(futs, limit).await;
+    let mut out = Output {
+        code: Some(0),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        took: Duration::ZERO,
+    };
+    for (host, r) in results {
+        let o = r?;
+        if out.code == Some(0) && o.code != Some(0) {
+            out.code = o.code;
+        }
+        for (to, from) in [(&mut out.stdout, &o.stdout), (&mut out.stderr, &o.stderr)] {
+            for line in String::from_utf8_lossy(from).lines() {
+                to.extend_from_slice(format!("[{host}] {line}\n").as_bytes());
+            }
+        }
+    }
+    out.took = start.elapsed();
+    Ok(out)
+}
+
+/// [`Target::spawn`] on an ssh target: secrets that travel on stdin ahead of the
+/// program's own input are written here; the caller writes the rest.
+async fn spawn_ssh(s: &SshSpec, cmd: &Cmd) -> Result<tokio::process::Child, TargetError> {
+    let (mut child, stdin) = ssh::spawn(s, cmd).await?;
+    if !cmd.env.is_empty()
+        && let (Some(mut pipe), Some(all)) = (child.stdin.take(), stdin)
+    {
+        let own = cmd.stdin.as_ref().map_or(0, Vec::len);
+        let head = &all[..all.len() - own];
+        pipe.write_all(head)
+            .await
+            .map_err(|source| TargetError::Io {
+                program: cmd.program.clone(),
+                target: s.describe(),
+                source,
+            })?;
+        // Without input of its own, the program reads end-of-file after the header.
+        if cmd.stdin.is_some() {
+            child.stdin = Some(pipe);
+        }
+    }
+    Ok(child)
 }
 
 #[cfg(test)]

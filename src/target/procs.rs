@@ -48,7 +48,7 @@ pub(crate) struct Stat {
 }
 
 /// `PF_KTHREAD` of include/linux/sched.h.
-const PF_KTHREAD: u32 = 0x0020_0000;
+pub(crate) const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Parses `/proc/PID/stat`. The name is in parentheses and may itself contain spaces
 /// and parentheses, so fields are counted from the *last* `)`.
@@ -56,7 +56,7 @@ pub(crate) fn read_stat(pid: u32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text[open + 1..close].to_string();

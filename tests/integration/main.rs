@@ -44,6 +44,8 @@ mod schema;
 mod secrets_leak;
 mod shell_injection;
 mod side_by_side;
+mod ssh_fleet;
+mod ssh_target;
 mod steady_state;
 mod traffic_probe;
 mod unbounded_input;

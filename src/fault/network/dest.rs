@@ -212,12 +212,34 @@ pub(crate) async fn resolve(
     ports: &[u16],
     target: &Target,
 ) -> Result<Vec<Resolved>, FaultError> {
-    let control = target.control_path();
+    // On a remote host, also the engine's own address as the host sees it.
+    let control = target.control_peers().await;
     let mut out = Vec::new();
     for entry in to {
         let d = parse_dest(entry).map_err(FaultError::Precondition)?;
         let addresses = match &d.addr {
             DestAddr::Net(n) => vec![*n],
+            // A remote host's rules act on what its own resolver says.
+            DestAddr::Host(h) if target.is_remote() => {
+                let addrs = target
+                    .resolve(h, 0)
+                    .await
+                    .map_err(|e| FaultError::Precondition(e.to_string()))?;
+                let mut nets: Vec<IpNet> = Vec::new();
+                for a in addrs {
+                    let n = IpNet::host(a.ip());
+                    if !nets.contains(&n) {
+                        nets.push(n);
+                    }
+                }
+                if nets.is_empty() {
+                    return Err(FaultError::Precondition(format!(
+                        "`{h}` resolved to no address on {}",
+                        target.describe()
+                    )));
+                }
+                nets
+            }
             DestAddr::Host(h) => lookup(h).await?,
         };
         if let Some(ip) = control_path_hits(&addresses, &control).first() {

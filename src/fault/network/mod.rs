@@ -117,7 +117,9 @@ pub(crate) trait NetworkFault {
                 .extend(g.sets.into_iter().map(|(_, name, _)| name));
         }
         let probe = probe::probe_point(ctx.target, &resolved, d.protocol).await?;
-        Undo::new(ctx, objects, resolved, probe)
+        let mut undo = Undo::new(ctx, objects, resolved, probe)?;
+        undo.exempt = ctx.target.control_link().await;
+        Ok(undo)
     }
 
     /// The whole fault as one batch: table, sets with ttl'd elements, then the
@@ -138,6 +140,28 @@ pub(crate) trait NetworkFault {
             }
         }
         self.add_rules(&table, &mut b, prefix, &groups);
+        // The engine's own SSH link to a remote host is never ours to cut: the
+        // first rules of every chain of the fault let it through.
+        if let Some(link) = undo.exempt {
+            for chain in &undo.objects.chains {
+                for (side_engine, side_ssh) in [
+                    (nft::Side::Src, nft::Side::Dst),
+                    (nft::Side::Dst, nft::Side::Src),
+                ] {
+                    table.insert_rule(
+                        &mut b,
+                        chain,
+                        vec![
+                            nft::addr_eq(side_engine, link.ip()),
+                            nft::l4proto_in(&["tcp"]),
+                            nft::port_in(side_ssh, &[link.port()]),
+                            nft::accept(),
+                        ],
+                        Some("firedrill: the engine's ssh link"),
+                    );
+                }
+            }
+        }
         Ok(b)
     }
 
@@ -250,6 +274,7 @@ pub(crate) fn batch_json(
         resolved,
         probe: None,
         ttl_s: 5,
+        exempt: None,
     };
     let b = f.batch(&undo, prefix, Duration::from_secs(5)).unwrap();
     serde_json::from_str(&nft::to_json(b)).unwrap()

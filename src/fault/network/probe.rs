@@ -53,6 +53,16 @@ pub(crate) fn connect_once(addr: SocketAddr, timeout: Duration) -> Outcome {
     }
 }
 
+/// One TCP connect made by the remote host itself ([`Target::tcp_reachable`]). A
+/// lost link to the host is `Error`, never mistaken for a blocked destination.
+pub(crate) async fn remote_once(target: &Target, addr: SocketAddr, timeout: Duration) -> Outcome {
+    match target.tcp_reachable(addr, timeout).await {
+        Ok(()) => Outcome::Connected,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Outcome::Error,
+        Err(e) => classify(&io::Error::from(e)),
+    }
+}
+
 fn classify(e: &io::Error) -> Outcome {
     match e.kind() {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => Outcome::Refused,
@@ -114,14 +124,20 @@ pub(crate) async fn probe_point(
     let Some(address) = candidates.first().copied() else {
         return Ok(None);
     };
-    let (before, took) = target
-        .in_network(move || {
-            let t = Instant::now();
-            let o = connect_once(address, Duration::from_millis(500));
-            (o, t.elapsed())
-        })
-        .await
-        .map_err(|e| FaultError::System(e.to_string()))?;
+    let (before, took) = if target.is_remote() {
+        let t = Instant::now();
+        let o = remote_once(target, address, Duration::from_millis(500)).await;
+        (o, t.elapsed())
+    } else {
+        target
+            .in_network(move || {
+                let t = Instant::now();
+                let o = connect_once(address, Duration::from_millis(500));
+                (o, t.elapsed())
+            })
+            .await
+            .map_err(|e| FaultError::System(e.to_string()))?
+    };
     Ok(Some(ProbePoint {
         address,
         before,
@@ -140,6 +156,19 @@ pub(crate) async fn probe_until(
     cancel: CancellationToken,
     done: fn(Outcome) -> bool,
 ) -> Result<(Outcome, Instant, u32), FaultError> {
+    if target.is_remote() {
+        // Each attempt is a program run on the host (bash's /dev/tcp).
+        let mut attempts = 0;
+        loop {
+            let started = Instant::now();
+            let o = remote_once(target, address, attempt).await;
+            attempts += 1;
+            if done(o) || Instant::now() >= deadline || cancel.is_cancelled() {
+                return Ok((o, started, attempts));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
     target
         .in_network(move || {
             let mut attempts = 0;

@@ -32,6 +32,10 @@ pub struct Undo {
     pub probe: Option<ProbePoint>,
     /// Element timeout in seconds: when the rules stop matching by themselves.
     pub ttl_s: u32,
+    /// On a remote host, the engine's SSH link as the host sees it (the engine's
+    /// address and the host's SSH port): the fault's chains accept it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exempt: Option<std::net::SocketAddr>,
 }
 
 impl Undo {
@@ -51,6 +55,7 @@ impl Undo {
             resolved,
             probe,
             ttl_s: nft::ttl_secs(ctx.ttl),
+            exempt: None,
         })
     }
 

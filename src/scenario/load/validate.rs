@@ -286,6 +286,17 @@ pub(super) fn validate(
                 ),
             ));
         }
+        if let Some(target) = t.probe.target.as_deref().and_then(|n| targets.resolved.get(n))
+            && !target.sockets_here()
+        {
+            errors.push(diag.value_at(
+                &format!("traffic[{i}].probe.target"),
+                format!(
+                    "found remote target {}, expected `local` or a netns target: traffic is sent from sockets of its target's network",
+                    target.describe()
+                ),
+            ));
+        }
         for (p, msg) in t.validate() {
             errors.push(diag.value_at(&format!("traffic[{i}].{p}"), msg));
         }
@@ -440,12 +451,29 @@ fn probe_checks(
             ),
         ));
     }
+    if let Some(msg) = sockets_elsewhere(probe, targets) {
+        errors.push(diag.value_at(&format!("{pbase}.target"), msg));
+    }
     for (p, msg) in probe.validate() {
         errors.push(diag.value_at(&join(&pbase, &p), tidy(&msg)));
     }
     for (p, msg) in expect.validate() {
         errors.push(diag.value_at(&join(&format!("{base}.expect"), &p), tidy(&msg)));
     }
+}
+
+/// An `http` or `traffic` probe sends from sockets of its target's network, which
+/// the engine cannot open on a remote host.
+fn sockets_elsewhere(probe: &crate::probe::ProbeSpec, targets: &Targets) -> Option<String> {
+    let name = probe.target()?;
+    let t = targets.resolved.get(name)?;
+    (matches!(probe.kind(), "http" | "traffic") && !t.sockets_here()).then(|| {
+        format!(
+            "found remote target {}, expected `local` or a netns target: an `{}` probe sends from sockets of its target's network; on a remote host use a `command` probe (e.g. curl) or a `tcp` probe",
+            t.describe(),
+            probe.kind()
+        )
+    })
 }
 
 /// `names` are (position in the section, name) of the steps that decoded.

@@ -10,6 +10,8 @@ pub mod fake_k8s;
 pub mod netns;
 /// Skipping what cannot run here, and failing instead when `CI` is set.
 pub mod skip;
+/// Real sshd hosts in network namespaces, for the ssh target.
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,525 @@
+//! The `ssh` target against real sshd hosts in network namespaces
+//! ([`crate::common::sshd::Fleet`]): programs and their arguments arrive as is,
+//! secrets travel on stdin, unknown host keys are refused, and whole drills (command
+//! probe, `command` fault, recovery command) run over SSH, with the ledger naming
+//! the ssh target and `recover` reconnecting from it. A cut link leaves the revert
+//! to the dead-man on the host, which runs it by itself at the ttl.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use firedrill::target::{Cmd, KnownHostsPolicy, Target};
+
+use crate::common::sshd::Fleet;
+use crate::common::{assert_exit, wait_until};
+
+/// Standard output then standard error, after checking the exit code.
+fn exit_text(out: &std::process::Output, code: i32) -> String {
+    let err = assert_exit(out, code);
+    format!("{}{err}", String::from_utf8_lossy(&out.stdout))
+}
+
+/// A long-running process started inside host `i`'s namespace, named `name` (a
+/// symlink to `sleep`, so `/proc/PID/comm` is the name).
+struct Svc {
+    child: std::process::Child,
+    pub name: String,
+}
+
+impl Svc {
+    fn start(fleet: &Fleet, i: usize, name: &str) -> Svc {
+        let link = fleet.path(name);
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &fleet.hosts[i].ns])
+            .arg(&link)
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let svc = Svc {
+            child,
+            name: name.to_string(),
+        };
+        assert!(wait_until(Duration::from_secs(5), || svc.state().is_some()));
+        svc
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// State letter of `/proc/PID/stat` once `ip netns exec` has exec'd the service.
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        let (name, rest) = stat.split_once(") ")?;
+        name.ends_with(&self.name).then(|| rest.chars().next())?
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn programs_arguments_and_secrets_reach_the_host_as_is() {
+    let Some(fleet) = Fleet::new("ssh_target::programs", 1) else {
+        return;
+    };
+    let t = fleet.target(0);
+    let ip = fleet.hosts[0].ip.to_string();
+    let (addr, args, secret, sudo_user) = fleet.block_on(move || async move {
+        // Runs in the host's network: its own address is there.
+        let addr = t
+            .run(&Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", "eth0"]))
+            .await
+            .unwrap();
+        // Every argument arrives as one word, shell characters included.
+        let args = t
+            .run(&Cmd::new("printf").args(["%s|", "a b", "it's", "$(id)", "*", ""]))
+            .await
+            .unwrap();
+        // A secret travels on stdin ahead of the program's own input.
+        let secret = t
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", r#"printf '%s:' "$TOKEN"; cat"#])
+                    .envs([("TOKEN", "s3cret value")])
+                    .stdin(b"body".to_vec()),
+            )
+            .await
+            .unwrap();
+        // A TCP connection opens from the host itself (its sshd listens on its own
+        // loopback, which the engine's namespace does not have).
+        let lo: std::net::SocketAddr = "127.0.0.1:22".parse().unwrap();
+        t.tcp_reachable(lo, Duration::from_secs(5)).await.unwrap();
+        let closed: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let e = t
+            .tcp_reachable(closed, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        // Exit codes come back as they are.
+        let code = t.run(&Cmd::new("sh").args(["-c", "exit 7"])).await.unwrap();
+        assert_eq!(code.code, Some(7));
+        // `sudo: true` goes through `sudo -n`, or says clearly that it cannot.
+        let mut spec = match &t {
+            Target::Ssh(s) => s.clone(),
+            _ => unreachable!(),
+        };
+        spec.sudo = true;
+        let sudo = Target::Ssh(spec)
+            .run(&Cmd::new("sh").args(["-c", "echo ${SUDO_USER:-none}"]))
+            .await;
+        (addr, args, secret, sudo)
+    });
+    let addr = String::from_utf8_lossy(&addr.stdout).into_owned();
+    assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    assert_eq!(String::from_utf8_lossy(&args.stdout), "a b|it's|$(id)|*||");
+    assert_eq!(String::from_utf8_lossy(&secret.stdout), "s3cret value:body");
+    // `.ci/run` installs sudo: the program ran under `sudo -n`.
+    let sudo_user = sudo_user.unwrap();
+    assert_eq!(String::from_utf8_lossy(&sudo_user.stdout).trim(), "root");
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_unless_accept_new() {
+    let Some(fleet) = Fleet::new("ssh_target::hostkey", 1) else {
+        return;
+    };
+    let empty = fleet.path("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let mut spec = fleet.spec(0);
+    spec.known_hosts_file = Some(empty.display().to_string());
+    let strict = Target::Ssh(spec.clone());
+    spec.known_hosts = KnownHostsPolicy::AcceptNew;
+    let accept = Target::Ssh(spec);
+    let (strict, accept) = fleet.block_on(move || async move {
+        (
+            strict.run(&Cmd::new("true")).await.map(|o| o.code),
+            accept.run(&Cmd::new("true")).await.map(|o| o.code),
+        )
+    });
+    let e = strict.unwrap_err().to_string();
+    assert!(
+        e.contains("Host key verification failed") && e.contains("known_hosts: strict"),
+        "{e}"
+    );
+    assert_eq!(accept.unwrap(), Some(0));
+    let learned = std::fs::read_to_string(&empty).unwrap();
+    assert!(learned.contains("ssh-ed25519"), "{learned}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A drill on one host: a command precheck there, a `command` fault freezing a
+/// service there, a verification seeing it frozen, a recovery command.
+fn freeze_scenario(fleet: &Fleet, svc: &Svc, ttl: &str, verify_for: &str) -> String {
+    let marker = fleet.path("recovered");
+    format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-freeze }}
+targets:
+  h0: {target}
+prechecks:
+  - name: service runs on the host
+    probe: {{ command: {{ run: "pgrep -x {name}", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+faults:
+  - name: freeze the service
+    kind: command
+    target: h0
+    ttl: {ttl}
+    with:
+      apply: "pkill -STOP -x {name}"
+      revert: "pkill -CONT -x {name}"
+      check: "test \"$(ps -o stat= -p $(pgrep -x {name}) | cut -c1)\" = T"
+verifications:
+  - name: the service stays frozen
+    critical: true
+    for: {verify_for}
+    probe: {{ command: {{ run: "ps -o stat= -p $(pgrep -x {name}) | grep -q T", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+recovery:
+  - name: note recovery on the host
+    command: {{ run: "ip -o -4 addr show dev eth0 > {marker}", target: h0 }}
+"#,
+        target = fleet.target_yaml(0),
+        name = svc.name,
+        marker = marker.display(),
+    )
+}
+
+#[test]
+fn a_drill_over_ssh_freezes_and_thaws_and_recovers() {
+    let Some(fleet) = Fleet::new("ssh_target::drill", 1) else {
+        return;
+    };
+    let svc = Svc::start(&fleet, 0, &format!("fdsvc{}", std::process::id() % 100000));
+    let d = fleet.dir.path();
+    let scenario = write(d, "s.yaml", &freeze_scenario(&fleet, &svc, "60s", "1s"));
+    let out = fleet
+        .firedrill()
+        .args(["run", "--run-id", "sshdrill", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--lock-dir")
+        .arg(d.join("locks"))
+        .arg("--report-dir")
+        .arg(d.join("reports"))
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let text = exit_text(&out, 0);
+    assert_eq!(svc.state(), Some('S'), "thawed after the drill\n{text}");
+    // The recovery command ran on the host (its address, seen from there).
+    let rec = std::fs::read_to_string(fleet.path("recovered")).unwrap();
+    assert!(rec.contains(&fleet.hosts[0].ip.to_string()), "{rec}");
+    // The ledger names the ssh target, so `recover` could reconnect from it.
+    let ledger =
+        std::fs::read_to_string(d.join("state/runs/sshdrill/ledger.jsonl")).unwrap_or_default();
+    assert!(
+        ledger.contains(r#""type":"ssh""#) && ledger.contains(&fleet.hosts[0].ip.to_string()),
+        "{ledger}"
+    );
+    // The dead-man was cancelled: no watcher left on the host.
+    let left = fleet.on_host(0, "ls /tmp/firedrill-deadman-0/ | grep sshdrill || true");
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "");
+}
+
+#[test]
+fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
+    let Some(fleet) = Fleet::new("ssh_target::cut", 1) else {
+        return;
+    };
+    let svc = Svc::start(&fleet, 0, &format!("fdcut{}", std::process::id() % 100000));
+    let d = fleet.dir.path();
+    let ttl = Duration::from_secs(8);
+    let scenario = write(d, "s.yaml", &freeze_scenario(&fleet, &svc, "8s", "6s"));
+    let child = fleet
+        .firedrill()
+        .args(["run", "--run-id", "sshcut", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--lock-dir")
+        .arg(d.join("locks"))
+        .arg("--report-dir")
+        .arg(d.join("reports"))
+        .arg(&scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Frozen: the fault took effect; then the engine loses the host.
+    assert!(wait_until(Duration::from_secs(30), || svc.state() == Some('T')));
+    let frozen_at = Instant::now();
+    fleet.link(0, false);
+    // The host thaws by itself within ttl + 2 s of the injection.
+    assert!(
+        wait_until(ttl + Duration::from_secs(2), || svc.state() == Some('S')),
+        "still {:?} {:?} after the freeze",
+        svc.state(),
+        frozen_at.elapsed()
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = exit_text(&out, 4);
+    assert!(
+        text.contains("revert pending on ssh:root@10.66.0.10:22"),
+        "{text}"
+    );
+    assert!(text.contains("dead-man fires at"), "{text}");
+    // The link is back: recover finds the dead-man did it, and nothing is left.
+    fleet.link(0, true);
+    let rec = fleet
+        .firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    let rtext = exit_text(&rec, 0);
+    assert!(rtext.contains("dead-man"), "{rtext}");
+    assert_eq!(svc.state(), Some('S'));
+    let again = fleet
+        .firedrill()
+        .args(["recover", "--all", "--state-dir"])
+        .arg(d.join("state"))
+        .output()
+        .unwrap();
+    let again = exit_text(&again, 0);
+    assert!(!again.contains("freeze the service"), "{again}");
+    // The dead-man's files went with it.
+    let left = fleet.on_host(
+        0,
+        "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep sshcut || true",
+    );
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "");
+}
+
+/// `firedrill run` of `scenario` in the engine's namespace, with its own state.
+fn drill(fleet: &Fleet, scenario: &Path, run_id: &str) -> Command {
+    let d = fleet.dir.path().join(run_id);
+    let mut c = fleet.firedrill();
+    c.args(["run", "--run-id", run_id, "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--lock-dir")
+        .arg(d.join("locks"))
+        .arg("--report-dir")
+        .arg(d.join("reports"))
+        .arg(scenario);
+    c
+}
+
+#[test]
+fn a_host_is_locked_on_the_host_against_another_engine() {
+    let Some(fleet) = Fleet::new("ssh_target::lock", 1) else {
+        return;
+    };
+    let svc = Svc::start(&fleet, 0, &format!("fdlck{}", std::process::id() % 100000));
+    let scenario = write(
+        fleet.dir.path(),
+        "s.yaml",
+        &freeze_scenario(&fleet, &svc, "60s", "8s"),
+    );
+    // Engine A holds the host; engine B (other state and lock directories, as on
+    // another machine) is refused before it injects anything.
+    let a = drill(&fleet, &scenario, "locka")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || svc.state() == Some('T')));
+    let b = drill(&fleet, &scenario, "lockb").output().unwrap();
+    let text = exit_text(&b, 3);
+    assert!(
+        text.contains("locked by another drill (run locka since"),
+        "{text}"
+    );
+    assert_eq!(svc.state(), Some('T'), "B did not thaw what A froze");
+    exit_text(&a.wait_with_output().unwrap(), 0);
+    assert_eq!(svc.state(), Some('S'));
+    // A has exited: its lock went with it.
+    exit_text(
+        &drill(
+            &fleet,
+            &write(
+                fleet.dir.path(),
+                "short.yaml",
+                &freeze_scenario(&fleet, &svc, "60s", "1s"),
+            ),
+            "lockc",
+        )
+        .output()
+        .unwrap(),
+        0,
+    );
+}
+
+#[test]
+fn network_faults_on_a_remote_host_are_refused_at_validation() {
+    let Some(fleet) = Fleet::new("ssh_target::netfault", 0) else {
+        return;
+    };
+    let text = format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: refused }}
+targets:
+  h: {{ ssh: {{ host: 10.66.0.10, user: root }} }}
+prechecks:
+  - name: over http
+    probe: {{ http: {{ url: "http://10.1.2.3/", target: h }} }}
+faults:
+  - name: cut
+    kind: network_rate_limit
+    target: h
+    with: {{ to: ["10.1.2.3:443"], per_second: 5 }}
+  - name: slow
+    kind: latency
+    target: h
+    with: {{ upstream: "10.1.2.3:80", listen: "127.0.0.1:30080", delay: 100ms }}
+  - name: kill
+    kind: process_kill
+    target: h
+    with: {{ cgroup: system.slice/relay.service }}
+"#
+    );
+    let s = write(fleet.dir.path(), "s.yaml", &text);
+    let out = fleet.firedrill().arg("validate").arg(&s).output().unwrap();
+    let err = exit_text(&out, 2);
+    assert!(
+        err.contains("prechecks[0].probe.http.target: found remote target"),
+        "{err}"
+    );
+    assert!(
+        err.contains("faults[0].target: found remote target ssh:root@10.66.0.10:22"),
+        "{err}"
+    );
+    assert!(
+        err.contains("faults[1].target") && err.contains("the proxy runs inside the engine"),
+        "{err}"
+    );
+    assert!(
+        err.contains("faults[2].with.cgroup") && err.contains("on this host only"),
+        "{err}"
+    );
+}
+
+#[test]
+fn remote_process_kill_freezes_thaws_and_kills_on_the_host() {
+    let Some(fleet) = Fleet::new("ssh_target::pkill", 1) else {
+        return;
+    };
+    let id = std::process::id() % 100000;
+    let frozen = Svc::start(&fleet, 0, &format!("fdfrz{id}"));
+    let killed = Svc::start(&fleet, 0, &format!("fdkil{id}"));
+    let text = format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-pkill }}
+targets:
+  h0: {target}
+faults:
+  - name: freeze
+    kind: process_kill
+    target: h0
+    ttl: 60s
+    with: {{ name: {f}, signal: STOP }}
+  - name: kill
+    kind: process_kill
+    target: h0
+    with: {{ pattern: "^{k} 600$", signal: KILL }}
+verifications:
+  - name: frozen on the host
+    critical: true
+    probe: {{ command: {{ run: "ps -o stat= -p $(pgrep -x {f}) | grep -q T", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+"#,
+        target = fleet.target_yaml(0),
+        f = frozen.name,
+        k = fleet.path(&killed.name).display(),
+    );
+    let s = write(fleet.dir.path(), "s.yaml", &text);
+    let out = drill(&fleet, &s, "pkill").output().unwrap();
+    exit_text(&out, 0);
+    assert_eq!(frozen.state(), Some('S'), "thawed by the revert");
+    assert!(
+        wait_until(Duration::from_secs(5), || killed.state() != Some('S')),
+        "killed"
+    );
+    // The dead-man was cancelled by the revert: nothing left on the host.
+    let left = fleet.on_host(
+        0,
+        "ls /tmp/firedrill-deadman-0/ 2>/dev/null | grep pkill || true",
+    );
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "");
+}
+
+#[test]
+fn a_remote_partition_blocks_its_destination_never_the_ssh_link() {
+    let Some(fleet) = Fleet::new("ssh_target::partition", 2) else {
+        return;
+    };
+    let ruleset =
+        || String::from_utf8_lossy(&fleet.on_host(0, "nft list ruleset").stdout).into_owned();
+    let before = ruleset();
+    let other = fleet.hosts[1].ip;
+    let scenario = |to: &str| {
+        format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-partition }}
+targets:
+  h0: {target}
+faults:
+  - name: cut h1
+    kind: network_partition
+    target: h0
+    ttl: 60s
+    with: {{ to: ["{to}"], action: drop }}
+verifications:
+  - name: h1 unreachable from h0, over the still-working ssh link
+    critical: true
+    for: 2s
+    probe: {{ command: {{ run: "! timeout 1 bash -c 'exec 3<>/dev/tcp/{other}/22'", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+  - name: the fault's chains let the engine's ssh link through first
+    critical: true
+    probe: {{ command: {{ run: "nft list table inet firedrill_part | grep -c \"10.66.0.1 .*22 accept comment .firedrill: the engine's ssh link\"", target: h0 }} }}
+    expect: {{ stdout_number: {{ regex: '([0-9]+)', ge: 2 }} }}
+"#,
+            target = fleet.target_yaml(0),
+        )
+    };
+    let s = write(
+        fleet.dir.path(),
+        "s.yaml",
+        &scenario(&format!("{other}:22")),
+    );
+    let out = drill(&fleet, &s, "part").output().unwrap();
+    let text = exit_text(&out, 0);
+    assert!(text.contains("no answer"), "{text}");
+    // Afterwards h1 answers again, and h0's ruleset is byte-identical.
+    let again = fleet.on_host(
+        0,
+        &format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{other}/22'"),
+    );
+    assert!(again.status.success());
+    assert_eq!(ruleset(), before);
+    // The engine's own address, as h0 sees it, is refused at injection: nothing
+    // is applied.
+    let s = write(fleet.dir.path(), "peer.yaml", &scenario("10.66.0.1"));
+    let out = drill(&fleet, &s, "peer").output().unwrap();
+    let text = exit_text(&out, 3);
+    assert!(
+        text.contains("covers 10.66.0.1, the engine's own control path"),
+        "{text}"
+    );
+    assert_eq!(ruleset(), before);
+}
