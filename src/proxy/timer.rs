@@ -480,7 +480,11 @@ mod tests {
                 .unwrap();
             let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
             rt.block_on(async {
-                let mut after_first = 0;
+                let pooled = || POOL.with(|p| p.borrow().as_ref().map_or(0, Vec::len));
+                // Descriptors other than the pool's: the pool may still grow after the
+                // first wave (on a loaded machine some deadlines pass before their
+                // task first runs and never take a timerfd), so it is set apart.
+                let mut others_after_first = 0;
                 for wave in 0..20 {
                     let start = Instant::now();
                     let tasks: Vec<_> = (0..100)
@@ -497,14 +501,14 @@ mod tests {
                         assert!(woke >= d, "woke {:?} early", d - woke);
                     }
                     if wave == 0 {
-                        after_first = fds();
+                        others_after_first = fds() - pooled();
                     }
                 }
-                let pooled = POOL.with(|p| p.borrow().as_ref().map_or(0, Vec::len));
-                assert!((90..=100).contains(&pooled), "{pooled} pooled");
-                // Other tests open files meanwhile: a little slack, far below the
+                assert!(pooled() <= 100, "{} pooled for 100 concurrent sleeps", pooled());
+                // Other tests may open files meanwhile: a little slack, far below the
                 // 1,900 descriptors a leak would leave.
-                assert!(fds() <= after_first + 20, "{after_first} then {}", fds());
+                let others = fds() - pooled();
+                assert!(others <= others_after_first + 20, "{others_after_first} then {others}");
             });
         })
         .join()

@@ -16,7 +16,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use super::ReportError;
-use super::write::write_atomic;
+use super::atomic::write_atomic;
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "MANIFEST.sha256";

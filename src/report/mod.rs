@@ -5,6 +5,7 @@
 //! re-renders any past run exactly.
 
 pub mod history;
+mod atomic;
 pub mod improvements;
 pub mod integrity;
 pub mod render;
