@@ -401,21 +401,11 @@ fn main() -> ExitCode {
         let handler: http::Handler = Arc::new(move |req| Box::pin(s.clone().handle(req)));
         tokio::select! {
             _ = http::serve(listener, handler) => {}
-            _ = shutdown() => {}
+            _ = http::shutdown() => {}
         }
         if let Some(p) = &pidfile {
             let _ = std::fs::remove_file(p);
         }
         ExitCode::SUCCESS
     })
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

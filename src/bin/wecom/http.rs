@@ -210,3 +210,14 @@ pub fn opts(args: &[String], name: &str) -> Vec<String> {
 pub fn opt(args: &[String], name: &str) -> Option<String> {
     opts(args, name).pop()
 }
+
+/// Until SIGTERM or SIGINT: both binaries then remove their pidfile and exit 0.
+pub async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
