@@ -673,7 +673,7 @@ fn proxy() {
 }
 
 fn start_ours(kids: &mut Kids, up: SocketAddr, lat: Option<u64>) -> SocketAddr {
-    start_ours_timer(kids, up, lat, "spin").1
+    start_ours_timer(kids, up, lat, "hr").1
 }
 
 /// Our proxy with the timer `FIREDRILL_PROXY_TIMER=timer`: its pid and address.
