@@ -162,7 +162,10 @@ pub fn main(cli: Cli) -> i32 {
         },
         Command::Keygen(a) => match report::integrity::keys::keygen(&a.file) {
             Ok((pub_path, _)) => {
-                outln!("private key: {} (mode 0600; keep it secret)", a.file.display());
+                outln!(
+                    "private key: {} (mode 0600; keep it secret)",
+                    a.file.display()
+                );
                 outln!("public key:  {}", pub_path.display());
                 EXIT_OK
             }
@@ -212,8 +215,10 @@ pub fn schema_json() -> String {
 
 fn load(args: &crate::cli::ScenarioArgs) -> Result<Drill, i32> {
     let (overrides, file_problems) = overrides(&args.var_files, &args.vars)?;
-    match with_var_file_problems(scenario::load_file(&args.scenario, &overrides), file_problems)
-    {
+    match with_var_file_problems(
+        scenario::load_file(&args.scenario, &overrides),
+        file_problems,
+    ) {
         Ok(d) => {
             crate::secrets::register(d.vars.secret_values());
             Ok(d)
@@ -431,11 +436,15 @@ async fn run_drill(
     record
         .exercise
         .participants
-        .extend(participants.iter().map(|(n, r)| crate::model::ParticipantRecord {
-            name: crate::secrets::redact(n).into_owned(),
-            role: crate::secrets::redact(r).into_owned(),
-            source: "command line".into(),
-        }));
+        .extend(
+            participants
+                .iter()
+                .map(|(n, r)| crate::model::ParticipantRecord {
+                    name: crate::secrets::redact(n).into_owned(),
+                    role: crate::secrets::redact(r).into_owned(),
+                    source: "command line".into(),
+                }),
+        );
     let written = report::write_reports(&record, &dir.path, template_dir).and_then(|mut files| {
         if let Some(key) = sign_key {
             files.push(report::integrity::sign(&dir.path, key)?);
@@ -630,7 +639,10 @@ async fn recover(state: &Path, run: Option<&str>, force: bool, report_dir: &Path
 fn verify(dir: &Path, pubkey: Option<&Path>) -> i32 {
     use report::integrity::{self, MANIFEST, SIGNATURE, SignatureCheck};
     if !dir.is_dir() {
-        errln!("error: {}: not a directory, expected a report directory", dir.display());
+        errln!(
+            "error: {}: not a directory, expected a report directory",
+            dir.display()
+        );
         return EXIT_INVALID;
     }
     let key = match pubkey.map(integrity::keys::read_verifying_key) {
@@ -659,11 +671,15 @@ fn verify(dir: &Path, pubkey: Option<&Path>) -> i32 {
     }
     match &v.signature {
         SignatureCheck::Valid => outln!("signature: valid ({SIGNATURE}, by the given public key)"),
-        SignatureCheck::Unsigned => outln!("signature: none ({SIGNATURE} absent; no --pubkey given)"),
+        SignatureCheck::Unsigned => {
+            outln!("signature: none ({SIGNATURE} absent; no --pubkey given)")
+        }
         SignatureCheck::NotChecked => {
             outln!("signature: present but not checked (give --pubkey FILE to check it)")
         }
-        SignatureCheck::Missing => outln!("SIGNATURE MISSING: no {SIGNATURE}, but --pubkey was given"),
+        SignatureCheck::Missing => {
+            outln!("SIGNATURE MISSING: no {SIGNATURE}, but --pubkey was given")
+        }
         SignatureCheck::Invalid(why) => outln!("SIGNATURE INVALID: {why}"),
     }
     if v.ok() {

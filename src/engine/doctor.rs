@@ -72,7 +72,11 @@ pub async fn examine(
     out.push(writable("engine", "ledger directory", state_dir));
     out.push(writable("engine", "report directory", report_dir));
 
-    let faults: Vec<_> = drill.faults.iter().filter(|f| f.step.level <= level).collect();
+    let faults: Vec<_> = drill
+        .faults
+        .iter()
+        .filter(|f| f.step.level <= level)
+        .collect();
     if faults.is_empty() {
         out.push(finding(
             Verdict::Warn,
@@ -103,7 +107,13 @@ pub async fn examine(
             Ok(undo) => {
                 entry.1 |= needs_nft(&undo);
                 fault_lines.push(proxy_port(&undo, &f.target, &subject).await.unwrap_or_else(
-                    || finding(Verdict::Ok, &subject, format!("{}: {}", f.spec.kind(), undo.preview())),
+                    || {
+                        finding(
+                            Verdict::Ok,
+                            &subject,
+                            format!("{}: {}", f.spec.kind(), undo.preview()),
+                        )
+                    },
                 ));
             }
             Err(e) => fault_lines.push(finding(
@@ -128,14 +138,19 @@ pub async fn examine(
                     .collect();
                 perms.sort();
                 perms.dedup();
-                out.push(match crate::target::kubernetes::preflight(cluster, &perms).await {
-                    Ok(()) => finding(
-                        Verdict::Ok,
-                        &subject,
-                        format!("{} permission(s) granted (SelfSubjectAccessReview)", perms.len()),
-                    ),
-                    Err(e) => finding(Verdict::Fail, &subject, e),
-                });
+                out.push(
+                    match crate::target::kubernetes::preflight(cluster, &perms).await {
+                        Ok(()) => finding(
+                            Verdict::Ok,
+                            &subject,
+                            format!(
+                                "{} permission(s) granted (SelfSubjectAccessReview)",
+                                perms.len()
+                            ),
+                        ),
+                        Err(e) => finding(Verdict::Fail, &subject, e),
+                    },
+                );
             }
             None => out.push(answers(target, &subject).await),
         }
@@ -155,8 +170,16 @@ fn writable(subject: &str, what: &str, dir: &Path) -> Finding {
         .and_then(|()| std::fs::write(&probe, b"firedrill doctor\n"))
         .and_then(|()| std::fs::remove_file(&probe));
     match r {
-        Ok(()) => finding(Verdict::Ok, subject, format!("{what} {} is writable", dir.display())),
-        Err(e) => finding(Verdict::Fail, subject, format!("{what} {} is not writable: {e}", dir.display())),
+        Ok(()) => finding(
+            Verdict::Ok,
+            subject,
+            format!("{what} {} is writable", dir.display()),
+        ),
+        Err(e) => finding(
+            Verdict::Fail,
+            subject,
+            format!("{what} {} is not writable: {e}", dir.display()),
+        ),
     }
 }
 
@@ -179,7 +202,11 @@ async fn proxy_port(undo: &Undo, target: &Target, subject: &str) -> Option<Findi
     Some(match target.listen_tcp(u.listen).await {
         Ok(l) => {
             drop(l);
-            finding(Verdict::Ok, subject, format!("{}: {} is free", undo.kind(), u.listen))
+            finding(
+                Verdict::Ok,
+                subject,
+                format!("{}: {} is free", undo.kind(), u.listen),
+            )
         }
         Err(e) => finding(
             Verdict::Fail,
@@ -192,33 +219,51 @@ async fn proxy_port(undo: &Undo, target: &Target, subject: &str) -> Option<Findi
 /// `CAP_NET_ADMIN` (bit 12) in this process's effective set: nftables needs it.
 fn net_admin() -> Finding {
     const CAP_NET_ADMIN: u32 = 12;
-    let eff = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    });
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        });
     match eff {
-        Some(caps) if caps & (1 << CAP_NET_ADMIN) != 0 => {
-            finding(Verdict::Ok, "engine", "CAP_NET_ADMIN held (network faults need it)")
-        }
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) != 0 => finding(
+            Verdict::Ok,
+            "engine",
+            "CAP_NET_ADMIN held (network faults need it)",
+        ),
         Some(_) => finding(
             Verdict::Fail,
             "engine",
             "CAP_NET_ADMIN missing: the network faults need it (run as root, or grant the capability)",
         ),
-        None => finding(Verdict::Warn, "engine", "cannot read this process's capabilities"),
+        None => finding(
+            Verdict::Warn,
+            "engine",
+            "cannot read this process's capabilities",
+        ),
     }
 }
 
 async fn answers(target: &Target, subject: &str) -> Finding {
     let started = Instant::now();
-    match target.run(&Cmd::new("true").timeout(Duration::from_secs(10))).await {
+    match target
+        .run(&Cmd::new("true").timeout(Duration::from_secs(10)))
+        .await
+    {
         Ok(o) if o.success() => finding(
             Verdict::Ok,
             subject,
-            format!("reachable (a command ran in {:.0} ms)", started.elapsed().as_secs_f64() * 1000.0),
+            format!(
+                "reachable (a command ran in {:.0} ms)",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
         ),
-        Ok(o) => finding(Verdict::Fail, subject, format!("a command there exited with {:?}", o.code)),
+        Ok(o) => finding(
+            Verdict::Fail,
+            subject,
+            format!("a command there exited with {:?}", o.code),
+        ),
         Err(e) => finding(Verdict::Fail, subject, format!("not reachable: {e}")),
     }
 }
@@ -229,7 +274,11 @@ fn lock_free(lock_dir: &Path, target: &Target, subject: &str) -> Finding {
     match lock::acquire(lock_dir, &[target.lock_key()], "doctor") {
         Ok(held) => {
             drop(held);
-            finding(Verdict::Ok, subject, format!("not locked by another drill ({})", lock_dir.display()))
+            finding(
+                Verdict::Ok,
+                subject,
+                format!("not locked by another drill ({})", lock_dir.display()),
+            )
         }
         Err(e) => finding(Verdict::Fail, subject, e.to_string()),
     }
@@ -242,7 +291,11 @@ async fn nft_usable(target: &Target, subject: &str) -> Finding {
     match target.run(&cmd).await {
         Ok(o) if o.success() => {
             let tables = String::from_utf8_lossy(&o.stdout).lines().count();
-            finding(Verdict::Ok, subject, format!("nftables usable ({tables} table(s) there now)"))
+            finding(
+                Verdict::Ok,
+                subject,
+                format!("nftables usable ({tables} table(s) there now)"),
+            )
         }
         Ok(o) => finding(
             Verdict::Fail,

@@ -18,8 +18,8 @@
 
 mod abort;
 mod background;
-pub mod doctor;
 pub(crate) mod check;
+pub mod doctor;
 mod guards;
 mod indicators;
 pub mod ledger;

@@ -261,7 +261,11 @@ impl Engine {
                     .filter(|f| f.step.level <= self.opts.level)
                     .count(),
                 self.opts.level,
-                if self.opts.rehearse { " (rehearsal: none is injected)" } else { "" }
+                if self.opts.rehearse {
+                    " (rehearsal: none is injected)"
+                } else {
+                    ""
+                }
             )],
             None,
         );
@@ -318,12 +322,19 @@ impl Engine {
         if o.status == Status::RecoveryIncomplete {
             self.notifier.notify(
                 NotifyEvent::RecoveryIncomplete,
-                format!("RECOVERY INCOMPLETE: a fault may still be in place (ledger {})", record.ledger),
-                vec![o.reason.clone(), format!("run `firedrill recover --run {}`", record.run_id)],
+                format!(
+                    "RECOVERY INCOMPLETE: a fault may still be in place (ledger {})",
+                    record.ledger
+                ),
+                vec![
+                    o.reason.clone(),
+                    format!("run `firedrill recover --run {}`", record.run_id),
+                ],
                 verdict,
             );
         }
-        self.notifier.notify(NotifyEvent::Finished, title, lines, verdict);
+        self.notifier
+            .notify(NotifyEvent::Finished, title, lines, verdict);
     }
 
     /// Setup: names the drill, the run and its ledger on the timeline.
@@ -681,7 +692,13 @@ impl Engine {
             self.notifier.notify(
                 NotifyEvent::FaultInjected,
                 format!("fault `{}` injected", f.step.name),
-                vec![msg.clone(), format!("reverted at the latest after its ttl of {}", crate::duration::HumanDuration(ttl))],
+                vec![
+                    msg.clone(),
+                    format!(
+                        "reverted at the latest after its ttl of {}",
+                        crate::duration::HumanDuration(ttl)
+                    ),
+                ],
                 None,
             );
             self.timeline

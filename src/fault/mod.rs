@@ -428,17 +428,28 @@ impl Undo {
                     "{} process(es) match now: {}{}",
                     u.processes.len(),
                     shown.join(", "),
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 )
             }
             Undo::Latency(u) | Undo::HttpFault(u) => match (&u.upstream, &u.redirect) {
                 (Some(up), _) => format!("proxy would listen on {} in front of {up}", u.listen),
-                (None, _) => format!("transparent proxy would listen on {} (a free port now)", u.listen),
+                (None, _) => format!(
+                    "transparent proxy would listen on {} (a free port now)",
+                    u.listen
+                ),
             },
             Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => {
                 let n: usize = u.resolved.iter().map(|r| r.addresses.len()).sum();
                 let to: Vec<&str> = u.resolved.iter().map(|r| r.to.as_str()).collect();
-                format!("{n} address(es) from {} in table {}", to.join(", "), u.table)
+                format!(
+                    "{n} address(es) from {} in table {}",
+                    to.join(", "),
+                    u.table
+                )
             }
             Undo::PodKill(u) => {
                 let names: Vec<&str> = u.pods.iter().take(5).map(|p| p.name.as_str()).collect();
@@ -449,7 +460,11 @@ impl Undo {
                     u.candidates,
                     u.namespace,
                     names.join(", "),
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 )
             }
             Undo::Scale(u) => format!(

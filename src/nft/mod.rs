@@ -53,8 +53,9 @@ pub(crate) use addr::{AddrFamily, IpNet, normalize};
 pub(crate) use exec::to_json;
 pub(crate) use exec::{apply, delete_objects, delete_table_if_empty, list_table};
 pub(crate) use stmt::{
-    Side, Statement, Unreachable, accept, addr_eq, addr_in_set, counter, ct_state_new, drop, icmp_unreachable, jump,
-    l4proto_in, limit_over, port_in, redirect_to, reject_icmpx, reject_tcp_reset, ret, tcp_rst,
+    Side, Statement, Unreachable, accept, addr_eq, addr_in_set, counter, ct_state_new, drop,
+    icmp_unreachable, jump, l4proto_in, limit_over, port_in, redirect_to, reject_icmpx,
+    reject_tcp_reset, ret, tcp_rst,
 };
 pub(crate) use table::{
     FilterHook, NatHook, Objects, PRIO_AFTER_CONNTRACK, PRIO_EARLY, RunTable, object_prefix,

@@ -14,8 +14,8 @@
 //! how it tells an accepted message from a refused one.
 
 pub(crate) mod slack;
-pub(crate) mod wecom_robot;
 pub(crate) mod webhook;
+pub(crate) mod wecom_robot;
 
 use std::time::Duration;
 
@@ -71,7 +71,9 @@ pub struct Endpoint {
 }
 
 /// Moments of a run that can be notified.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyEvent {
     /// The run started (the target locks and the ledger are in place).
@@ -148,26 +150,40 @@ impl NotifyChannel {
     pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         if self.name.trim().is_empty() {
-            errs.push(("name".into(), "found an empty name, expected a channel name".into()));
+            errs.push((
+                "name".into(),
+                "found an empty name, expected a channel name".into(),
+            ));
         }
         let url = self.to.url();
         let problem = match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => None,
-            Ok(u) => Some(format!("found scheme `{}`, expected an http or https URL with a host", u.scheme())),
+            Ok(u) => Some(format!(
+                "found scheme `{}`, expected an http or https URL with a host",
+                u.scheme()
+            )),
             // The URL is not echoed: it carries the endpoint's key.
-            Err(e) => Some(format!("found a URL that does not parse ({e}), expected an absolute http or https URL")),
+            Err(e) => Some(format!(
+                "found a URL that does not parse ({e}), expected an absolute http or https URL"
+            )),
         };
         if let Some(p) = problem {
             errs.push((format!("to.{}.url", self.to.as_str()), p));
         }
         if self.events.is_empty() {
-            errs.push(("events".into(), "found an empty list, expected at least one event (or no `events` for all)".into()));
+            errs.push((
+                "events".into(),
+                "found an empty list, expected at least one event (or no `events` for all)".into(),
+            ));
         }
         let t = self.timeout.0;
         if t.is_zero() || t > Duration::from_secs(30) {
             errs.push((
                 "timeout".into(),
-                format!("found {}, expected more than 0 and at most 30s", self.timeout),
+                format!(
+                    "found {}, expected more than 0 and at most 30s",
+                    self.timeout
+                ),
             ));
         }
         errs
@@ -225,7 +241,10 @@ pub async fn send(http: &reqwest::Client, channel: &NotifyChannel, msg: &Message
     let res = async {
         let resp = req.send().await.map_err(|e| format!("not sent: {e}"))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| format!("HTTP {status}, body unreadable: {e}"))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("HTTP {status}, body unreadable: {e}"))?;
         let short = bounded(&text);
         channel
             .to
@@ -234,8 +253,14 @@ pub async fn send(http: &reqwest::Client, channel: &NotifyChannel, msg: &Message
             .map_err(|why| format!("refused: {why} (HTTP {status} {short})"))
     };
     match tokio::time::timeout(channel.timeout.0, res).await {
-        Ok(Ok(detail)) => Sent { delivered: true, detail },
-        Ok(Err(detail)) => Sent { delivered: false, detail },
+        Ok(Ok(detail)) => Sent {
+            delivered: true,
+            detail,
+        },
+        Ok(Err(detail)) => Sent {
+            delivered: false,
+            detail,
+        },
         Err(_) => Sent {
             delivered: false,
             detail: format!("not answered within {}", channel.timeout),
@@ -267,7 +292,9 @@ mod tests {
 
     #[test]
     fn a_channel_decodes_with_every_event_by_default() {
-        let c = channel("name: ops\nto: { wecom_robot: { url: 'http://127.0.0.1:1/cgi-bin/webhook/send?key=k' } }\n");
+        let c = channel(
+            "name: ops\nto: { wecom_robot: { url: 'http://127.0.0.1:1/cgi-bin/webhook/send?key=k' } }\n",
+        );
         assert_eq!(c.to.as_str(), "wecom_robot");
         assert_eq!(c.events, NotifyEvent::all());
         assert_eq!(c.timeout.0, Duration::from_secs(5));
@@ -276,13 +303,18 @@ mod tests {
 
     #[test]
     fn bad_channels_are_named_without_echoing_the_url() {
-        let c = channel("name: ''\nto: { slack: { url: 'not a url key=SECRET' } }\nevents: []\ntimeout: 1m\n");
+        let c = channel(
+            "name: ''\nto: { slack: { url: 'not a url key=SECRET' } }\nevents: []\ntimeout: 1m\n",
+        );
         let errs = c.validate();
         let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["name", "to.slack.url", "events", "timeout"]);
         assert!(errs.iter().all(|(_, m)| !m.contains("SECRET")), "{errs:?}");
         let c = channel("name: x\nto: { webhook: { url: 'ftp://h/x' } }\n");
-        assert_eq!(c.validate()[0].1, "found scheme `ftp`, expected an http or https URL with a host");
+        assert_eq!(
+            c.validate()[0].1,
+            "found scheme `ftp`, expected an http or https URL with a host"
+        );
     }
 
     #[test]

@@ -10,13 +10,19 @@ pub(crate) fn payload(msg: &Message) -> Value {
     for l in &msg.lines {
         text.push_str(&format!("\n• {}", escape(l)));
     }
-    text.push_str(&format!("\nrun `{}` on {}", escape(&msg.run_id), escape(&msg.host)));
+    text.push_str(&format!(
+        "\nrun `{}` on {}",
+        escape(&msg.run_id),
+        escape(&msg.host)
+    ));
     json!({ "text": text })
 }
 
 /// Slack's three control characters in mrkdwn.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub(crate) fn accepted(status: u16, _body: &str) -> Result<(), String> {

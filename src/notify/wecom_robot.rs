@@ -15,11 +15,18 @@ pub(crate) fn payload(msg: &Message) -> Value {
         Some(_) => "warning",
         None => "comment",
     };
-    let mut content = format!("**<font color=\"{colour}\">{}</font>**\n", escape(&msg.headline()));
+    let mut content = format!(
+        "**<font color=\"{colour}\">{}</font>**\n",
+        escape(&msg.headline())
+    );
     for l in &msg.lines {
         content.push_str(&format!("> {}\n", escape(l)));
     }
-    content.push_str(&format!("> run `{}` on {}", escape(&msg.run_id), escape(&msg.host)));
+    content.push_str(&format!(
+        "> run `{}` on {}",
+        escape(&msg.run_id),
+        escape(&msg.host)
+    ));
     // WeCom refuses markdown content over 4096 bytes.
     if content.len() > 4000 {
         let mut end = 4000;
@@ -47,7 +54,9 @@ pub(crate) fn accepted(status: u16, body: &str) -> Result<(), String> {
         Some(0) => Ok(()),
         Some(code) => Err(format!(
             "errcode {code} ({})",
-            v.get("errmsg").and_then(Value::as_str).unwrap_or("no errmsg")
+            v.get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or("no errmsg")
         )),
         None => Err("expected an `errcode` in the answer".into()),
     }
@@ -73,7 +82,10 @@ mod tests {
         };
         let p = payload(&m);
         let c = p["markdown"]["content"].as_str().unwrap();
-        assert!(c.starts_with("**<font color=\"info\">firedrill `wecom-outage`: PASSED ‹b›</font>**"), "{c}");
+        assert!(
+            c.starts_with("**<font color=\"info\">firedrill `wecom-outage`: PASSED ‹b›</font>**"),
+            "{c}"
+        );
         assert!(c.contains("> measured RTO 2012 ms\n> run `r1` on h"), "{c}");
         assert_eq!(accepted(200, r#"{"errcode":0,"errmsg":"ok"}"#), Ok(()));
         assert_eq!(

@@ -159,7 +159,10 @@ fn new_timerfd() -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedF
     use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: timerfd_create returns a new descriptor or -1; it is owned from here.
     let fd = unsafe {
-        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -182,7 +185,10 @@ async fn hr_wait(left: Duration) -> std::io::Result<()> {
     // Relative to the moment of the call, which is after `left` was measured: the
     // expiry is at or after the deadline, never before.
     let spec = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
         it_value: libc::timespec {
             tv_sec: left.as_secs() as libc::time_t,
             // A zero it_value would disarm the timer: at least 1 ns.
@@ -404,7 +410,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn never_wakes_early() {
-        for kind in [TimerKind::Hr, TimerKind::Thread, TimerKind::Spin, TimerKind::Tokio] {
+        for kind in [
+            TimerKind::Hr,
+            TimerKind::Thread,
+            TimerKind::Spin,
+            TimerKind::Tokio,
+        ] {
             for ms in [0u64, 1, 3, 7] {
                 let start = Instant::now();
                 let deadline = start + Duration::from_millis(ms);
@@ -460,11 +471,19 @@ mod tests {
             .collect();
         for t in tasks {
             let (deadline, woke) = t.await.unwrap();
-            assert!(woke >= deadline, "woke {:?} before its deadline", deadline - woke);
+            assert!(
+                woke >= deadline,
+                "woke {:?} before its deadline",
+                deadline - woke
+            );
         }
         // Other tests of this binary open files concurrently: allow a little slack,
         // but 300 leaked timerfds would not fit in it.
-        assert!(fds() <= before + 20, "{before} descriptors before, {} after", fds());
+        assert!(
+            fds() <= before + 20,
+            "{before} descriptors before, {} after",
+            fds()
+        );
     }
 
     /// A proxy's thread keeps its timerfds: thousands of sleeps in waves of 100
@@ -504,11 +523,18 @@ mod tests {
                         others_after_first = fds() - pooled();
                     }
                 }
-                assert!(pooled() <= 100, "{} pooled for 100 concurrent sleeps", pooled());
+                assert!(
+                    pooled() <= 100,
+                    "{} pooled for 100 concurrent sleeps",
+                    pooled()
+                );
                 // Other tests may open files meanwhile: a little slack, far below the
                 // 1,900 descriptors a leak would leave.
                 let others = fds() - pooled();
-                assert!(others <= others_after_first + 20, "{others_after_first} then {others}");
+                assert!(
+                    others <= others_after_first + 20,
+                    "{others_after_first} then {others}"
+                );
             });
         })
         .join()

@@ -4,8 +4,8 @@
 //! Renderers read only [`RunRecord`], so `firedrill report journal.json`
 //! re-renders any past run exactly.
 
-pub mod history;
 mod atomic;
+pub mod history;
 pub mod improvements;
 pub mod integrity;
 pub mod render;

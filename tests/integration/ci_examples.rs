@@ -20,7 +20,9 @@ fn shell_lines(v: &serde_yaml::Value, out: &mut Vec<String>) {
         serde_yaml::Value::Mapping(m) => {
             for (k, v) in m {
                 match (k.as_str(), v) {
-                    (Some("run"), serde_yaml::Value::String(s)) => out.extend(s.lines().map(str::to_string)),
+                    (Some("run"), serde_yaml::Value::String(s)) => {
+                        out.extend(s.lines().map(str::to_string))
+                    }
                     (Some("script"), serde_yaml::Value::Sequence(items)) => {
                         out.extend(items.iter().filter_map(|i| i.as_str().map(str::to_string)))
                     }
@@ -61,12 +63,23 @@ fn pipelines_have_what_a_nightly_drill_needs_and_use_only_real_flags() {
     let gh = yaml("github-actions.yml");
     assert!(!gh["on"]["schedule"][0]["cron"].as_str().unwrap().is_empty());
     let steps = gh["jobs"]["drill"]["steps"].as_sequence().unwrap();
-    let step = |uses: &str| steps.iter().find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(uses)));
-    assert_eq!(step("actions/upload-artifact").unwrap()["with"]["path"], "reports/");
+    let step = |uses: &str| {
+        steps
+            .iter()
+            .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(uses)))
+    };
+    assert_eq!(
+        step("actions/upload-artifact").unwrap()["with"]["path"],
+        "reports/"
+    );
     let junit = step("dorny/test-reporter").unwrap();
     assert_eq!(junit["with"]["fail-on-error"], false);
     assert_eq!(junit["if"], "always()");
-    assert!(steps.iter().any(|s| s["run"].as_str().is_some_and(|r| r.contains("report.md") && r.contains("GITHUB_STEP_SUMMARY"))));
+    assert!(steps.iter().any(|s| {
+        s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("report.md") && r.contains("GITHUB_STEP_SUMMARY"))
+    }));
 
     let gl = yaml("gitlab-ci.yml");
     let job = &gl["drill:nightly"];
@@ -78,7 +91,10 @@ fn pipelines_have_what_a_nightly_drill_needs_and_use_only_real_flags() {
     shell_lines(&gh, &mut lines);
     shell_lines(&gl, &mut lines);
     let used = flags_used(&lines);
-    assert!(used.iter().any(|(_, f)| f == "--junit-non-critical"), "{used:?}");
+    assert!(
+        used.iter().any(|(_, f)| f == "--junit-non-critical"),
+        "{used:?}"
+    );
     for (sub, flag) in used {
         let help = firedrill().args([sub.as_str(), "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&help.stdout);
@@ -89,10 +105,15 @@ fn pipelines_have_what_a_nightly_drill_needs_and_use_only_real_flags() {
 #[test]
 fn the_pipelines_drill_command_marks_non_critical_failures_in_junit_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_firedrill")).parent().unwrap();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_firedrill"))
+        .parent()
+        .unwrap();
     let reports = dir.path().join("reports");
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/quickstart.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/quickstart.sh"
+        ))
         .args(["--level", "standard", "--report-dir"])
         .arg(&reports)
         .args(["--junit-non-critical", "failure", "--lock-dir"])

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn doctor(scenario: &std::path::Path, dir: &std::path::Path, vars: &[String]) -> std::process::Output {
+fn doctor(
+    scenario: &std::path::Path,
+    dir: &std::path::Path,
+    vars: &[String],
+) -> std::process::Output {
     let mut c = firedrill();
     c.arg("doctor")
         .arg(scenario)
@@ -30,24 +34,38 @@ fn doctor_passes_the_quickstart_against_a_running_demo_and_touches_nothing() {
     let out = doctor(
         "scenarios/quickstart.yaml".as_ref(),
         dir.path(),
-        &[format!("port={}", demo.port), format!("pidfile={}", demo.pidfile.display())],
+        &[
+            format!("port={}", demo.port),
+            format!("pidfile={}", demo.pidfile.display()),
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 0);
     assert!(stdout.contains("ok   target local: reachable"), "{stdout}");
-    assert!(stdout.contains("ok   target local: not locked by another drill"), "{stdout}");
+    assert!(
+        stdout.contains("ok   target local: not locked by another drill"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(&format!(
             "ok   fault \"kill the worker\": process_kill: 1 process(es) match now: {worker} (firedrill-demo)"
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("check(s):") && stdout.contains(", 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("check(s):") && stdout.contains(", 0 failed"),
+        "{stdout}"
+    );
     // Nothing was done to the worker, and no run was started.
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(demo.worker_pid(), worker);
     assert!(!dir.path().join("state/runs").exists());
-    assert_eq!(std::fs::read_dir(dir.path().join("reports")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("reports"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -59,9 +77,14 @@ fn doctor_names_every_reason_the_drill_would_fail() {
     let held = dir.path().join("held.yaml");
     std::fs::rename(&hold, &held).unwrap();
     let mut first = spawn_quiet(
-        drill_cmd(&held, "holder1", &dir.path().join("state1"), &dir.path().join("reports1"))
-            .arg("--lock-dir")
-            .arg(dir.path().join("locks")),
+        drill_cmd(
+            &held,
+            "holder1",
+            &dir.path().join("state1"),
+            &dir.path().join("reports1"),
+        )
+        .arg("--lock-dir")
+        .arg(dir.path().join("locks")),
     );
     assert!(marker.wait_frozen());
     // A port already taken where an explicit proxy wants to listen.
@@ -90,7 +113,8 @@ faults:
     let first_code = wait_exit(&mut first, Duration::from_secs(15));
     assert_exit(&out, 1);
     assert!(
-        stdout.contains("FAIL target local: target `local` is in use by another drill (run holder1"),
+        stdout
+            .contains("FAIL target local: target `local` is in use by another drill (run holder1"),
         "{stdout}"
     );
     assert!(
@@ -99,7 +123,9 @@ faults:
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("FAIL fault \"slow api\": latency: cannot listen on 127.0.0.1:{port}")),
+        stdout.contains(&format!(
+            "FAIL fault \"slow api\": latency: cannot listen on 127.0.0.1:{port}"
+        )),
         "{stdout}"
     );
     assert!(stdout.contains(", 3 failed"), "{stdout}");
@@ -116,7 +142,11 @@ fn doctor_says_a_network_fault_needs_cap_net_admin() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let scenario = write_scenario(
         dir.path(),
         r#"apiVersion: firedrill/v1
@@ -145,6 +175,12 @@ faults:
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 1);
-    assert!(stdout.contains("FAIL engine: CAP_NET_ADMIN missing"), "{stdout}");
-    assert!(stdout.contains("FAIL target local: nftables not usable"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL engine: CAP_NET_ADMIN missing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL target local: nftables not usable"),
+        "{stdout}"
+    );
 }

@@ -1067,7 +1067,10 @@ fn doctor_previews_the_pods_and_names_a_missing_permission_without_touching_anyt
     let out = doctor();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 0);
-    assert!(stdout.contains("permission(s) granted (SelfSubjectAccessReview)"), "{stdout}");
+    assert!(
+        stdout.contains("permission(s) granted (SelfSubjectAccessReview)"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("pod_kill: 1 of 3 candidate pod(s) in shop would be deleted now: web-"),
         "{stdout}"
@@ -1076,10 +1079,17 @@ fn doctor_previews_the_pods_and_names_a_missing_permission_without_touching_anyt
     let out = doctor();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 1);
-    assert!(stdout.contains("FAIL target kubernetes") && stdout.contains("cannot delete pods in namespace shop"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL target kubernetes")
+            && stdout.contains("cannot delete pods in namespace shop"),
+        "{stdout}"
+    );
     assert!(fake.deletes().is_empty());
     assert!(
-        !fake.requests().iter().any(|r| r.starts_with("DELETE") || r.starts_with("PATCH") || r.starts_with("PUT")),
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE") || r.starts_with("PATCH") || r.starts_with("PUT")),
         "{:?}",
         fake.requests()
     );

@@ -83,8 +83,14 @@ async fn notifications_reach_their_endpoints_and_failures_are_reported_not_fatal
     let mut cmd = drill_cmd(&file, "notify1", &state, &reports);
     cmd.arg("--lock-dir")
         .arg(dir.path().join("locks"))
-        .env("FD_NOTIFY_ROBOT", format!("{}/cgi-bin/webhook/send?key={KEY}", wecom.uri()))
-        .env("FD_NOTIFY_SLACK", format!("{}/services/T0/B0/{KEY}", slack.uri()))
+        .env(
+            "FD_NOTIFY_ROBOT",
+            format!("{}/cgi-bin/webhook/send?key={KEY}", wecom.uri()),
+        )
+        .env(
+            "FD_NOTIFY_SLACK",
+            format!("{}/services/T0/B0/{KEY}", slack.uri()),
+        )
         .env("FD_NOTIFY_HOOK", format!("{}/hook?token={KEY}", hook.uri()))
         .env("FD_NOTIFY_SLOW", format!("{}/slow?token={KEY}", slow.uri()));
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -98,14 +104,34 @@ async fn notifications_reach_their_endpoints_and_failures_are_reported_not_fatal
     let bodies: Vec<serde_json::Value> = got.iter().map(|r| r.body_json().unwrap()).collect();
     assert_eq!(bodies.len(), 3, "{bodies:?}");
     assert!(bodies.iter().all(|b| b["msgtype"] == "markdown"));
-    let content = |i: usize| bodies[i]["markdown"]["content"].as_str().unwrap().to_string();
-    assert!(content(0).contains("`notify-test`: drill started"), "{}", content(0));
-    assert!(content(1).contains("fault `kill marker` injected"), "{}", content(1));
-    assert!(content(2).contains("PASSED (exit code 0)"), "{}", content(2));
+    let content = |i: usize| {
+        bodies[i]["markdown"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        content(0).contains("`notify-test`: drill started"),
+        "{}",
+        content(0)
+    );
+    assert!(
+        content(1).contains("fault `kill marker` injected"),
+        "{}",
+        content(1)
+    );
+    assert!(
+        content(2).contains("PASSED (exit code 0)"),
+        "{}",
+        content(2)
+    );
     // Slack only on `finished`.
     let got = slack.received_requests().await.unwrap();
     assert_eq!(got.len(), 1);
-    let text = got[0].body_json::<serde_json::Value>().unwrap()["text"].as_str().unwrap().to_string();
+    let text = got[0].body_json::<serde_json::Value>().unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(text.contains("PASSED"), "{text}");
     // The JSON webhook got every event with its fields.
     let events: Vec<String> = hook
@@ -113,17 +139,33 @@ async fn notifications_reach_their_endpoints_and_failures_are_reported_not_fatal
         .await
         .unwrap()
         .iter()
-        .map(|r| r.body_json::<serde_json::Value>().unwrap()["event"].as_str().unwrap().to_string())
+        .map(|r| {
+            r.body_json::<serde_json::Value>().unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(events, ["started", "fault_injected", "finished"]);
 
     let j = journal(&reports);
     let by = |channel: &str| -> Vec<&firedrill::model::NotificationRecord> {
-        j.notifications.iter().filter(|n| n.channel == channel).collect()
+        j.notifications
+            .iter()
+            .filter(|n| n.channel == channel)
+            .collect()
     };
-    assert!(by("ops-room").iter().all(|n| n.delivered), "{:?}", j.notifications);
+    assert!(
+        by("ops-room").iter().all(|n| n.delivered),
+        "{:?}",
+        j.notifications
+    );
     assert_eq!(by("slack-finished").len(), 1);
-    assert!(by("broken-hook").iter().all(|n| !n.delivered && n.detail.contains("HTTP 500")));
+    assert!(
+        by("broken-hook")
+            .iter()
+            .all(|n| !n.delivered && n.detail.contains("HTTP 500"))
+    );
     let slow_rec = by("slow-hook");
     assert_eq!(slow_rec.len(), 1);
     assert!(!slow_rec[0].delivered);
@@ -131,13 +173,24 @@ async fn notifications_reach_their_endpoints_and_failures_are_reported_not_fatal
     // The slow endpoint held its `started` message for a second; the drill did not
     // wait for it: the first precheck started right away.
     let first = j.steps.iter().find(|s| s.phase == Phase::Precheck).unwrap();
-    assert!(first.started_ms < 900.0, "precheck started at {} ms", first.started_ms);
-    let imp: Vec<_> = j.improvements.iter().filter(|i| i.rule == "notification-failed").collect();
+    assert!(
+        first.started_ms < 900.0,
+        "precheck started at {} ms",
+        first.started_ms
+    );
+    let imp: Vec<_> = j
+        .improvements
+        .iter()
+        .filter(|i| i.rule == "notification-failed")
+        .collect();
     assert_eq!(imp.len(), 2, "{:?}", j.improvements);
 
     let rdir = report_dir(&reports);
     let md = std::fs::read_to_string(rdir.join("report.md")).unwrap();
-    assert!(md.contains("### Notifications") && md.contains("**FAILED**"), "{md}");
+    assert!(
+        md.contains("### Notifications") && md.contains("**FAILED**"),
+        "{md}"
+    );
     let html = std::fs::read_to_string(rdir.join("report.html")).unwrap();
     assert!(html.contains("<h2>Notifications</h2>"));
     // The endpoints' keys are nowhere.
@@ -175,8 +228,14 @@ faults:
     );
     let out = firedrill().arg("validate").arg(&file).output().unwrap();
     let stderr = assert_exit(&out, 2);
-    assert!(stderr.contains("notify[0].to.wecom_robot.url: found scheme `gopher`"), "{stderr}");
-    assert!(stderr.contains("notify[0].timeout: found 2m, expected more than 0 and at most 30s"), "{stderr}");
+    assert!(
+        stderr.contains("notify[0].to.wecom_robot.url: found scheme `gopher`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("notify[0].timeout: found 2m, expected more than 0 and at most 30s"),
+        "{stderr}"
+    );
     assert!(stderr.contains("notify[1].to"), "{stderr}");
 }
 
@@ -196,11 +255,9 @@ fn wecom_robot_notifications_reach_the_wecom_simulator_and_errcodes_count_as_fai
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
     let marker = Marker::spawn("notifysim");
     let file = write_scenario(
         dir.path(),
@@ -229,15 +286,24 @@ faults:
     let out = drill_cmd(&file, "notifysim1", &dir.path().join("state"), &reports)
         .arg("--lock-dir")
         .arg(dir.path().join("locks"))
-        .env("FD_NOTIFY_ROBOT", format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key={SIM_KEY}"))
-        .env("FD_NOTIFY_WRONG", format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key=old-{SIM_KEY}"))
+        .env(
+            "FD_NOTIFY_ROBOT",
+            format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key={SIM_KEY}"),
+        )
+        .env(
+            "FD_NOTIFY_WRONG",
+            format!("http://127.0.0.1:{port}/cgi-bin/webhook/send?key=old-{SIM_KEY}"),
+        )
         .output()
         .unwrap();
     assert_exit(&out, 0);
     let admin = admin_get::blocking_get(&format!("http://127.0.0.1:{port}/admin/messages"));
     let _ = sim.kill();
     let _ = sim.wait();
-    let msgs = admin["messages"].as_array().expect("the simulator's message list").clone();
+    let msgs = admin["messages"]
+        .as_array()
+        .expect("the simulator's message list")
+        .clone();
     let contents: Vec<String> = msgs
         .iter()
         .map(|m| {
@@ -246,14 +312,28 @@ faults:
         })
         .collect();
     assert_eq!(contents.len(), 3, "{contents:?}");
-    assert!(contents[0].contains("`notify-sim`: drill started"), "{contents:?}");
-    assert!(contents[1].contains("fault `kill marker` injected"), "{contents:?}");
+    assert!(
+        contents[0].contains("`notify-sim`: drill started"),
+        "{contents:?}"
+    );
+    assert!(
+        contents[1].contains("fault `kill marker` injected"),
+        "{contents:?}"
+    );
     assert!(contents[2].contains("PASSED (exit code 0)"), "{contents:?}");
     let j = journal(&reports);
-    let stale: Vec<_> = j.notifications.iter().filter(|n| n.channel == "stale-key").collect();
+    let stale: Vec<_> = j
+        .notifications
+        .iter()
+        .filter(|n| n.channel == "stale-key")
+        .collect();
     assert_eq!(stale.len(), 1);
     assert!(!stale[0].delivered);
-    assert!(stale[0].detail.contains("errcode 93000"), "{}", stale[0].detail);
+    assert!(
+        stale[0].detail.contains("errcode 93000"),
+        "{}",
+        stale[0].detail
+    );
     assert!(!serde_json::to_string(&j).unwrap().contains(SIM_KEY));
 }
 

@@ -14,15 +14,20 @@ fn a_rehearsal_runs_every_check_and_injects_nothing() {
     let worker = demo.worker_pid();
     let state = dir.path().join("state");
     let reports = dir.path().join("reports");
-    let out = drill_cmd("scenarios/quickstart.yaml".as_ref(), "rehearse1", &state, &reports)
-        .arg("--rehearse")
-        .args(["--var", &format!("port={}", demo.port)])
-        .arg("--var")
-        .arg(format!("pidfile={}", demo.pidfile.display()))
-        .arg("--lock-dir")
-        .arg(dir.path().join("locks"))
-        .output()
-        .unwrap();
+    let out = drill_cmd(
+        "scenarios/quickstart.yaml".as_ref(),
+        "rehearse1",
+        &state,
+        &reports,
+    )
+    .arg("--rehearse")
+    .args(["--var", &format!("port={}", demo.port)])
+    .arg("--var")
+    .arg(format!("pidfile={}", demo.pidfile.display()))
+    .arg("--lock-dir")
+    .arg(dir.path().join("locks"))
+    .output()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 0);
     assert!(stdout.contains("rehearsal, no fault injected"), "{stdout}");
@@ -40,7 +45,11 @@ fn a_rehearsal_runs_every_check_and_injects_nothing() {
     let faults: Vec<_> = j.steps.iter().filter(|s| s.phase == Phase::Fault).collect();
     assert_eq!(faults.len(), 1);
     assert_eq!(faults[0].status, StepStatus::Skipped);
-    assert!(faults[0].detail.starts_with("rehearsal: not injected"), "{}", faults[0].detail);
+    assert!(
+        faults[0].detail.starts_with("rehearsal: not injected"),
+        "{}",
+        faults[0].detail
+    );
     // Everything else ran as in the drill.
     let verifications: Vec<_> = j
         .steps
@@ -48,10 +57,17 @@ fn a_rehearsal_runs_every_check_and_injects_nothing() {
         .filter(|s| s.phase == Phase::Verification)
         .collect();
     assert_eq!(verifications.len(), 3);
-    assert!(verifications.iter().all(|s| s.status == StepStatus::Passed), "{verifications:?}");
+    assert!(
+        verifications.iter().all(|s| s.status == StepStatus::Passed),
+        "{verifications:?}"
+    );
     assert_eq!(j.guards.len(), 1);
     assert!(j.guards[0].polls >= 1, "{:?}", j.guards);
-    assert!(j.steps.iter().any(|s| s.phase == Phase::Recovery && s.status == StepStatus::Passed));
+    assert!(
+        j.steps
+            .iter()
+            .any(|s| s.phase == Phase::Recovery && s.status == StepStatus::Passed)
+    );
     // No fault took effect, so there is no disruption to measure an RTO from.
     assert_eq!(j.objectives.rto_measured_ms, None);
 
@@ -61,13 +77,21 @@ fn a_rehearsal_runs_every_check_and_injects_nothing() {
     let html = std::fs::read_to_string(rdir.join("report.html")).unwrap();
     assert!(html.contains("no fault was injected"));
     let junit = std::fs::read_to_string(rdir.join("junit.xml")).unwrap();
-    assert!(junit.contains(r#"<property name="rehearsal" value="true"/>"#), "{junit}");
+    assert!(
+        junit.contains(r#"<property name="rehearsal" value="true"/>"#),
+        "{junit}"
+    );
 }
 
 #[test]
 fn rehearse_and_dry_run_are_exclusive() {
     let out = firedrill()
-        .args(["run", "scenarios/quickstart.yaml", "--rehearse", "--dry-run"])
+        .args([
+            "run",
+            "scenarios/quickstart.yaml",
+            "--rehearse",
+            "--dry-run",
+        ])
         .output()
         .unwrap();
     let stderr = assert_exit(&out, 2);

@@ -24,7 +24,11 @@ fn path(p: &Path) -> &str {
 fn yaml_and_env_files_set_declared_vars_and_the_command_line_wins() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("staging.yaml");
-    std::fs::write(&yaml, "# staging\nport: 19555\npidfile: /tmp/from-yaml.pid\n").unwrap();
+    std::fs::write(
+        &yaml,
+        "# staging\nport: 19555\npidfile: /tmp/from-yaml.pid\n",
+    )
+    .unwrap();
     let env = dir.path().join("ci.env");
     std::fs::write(&env, "# CI\nexport pidfile='/tmp/from env.pid'\n").unwrap();
 
@@ -35,7 +39,14 @@ fn yaml_and_env_files_set_declared_vars_and_the_command_line_wins() {
     assert!(stdout.contains("/tmp/from-yaml.pid"), "{stdout}");
 
     // A later file wins over an earlier one, `--var` over every file.
-    let out = plan(&["--var-file", path(&yaml), "--var-file", path(&env), "--var", "port=19556"]);
+    let out = plan(&[
+        "--var-file",
+        path(&yaml),
+        "--var-file",
+        path(&env),
+        "--var",
+        "port=19556",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 0);
     assert!(stdout.contains("/tmp/from env.pid"), "{stdout}");
@@ -59,8 +70,14 @@ fn every_problem_of_every_var_file_is_named_and_nothing_runs() {
         .unwrap();
     let stderr = assert_exit(&out, 2);
     let e = path(&env);
-    assert!(stderr.contains(&format!("{e}:2:1: (document): found a line without `=`")), "{stderr}");
-    assert!(stderr.contains(&format!("{}:1:10: pidfile: found a list", path(&yaml))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{e}:2:1: (document): found a line without `=`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:1:10: pidfile: found a list", path(&yaml))),
+        "{stderr}"
+    );
     // The unknown name, judged against the scenario, in the same run.
     assert!(
         stderr.contains(&format!(
@@ -104,7 +121,12 @@ faults:
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 0);
     assert!(stdout.contains("uses the token"), "{stdout}");
-    for form in ["tok en<from-file>", "tok%20en", "from-file", "from-environment"] {
+    for form in [
+        "tok en<from-file>",
+        "tok%20en",
+        "from-file",
+        "from-environment",
+    ] {
         assert!(!stdout.contains(form), "`{form}` in {stdout}");
     }
 }

@@ -685,7 +685,11 @@ fn objectives_view(run: &RunRecord) -> ObjectivesView {
     }
     // Success rates: each traffic load's share of good requests per phase, against
     // its verdict (a declared threshold, or none).
-    for s in run.steps.iter().filter(|s| s.metrics.contains_key("all.count")) {
+    for s in run
+        .steps
+        .iter()
+        .filter(|s| s.metrics.contains_key("all.count"))
+    {
         let rate = |p: &str| {
             s.metrics
                 .get(&format!("{p}.success_rate"))

@@ -368,7 +368,12 @@ faults:
         );
         assert!(!e[0].message.contains("s3cret"), "{}", e[0].message);
         // A declared one is fine and wins.
-        let d = load_str(GOOD, Path::new("s.yaml"), &[var_file::Override::command_line("port", "9")]).unwrap();
+        let d = load_str(
+            GOOD,
+            Path::new("s.yaml"),
+            &[var_file::Override::command_line("port", "9")],
+        )
+        .unwrap();
         assert_eq!(d.vars.values["port"], "9");
     }
 

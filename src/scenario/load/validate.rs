@@ -171,11 +171,13 @@ pub(super) fn validate(
         }
         for (i, role) in metadata.sign_off.iter().enumerate() {
             if role.trim().is_empty() {
-                errors.push(diag.value_at(
-                    &format!("metadata.sign_off[{i}]"),
-                    "found an empty role, expected the role that signs (e.g. `system owner`)"
-                        .into(),
-                ));
+                errors.push(
+                    diag.value_at(
+                        &format!("metadata.sign_off[{i}]"),
+                        "found an empty role, expected the role that signs (e.g. `system owner`)"
+                            .into(),
+                    ),
+                );
             }
         }
     }
@@ -286,7 +288,11 @@ pub(super) fn validate(
                 ),
             ));
         }
-        if let Some(target) = t.probe.target.as_deref().and_then(|n| targets.resolved.get(n))
+        if let Some(target) = t
+            .probe
+            .target
+            .as_deref()
+            .and_then(|n| targets.resolved.get(n))
             && !target.sockets_here()
         {
             errors.push(diag.value_at(

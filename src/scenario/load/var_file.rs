@@ -151,7 +151,10 @@ fn parse_env(text: &str, file: &str) -> (Vec<Override>, Vec<Diagnostic>) {
             continue;
         }
         let (body, indent) = match body.strip_prefix("export ") {
-            Some(rest) => (rest.trim_start(), indent + (body.len() - rest.trim_start().len())),
+            Some(rest) => (
+                rest.trim_start(),
+                indent + (body.len() - rest.trim_start().len()),
+            ),
             None => (body, indent),
         };
         let origin = |column: usize| Origin::File {
@@ -172,7 +175,8 @@ fn parse_env(text: &str, file: &str) -> (Vec<Override>, Vec<Diagnostic>) {
             problems.push(at(&origin(indent + 1), name, p));
             continue;
         }
-        let value_col = indent + body.len() - body[name.len()..].trim_start_matches([' ', '=']).len() + 1;
+        let value_col =
+            indent + body.len() - body[name.len()..].trim_start_matches([' ', '=']).len() + 1;
         match unquote(value.trim()) {
             Ok(v) => out.push(Override {
                 name: name.to_string(),
@@ -259,7 +263,9 @@ fn parse_yaml(text: &str, file: &str) -> (Vec<Override>, Vec<Diagnostic>) {
                     line,
                     column,
                     path: String::new(),
-                    message: format!("found invalid YAML ({msg}), expected a map of var name to value"),
+                    message: format!(
+                        "found invalid YAML ({msg}), expected a map of var name to value"
+                    ),
                 }],
             );
         }
@@ -357,18 +363,39 @@ mod tests {
     fn every_env_problem_is_reported_with_its_position_and_no_value() {
         let (_, p) = env("ok=1\nnot a line\n9bad=x\nq=\"open secretvalue\nq2='a' tail\n");
         assert_eq!(p.len(), 4, "{p:?}");
-        assert!(p[0].starts_with("ci.env:2:1: (document): found a line without `=`"), "{}", p[0]);
-        assert!(p[1].starts_with("ci.env:3:1: 9bad: found var name `9bad`"), "{}", p[1]);
-        assert!(p[2].starts_with("ci.env:4:3: q: found an unterminated \"-quoted value"), "{}", p[2]);
-        assert!(p[3].starts_with("ci.env:5:4: q2: found text after the closing '"), "{}", p[3]);
+        assert!(
+            p[0].starts_with("ci.env:2:1: (document): found a line without `=`"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].starts_with("ci.env:3:1: 9bad: found var name `9bad`"),
+            "{}",
+            p[1]
+        );
+        assert!(
+            p[2].starts_with("ci.env:4:3: q: found an unterminated \"-quoted value"),
+            "{}",
+            p[2]
+        );
+        assert!(
+            p[3].starts_with("ci.env:5:4: q2: found text after the closing '"),
+            "{}",
+            p[3]
+        );
         assert!(p.iter().all(|m| !m.contains("secretvalue")));
     }
 
     #[test]
     fn yaml_map_of_scalars_with_positions() {
-        let (o, p) = parse_yaml("region: eu-1\nreplicas: 3\nfast: true\nbad: [1]\n", "ci.yaml");
+        let (o, p) = parse_yaml(
+            "region: eu-1\nreplicas: 3\nfast: true\nbad: [1]\n",
+            "ci.yaml",
+        );
         assert_eq!(
-            o.iter().map(|o| (o.name.as_str(), o.value.as_str())).collect::<Vec<_>>(),
+            o.iter()
+                .map(|o| (o.name.as_str(), o.value.as_str()))
+                .collect::<Vec<_>>(),
             vec![("region", "eu-1"), ("replicas", "3"), ("fast", "true")]
         );
         assert_eq!(p.len(), 1);
@@ -382,6 +409,10 @@ mod tests {
     fn a_yaml_file_that_is_not_a_map_is_refused() {
         let (_, p) = parse_yaml("- a\n- b\n", "ci.yaml");
         assert_eq!(p.len(), 1);
-        assert!(p[0].message.contains("expected a map of var name to value"), "{:?}", p[0]);
+        assert!(
+            p[0].message.contains("expected a map of var name to value"),
+            "{:?}",
+            p[0]
+        );
     }
 }

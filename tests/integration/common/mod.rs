@@ -2,10 +2,10 @@
 //! temp directories, and checks that nothing was left behind.
 #![allow(dead_code)]
 
-/// Driving a fault through the library: inject, revert.
-pub mod faults;
 /// A stateful fake of the Kubernetes API server (pods, watch, scale, access reviews).
 pub mod fake_k8s;
+/// Driving a fault through the library: inject, revert.
+pub mod faults;
 /// The two-namespace lab of the network fault tests.
 pub mod netns;
 /// Skipping what cannot run here, and failing instead when `CI` is set.
