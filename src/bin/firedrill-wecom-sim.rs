@@ -399,13 +399,7 @@ fn main() -> ExitCode {
         );
         let s = sim.clone();
         let handler: http::Handler = Arc::new(move |req| Box::pin(s.clone().handle(req)));
-        tokio::select! {
-            _ = http::serve(listener, handler) => {}
-            _ = http::shutdown() => {}
-        }
-        if let Some(p) = &pidfile {
-            let _ = std::fs::remove_file(p);
-        }
+        http::serve_until_signal(listener, handler, pidfile.as_deref()).await;
         ExitCode::SUCCESS
     })
 }

@@ -504,6 +504,23 @@ impl Undo {
     }
 }
 
+/// The step's part of a dead-man tag: the name's first 24 letters and digits (others
+/// as `_`), and 12 hex digits of the SHA-256 of the exact name. The readable part
+/// alone maps `db-1` and `db_1` to one tag, and the revert of one step would end the
+/// other's watcher; the hash keeps every step apart. Only `[A-Za-z0-9_-]`, so a tag
+/// is one word on a watcher's command line.
+pub(crate) fn step_tag(step: &str) -> String {
+    use sha2::Digest;
+    let readable: String = step
+        .chars()
+        .take(24)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let hash = sha2::Sha256::digest(step.as_bytes());
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{hex}")
+}
+
 /// Milliseconds since `t`, as a float (for effect timings).
 pub(crate) fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0

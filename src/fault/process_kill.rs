@@ -805,15 +805,7 @@ fn read_pidfile(path: &str) -> Result<u32, FaultError> {
 /// a run, so the hash keeps every step's tag apart. Only `[A-Za-z0-9_-]`, so the
 /// tag is one word on the watcher's command line.
 fn deadman_tag(run_id: &str, step: &str) -> String {
-    use sha2::Digest;
-    let readable: String = step
-        .chars()
-        .take(24)
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let hash = sha2::Sha256::digest(step.as_bytes());
-    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{run_id}-{readable}-{hex}")
+    format!("{run_id}-{}", super::step_tag(step))
 }
 
 /// The engine and its ancestors: never signalled, whatever the selector says, so a

@@ -199,7 +199,11 @@ impl Scale {
             name: self.name.clone(),
             original,
             replicas: self.replicas as i32,
-            deadman_tag: Some(format!("{}-scale-{}", ctx.run_id, tag_part(ctx.step))),
+            deadman_tag: Some(format!(
+                "{}-scale-{}",
+                ctx.run_id,
+                super::step_tag(ctx.step)
+            )),
         })
     }
 
@@ -356,20 +360,6 @@ impl Undo {
             details: serde_json::json!({ "replicas": want }),
         })
     }
-}
-
-/// The readable part of a dead-man tag: the step name's first 24 letters and
-/// digits, and a hash of the whole name (two long names alike stay apart).
-fn tag_part(step: &str) -> String {
-    use sha2::Digest;
-    let readable: String = step
-        .chars()
-        .take(24)
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let hash = sha2::Sha256::digest(step.as_bytes());
-    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{readable}-{hex}")
 }
 
 /// Starts the dead-man watcher: a detached `firedrill __deadman` in its own session

@@ -211,13 +211,18 @@ pub fn opt(args: &[String], name: &str) -> Option<String> {
     opts(args, name).pop()
 }
 
-/// Until SIGTERM or SIGINT: both binaries then remove their pidfile and exit 0.
-pub async fn shutdown() {
+/// Serves until SIGTERM or SIGINT, then removes the pidfile: how both binaries end
+/// (exit 0).
+pub async fn serve_until_signal(listener: TcpListener, handler: Handler, pidfile: Option<&str>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {
+        _ = serve(listener, handler) => {}
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+    if let Some(p) = pidfile {
+        let _ = std::fs::remove_file(p);
     }
 }
