@@ -61,7 +61,7 @@ fn main() {
         .map(|b| start_fault(&mut kids, b, up, None));
     // (d): one 10 ms latency proxy per timer.
     let cpu_procs: Vec<(&str, u32, SocketAddr)> = if sections.contains('d') {
-        CPU_TIMERS
+        cpu_timers()
             .iter()
             .map(|(name, env)| {
                 let (pid, addr) = start_ours_timer(&mut kids, up, Some(10), env);
@@ -410,6 +410,27 @@ const CPU_TIMERS: [(&str, &str); 4] = [
 ];
 const CPU_RATES: [u64; 3] = [100, 1_000, 5_000];
 
+/// The timers of (d) to run: `CPU_TIMERS=hr,spin` (their `FIREDRILL_PROXY_TIMER`
+/// names) narrows them; the baseline always runs.
+fn cpu_timers() -> Vec<(&'static str, &'static str)> {
+    let only = std::env::var("CPU_TIMERS").unwrap_or_default();
+    CPU_TIMERS
+        .iter()
+        .copied()
+        .filter(|(_, env)| {
+            only.is_empty() || *env == "tokio" || only.split(',').any(|o| o.trim() == *env)
+        })
+        .collect()
+}
+
+/// The rates of (d): `CPU_RATES=5000` narrows them.
+fn cpu_rates() -> Vec<u64> {
+    match std::env::var("CPU_RATES") {
+        Ok(v) if !v.is_empty() => v.split(',').filter_map(|r| r.trim().parse().ok()).collect(),
+        _ => CPU_RATES.to_vec(),
+    }
+}
+
 /// One timer at one rate in one round.
 struct CpuRow {
     timer: &'static str,
@@ -443,7 +464,7 @@ fn cpu_round(
     secs: f64,
     round: usize,
 ) {
-    for rate in CPU_RATES {
+    for rate in cpu_rates() {
         let direct = open_load(up, rate, secs);
         let base_ms = pct(&direct, 50.0) / 1000.0;
         for k in 0..procs.len() {
@@ -547,8 +568,8 @@ fn cpu_table(rows: &[CpuRow], rounds: usize, secs: f64) -> String {
         "\n(d) CPU per delayed request: 10 ms latency fault, open-model load over 16 keep-alive connections, {secs} s per sample, {rounds} rounds (timers in rotated order); proxy process CPU (all threads); late = measured − (direct p50 at the same rate) − 10 ms, all responses of all rounds\n\n| timer | req/s | CPU ms/s (% of a core), median [min–max] | CPU µs/request | × tokio sleep, median [min–max] of rounds | late p50 | late p99 | responses |\n|---|---|---|---|---|---|---|---|\n"
     );
     let base_timer = CPU_TIMERS[CPU_TIMERS.len() - 1].0;
-    for rate in CPU_RATES {
-        for (timer, _) in CPU_TIMERS {
+    for rate in cpu_rates() {
+        for (timer, _) in cpu_timers() {
             let mine: Vec<&CpuRow> = rows
                 .iter()
                 .filter(|r| r.timer == timer && r.rate == rate)
