@@ -98,26 +98,41 @@ fn main() {
     let mut timers: Vec<(&str, Vec<f64>)> = TIMERS.iter().map(|t| (*t, Vec::new())).collect();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        let mut direct_p50 = 0.0;
-        for (i, (name, addr)) in targets.iter().enumerate() {
-            if !sections.contains('a') {
-                break;
+        if sections.contains('a') {
+            // Throughput and bulk per target; then the c=1 samples of every target
+            // interleaved in blocks, so that all of them see the same states of the
+            // host (on this VM the idle round trip drifts between ~45 and ~120 µs in
+            // spells of a few hundred ms; 3000 samples of one target in a row caught
+            // one or two spells and decided the comparison).
+            let mut round_a: Vec<RoundA> = targets
+                .iter()
+                .map(|(_, addr)| RoundA {
+                    rps: wrk(*addr, secs),
+                    mbps: big_body(*addr, 5),
+                    p50_us: 0.0,
+                    p99_us: 0.0,
+                    max_ms: 0.0,
+                })
+                .collect();
+            let addrs: Vec<SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
+            for (r, mut s) in round_a.iter_mut().zip(interleaved_c1(&addrs, 3000, 100, round)) {
+                s.sort_by(f64::total_cmp);
+                r.p50_us = pct(&s, 50.0);
+                r.p99_us = pct(&s, 99.0);
+                r.max_ms = s.last().copied().unwrap_or(0.0) / 1000.0;
             }
-            let r = measure_a(*addr, secs);
-            eprintln!(
-                "  {name:<20} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  max {:>7.2} ms  {:>7.0} MB/s",
-                r.rps, r.p50_us, r.p99_us, r.max_ms, r.mbps
-            );
-            if i == 0 {
-                direct_p50 = r.p50_us;
+            for (i, ((name, _), r)) in targets.iter().zip(round_a).enumerate() {
+                eprintln!(
+                    "  {name:<20} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  max {:>7.2} ms  {:>7.0} MB/s",
+                    r.rps, r.p50_us, r.p99_us, r.max_ms, r.mbps
+                );
+                a[i].push(r);
             }
-            a[i].push(r);
         }
         let lat_targets = ours_lat
             .iter()
             .map(|(ms, addr)| ("firedrill", *ms, *addr))
             .chain(fault_lat.iter().map(|(ms, addr)| ("fault-cli", *ms, *addr)));
-        let _ = direct_p50;
         for (name, ms, addr) in lat_targets {
             if !sections.contains('b') {
                 break;
@@ -270,17 +285,29 @@ struct RoundA {
     mbps: f64,
 }
 
-fn measure_a(addr: SocketAddr, secs: u64) -> RoundA {
-    let rps = wrk(addr, secs);
-    let mut s = samples_c1(addr, 3000);
-    s.sort_by(f64::total_cmp);
-    RoundA {
-        rps,
-        p50_us: pct(&s, 50.0),
-        p99_us: pct(&s, 99.0),
-        max_ms: s.last().copied().unwrap_or(0.0) / 1000.0,
-        mbps: big_body(addr, 5),
+/// Keep-alive `GET /` at concurrency 1 against every address, interleaved: blocks of
+/// `block` requests per target in turn (the first target rotates with `round`), `n`
+/// samples per target, in µs.
+fn interleaved_c1(addrs: &[SocketAddr], n: usize, block: usize, round: usize) -> Vec<Vec<f64>> {
+    let mut conns: Vec<Conn> = addrs.iter().map(|a| Conn::new(*a)).collect();
+    for c in conns.iter_mut() {
+        for _ in 0..20 {
+            c.get("/"); // warm-up
+        }
     }
+    let mut out: Vec<Vec<f64>> = vec![Vec::with_capacity(n); addrs.len()];
+    for b in 0..n.div_ceil(block) {
+        for k in 0..conns.len() {
+            let i = (k + b + round) % conns.len();
+            let take = block.min(n - out[i].len());
+            for _ in 0..take {
+                let t = Instant::now();
+                conns[i].get("/");
+                out[i].push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    out
 }
 
 fn wrk(addr: SocketAddr, secs: u64) -> f64 {
@@ -343,6 +370,9 @@ fn big_body(addr: SocketAddr, n: usize) -> f64 {
 struct Conn {
     s: TcpStream,
     buf: Vec<u8>,
+    /// Read buffer, allocated once: a fresh 256 KiB buffer per request would put a
+    /// calloc of it inside every timed sample.
+    tmp: Vec<u8>,
 }
 
 impl Conn {
@@ -352,6 +382,7 @@ impl Conn {
         Conn {
             s,
             buf: Vec::with_capacity(1 << 20),
+            tmp: vec![0u8; 256 * 1024],
         }
     }
 
@@ -360,7 +391,7 @@ impl Conn {
         self.s
             .write_all(format!("GET {path} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes())
             .unwrap();
-        let mut tmp = vec![0u8; 256 * 1024];
+        let tmp = &mut self.tmp;
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
@@ -371,14 +402,14 @@ impl Conn {
                     .unwrap_or(0);
                 let total = end + 4 + cl;
                 while self.buf.len() < total {
-                    let k = self.s.read(&mut tmp).unwrap();
+                    let k = self.s.read(tmp).unwrap();
                     assert!(k > 0, "closed mid-body");
                     self.buf.extend_from_slice(&tmp[..k]);
                 }
                 self.buf.drain(..total);
                 return cl;
             }
-            let k = self.s.read(&mut tmp).unwrap();
+            let k = self.s.read(tmp).unwrap();
             assert!(k > 0, "closed mid-head");
             self.buf.extend_from_slice(&tmp[..k]);
         }
