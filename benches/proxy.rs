@@ -115,7 +115,10 @@ fn main() {
                 })
                 .collect();
             let addrs: Vec<SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
-            for (r, mut s) in round_a.iter_mut().zip(interleaved_c1(&addrs, 3000, 100, round)) {
+            for (r, mut s) in round_a
+                .iter_mut()
+                .zip(interleaved_c1(&addrs, 3000, 100, round))
+            {
                 s.sort_by(f64::total_cmp);
                 r.p50_us = pct(&s, 50.0);
                 r.p99_us = pct(&s, 99.0);
@@ -189,7 +192,7 @@ fn main() {
     let mut out = String::new();
     if sections.contains('a') {
         out.push_str(&format!(
-        "(a) no fault, {rounds} interleaved rounds (median of rounds); wrk -t1 -c32 {secs}s; c=1 from 3000 raw samples; 10 MiB body ×5\n\n"
+        "(a) no fault, {rounds} interleaved rounds (median of rounds); wrk -t1 -c32 {secs}s; c=1: 3000 raw samples per target, interleaved in blocks of 100; 10 MiB body ×5\n\n"
     ));
         out.push_str("| target | req/s (× direct) | p50 c=1 (added) | p99 c=1 | max c=1 | MB/s 10 MiB (× direct) |\n|---|---|---|---|---|---|\n");
         for (i, (name, _)) in targets.iter().enumerate() {
