@@ -73,11 +73,12 @@ async fn uniform_jitter_stays_within_its_bounds() {
     let added = added_ms(&up, proxy, 40).await;
     // Never early: the lower bound is exact. Lateness is scheduling noise on a shared
     // 2-core machine, so the upper bound is statistical: 90% of the samples must be
-    // within a millisecond and a half of it.
+    // within 2.5 ms of it (the whole suite runs beside this test in CI; a delay that
+    // ignored the bound would overshoot by up to the jitter, 10 ms).
     for a in &added {
         assert!(*a >= 19.0, "{a} ms is earlier than 30 - 10 ms: {added:?}");
     }
-    let within = added.iter().filter(|a| **a <= 41.5).count();
+    let within = added.iter().filter(|a| **a <= 42.5).count();
     assert!(within * 10 >= added.len() * 9, "{added:?}");
     // Jitter really varies: not all samples in one millisecond.
     let spread = added.iter().cloned().fold(f64::MIN, f64::max)
