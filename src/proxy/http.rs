@@ -489,12 +489,17 @@ fn upstream_head(raw: &[u8], strip_expect: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Serves one client connection in HTTP mode. `upstream` is already connected.
+/// Serves one client connection in HTTP mode. `upstream` is already connected; a
+/// `reroute` alternate is dialled like it was: in `network` (the target's network
+/// namespace) with the proxy's `mark`, so that an alternate the redirect also
+/// intercepts is not sent back into the proxy.
 pub(crate) async fn serve(
     client: TcpStream,
     upstream: TcpStream,
     faults: &Arc<HttpFaults>,
     stats: &Stats,
+    network: &crate::target::Target,
+    mark: Option<u32>,
 ) -> std::io::Result<()> {
     let mut c = Side {
         s: client,
@@ -539,7 +544,13 @@ pub(crate) async fn serve(
             }
             Decision::Reroute(to) => {
                 if alt.as_ref().is_none_or(|(a, _)| *a != to) {
-                    let s = TcpStream::connect(to).await?;
+                    let s = match network.connect_tcp(to, None, mark).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            stats.upstream_errors.fetch_add(1, Relaxed);
+                            return Err(e.into());
+                        }
+                    };
                     let _ = s.set_nodelay(true);
                     alt = Some((
                         to,

@@ -295,7 +295,9 @@ async fn serve(
     };
     upstream.set_nodelay(true)?;
     match &cfg.behaviour {
-        Behaviour::Http(faults) => http::serve(client, upstream, faults, stats).await,
+        Behaviour::Http(faults) => {
+            http::serve(client, upstream, faults, stats, &cfg.network, cfg.mark).await
+        }
         Behaviour::Tcp { up, down } => {
             let (cr, cw) = client.into_split();
             let (ur, uw) = upstream.into_split();

@@ -104,6 +104,40 @@ async fn http_fault_reaches_an_unchanged_client_and_leaves_nothing() {
     lab.assert_rulesets_unchanged();
 }
 
+/// A switchover (`reroute`) in transparent mode on a namespace target: the alternate
+/// exists only inside the namespace, so it must be dialled there, and the redirect
+/// intercepts it too, so the proxy's own connection to it must carry the proxy's
+/// mark (without it, every rerouted request came back into the proxy, was rerouted
+/// again, and so on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reroute_dials_its_alternate_in_the_namespace_past_the_redirect() {
+    let Some(mut lab) = Lab::serving_api("pxreroute", api()) else {
+        return;
+    };
+    let alt = SocketAddr::new(API_IP.into(), PORT + 1);
+    lab.serve_http_body(&lab.api.clone(), alt, "alternate");
+    let client = lab.client.clone();
+    let rt = Runtime::default();
+    let f = spec(&format!(
+        "kind: http_fault\nwith: {{ intercept: ['{API_IP}:{PORT}', '{alt}'], rules: [ {{ match: {{ path: / }}, action: {{ reroute: {{ to: '{alt}' }} }}, percentage: 100 }} ] }}"
+    ));
+    let (undo, effect) = inject_ok(&f, &lab.client_target(), "switch over", &rt).await;
+    assert!(effect.as_declared, "{effect:?}");
+    for _ in 0..3 {
+        let (r, _) = get(&lab, &client, api());
+        let body = r.unwrap();
+        assert!(body.ends_with("alternate"), "{body}");
+    }
+    let r = revert_with(&undo, &rt).await.unwrap();
+    // Three requests seen, three rerouted: none came back through the redirect.
+    assert_eq!(r.details["stats"]["http"]["requests"], 3, "{r:?}");
+    assert_eq!(r.details["stats"]["http"]["rerouted"], 3, "{r:?}");
+    assert_eq!(r.details["stats"]["upstream_errors"], 0, "{r:?}");
+    let (after, _) = get(&lab, &client, api());
+    assert!(after.unwrap().ends_with("ok"));
+    lab.assert_rulesets_unchanged();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_added_to_an_unchanged_client_and_measured() {
     let Some(lab) = Lab::serving_api("pxlat", api()) else {

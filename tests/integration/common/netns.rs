@@ -170,6 +170,11 @@ impl Lab {
     /// A tiny HTTP server on `addr` inside `ns` (answers every request `200 ok`).
     /// Listening when this returns.
     pub fn serve_http(&mut self, ns: &str, addr: SocketAddr) {
+        self.serve_http_body(ns, addr, "ok");
+    }
+
+    /// [`Lab::serve_http`] answering `body` (tells two servers apart).
+    pub fn serve_http_body(&mut self, ns: &str, addr: SocketAddr, body: &'static str) {
         let listener = self.in_ns(ns, move || {
             TcpListener::bind(addr).expect("bind in namespace")
         });
@@ -184,7 +189,11 @@ impl Lab {
                         let mut buf = [0u8; 1024];
                         if matches!(s.read(&mut buf), Ok(n) if n > 0) {
                             let _ = s.write_all(
-                                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                                format!(
+                                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
                             );
                         }
                     }
