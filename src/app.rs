@@ -302,10 +302,38 @@ fn validate(paths: &[PathBuf], files: &[PathBuf], vars: &[(String, String)]) -> 
 fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 {
     let steps = crate::engine::plan::plan(drill, level);
     match format {
-        PlanFormat::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&steps).expect("plan serialises")
-        ),
+        PlanFormat::Json => {
+            // Each step as serialised, and under a cluster fault the pods it would
+            // act on now (`matching_pods`) or why they cannot be listed
+            // (`matching_pods_error`), as the text plan shows them.
+            let steps: Vec<serde_json::Value> = steps
+                .iter()
+                .map(|s| {
+                    let mut v = serde_json::to_value(s).expect("plan serialises");
+                    if s.phase == "fault" {
+                        match matching(drill, &s.name) {
+                            Some(Ok(pods)) => {
+                                let pods: Vec<String> = pods
+                                    .iter()
+                                    .map(|p| crate::secrets::redact(p).into_owned())
+                                    .collect();
+                                v["matching_pods"] = serde_json::json!(pods);
+                            }
+                            Some(Err(e)) => {
+                                v["matching_pods_error"] =
+                                    serde_json::json!(crate::secrets::redact(&e));
+                            }
+                            None => {}
+                        }
+                    }
+                    v
+                })
+                .collect();
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&steps).expect("plan serialises")
+            )
+        }
         PlanFormat::Text => {
             outln!(
                 "plan for `{}` at level {level} (nothing is run):",
@@ -329,16 +357,19 @@ fn print_plan(drill: &Drill, level: scenario::Level, format: PlanFormat) -> i32 
     EXIT_OK
 }
 
-/// Under a `pod_kill` step of the plan: the pods its selector matches right now
-/// (a read of the cluster; nothing is changed).
-fn print_matching(drill: &Drill, step: &str) {
-    let Some(f) = drill.faults.iter().find(|f| f.step.name == step) else {
-        return;
-    };
+/// The pods fault step `step` would act on right now, when it acts on a cluster (a
+/// read of the cluster; nothing is changed).
+fn matching(drill: &Drill, step: &str) -> Option<Result<Vec<String>, String>> {
+    let f = drill.faults.iter().find(|f| f.step.name == step)?;
     if !f.spec.acts_on_cluster() {
-        return;
+        return None;
     }
-    match runtime().block_on(f.spec.matching_now(&f.target)) {
+    runtime().block_on(f.spec.matching_now(&f.target))
+}
+
+/// Under a `pod_kill` step of the text plan: the pods its selector matches right now.
+fn print_matching(drill: &Drill, step: &str) {
+    match matching(drill, step) {
         None => {}
         Some(Ok(pods)) if pods.is_empty() => outln!("        matches no pod right now"),
         Some(Ok(pods)) => {

@@ -719,6 +719,38 @@ fn plan_lists_the_pods_a_selector_matches_now() {
             "{name} in {text}"
         );
     }
+    // The JSON plan carries the same pods under the fault step.
+    let out = firedrill()
+        .args(["plan", "--format", "json"])
+        .arg(&scen)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let steps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let fault = steps
+        .iter()
+        .find(|s| s["phase"] == "fault")
+        .expect("a fault step");
+    let pods: Vec<&str> = fault["matching_pods"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no matching_pods: {fault}"))
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    for (name, _) in fake.ready_pods(NS) {
+        assert!(
+            pods.iter()
+                .any(|p| p.starts_with(&format!("{name} on node-"))),
+            "{name} in {pods:?}"
+        );
+    }
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s["phase"] != "fault")
+            .all(|s| s.get("matching_pods").is_none())
+    );
     assert!(fake.deletes().is_empty());
 }
 
