@@ -246,11 +246,53 @@ fn control_dir() -> std::io::Result<std::path::PathBuf> {
         .recursive(true)
         .mode(0o700)
         .create(&d)?;
-    // SAFETY: registers a plain `extern "C" fn` with no captured state.
-    HOOK.call_once(|| unsafe {
-        libc::atexit(remove_control_dir);
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn` with no captured state.
+        unsafe { libc::atexit(remove_control_dir) };
+        // A SIGKILLed engine never ran its exit hook: its directory is removed by
+        // the next engine that uses SSH.
+        for gone in sweep_stale_control_dirs(&std::env::temp_dir()) {
+            tracing::debug!("removed {} (its engine is gone)", gone.display());
+        }
     });
     Ok(d)
+}
+
+/// Removes `base/firedrill-ssh-<pid>` directories whose process no longer exists.
+/// Only real directories owned by this user are touched (never a symlink, never
+/// another user's); a live pid keeps its directory. Returns what was removed.
+fn sweep_stale_control_dirs(base: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("firedrill-ssh-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me || pid == std::process::id() {
+            continue;
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 fn own_control_dir() -> std::path::PathBuf {
@@ -627,6 +669,46 @@ mod tests {
 
     fn spec() -> SshSpec {
         serde_yaml::from_str("host: 10.1.2.3\nuser: deploy").unwrap()
+    }
+
+    /// A dead engine's control directory goes; a live process's, this process's, a
+    /// symlink with the same name and unrelated entries stay.
+    #[test]
+    fn stale_control_dirs_of_dead_engines_are_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mk = |name: String| {
+            let d = base.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("master.sock.log"), b"x").unwrap();
+            d
+        };
+        let stale = mk(format!("firedrill-ssh-{dead}"));
+        let alive = mk(format!("firedrill-ssh-{}", live.id()));
+        let mine = mk(format!("firedrill-ssh-{}", std::process::id()));
+        let other = mk("firedrill-ssh-notapid".into());
+        let target = mk("elsewhere".into());
+        // A symlink named like a dead engine's directory: never followed, kept.
+        let link = base
+            .path()
+            .join(format!("firedrill-ssh-{}", dead + 1_000_000));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+
+        let removed = sweep_stale_control_dirs(base.path());
+        let _ = live.kill();
+        let _ = live.wait();
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists());
+        for kept in [&alive, &mine, &other, &target] {
+            assert!(kept.join("master.sock.log").exists(), "{}", kept.display());
+        }
+        assert!(std::fs::symlink_metadata(&link).is_ok());
     }
 
     #[test]
