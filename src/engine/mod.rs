@@ -14,7 +14,8 @@
 //!
 //! `run.rs` holds [`Engine::run`], one method per phase in the order above;
 //! `guards.rs` the guards, `abort.rs` the abort switch, `outcome.rs` the outcome's
-//! order of precedence (a pure function), `check.rs` the timing rules of assertions.
+//! order of precedence (a pure function), `check.rs` the timing rules of assertions,
+//! `switchover.rs` the stages of a staged switchover as spans of the run.
 
 mod abort;
 mod background;
@@ -30,6 +31,7 @@ pub mod plan;
 pub(crate) mod record;
 pub mod recover;
 mod run;
+mod switchover;
 pub(crate) mod timeline;
 
 use std::path::PathBuf;

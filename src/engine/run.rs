@@ -1209,9 +1209,16 @@ impl Engine {
             &mut run.delivery,
             crate::probe::delivery::Section::not_started(&[]),
         );
+        // The stages of staged switchovers: delivery figures per stage.
+        let now_ms = self.timeline.now_ms();
+        let unix_now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0);
+        let windows = super::switchover::windows(&run.steps, now_ms, unix_now_ms - now_ms);
         let (traffic, delivery) = tokio::join!(
             traffic.finish(&control.hurry),
-            delivery.finish(&self.http, &control.hurry)
+            delivery.finish(&self.http, &control.hurry, &windows)
         );
         for v in delivery {
             if v.passed.is_some() {

@@ -121,13 +121,33 @@ impl HttpFault {
             (_, false) => format!("proxy NOT accepting connections on {addr}"),
             (Err(e), true) => format!("proxy on {addr} cannot reach its upstream: {e}"),
         };
+        let mut details = serde_json::json!({ "listen": addr, "target": undo.target,
+            "counters": faults.counters() });
+        // A staged switchover's schedule, its start in ms after the step started: the
+        // `delivery:` figures are broken down by stage from it.
+        let now_ms = ms_since(ctx.started);
+        let switchovers: Vec<serde_json::Value> = faults
+            .switchovers()
+            .iter()
+            .map(|sw| {
+                serde_json::json!({
+                    "to": sw.to,
+                    "started_after_ms": (now_ms - sw.since.as_secs_f64() * 1000.0).max(0.0),
+                    "stages": sw.stages.iter().map(|(p, hold)| serde_json::json!({
+                        "percentage": p, "hold_ms": hold.as_secs_f64() * 1000.0
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        if !switchovers.is_empty() {
+            details["switchovers"] = serde_json::json!(switchovers);
+        }
         Ok(Effect {
             declared: self.describe(),
             measured,
             as_declared,
             effective_after_ms: as_declared.then(|| ms_since(ctx.started)),
-            details: serde_json::json!({ "listen": addr, "target": undo.target,
-                "counters": faults.counters() }),
+            details,
         })
     }
 }

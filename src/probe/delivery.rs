@@ -261,6 +261,18 @@ pub struct Sent {
     pub phase: Option<Phase>,
 }
 
+/// A named span of the drill (a switchover stage) over which the figures are broken
+/// down, by when each message was sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    /// What the span is, e.g. "staged switchover: stage 2 of 4 (10%)".
+    pub label: String,
+    /// Start, ms since the Unix epoch (inclusive).
+    pub from_unix_ms: f64,
+    /// End, ms since the Unix epoch (exclusive).
+    pub to_unix_ms: f64,
+}
+
 /// One copy found in a sink.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Received {
@@ -423,10 +435,13 @@ impl Section {
     /// Waits the longest `after` window (unless `hurry`), stops sending, reads the
     /// sinks until the acknowledged messages are in (or `settle` runs out) and judges
     /// each entry.
+    ///
+    /// `windows` (the stages of a staged switchover) break the figures down further.
     pub async fn finish(
         self,
         http: &reqwest::Client,
         hurry: &CancellationToken,
+        windows: &[Window],
     ) -> Vec<TrafficVerdict> {
         if !self.started {
             return self
@@ -471,7 +486,7 @@ impl Section {
             };
             let sent = sent.unwrap_or_default();
             let mut v = match received {
-                Ok(rcv) => judge(s, &sent, &rcv),
+                Ok(rcv) => judge(s, &sent, &rcv, windows),
                 // Without the sinks nothing is known of delivery: only what was sent
                 // and acknowledged is reported (no loss figure, no RPO).
                 Err(e) => {
@@ -663,8 +678,14 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// The figures of one entry, and its verdict against `expect`.
-pub fn judge(s: &DeliveryStep, sent: &[Sent], received: &[Received]) -> TrafficVerdict {
-    let m = figures(sent, received);
+pub fn judge(
+    s: &DeliveryStep,
+    sent: &[Sent],
+    received: &[Received],
+    windows: &[Window],
+) -> TrafficVerdict {
+    let mut m = figures(sent, received);
+    let per_window = window_figures(sent, received, windows, &mut m);
     let acked = m["acknowledged"];
     let obs = Observation {
         error: (acked == 0.0).then(|| "no message was acknowledged".to_string()),
@@ -699,8 +720,16 @@ pub fn judge(s: &DeliveryStep, sent: &[Sent], received: &[Received]) -> TrafficV
             ));
         }
     }
+    let stages = if per_window.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Per switchover stage (by send time): {}.",
+            per_window.join("; ")
+        )
+    };
     let detail = format!(
-        "{} sent, {} acknowledged, {} delivered, {} lost ({:.2}%), {} duplicated ({:.2}%), {} out of order; measured RPO {:.0} ms{lat}. Per phase: {}. {}",
+        "{} sent, {} acknowledged, {} delivered, {} lost ({:.2}%), {} duplicated ({:.2}%), {} out of order; measured RPO {:.0} ms{lat}. Per phase: {}.{stages} {}",
         g("sent"),
         acked,
         g("delivered"),
@@ -726,8 +755,8 @@ pub fn judge(s: &DeliveryStep, sent: &[Sent], received: &[Received]) -> TrafficV
     }
 }
 
-/// Every figure of a delivery entry (see the module doc).
-pub fn figures(sent: &[Sent], received: &[Received]) -> BTreeMap<String, f64> {
+/// Per message sent: how many copies the sinks hold and the first receive time.
+fn copies(sent: &[Sent], received: &[Received]) -> HashMap<u64, (u64, Option<f64>)> {
     let mut copies: HashMap<u64, (u64, Option<f64>)> = HashMap::new();
     let ours: std::collections::HashSet<u64> = sent.iter().map(|m| m.seq).collect();
     for r in received.iter().filter(|r| ours.contains(&r.seq)) {
@@ -737,6 +766,63 @@ pub fn figures(sent: &[Sent], received: &[Received]) -> BTreeMap<String, f64> {
             e.1 = Some(e.1.map_or(t, |x: f64| x.min(t)));
         }
     }
+    copies
+}
+
+/// The figures of each window (`stage<k>.sent`, `.lost`, `.duplicated`, `.p95_ms`,
+/// k from 1) into `m`, and a sentence per window. A message belongs to the window
+/// its send time falls in.
+fn window_figures(
+    sent: &[Sent],
+    received: &[Received],
+    windows: &[Window],
+    m: &mut BTreeMap<String, f64>,
+) -> Vec<String> {
+    if windows.is_empty() {
+        return Vec::new();
+    }
+    let copies = copies(sent, received);
+    let mut out = Vec::new();
+    for (k, w) in windows.iter().enumerate() {
+        let (mut n, mut lost, mut dup) = (0u64, 0u64, 0u64);
+        let mut lat = Vec::new();
+        for msg in sent
+            .iter()
+            .filter(|x| x.sent_ms >= w.from_unix_ms && x.sent_ms < w.to_unix_ms)
+        {
+            n += 1;
+            match copies.get(&msg.seq) {
+                Some((c, at)) => {
+                    dup += c - 1;
+                    if let Some(t) = at {
+                        lat.push((t - msg.sent_ms).max(0.0));
+                    }
+                }
+                None => lost += u64::from(msg.acked_ms.is_some()),
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        let key = |f: &str| format!("stage{}.{f}", k + 1);
+        m.insert(key("sent"), n as f64);
+        m.insert(key("lost"), lost as f64);
+        m.insert(key("duplicated"), dup as f64);
+        let p95 = percentile(&lat, 0.95);
+        if let Some(p) = p95 {
+            m.insert(key("p95_ms"), p);
+        }
+        out.push(format!(
+            "{} for {:.1} s: {n} sent, {lost} lost, {dup} duplicated{}",
+            w.label,
+            (w.to_unix_ms - w.from_unix_ms).max(0.0) / 1000.0,
+            p95.map(|p| format!(", p95 {p:.1} ms")).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Every figure of a delivery entry (see the module doc).
+pub fn figures(sent: &[Sent], received: &[Received]) -> BTreeMap<String, f64> {
+    let copies = copies(sent, received);
     let mut m = BTreeMap::new();
     let mut phase_lat: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut all_lat = Vec::new();
@@ -930,6 +1016,64 @@ mod tests {
         assert_eq!(m["p50_ms"], 20.0);
     }
 
+    /// Each message counts in the window its send time falls in: losses and copies
+    /// show up in the stage where they were sent, and a message outside every
+    /// window counts in none.
+    #[test]
+    fn switchover_stages_break_the_figures_down_by_send_time() {
+        // 1..=10 sent at 1100..=2000; stage 1 [1000, 1500), stage 2 [1500, 1900).
+        let s: Vec<Sent> = (1..=10)
+            .map(|i| sent(i, 1000.0 + 100.0 * i as f64, true, Phase::Fault))
+            .collect();
+        // 6 and 7 lost (stage 2), 2 twice (stage 1), 10 (after both) delivered.
+        let r: Vec<Received> = [1u64, 2, 2, 3, 4, 5, 8, 9, 10]
+            .iter()
+            .map(|&i| Received {
+                seq: i,
+                at_ms: Some(1000.0 + 100.0 * i as f64 + if i < 5 { 10.0 } else { 40.0 }),
+            })
+            .collect();
+        let w = |label: &str, a: f64, b: f64| Window {
+            label: label.into(),
+            from_unix_ms: a,
+            to_unix_ms: b,
+        };
+        let windows = [
+            w("stage 1 of 2 (10%)", 1000.0, 1500.0),
+            w("stage 2 of 2 (100%)", 1500.0, 1900.0),
+        ];
+        let step: DeliveryStep = serde_json::from_value(serde_json::json!({
+            "name": "d",
+            "send": { "url": "http://127.0.0.1:1/send", "body": "{\"id\":\"${id}\"}", "rate": 10 },
+            "sinks": [{ "url": "http://127.0.0.1:1/m", "items": "$[*]" }],
+        }))
+        .unwrap();
+        let v = judge(&step, &s, &r, &windows);
+        let m = &v.metrics;
+        assert_eq!(m["stage1.sent"], 4.0, "{m:?}"); // 1100..1400
+        assert_eq!(m["stage1.lost"], 0.0);
+        assert_eq!(m["stage1.duplicated"], 1.0);
+        assert_eq!(m["stage1.p95_ms"], 10.0);
+        assert_eq!(m["stage2.sent"], 4.0); // 1500..1800
+        assert_eq!(m["stage2.lost"], 2.0);
+        assert_eq!(m["stage2.duplicated"], 0.0);
+        assert_eq!(m["stage2.p95_ms"], 40.0);
+        // The whole-entry figures are unchanged by the windows.
+        assert_eq!(m["sent"], 10.0);
+        assert_eq!(m["lost"], 2.0);
+        assert!(
+            v.detail.contains(
+                "stage 2 of 2 (100%) for 0.4 s: 4 sent, 2 lost, 0 duplicated, p95 40.0 ms"
+            ),
+            "{}",
+            v.detail
+        );
+        // Without windows: no stage figures, no stage sentence.
+        let v = judge(&step, &s, &r, &[]);
+        assert!(!v.metrics.contains_key("stage1.sent"));
+        assert!(!v.detail.contains("switchover"), "{}", v.detail);
+    }
+
     #[test]
     fn nothing_lost_means_rpo_zero_and_expectations_hold() {
         let step: DeliveryStep = serde_json::from_value(serde_json::json!({
@@ -949,10 +1093,10 @@ mod tests {
                 at_ms: None,
             })
             .collect();
-        let v = judge(&step, &s, &r);
+        let v = judge(&step, &s, &r, &[]);
         assert_eq!(v.passed, Some(true), "{}", v.detail);
         assert_eq!(v.metrics["rpo_ms"], 0.0);
-        let v = judge(&step, &s, &r[..4]);
+        let v = judge(&step, &s, &r[..4], &[]);
         assert_eq!(v.passed, Some(false), "{}", v.detail);
         assert!(v.detail.contains("1 lost"), "{}", v.detail);
     }

@@ -105,6 +105,22 @@ impl HttpFaults {
         }
     }
 
+    /// The staged switchovers among the rules: where each sends requests, how long
+    /// ago its stages started counting, and its stages (share 0–100, hold).
+    pub fn switchovers(&self) -> Vec<Switchover> {
+        self.rules
+            .iter()
+            .filter_map(|r| match &r.rule.action {
+                super::rules::Action::Reroute(x) if !x.stages.is_empty() => Some(Switchover {
+                    to: x.to.clone(),
+                    since: r.started.elapsed(),
+                    stages: x.stages.iter().map(|s| (s.percentage, s.hold.0)).collect(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn decide(&self, method: &str, path: &str) -> Decision {
         self.requests.fetch_add(1, Relaxed);
         match self.rules.iter().find(|r| r.matches(method, path)) {
@@ -112,6 +128,17 @@ impl HttpFaults {
             None => Decision::Forward,
         }
     }
+}
+
+/// One staged `reroute` rule as it runs (see [`HttpFaults::switchovers`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Switchover {
+    /// The alternate upstream.
+    pub to: String,
+    /// How long ago the first stage started.
+    pub since: std::time::Duration,
+    /// Each stage's share (0–100) and hold, in order; the last one stays.
+    pub stages: Vec<(f64, std::time::Duration)>,
 }
 
 /// How a message body is delimited.

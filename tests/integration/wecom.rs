@@ -477,6 +477,16 @@ fn staged_switchover_goes_through_and_is_rolled_back_by_a_guard() {
         assert_eq!(m["lost"], 0.0, "{m:?}");
         assert_eq!(m["duplicated"], 0.0, "{m:?}");
         assert_counts_match(&stack, m, 0.0);
+        // The figures per stage (20 messages/s, 2 s per stage): every stage sent,
+        // none lost, and the stages together never count more than was sent.
+        for k in 1..=4 {
+            assert!(m[&format!("stage{k}.sent")] >= 10.0, "stage {k}: {m:?}");
+            assert_eq!(m[&format!("stage{k}.lost")], 0.0, "stage {k}: {m:?}");
+        }
+        let staged: f64 = (1..=4).map(|k| m[&format!("stage{k}.sent")]).sum();
+        assert!(staged <= m["sent"], "{staged} > {}", m["sent"]);
+        let detail = &delivery_step(&r).detail;
+        assert!(detail.contains("stage 4 of 4 (100%) for"), "{detail}");
         let (_, standby) = http(stack.standby, "GET", "/admin/stats", "");
         assert!(standby["accepted"].as_u64().unwrap() > 10, "{standby}");
         let sw = &r
@@ -500,6 +510,39 @@ fn staged_switchover_goes_through_and_is_rolled_back_by_a_guard() {
     );
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("switchover at stage"), "{md}");
+    // The rollback cut the switchover short: the stages that ran are in the
+    // delivery figures, the ones after the rollback are not.
+    assert!(md.contains("Per switchover stage"), "{md}");
+    let m = &delivery_step(&r).metrics;
+    assert!(m["stage1.sent"] > 0.0, "{m:?}");
+    let ran = (1..=4)
+        .filter(|k| m.contains_key(&format!("stage{k}.sent")))
+        .count();
+    let sw = r
+        .steps
+        .iter()
+        .find(|s| s.name.starts_with("staged switchover"))
+        .unwrap();
+    let reverted = &sw
+        .fault
+        .as_ref()
+        .unwrap()
+        .revert
+        .as_ref()
+        .unwrap()
+        .result
+        .as_ref()
+        .unwrap()
+        .measured;
+    // The proxy names its stage when it is stopped, a moment after the revert began
+    // (where the windows end): one stage later at most, if a boundary fell between.
+    let at = (1..=4)
+        .find(|k| reverted.contains(&format!("switchover at stage {k} of 4")))
+        .unwrap_or_else(|| panic!("{reverted}"));
+    assert!(
+        at == ran || at == ran + 1,
+        "{ran} stage(s) in the figures; {reverted}"
+    );
 }
 
 /// `scripts/wecom-drill.sh`, the one command a new user runs: it starts both
