@@ -52,7 +52,7 @@ pub struct ProcessKill {
     /// Select processes whose full command line matches this regular expression.
     #[serde(default)]
     pub pattern: Option<String>,
-    /// Select every process of this cgroup v2 directory (and of the cgroups below it): a path relative to the cgroup2 mount (`system.slice/postgresql.service`) or an absolute path inside it (`/sys/fs/cgroup/system.slice/postgresql.service`). `STOP` freezes the cgroup (`cgroup.freeze`, thawed by the revert or the dead-man watcher), `KILL` kills it whole (`cgroup.kill`), `TERM` signals every process in it. Not with `tree`, `count` or `all`: a cgroup is hit whole.
+    /// Select every process of this cgroup v2 directory (and of the cgroups below it): a path relative to the cgroup2 mount (`system.slice/postgresql.service`) or an absolute path inside it (`/sys/fs/cgroup/system.slice/postgresql.service`). `STOP` freezes the cgroup (`cgroup.freeze`, thawed by the revert or the dead-man watcher), `KILL` kills it whole (`cgroup.kill`), `TERM` signals every process in it. Not with `tree`, `count` or `all`: a cgroup is hit whole. On an ssh target the path is resolved on the host's own cgroup2 mount.
     #[serde(default)]
     pub cgroup: Option<String>,
     /// Also hit every descendant of each selected process (a server's workers with its main process). `STOP` freezes children before their parents and the revert thaws parents before their children, so no worker ever runs under a frozen parent; `TERM` and `KILL` hit parents first, so a supervisor cannot replace a killed worker.
@@ -152,8 +152,9 @@ pub struct Undo {
     /// so the record shows which line of a multi-line pidfile was trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// The cgroup2 path (`/a/b`) hit whole, when `cgroup` selected it: the revert
-    /// thaws this cgroup rather than sending CONT to its processes.
+    /// The cgroup2 path (`/a/b`) hit whole, when `cgroup` selected it (on a remote
+    /// host: its directory there, `/sys/fs/cgroup/a/b`): the revert thaws this
+    /// cgroup rather than sending CONT to its processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
 }
@@ -200,7 +201,13 @@ impl ProcessKill {
                 ));
         }
         if let Some(c) = &self.cgroup {
-            if let Err(e) = cgroup::check_spec(c).and_then(|()| cgroup::check_inside_mount(c)) {
+            // A remote host's mount is checked there, when the fault is prepared.
+            let inside = if target.is_remote() {
+                Ok(())
+            } else {
+                cgroup::check_inside_mount(c)
+            };
+            if let Err(e) = cgroup::check_spec(c).and(inside) {
                 errs.push(("with.cgroup".into(), e));
             }
             if self.tree {
@@ -223,19 +230,9 @@ impl ProcessKill {
             Target::Local | Target::Netns { .. } => {}
             // Refused for every host fault by `FaultSpec::validate`.
             Target::Kubernetes(_) => {}
-            // Processes of a remote host are listed and signalled there (see
-            // [`remote`]; a group fans out to its hosts); its cgroups are not reached.
-            Target::Ssh(_) | Target::Group(_) => {
-                if self.cgroup.is_some() {
-                    errs.push((
-                        "with.cgroup".into(),
-                        format!(
-                            "found `cgroup` on ssh target {}, expected pid, pidfile, name or pattern: cgroups are hit on this host only",
-                            target.describe()
-                        ),
-                    ));
-                }
-            }
+            // Processes and cgroups of a remote host are listed, signalled, frozen
+            // and killed there (see [`remote`]; a group fans out to its hosts).
+            Target::Ssh(_) | Target::Group(_) => {}
         }
         errs
     }

@@ -461,6 +461,204 @@ verifications:
     assert_eq!(String::from_utf8_lossy(&left.stdout), "");
 }
 
+/// A cgroup the test made (the fleet's hosts share this machine's cgroup2 tree); on
+/// drop it is thawed, emptied (`cgroup.kill`) and removed.
+struct TestCg {
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+impl TestCg {
+    fn new(name: &str) -> Option<TestCg> {
+        let root = crate::common::cgroup2_mount()?;
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).ok()?;
+        let cg = TestCg {
+            dir,
+            name: name.to_string(),
+        };
+        (cg.dir.join("cgroup.freeze").exists() && cg.dir.join("cgroup.kill").exists()).then_some(cg)
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    fn event(&self, key: &str) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .unwrap()
+            .lines()
+            .any(|l| l == format!("{key} 1"))
+    }
+}
+
+impl Drop for TestCg {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.freeze"), "0");
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        wait_until(Duration::from_secs(5), || !self.event("populated"));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `cgroup` on an ssh target: resolved on the host, frozen whole (the host's
+/// `cgroup.events` says frozen while the drill runs) and thawed by the revert, then
+/// killed whole; a cgroup holding the engine's own SSH session on the host is refused
+/// before anything is injected.
+#[test]
+fn a_remote_cgroup_is_frozen_thawed_and_killed_on_the_host() {
+    let Some(fleet) = Fleet::new("ssh_target::cgroup", 1) else {
+        return;
+    };
+    let id = std::process::id();
+    let Some(cg) = TestCg::new(&format!("fdtest-ssh-{id}")) else {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "CI must be able to make a cgroup2 directory with cgroup.freeze and cgroup.kill"
+            );
+        }
+        eprintln!("skipped: no cgroup2 directory with cgroup.freeze and cgroup.kill here");
+        return;
+    };
+    // `ip netns exec` gave the host a fresh /sys without cgroup mounts: mount the
+    // cgroup2 tree in the host's mount namespace, where a real host has it.
+    let sshd = fleet.hosts[0].sshd_pid().unwrap().to_string();
+    let mounted = Command::new("nsenter")
+        .args([
+            "--target",
+            &sshd,
+            "--mount",
+            "--",
+            "mount",
+            "-t",
+            "cgroup2",
+            "cgroup2",
+            "/sys/fs/cgroup",
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount cgroup2 on the host");
+    let host_dir = format!("/sys/fs/cgroup/{}", cg.name);
+    let mut sleepers: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            let c = Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            cg.add(c.id());
+            c
+        })
+        .collect();
+    let scenario_for = |name: &str, signal: &str, check: &str, ttl: &str, hold: &str| {
+        format!(
+            r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-cgroup-{signal} }}
+targets:
+  h0: {target}
+faults:
+  - name: {signal} the cgroup
+    kind: process_kill
+    target: h0
+    ttl: {ttl}
+    with: {{ cgroup: "{name}", signal: {signal} }}
+verifications:
+  - name: seen on the host
+    critical: true
+    for: {hold}
+    interval: 500ms
+    probe: {{ command: {{ run: "{check}", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+"#,
+            target = fleet.target_yaml(0),
+        )
+    };
+    let scenario =
+        |name: &str, signal: &str, check: &str| scenario_for(name, signal, check, "60s", "0s");
+    let events = format!("{host_dir}/cgroup.events");
+    let s = write(
+        fleet.dir.path(),
+        "freeze.yaml",
+        &scenario(&cg.name, "STOP", &format!("grep -qx 'frozen 1' {events}")),
+    );
+    let out = drill(&fleet, &s, "cgfreeze").output().unwrap();
+    let text = exit_text(&out, 0);
+    assert!(!cg.event("frozen"), "thawed by the revert: {text}");
+    for c in &sleepers {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap();
+        assert!(stat.contains(") S "), "{stat}");
+    }
+
+    // The engine SIGKILLed while the cgroup is frozen: the dead-man on the host
+    // thaws it at the ttl (3 s).
+    let s = write(
+        fleet.dir.path(),
+        "deadman.yaml",
+        &scenario_for(
+            &cg.name,
+            "STOP",
+            &format!("grep -qx 'frozen 1' {events}"),
+            "3s",
+            "60s",
+        ),
+    );
+    let mut engine = drill(&fleet, &s, "cgdeadman")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || cg.event("frozen")),
+        "frozen"
+    );
+    let frozen_at = Instant::now();
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(6), || !cg.event("frozen")),
+        "still frozen {:?} after the freeze, the engine killed",
+        frozen_at.elapsed()
+    );
+
+    // An absolute path inside the host's mount, killed whole.
+    let s = write(
+        fleet.dir.path(),
+        "kill.yaml",
+        &scenario(
+            &host_dir,
+            "KILL",
+            &format!("grep -qx 'populated 0' {events}"),
+        ),
+    );
+    let out = drill(&fleet, &s, "cgkill").output().unwrap();
+    exit_text(&out, 0);
+    for c in sleepers.iter_mut() {
+        let status = c.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+    }
+
+    // The host's sshd (and so the engine's session) moved into a cgroup: that
+    // cgroup is refused, nothing is frozen.
+    let Some(own) = TestCg::new(&format!("fdtest-ssh-own-{id}")) else {
+        panic!("a second test cgroup");
+    };
+    own.add(fleet.hosts[0].sshd_pid().unwrap());
+    let s = write(
+        fleet.dir.path(),
+        "own.yaml",
+        &scenario(&own.name, "STOP", "true"),
+    );
+    let out = drill(&fleet, &s, "cgown").output().unwrap();
+    let text = exit_text(&out, 3);
+    assert!(
+        text.contains("holds the engine's own SSH session"),
+        "{text}"
+    );
+    assert!(!own.event("frozen"));
+}
+
 #[test]
 fn a_remote_partition_blocks_its_destination_never_the_ssh_link() {
     let Some(fleet) = Fleet::new("ssh_target::partition", 2) else {

@@ -11,8 +11,14 @@
 //! A `STOP` arms a dead-man **on the host** before it is sent (the `command`
 //! fault's watcher: a `systemd-run` timer or a detached `setsid` shell) that sends
 //! `CONT` at the ttl, even if the engine dies or loses the host; the revert
-//! cancels it, or finds that it already fired. Not here: `cgroup` (refused at
-//! validation).
+//! cancels it, or finds that it already fired.
+//!
+//! `cgroup` is resolved on the host (its cgroup2 mount, from the host's
+//! `/proc/mounts`): `STOP` writes `cgroup.freeze` (the dead-man and the revert write
+//! it back), `KILL` writes `cgroup.kill`, `TERM` signals every member. A cgroup that
+//! holds the engine's own SSH session on the host is refused (freezing or killing
+//! it would take the revert's way in with it), and so is freezing `system.slice`,
+//! where the host's `systemd-run` dead-man would start.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +54,29 @@ state)
     f=(${st##*") "})
     if [ "${f[19]}" = "$t" ]; then echo "$p ${f[0]}"; else echo "$p -"; fi
   done ;;
+cgroup)
+  m=""
+  while read -r _ mnt type _; do [ "$type" = cgroup2 ] && { m=$mnt; break; }; done < /proc/mounts
+  [ -n "$m" ] || { echo "no cgroup2 hierarchy is mounted on this host" >&2; exit 3; }
+  s=${1%/}
+  case $s in
+    /*) case $s/ in "$m"/?*) d=$s ;; *) echo "cgroup \`$1\` is not inside the cgroup2 mount at $m (nor below it); give a path inside it or one relative to it" >&2; exit 3 ;; esac ;;
+    *) d=$m/$s ;;
+  esac
+  [ -e "$d/cgroup.procs" ] || { echo "cgroup $d does not exist" >&2; exit 3; }
+  me=""
+  while IFS= read -r l; do case $l in 0::*) me=${l#0::} ;; esac; done < /proc/self/cgroup
+  echo "dir $d"; echo "rel ${d#"$m"/}"; echo "self $me"
+  shopt -s globstar nullglob
+  for c in "$d"/**/cgroup.procs; do
+    while IFS= read -r p; do
+      { IFS= read -r st < "/proc/$p/stat"; } 2>/dev/null || continue
+      f=(${st##*") "}); echo "proc $p ${f[19]}"
+    done < "$c"
+  done ;;
+freeze) echo "$2" > "$1/cgroup.freeze" ;;
+cgkill) echo 1 > "$1/cgroup.kill" ;;
+events) while read -r k v; do echo "$k $v"; done < "$1/cgroup.events" ;;
 esac
 "#;
 
@@ -132,20 +161,25 @@ async fn read_pidfile(target: &Target, path: &str) -> Result<u32, FaultError> {
     }
 }
 
-/// The shell line the dead-man runs (and the revert): `CONT` to the processes,
-/// parents before their children, each only if it is still the one recorded.
+/// The shell line the dead-man runs (and the revert): the cgroup thawed, or `CONT`
+/// to the processes, parents before their children, each only if it is still the
+/// one recorded.
 fn cont_line(undo: &Undo) -> String {
-    let mut rev: Vec<ProcRef> = undo.processes.clone();
-    rev.reverse();
     let mut words = vec![
         "bash".to_string(),
         "-c".into(),
         PROCS.into(),
         "firedrill-procs".into(),
-        "signal".into(),
-        "CONT".into(),
     ];
-    words.extend(pairs(&rev));
+    match &undo.cgroup {
+        Some(dir) => words.extend(["freeze".to_string(), dir.clone(), "0".into()]),
+        None => {
+            let mut rev: Vec<ProcRef> = undo.processes.clone();
+            rev.reverse();
+            words.extend(["signal".to_string(), "CONT".into()]);
+            words.extend(pairs(&rev));
+        }
+    }
     words
         .iter()
         .map(|w| crate::target::ssh::quote(w))
@@ -153,8 +187,88 @@ fn cont_line(undo: &Undo) -> String {
         .join(" ")
 }
 
+/// A cgroup on the host: its directory there and its members.
+struct HostCgroup {
+    dir: String,
+    members: Vec<ProcRef>,
+}
+
+/// Resolves `spec` on the host and lists its members (the cgroups below it
+/// included). Refused: a cgroup holding this SSH session, and freezing
+/// `system.slice` (see the module doc).
+async fn host_cgroup(f: &ProcessKill, t: &Target, spec: &str) -> Result<HostCgroup, FaultError> {
+    let out = t
+        .run(&procs_cmd("cgroup", &[spec.to_string()]))
+        .await
+        .map_err(|e| {
+            FaultError::Precondition(format!(
+                "cannot read cgroup {spec} on {}: {e}",
+                t.describe()
+            ))
+        })?;
+    if !out.success() {
+        return Err(FaultError::Precondition(format!(
+            "cgroup {spec} on {}: {}",
+            t.describe(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .unwrap_or("")
+            .to_string()
+    };
+    let (dir, rel, me) = (field("dir"), field("rel"), field("self"));
+    let rel_abs = format!("/{}", rel.trim_matches('/'));
+    if me == rel_abs || me.starts_with(&format!("{rel_abs}/")) {
+        return Err(FaultError::Precondition(format!(
+            "cgroup {dir} on {} holds the engine's own SSH session (in {me}); it is never frozen, killed or signalled whole",
+            t.describe()
+        )));
+    }
+    if f.signal == Signal::Stop && rel.trim_matches('/') == "system.slice" {
+        return Err(FaultError::Precondition(format!(
+            "freezing {dir} on {} would freeze the host's dead-man too (systemd-run starts it in system.slice); name the service's own cgroup",
+            t.describe()
+        )));
+    }
+    let listed: Vec<(u32, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("proc ")?.split(' ');
+            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect();
+    let all = list(t).await?;
+    let members: Vec<ProcRef> = all
+        .iter()
+        .filter(|p| listed.contains(&(p.pid, p.start_time)))
+        .map(ProcRef::from)
+        .collect();
+    if members.is_empty() {
+        return Err(FaultError::Precondition(format!(
+            "no running process matches: cgroup {dir} on {} holds no process",
+            t.describe()
+        )));
+    }
+    Ok(HostCgroup { dir, members })
+}
+
 pub(crate) async fn prepare(f: &ProcessKill, ctx: &FaultCtx<'_>) -> Result<Undo, FaultError> {
     let t = ctx.target;
+    if let Some(spec) = &f.cgroup {
+        let cg = host_cgroup(f, t, spec).await?;
+        return Ok(Undo {
+            target: t.clone(),
+            signal: f.signal,
+            processes: cg.members,
+            deadman_tag: (f.signal == Signal::Stop).then(|| deadman_tag(ctx.run_id, ctx.step)),
+            source: None,
+            cgroup: Some(cg.dir),
+        });
+    }
     let all = list(t).await?;
     let (pid_wanted, source) = match (&f.pid, &f.pidfile) {
         (Some(p), _) => (Some(*p), None),
@@ -227,6 +341,11 @@ pub(crate) async fn apply(
         ),
         None => None,
     };
+    if let Some(dir) = &undo.cgroup
+        && f.signal != Signal::Term
+    {
+        return apply_cgroup(f, ctx, undo, dir, armed).await;
+    }
     let out = t
         .run(&procs_cmd(
             "signal",
@@ -291,6 +410,94 @@ pub(crate) async fn apply(
     })
 }
 
+/// `cgroup.events` of a host cgroup: `(frozen, populated)`.
+async fn events(t: &Target, dir: &str) -> Option<(bool, bool)> {
+    let out = t.run(&procs_cmd("events", &[dir.to_string()])).await.ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let flag = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .map(|v| v.trim() == "1")
+    };
+    Some((flag("frozen")?, flag("populated")?))
+}
+
+/// `STOP` (freeze) or `KILL` of a whole host cgroup, then watched in its
+/// `cgroup.events` until frozen or empty (or `verify_timeout`).
+async fn apply_cgroup(
+    f: &ProcessKill,
+    ctx: &FaultCtx<'_>,
+    undo: &Undo,
+    dir: &str,
+    armed: Option<String>,
+) -> Result<Effect, FaultError> {
+    let t = ctx.target;
+    let (mode, args, what) = match f.signal {
+        Signal::Stop => ("freeze", vec![dir.to_string(), "1".into()], "cgroup.freeze"),
+        _ => ("cgkill", vec![dir.to_string()], "cgroup.kill"),
+    };
+    let out = t.run(&procs_cmd(mode, &args)).await.map_err(|e| {
+        FaultError::System(format!(
+            "cannot write {what} of {dir} on {}: {e}",
+            t.describe()
+        ))
+    })?;
+    if !out.success() {
+        return Err(FaultError::System(format!(
+            "cannot write {what} of {dir} on {}: {}",
+            t.describe(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let deadline = Instant::now() + f.verify_timeout.0;
+    let done = loop {
+        let done = match events(t, dir).await {
+            Some((frozen, populated)) => match f.signal {
+                Signal::Stop => frozen,
+                _ => !populated,
+            },
+            None => false,
+        };
+        if done || Instant::now() >= deadline || ctx.cancel.is_cancelled() {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pids: Vec<u32> = undo.processes.iter().map(|p| p.pid).collect();
+    let on = t.describe();
+    let mut measured = match (f.signal, done) {
+        (Signal::Stop, true) => format!(
+            "cgroup {dir} on {on} frozen (cgroup.events frozen 1), {} process(es): pids {pids:?}",
+            pids.len()
+        ),
+        (Signal::Stop, false) => format!(
+            "cgroup {dir} on {on} still not frozen after {}",
+            f.verify_timeout
+        ),
+        (_, true) => format!(
+            "cgroup {dir} on {on} killed and empty (cgroup.events populated 0); it held pids {pids:?}"
+        ),
+        (_, false) => format!(
+            "cgroup {dir} on {on} still holds processes after {}",
+            f.verify_timeout
+        ),
+    };
+    if let Some(how) = &armed {
+        measured = format!("{measured}; dead-man on the host ({how}) thaws it at the ttl");
+    }
+    Ok(Effect {
+        declared: f.describe(),
+        measured,
+        as_declared: done,
+        effective_after_ms: done.then(|| ms_since(ctx.started)),
+        details: serde_json::json!({
+            "signal": f.signal.name(), "pids": pids, "cgroup": dir,
+            "processes": undo.processes, "host": on,
+            "deadman": armed.map(|how| serde_json::json!({ "on": t.describe(), "armed_with": how })),
+        }),
+    })
+}
+
 pub(crate) async fn revert(undo: &Undo) -> Result<Reverted, FaultError> {
     let start = Instant::now();
     let t = &undo.target;
@@ -311,12 +518,34 @@ pub(crate) async fn revert(undo: &Undo) -> Result<Reverted, FaultError> {
         ))),
         Ok(Outcome::Fired(_)) => Ok(Reverted {
             measured: format!(
-                "the dead-man on {} had already sent CONT at the ttl",
-                t.describe()
+                "the dead-man on {} had already {} at the ttl",
+                t.describe(),
+                if undo.cgroup.is_some() {
+                    "thawed the cgroup"
+                } else {
+                    "sent CONT"
+                }
             ),
             restored_after_ms: None,
             details: serde_json::json!({ "by": "deadman" }),
         }),
+        Ok(Outcome::Ran(code, _, stderr)) if undo.cgroup.is_some() => {
+            let dir = undo.cgroup.as_deref().unwrap_or_default();
+            if code != "0" {
+                return Err(FaultError::System(format!(
+                    "thawing cgroup {dir} on {} failed (exit {code}): {stderr}",
+                    t.describe()
+                )));
+            }
+            Ok(Reverted {
+                measured: format!(
+                    "cgroup {dir} thawed on {} (cgroup.freeze 0); dead-man cancelled",
+                    t.describe()
+                ),
+                restored_after_ms: Some(ms_since(start)),
+                details: serde_json::json!({ "thawed_cgroup": dir, "by": "revert" }),
+            })
+        }
         Ok(Outcome::Ran(code, out, stderr)) => {
             let thawed: Vec<u32> = out
                 .lines()

@@ -53,6 +53,13 @@ pub struct Host {
     sshd: Option<Child>,
 }
 
+impl Host {
+    /// The pid of this host's `sshd` (every session on the host is its child).
+    pub fn sshd_pid(&self) -> Option<u32> {
+        self.sshd.as_ref().map(Child::id)
+    }
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("start");
     assert!(
