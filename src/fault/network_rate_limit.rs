@@ -108,16 +108,6 @@ impl NetworkFault for NetworkRateLimit {
     /// The shared checks, and a rate and a burst that let something through.
     fn validate(&self, target: &Target) -> Vec<(String, String)> {
         let mut errs = network::validate_common(&self.to, &self.ports, self.protocol, target);
-        if target.is_remote() {
-            // Its effect is a burst of connects timed from the target's network.
-            errs.push((
-                "target".into(),
-                format!(
-                    "found remote target {}, expected `local` or a netns target: a rate limit's effect is measured with sockets in the target's network (use network_partition, or the `command` fault, on a remote host)",
-                    target.describe()
-                ),
-            ));
-        }
         if self.per_second == 0 {
             errs.push((
                 "with.per_second".into(),
@@ -214,24 +204,27 @@ impl NetworkFault for NetworkRateLimit {
         let deadline = Instant::now() + self.verify_timeout.0;
         let cancel = ctx.cancel.clone();
         let address = p.address;
-        let (accepted, turned_away) = ctx
-            .target
-            .in_network(move || {
-                let mut accepted = 0u32;
-                for _ in 0..max {
-                    let at = Instant::now();
-                    match network::connect_once(address, attempt) {
-                        Outcome::Connected => accepted += 1,
-                        o => return (accepted, Some((o, at))),
+        let (accepted, turned_away) = if ctx.target.is_remote() {
+            network::remote_burst(ctx.target, address, max, attempt).await?
+        } else {
+            ctx.target
+                .in_network(move || {
+                    let mut accepted = 0u32;
+                    for _ in 0..max {
+                        let at = Instant::now();
+                        match network::connect_once(address, attempt) {
+                            Outcome::Connected => accepted += 1,
+                            o => return (accepted, Some((o, at))),
+                        }
+                        if Instant::now() >= deadline || cancel.is_cancelled() {
+                            break;
+                        }
                     }
-                    if Instant::now() >= deadline || cancel.is_cancelled() {
-                        break;
-                    }
-                }
-                (accepted, None)
-            })
-            .await
-            .map_err(|e| FaultError::System(e.to_string()))?;
+                    (accepted, None)
+                })
+                .await
+                .map_err(|e| FaultError::System(e.to_string()))?
+        };
         let view = network::counters(ctx, table).await;
         let lim = format!("{prefix}_lim");
         let limited = view

@@ -376,14 +376,14 @@ prechecks:
   - name: over http
     probe: {{ http: {{ url: "http://10.1.2.3/", target: h }} }}
 faults:
-  - name: cut
-    kind: network_rate_limit
-    target: h
-    with: {{ to: ["10.1.2.3:443"], per_second: 5 }}
   - name: slow
     kind: latency
     target: h
     with: {{ upstream: "10.1.2.3:80", listen: "127.0.0.1:30080", delay: 100ms }}
+  - name: limit
+    kind: network_rate_limit
+    target: h
+    with: {{ to: ["10.1.2.3:443"], per_second: 5 }}
   - name: kill
     kind: process_kill
     target: h
@@ -398,15 +398,12 @@ faults:
         "{err}"
     );
     assert!(
-        err.contains("faults[0].target: found remote target ssh:root@10.66.0.10:22"),
+        err.contains("faults[0].target") && err.contains("the proxy runs inside the engine"),
         "{err}"
     );
+    // A rate limit and a cgroup are hit on the host itself: accepted.
     assert!(
-        err.contains("faults[1].target") && err.contains("the proxy runs inside the engine"),
-        "{err}"
-    );
-    assert!(
-        err.contains("faults[2].with.cgroup") && err.contains("on this host only"),
+        !err.contains("faults[1]") && !err.contains("faults[2]"),
         "{err}"
     );
 }
@@ -657,6 +654,81 @@ verifications:
         "{text}"
     );
     assert!(!own.event("frozen"));
+}
+
+/// `network_rate_limit` on a remote host: the limit goes into the host's own
+/// nftables, its effect is a burst of connects made by the host (the first ones
+/// accepted, then one turned away), the SSH link is never limited, and after the
+/// revert the host connects freely again with its ruleset byte-identical.
+#[test]
+fn a_remote_rate_limit_turns_away_the_hosts_connects_beyond_the_burst() {
+    let Some(fleet) = Fleet::new("ssh_target::ratelimit", 2) else {
+        return;
+    };
+    let ruleset =
+        || String::from_utf8_lossy(&fleet.on_host(0, "nft list ruleset").stdout).into_owned();
+    let before = ruleset();
+    let other = fleet.hosts[1].ip;
+    let text = format!(
+        r#"apiVersion: firedrill/v1
+kind: Scenario
+metadata: {{ name: ssh-rate-limit }}
+targets:
+  h0: {target}
+faults:
+  - name: limit h1's ssh
+    kind: network_rate_limit
+    target: h0
+    ttl: 60s
+    with: {{ to: ["{other}:22"], per_second: 1, burst: 3, action: reject }}
+verifications:
+  - name: the engine still reaches h0 over ssh while h0 is limited
+    critical: true
+    probe: {{ command: {{ run: "true", target: h0 }} }}
+    expect: {{ exit_code: 0 }}
+"#,
+        target = fleet.target_yaml(0),
+    );
+    let s = write(fleet.dir.path(), "s.yaml", &text);
+    let out = drill(&fleet, &s, "ratelimit").output().unwrap();
+    exit_text(&out, 0);
+    let j: serde_json::Value = {
+        let reports = fleet.dir.path().join("ratelimit/reports");
+        let run = std::fs::read_dir(&reports)
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().join("journal.json").exists())
+            .unwrap()
+            .path();
+        serde_json::from_slice(&std::fs::read(run.join("journal.json")).unwrap()).unwrap()
+    };
+    let fault = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "limit h1's ssh")
+        .unwrap();
+    let effect = &fault["fault"]["effect"];
+    assert_eq!(effect["as_declared"], true, "{effect}");
+    let measured = effect["measured"].as_str().unwrap();
+    // The burst of 3 (and what refilled meanwhile) went through, then a reset.
+    let accepted = effect["details"]["probe"]["accepted"].as_u64().unwrap();
+    assert!((3..=6).contains(&accepted), "{measured}");
+    assert_eq!(
+        effect["details"]["probe"]["turned_away"], "refused",
+        "{effect}"
+    );
+    assert!(measured.contains("then one refused"), "{measured}");
+    // Afterwards h1 answers h0 again, as often as asked, and h0's ruleset is as
+    // before.
+    for _ in 0..5 {
+        let again = fleet.on_host(
+            0,
+            &format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{other}/22'"),
+        );
+        assert!(again.status.success());
+    }
+    assert_eq!(ruleset(), before);
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub(crate) use dest::{Group, Resolved, groups, parse_dest, validate_common};
 pub(crate) use params::{
     Action, Direction, Protocol, default_verify, ports_note, selector, verdict,
 };
-pub(crate) use probe::{Outcome, ProbePoint, connect_once, probe_until};
+pub(crate) use probe::{Outcome, ProbePoint, connect_once, probe_until, remote_burst};
 pub(crate) use undo::Undo;
 
 use super::{Effect, FaultCtx, FaultError, ms_since};

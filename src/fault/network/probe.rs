@@ -63,6 +63,74 @@ pub(crate) async fn remote_once(target: &Target, addr: SocketAddr, timeout: Dura
     }
 }
 
+/// Back-to-back connects on a remote host, in one program run there (a program per
+/// connect over SSH would be far slower than any rate worth limiting): `burst
+/// ADDR PORT MAX SECONDS` prints `turned I CODE AT START` at the first attempt that
+/// fails (`CODE` 124: no answer within SECONDS; anything else: refused; `AT` and
+/// `START` are `$EPOCHREALTIME`s) or `all MAX`.
+const BURST: &str = r#"a=$1 p=$2 n=$3 t=$4
+s=$EPOCHREALTIME
+for ((i = 0; i < n; i++)); do
+  b=$EPOCHREALTIME
+  timeout "$t" bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$a" "$p" 2>/dev/null
+  r=$?
+  if [ "$r" -ne 0 ]; then echo "turned $i $r $b $s"; exit 0; fi
+done
+echo "all $n"
+"#;
+
+/// Up to `max` connects to `addr` made back to back by the remote host itself,
+/// each waiting at most `attempt`: how many were accepted before the first one
+/// that was not, that one's outcome, and when it was made (on the engine's clock:
+/// the program's start is taken as the moment the engine launched it, so the time
+/// is late by the link's latency at most).
+pub(crate) async fn remote_burst(
+    target: &Target,
+    addr: SocketAddr,
+    max: u32,
+    attempt: Duration,
+) -> Result<(u32, Option<(Outcome, Instant)>), FaultError> {
+    let launched = Instant::now();
+    let out = target
+        .run(
+            &crate::target::Cmd::new("bash")
+                .args(["-c", BURST, "firedrill-burst"])
+                .args([
+                    addr.ip().to_string(),
+                    addr.port().to_string(),
+                    max.to_string(),
+                    format!("{:.3}", attempt.as_secs_f64().max(0.001)),
+                ])
+                .timeout(attempt * max + Duration::from_secs(30)),
+        )
+        .await
+        .map_err(|e| {
+            FaultError::System(format!("cannot connect from {}: {e}", target.describe()))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let w: Vec<&str> = line.split(' ').collect();
+    match w.as_slice() {
+        ["all", n] => Ok((n.parse().unwrap_or(max), None)),
+        ["turned", i, code, at, start] => {
+            let secs = |v: &str| v.parse::<f64>().unwrap_or(0.0);
+            let after = Duration::from_secs_f64((secs(at) - secs(start)).max(0.0));
+            let outcome = if *code == "124" {
+                Outcome::NoAnswer
+            } else {
+                Outcome::Refused
+            };
+            Ok((i.parse().unwrap_or(0), Some((outcome, launched + after))))
+        }
+        _ => Err(FaultError::System(format!(
+            "connect burst on {} said `{}` ({})",
+            target.describe(),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
 fn classify(e: &io::Error) -> Outcome {
     match e.kind() {
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => Outcome::Refused,
