@@ -539,6 +539,64 @@ impl StepRecord {
     }
 }
 
+/// One stage of a staged switchover that ran (see [`StepRecord::switchover_stages`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageSpan {
+    /// "STEP: stage 2 of 4 (10%)".
+    pub label: String,
+    /// Start, ms since the run started.
+    pub from_ms: f64,
+    /// End, ms since the run started.
+    pub to_ms: f64,
+}
+
+impl StepRecord {
+    /// The stages of this fault step's staged switchovers that ran: an `http_fault`
+    /// with a staged `reroute` records its schedule in its effect
+    /// (`details.switchovers`: when stage 1 started after the step, each stage's
+    /// share and hold). Stages are cut at the fault's revert (a rollback mid-way
+    /// leaves the later ones out); one still running ends at `now_ms`.
+    pub fn switchover_stages(&self, now_ms: f64) -> Vec<StageSpan> {
+        let mut out = Vec::new();
+        let Some(f) = &self.fault else { return out };
+        let Some(effect) = &f.effect else { return out };
+        let Some(switchovers) = effect.details.get("switchovers").and_then(|v| v.as_array()) else {
+            return out;
+        };
+        let end = f.revert.as_ref().map_or(now_ms, |r| r.started_ms);
+        for sw in switchovers {
+            let Some(started) = sw["started_after_ms"].as_f64() else {
+                continue;
+            };
+            let stages: Vec<(f64, f64)> = sw["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s["percentage"].as_f64()?, s["hold_ms"].as_f64()?)))
+                .collect();
+            let n = stages.len();
+            let mut from = self.started_ms + started;
+            for (i, (share, hold)) in stages.into_iter().enumerate() {
+                if from >= end {
+                    break; // rolled back before this stage began
+                }
+                let to = if i + 1 == n {
+                    end
+                } else {
+                    (from + hold).min(end)
+                };
+                out.push(StageSpan {
+                    label: format!("{}: stage {} of {n} ({share}%)", self.name, i + 1),
+                    from_ms: from,
+                    to_ms: to,
+                });
+                from += hold;
+            }
+        }
+        out
+    }
+}
+
 /// A fault step's specifics: declared next to measured, and how it was reverted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {

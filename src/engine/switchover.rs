@@ -4,57 +4,28 @@
 //! alternate upstream (0 %, 10 %, 50 %, 100 % …). A drill-wide "2 messages lost" does
 //! not say at which share the loss began, which is what decides where a real
 //! switchover must stop. The fault records its schedule in its effect's details
-//! (`switchovers`: when stage 1 started, each stage's share and hold); this file turns
-//! it into one window per stage that actually ran, cut at the fault's revert (a
-//! rollback mid-way leaves the later stages out), and the `delivery:` figures are
-//! broken down over those windows.
+//! (`switchovers`: when stage 1 started, each stage's share and hold); the run model
+//! reads it back as the stages that ran, cut at the fault's revert
+//! ([`StepRecord::switchover_stages`], which the reports use too), and this file
+//! turns them into wall-clock windows over which the `delivery:` figures are broken
+//! down.
 
 use crate::model::StepRecord;
 use crate::probe::delivery::Window;
 
-/// One window per stage that ran, in unix ms. `now_ms` ends the stage of a fault not
-/// reverted yet; `run_start_unix_ms` converts run time to wall-clock time (the send
-/// times of messages are wall-clock).
+/// One window per stage that ran ([`StepRecord::switchover_stages`]), in unix ms:
+/// `run_start_unix_ms` converts run time to wall-clock time (the send times of
+/// messages are wall-clock).
 pub(crate) fn windows(steps: &[StepRecord], now_ms: f64, run_start_unix_ms: f64) -> Vec<Window> {
-    let mut out = Vec::new();
-    for step in steps {
-        let Some(f) = &step.fault else { continue };
-        let Some(effect) = &f.effect else { continue };
-        let Some(switchovers) = effect.details.get("switchovers").and_then(|v| v.as_array()) else {
-            continue;
-        };
-        let end = f.revert.as_ref().map_or(now_ms, |r| r.started_ms);
-        for sw in switchovers {
-            let Some(started) = sw["started_after_ms"].as_f64() else {
-                continue;
-            };
-            let stages: Vec<(f64, f64)> = sw["stages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| Some((s["percentage"].as_f64()?, s["hold_ms"].as_f64()?)))
-                .collect();
-            let n = stages.len();
-            let mut from = step.started_ms + started;
-            for (i, (share, hold)) in stages.into_iter().enumerate() {
-                if from >= end {
-                    break; // rolled back before this stage began
-                }
-                let to = if i + 1 == n {
-                    end
-                } else {
-                    (from + hold).min(end)
-                };
-                out.push(Window {
-                    label: format!("{}: stage {} of {n} ({share}%)", step.name, i + 1),
-                    from_unix_ms: run_start_unix_ms + from,
-                    to_unix_ms: run_start_unix_ms + to,
-                });
-                from += hold;
-            }
-        }
-    }
-    out
+    steps
+        .iter()
+        .flat_map(|s| s.switchover_stages(now_ms))
+        .map(|st| Window {
+            label: st.label,
+            from_unix_ms: run_start_unix_ms + st.from_ms,
+            to_unix_ms: run_start_unix_ms + st.to_ms,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -471,7 +471,7 @@ fn staged_switchover_goes_through_and_is_rolled_back_by_a_guard() {
     let dir = tempfile::tempdir().unwrap();
     {
         let stack = Stack::start(&dir.path().join("a").tap_mkdir(), &[]);
-        let (out, r, _) = stack.drill("switchover", "standard");
+        let (out, r, report) = stack.drill("switchover", "standard");
         common::assert_exit(&out, 0);
         let m = &delivery_step(&r).metrics;
         assert_eq!(m["lost"], 0.0, "{m:?}");
@@ -487,6 +487,23 @@ fn staged_switchover_goes_through_and_is_rolled_back_by_a_guard() {
         assert!(staged <= m["sent"], "{staged} > {}", m["sent"]);
         let detail = &delivery_step(&r).detail;
         assert!(detail.contains("stage 4 of 4 (100%) for"), "{detail}");
+        // Both reports carry a table of the stages.
+        let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+        assert!(
+            md.contains("| Stage | Lasted | Sent | Lost | Duplicated | p95 |"),
+            "{md}"
+        );
+        for k in 1..=4 {
+            assert!(
+                md.contains(&format!(": stage {k} of 4 (")),
+                "stage {k}: {md}"
+            );
+        }
+        let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+        assert!(
+            html.contains("<th>Stage</th><th>Lasted</th>"),
+            "no stage table in the HTML"
+        );
         let (_, standby) = http(stack.standby, "GET", "/admin/stats", "");
         assert!(standby["accepted"].as_u64().unwrap() > 10, "{standby}");
         let sw = &r

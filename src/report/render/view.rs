@@ -232,6 +232,21 @@ pub(crate) struct DeliveryView {
     /// Some message was delivered more than once.
     pub any_duplicated: bool,
     pub rows: Vec<DeliveryRow>,
+    /// During a staged switchover: a row per stage that ran, by send time.
+    pub stages: Vec<StageRow>,
+}
+
+/// Figures of the messages sent during one stage of a staged switchover.
+#[derive(Serialize)]
+pub(crate) struct StageRow {
+    pub stage: String,
+    pub duration: String,
+    pub sent: String,
+    pub lost: String,
+    pub duplicated: String,
+    pub p95: String,
+    /// Some message sent in this stage was lost or duplicated.
+    pub bad: bool,
 }
 
 /// Figures of the messages sent in one phase.
@@ -249,6 +264,12 @@ pub(crate) struct DeliveryRow {
 
 /// The delivery entries of a run: the steps whose figures carry a `duplicate_rate`.
 fn delivery_views(run: &RunRecord) -> Vec<DeliveryView> {
+    // The engine broke the figures down over these stages, in this order.
+    let spans: Vec<crate::model::StageSpan> = run
+        .steps
+        .iter()
+        .flat_map(|s| s.switchover_stages(run.duration_ms))
+        .collect();
     run.steps
         .iter()
         .filter(|s| s.metrics.contains_key("duplicate_rate"))
@@ -284,6 +305,25 @@ fn delivery_views(run: &RunRecord) -> Vec<DeliveryView> {
                     }
                 })
                 .collect();
+            let stages = spans
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| g(&format!("stage{}.sent", k + 1)).is_some())
+                .map(|(k, span)| {
+                    let key = |x: &str| format!("stage{}.{x}", k + 1);
+                    let bad = g(&key("lost")).unwrap_or(0.0) > 0.0
+                        || g(&key("duplicated")).unwrap_or(0.0) > 0.0;
+                    StageRow {
+                        stage: span.label.clone(),
+                        duration: crate::report::words::human_ms(span.to_ms - span.from_ms),
+                        sent: n(&key("sent")),
+                        lost: n(&key("lost")),
+                        duplicated: n(&key("duplicated")),
+                        p95: lat(&key("p95_ms")),
+                        bad,
+                    }
+                })
+                .collect();
             DeliveryView {
                 name: s.name.clone(),
                 sent: n("sent"),
@@ -297,6 +337,7 @@ fn delivery_views(run: &RunRecord) -> Vec<DeliveryView> {
                 any_lost: g("lost").unwrap_or(0.0) > 0.0,
                 any_duplicated: g("duplicated").unwrap_or(0.0) > 0.0,
                 rows,
+                stages,
             }
         })
         .collect()
