@@ -37,6 +37,9 @@ pub struct Latency {
     /// Transparent mode: IPv4 `ip:port` destinations whose traffic is redirected through the proxy (nftables `redirect` on the target; the client is unchanged).
     #[serde(default)]
     pub intercept: Vec<String>,
+    /// Transparent mode: also reset, with a TCP reset on their next packet, connections to the intercepted destinations that were open before the fault took effect (a NAT redirect catches new connections only, so a pooled keep-alive connection would bypass the proxy for the whole fault). Connections made on the target only; the proxy's own are exempt. Default false.
+    #[serde(default)]
+    pub reset_established: bool,
     /// Fixed delay added to each chunk (or request).
     pub delay: HumanDuration,
     /// Spread around `delay` (see `distribution`).
@@ -100,6 +103,7 @@ impl Latency {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
             intercept: self.intercept.clone(),
+            reset_established: self.reset_established,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct Placement {
     pub listen: Option<String>,
     pub upstream: Option<String>,
     pub intercept: Vec<String>,
+    /// Transparent mode: reset connections to the intercepted destinations that were
+    /// open before the redirect (see [`RedirectUndo::reset_established`]).
+    pub reset_established: bool,
 }
 
 /// The undo record of a proxy fault: enough to stop it and to check, from another
@@ -90,6 +93,12 @@ impl Placement {
             errs.push((
                 "with.intercept".into(),
                 "found `intercept` together with `listen`/`upstream`, expected either explicit mode (listen + upstream) or transparent mode (intercept)".into(),
+            ));
+        }
+        if explicit && self.reset_established {
+            errs.push((
+                "with.reset_established".into(),
+                "found `reset_established` in explicit mode, expected it only with `intercept` (in explicit mode the client connects to the proxy itself)".into(),
             ));
         }
         if !explicit && self.intercept.is_empty() {
@@ -202,6 +211,7 @@ impl Placement {
                 free.port(),
                 MARK,
                 ctx.ttl,
+                self.reset_established,
             )?),
         })
     }

@@ -7,6 +7,14 @@
 //! redirect stops matching by itself and traffic goes straight to the real service
 //! again. The rule skips packets carrying the proxy's SO_MARK, so the proxy's own
 //! connection to the original destination is not redirected back to the proxy.
+//!
+//! A NAT redirect is decided at a connection's first packet: a connection opened
+//! before the fault (a client's pooled keep-alive connection) keeps going straight
+//! to the service. With `reset_established`, a filter chain on `output` placed after
+//! NAT (where a redirected packet already carries the proxy's address) answers the
+//! packets still addressed to an intercepted destination, unmarked, with a TCP
+//! reset: only such older connections match, and their clients reconnect through
+//! the proxy.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +26,7 @@ use nftables::stmt::{Match, Operator, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::FaultError;
-use crate::nft::{self, AddrFamily, IpNet, NatHook, Objects, RunTable, Side};
+use crate::nft::{self, AddrFamily, FilterHook, IpNet, NatHook, Objects, RunTable, Side};
 use crate::target::Target;
 
 /// The redirect of one transparent proxy, as written to the ledger.
@@ -38,6 +46,10 @@ pub struct RedirectUndo {
     pub mark: u32,
     /// Element timeout: when the redirect stops matching by itself.
     pub ttl_s: u32,
+    /// Connections opened before the redirect are reset (an extra `output` filter
+    /// chain, the last of `objects.chains`).
+    #[serde(default)]
+    pub reset_established: bool,
 }
 
 impl RedirectUndo {
@@ -50,6 +62,7 @@ impl RedirectUndo {
         port: u16,
         mark: u32,
         ttl: Duration,
+        reset_established: bool,
     ) -> Result<Self, FaultError> {
         let table = nft::table_name(run_id).map_err(|e| FaultError::Precondition(e.to_string()))?;
         let prefix = format!("{}_px", nft::object_prefix(step));
@@ -57,6 +70,9 @@ impl RedirectUndo {
             chains: vec![format!("{prefix}_out"), format!("{prefix}_pre")],
             sets: Vec::new(),
         };
+        if reset_established {
+            objects.chains.push(format!("{prefix}_rst"));
+        }
         for p in ports(intercept).keys() {
             objects.sets.push(format!("{prefix}_p{p}"));
         }
@@ -68,6 +84,7 @@ impl RedirectUndo {
             port,
             mark,
             ttl_s: nft::ttl_secs(ttl),
+            reset_established,
         })
     }
 
@@ -83,6 +100,14 @@ impl RedirectUndo {
         let (out, pre) = (&self.objects.chains[0], &self.objects.chains[1]);
         table.add_nat_chain(&mut b, out, NatHook::Output);
         table.add_nat_chain(&mut b, pre, NatHook::Prerouting);
+        let rst = self
+            .reset_established
+            .then(|| self.objects.chains.get(2))
+            .flatten();
+        if let Some(rst) = rst {
+            // After NAT (priority 0 > -100): redirected packets no longer match.
+            table.add_filter_chain(&mut b, rst, FilterHook::Output, 0);
+        }
         let ttl = Duration::from_secs(self.ttl_s as u64);
         for ((dport, ips), set) in ports(&self.intercept).iter().zip(&self.objects.sets) {
             let nets: Vec<IpNet> = ips.iter().map(|ip| IpNet::host(*ip)).collect();
@@ -100,6 +125,21 @@ impl RedirectUndo {
                         nft::redirect_to(self.port),
                     ],
                     Some("firedrill proxy redirect"),
+                );
+            }
+            if let Some(rst) = rst {
+                table.add_rule(
+                    &mut b,
+                    rst,
+                    vec![
+                        mark_is_not(self.mark),
+                        nft::addr_in_set(AddrFamily::V4, Side::Dst, set),
+                        nft::l4proto_in(&["tcp"]),
+                        nft::port_in(Side::Dst, &[*dport]),
+                        nft::counter(),
+                        nft::reject_tcp_reset(),
+                    ],
+                    Some("firedrill proxy: reset a connection opened before the redirect"),
                 );
             }
         }
@@ -164,6 +204,7 @@ mod tests {
             4000,
             7,
             Duration::from_millis(1500),
+            false,
         )
         .unwrap();
         assert_eq!(r.table, "firedrill_run1");
@@ -172,7 +213,17 @@ mod tests {
         assert!(r.objects.sets[0].ends_with("_p80"));
         assert_eq!(r.ttl_s, 2);
         assert!(
-            RedirectUndo::plan("bad-id", "s", &Target::Local, &a, 1, 1, Duration::ZERO).is_err()
+            RedirectUndo::plan(
+                "bad-id",
+                "s",
+                &Target::Local,
+                &a,
+                1,
+                1,
+                Duration::ZERO,
+                false
+            )
+            .is_err()
         );
     }
 }

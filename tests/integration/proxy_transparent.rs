@@ -138,6 +138,84 @@ async fn reroute_dials_its_alternate_in_the_namespace_past_the_redirect() {
     lab.assert_rulesets_unchanged();
 }
 
+/// A connection opened before the fault bypasses a NAT redirect; with
+/// `reset_established` its next packet is answered with a TCP reset (the client
+/// reconnects, through the proxy), while without it the old connection keeps
+/// reaching the real service. New connections go through the proxy either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_open_before_the_fault_are_reset_only_when_asked() {
+    let Some(mut lab) = Lab::serving_api("pxreset", api()) else {
+        return;
+    };
+    let client = lab.client.clone();
+    // Connection tracking already running in the client namespace (as on any host
+    // with a stateful firewall): the old connection is tracked from its first packet,
+    // so the redirect, decided at a connection's first packet, leaves it alone.
+    // (Without it, conntrack picks the old connection up mid-stream as a new one
+    // and the redirect breaks it anyway.)
+    let ct = std::process::Command::new("ip")
+        .args(["netns", "exec", &client, "nft", "add table ip fdtest_ct; add chain ip fdtest_ct c { type filter hook output priority 0; }; add rule ip fdtest_ct c ct state established accept"])
+        .status()
+        .unwrap();
+    assert!(ct.success());
+    lab.snapshot();
+    // A server on another port that keeps every connection and counts the bytes.
+    let held = SocketAddr::new(API_IP.into(), PORT + 10);
+    let listener = lab.in_ns(&lab.api.clone(), move || {
+        std::net::TcpListener::bind(held).unwrap()
+    });
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let got2 = got.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let got = got2.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 256];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let rt = Runtime::default();
+    for (reset, name) in [(false, "keep"), (true, "reset")] {
+        let mut old = lab.in_ns(&client, move || {
+            let s = TcpStream::connect_timeout(&held, Duration::from_secs(2)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s
+        });
+        let before = got.load(std::sync::atomic::Ordering::SeqCst);
+        let f = spec(&format!(
+            "kind: http_fault\nwith: {{ intercept: ['{held}', '{API_IP}:{PORT}'], reset_established: {reset}, rules: [ {{ match: {{ path: / }}, action: wecom_busy }} ] }}"
+        ));
+        let (undo, effect) = inject_ok(&f, &lab.client_target(), name, &rt).await;
+        assert!(effect.as_declared, "{effect:?}");
+        // New connections go through the proxy.
+        let (r, _) = get(&lab, &client, api());
+        assert!(r.unwrap().contains(r#""errcode":-1"#));
+        // The old connection: reset, or still straight to the service.
+        let wrote = old.write_all(b"ping").and_then(|()| old.flush());
+        std::thread::sleep(Duration::from_millis(300));
+        let mut buf = [0u8; 16];
+        let read = old.read(&mut buf);
+        let arrived = got.load(std::sync::atomic::Ordering::SeqCst) - before;
+        if reset {
+            assert_eq!(arrived, 0, "the old connection reached the service");
+            let e = wrote.err().or(read.err()).expect("a reset");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        } else {
+            assert!(wrote.is_ok(), "{wrote:?}");
+            assert_eq!(arrived, 4, "the old connection bypasses the proxy");
+        }
+        revert_with(&undo, &rt).await.unwrap();
+        lab.assert_rulesets_unchanged();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_added_to_an_unchanged_client_and_measured() {
     let Some(lab) = Lab::serving_api("pxlat", api()) else {
