@@ -112,18 +112,22 @@ impl RedirectUndo {
         for ((dport, ips), set) in ports(&self.intercept).iter().zip(&self.objects.sets) {
             let nets: Vec<IpNet> = ips.iter().map(|ip| IpNet::host(*ip)).collect();
             table.add_address_set(&mut b, set, AddrFamily::V4, &nets, ttl);
+            // Unmarked TCP to an intercepted address and port, counted; then the verdict.
+            let traffic = |verdict: Statement<'static>| {
+                vec![
+                    mark_is_not(self.mark),
+                    nft::addr_in_set(AddrFamily::V4, Side::Dst, set),
+                    nft::l4proto_in(&["tcp"]),
+                    nft::port_in(Side::Dst, &[*dport]),
+                    nft::counter(),
+                    verdict,
+                ]
+            };
             for chain in [out, pre] {
                 table.add_rule(
                     &mut b,
                     chain,
-                    vec![
-                        mark_is_not(self.mark),
-                        nft::addr_in_set(AddrFamily::V4, Side::Dst, set),
-                        nft::l4proto_in(&["tcp"]),
-                        nft::port_in(Side::Dst, &[*dport]),
-                        nft::counter(),
-                        nft::redirect_to(self.port),
-                    ],
+                    traffic(nft::redirect_to(self.port)),
                     Some("firedrill proxy redirect"),
                 );
             }
@@ -131,14 +135,7 @@ impl RedirectUndo {
                 table.add_rule(
                     &mut b,
                     rst,
-                    vec![
-                        mark_is_not(self.mark),
-                        nft::addr_in_set(AddrFamily::V4, Side::Dst, set),
-                        nft::l4proto_in(&["tcp"]),
-                        nft::port_in(Side::Dst, &[*dport]),
-                        nft::counter(),
-                        nft::reject_tcp_reset(),
-                    ],
+                    traffic(nft::reject_tcp_reset()),
                     Some("firedrill proxy: reset a connection opened before the redirect"),
                 );
             }
