@@ -371,14 +371,8 @@ impl Undo {
     #[tracing::instrument(skip_all, fields(kind = self.kind()))]
     pub async fn revert(&self, ctx: &RevertCtx<'_>) -> Result<Reverted, FaultError> {
         match self {
-            Undo::ProcessKill(u) => u.revert(ctx).await,
-            Undo::Latency(u) => u.revert(ctx, "latency proxy").await,
-            Undo::HttpFault(u) => http_fault::revert(u, ctx).await,
-            Undo::NetworkPartition(u) | Undo::NetworkRateLimit(u) => u.revert(ctx).await,
-            Undo::PodKill(u) => u.revert(ctx).await,
-            Undo::Scale(u) => u.revert(ctx).await,
-            Undo::Command(u) => u.revert(ctx).await,
             Undo::Group(u) => group::revert(u, ctx).await,
+            one => one.revert_one(ctx).await,
         }
     }
 

@@ -442,15 +442,17 @@ pub(super) async fn spawn(
 ) -> Result<(tokio::process::Child, Option<Vec<u8>>), TargetError> {
     let s = session(spec).await?;
     let c = client_cmd(spec, &s, cmd)?;
-    let child = c
-        .to_command()
-        .spawn()
-        .map_err(|source| TargetError::Spawn {
-            program: cmd.program.clone(),
-            target: spec.describe(),
-            source,
-        })?;
+    let child = spawn_client(spec, &c, cmd)?;
     Ok((child, c.stdin))
+}
+
+/// Starts the prepared `ssh` client for `cmd`.
+fn spawn_client(spec: &SshSpec, c: &Cmd, cmd: &Cmd) -> Result<tokio::process::Child, TargetError> {
+    c.to_command().spawn().map_err(|source| TargetError::Spawn {
+        program: cmd.program.clone(),
+        target: spec.describe(),
+        source,
+    })
 }
 
 async fn run_over(
@@ -460,14 +462,7 @@ async fn run_over(
 ) -> Result<super::Output, TargetError> {
     let c = client_cmd(spec, s, cmd)?;
     let start = std::time::Instant::now();
-    let child = c
-        .to_command()
-        .spawn()
-        .map_err(|source| TargetError::Spawn {
-            program: cmd.program.clone(),
-            target: spec.describe(),
-            source,
-        })?;
+    let child = spawn_client(spec, &c, cmd)?;
     super::finish(child, &c, "local", start)
         .await
         .map_err(|e| match e {

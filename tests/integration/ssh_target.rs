@@ -207,25 +207,15 @@ fn a_drill_over_ssh_freezes_and_thaws_and_recovers() {
     let svc = Svc::start(&fleet, 0, &format!("fdsvc{}", std::process::id() % 100000));
     let d = fleet.dir.path();
     let scenario = write(d, "s.yaml", &freeze_scenario(&fleet, &svc, "60s", "1s"));
-    let out = fleet
-        .firedrill()
-        .args(["run", "--run-id", "sshdrill", "--state-dir"])
-        .arg(d.join("state"))
-        .arg("--lock-dir")
-        .arg(d.join("locks"))
-        .arg("--report-dir")
-        .arg(d.join("reports"))
-        .arg(&scenario)
-        .output()
-        .unwrap();
+    let out = drill(&fleet, &scenario, "sshdrill").output().unwrap();
     let text = exit_text(&out, 0);
     assert_eq!(svc.state(), Some('S'), "thawed after the drill\n{text}");
     // The recovery command ran on the host (its address, seen from there).
     let rec = std::fs::read_to_string(fleet.path("recovered")).unwrap();
     assert!(rec.contains(&fleet.hosts[0].ip.to_string()), "{rec}");
     // The ledger names the ssh target, so `recover` could reconnect from it.
-    let ledger =
-        std::fs::read_to_string(d.join("state/runs/sshdrill/ledger.jsonl")).unwrap_or_default();
+    let ledger = std::fs::read_to_string(d.join("sshdrill/state/runs/sshdrill/ledger.jsonl"))
+        .unwrap_or_default();
     assert!(
         ledger.contains(r#""type":"ssh""#) && ledger.contains(&fleet.hosts[0].ip.to_string()),
         "{ledger}"
@@ -244,15 +234,7 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
     let d = fleet.dir.path();
     let ttl = Duration::from_secs(8);
     let scenario = write(d, "s.yaml", &freeze_scenario(&fleet, &svc, "8s", "6s"));
-    let child = fleet
-        .firedrill()
-        .args(["run", "--run-id", "sshcut", "--state-dir"])
-        .arg(d.join("state"))
-        .arg("--lock-dir")
-        .arg(d.join("locks"))
-        .arg("--report-dir")
-        .arg(d.join("reports"))
-        .arg(&scenario)
+    let child = drill(&fleet, &scenario, "sshcut")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -280,7 +262,7 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
     let rec = fleet
         .firedrill()
         .args(["recover", "--all", "--state-dir"])
-        .arg(d.join("state"))
+        .arg(d.join("sshcut/state"))
         .output()
         .unwrap();
     let rtext = exit_text(&rec, 0);
@@ -289,7 +271,7 @@ fn a_cut_link_leaves_the_revert_to_the_hosts_deadman() {
     let again = fleet
         .firedrill()
         .args(["recover", "--all", "--state-dir"])
-        .arg(d.join("state"))
+        .arg(d.join("sshcut/state"))
         .output()
         .unwrap();
     let again = exit_text(&again, 0);

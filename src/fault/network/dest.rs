@@ -225,13 +225,7 @@ pub(crate) async fn resolve(
                     .resolve(h, 0)
                     .await
                     .map_err(|e| FaultError::Precondition(e.to_string()))?;
-                let mut nets: Vec<IpNet> = Vec::new();
-                for a in addrs {
-                    let n = IpNet::host(a.ip());
-                    if !nets.contains(&n) {
-                        nets.push(n);
-                    }
-                }
+                let nets = distinct_hosts(addrs);
                 if nets.is_empty() {
                     return Err(FaultError::Precondition(format!(
                         "`{h}` resolved to no address on {}",
@@ -256,12 +250,8 @@ pub(crate) async fn resolve(
     Ok(out)
 }
 
-async fn lookup(host: &str) -> Result<Vec<IpNet>, FaultError> {
-    let fut = tokio::net::lookup_host((host, 0));
-    let addrs = tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .map_err(|_| FaultError::Precondition(format!("resolving `{host}` timed out after 5s")))?
-        .map_err(|e| FaultError::Precondition(format!("cannot resolve `{host}`: {e}")))?;
+/// Each address once, as a host network, in the resolver's order.
+fn distinct_hosts(addrs: impl IntoIterator<Item = std::net::SocketAddr>) -> Vec<IpNet> {
     let mut nets: Vec<IpNet> = Vec::new();
     for a in addrs {
         let n = IpNet::host(a.ip());
@@ -269,6 +259,16 @@ async fn lookup(host: &str) -> Result<Vec<IpNet>, FaultError> {
             nets.push(n);
         }
     }
+    nets
+}
+
+async fn lookup(host: &str) -> Result<Vec<IpNet>, FaultError> {
+    let fut = tokio::net::lookup_host((host, 0));
+    let addrs = tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| FaultError::Precondition(format!("resolving `{host}` timed out after 5s")))?
+        .map_err(|e| FaultError::Precondition(format!("cannot resolve `{host}`: {e}")))?;
+    let nets = distinct_hosts(addrs);
     if nets.is_empty() {
         return Err(FaultError::Precondition(format!(
             "`{host}` resolved to no address"
